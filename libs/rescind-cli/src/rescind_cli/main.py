@@ -1,0 +1,92 @@
+"""The `rescind` command: development tokens, the local stack and operator tasks."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+from rescind_cli import audit, stack, tokens
+from rescind_cli.errors import CliError
+
+
+def cli_version() -> str:
+    try:
+        return version("rescind-cli")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _ttl(text: str) -> dt.timedelta:
+    try:
+        return tokens.parse_ttl(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rescind", description="Rescind: development tokens, the local stack and operator tasks."
+    )
+    parser.add_argument("--version", action="version", version=f"rescind {cli_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    token = commands.add_parser(
+        "token",
+        help="print a development JWT the running stack accepts",
+        description="Print a JWT signed with the development key, e.g. TOKEN=$(rescind token --role "
+        "subject --sub alice). Refused when RESCIND_PROFILE=production.",
+    )
+    token.add_argument("--role", required=True, choices=tokens.ROLES)
+    token.add_argument("--sub", required=True, help="the subject, licensee or operator id")
+    token.add_argument("--ttl", type=_ttl, default="12h", help="lifetime: 90s, 15m, 12h, 7d (default 12h)")
+
+    commands.add_parser(
+        "run",
+        help="start the whole local stack in the foreground (Ctrl-C stops it)",
+        description="Start a Tansu broker (unless RESCIND_KAFKA_BOOTSTRAP is set), migrate and start every "
+        "service, wait until they are ready and print their URLs. Ctrl-C stops everything.",
+    )
+
+    audit_parser = commands.add_parser("audit", help="audit log tasks")
+    audit_commands = audit_parser.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
+    verify = audit_commands.add_parser(
+        "verify",
+        help="check consent-api's audit chain (exit 0 when intact)",
+        description="Ask consent-api to verify its audit chain with an operator token; print the result.",
+    )
+    verify.add_argument(
+        "--url", default=audit.default_consent_url(), help="consent-api base URL (default %(default)s)"
+    )
+
+    commands.add_parser("version", help="print the version")
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "token":
+        print(tokens.dev_token(tokens.load_settings(), role=args.role, sub=args.sub, ttl=args.ttl))
+        return 0
+    if args.command == "run":
+        return stack.run()
+    if args.command == "audit":
+        return audit.verify(args.url)
+    if args.command == "version":
+        print(f"rescind {cli_version()}")
+        return 0
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return dispatch(args)
+    except CliError as exc:
+        print(f"rescind: error: {exc.message}", file=sys.stderr)
+        return exc.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

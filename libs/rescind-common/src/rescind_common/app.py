@@ -1,0 +1,126 @@
+"""What every Rescind app has: problem errors, health, readiness, metrics, body limits, request ids."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rescind_common.logs import request_id_var
+from rescind_common.metrics import install_metrics
+from rescind_common.problems import Problem, install_problem_handlers, problem_response
+
+log = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], bool]
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"body larger than {limit} bytes")
+        self.limit = limit
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over a limit with 413, whether or not Content-Length is sent."""
+
+    def __init__(self, app: ASGIApp, default_limit: int, path_limits: dict[str, int]) -> None:
+        self.app = app
+        self.default_limit = default_limit
+        self.path_limits = path_limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.path_limits.get(scope["path"], self.default_limit)
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > limit:
+                    resp = problem_response(
+                        413, f"The request body exceeds {limit} bytes.", instance=scope["path"], limit=limit
+                    )
+                    await resp(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def create_app(
+    *,
+    service: str,
+    title: str,
+    version: str,
+    description: str,
+    readiness: dict[str, ReadinessCheck],
+    max_body_bytes: int,
+    path_body_limits: dict[str, int] | None = None,
+    **kwargs: Any,
+) -> FastAPI:
+    app = FastAPI(title=title, version=version, description=description, **kwargs)
+    install_problem_handlers(app)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return problem_response(
+            413, f"The request body exceeds {exc.limit} bytes.", instance=request.url.path, limit=exc.limit
+        )
+
+    @app.middleware("http")
+    async def _request_id(request: Request, call_next: Any) -> Any:
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        token = request_id_var.set(rid[:64])
+        try:
+            response = await call_next(request)
+        finally:
+            request_id_var.reset(token)
+        response.headers["x-request-id"] = rid[:64]
+        return response
+
+    install_metrics(app, service)
+    app.add_middleware(BodyLimitMiddleware, default_limit=max_body_bytes, path_limits=path_body_limits or {})
+
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @app.get("/readyz", tags=["health"], summary="Readiness: database and broker reachable")
+    def readyz() -> JSONResponse:
+        checks = {name: _safe(check) for name, check in readiness.items()}
+        ok = all(checks.values())
+        states = {k: "ok" if v else "down" for k, v in checks.items()}
+        if ok:
+            return JSONResponse({"status": "ok", "checks": states})
+        down = ", ".join(k for k, v in checks.items() if not v)
+        return problem_response(503, f"Not ready: {down}.", checks=states)
+
+    return app
+
+
+def _safe(check: ReadinessCheck) -> bool:
+    try:
+        return bool(check())
+    except Exception:
+        return False
+
+
+__all__ = ["BodyLimitMiddleware", "BodyTooLarge", "Problem", "create_app"]

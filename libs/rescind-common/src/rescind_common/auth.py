@@ -1,0 +1,179 @@
+"""Caller authentication: bearer JWTs verified with PyJWT, roles as FastAPI dependencies."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from rescind_common.problems import Problem
+from rescind_common.settings import RescindSettings
+
+
+class Role(enum.StrEnum):
+    SUBJECT = "subject"
+    LICENSEE = "licensee"
+    OPERATOR = "operator"
+
+
+@dataclass(frozen=True)
+class Principal:
+    sub: str
+    role: Role
+    claims: dict[str, Any]
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(
+        401,
+        detail,
+        type_="https://rescind.dev/problems/unauthorized",
+        headers={"WWW-Authenticate": 'Bearer realm="rescind"'},
+    )
+
+
+def ensure_dev_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """Load, or create on first use, the development token-signing key (ES256)."""
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{path} is not an EC private key")
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    os.replace(tmp, path)
+    return key
+
+
+class TokenVerifier:
+    """Verifies signature, `exp`, `iss`, `aud` and the pinned algorithm; extracts `sub` and `role`."""
+
+    def __init__(self, settings: RescindSettings) -> None:
+        self.algorithms = [a for a in settings.auth_algorithms if a.lower() != "none"]
+        if not self.algorithms:
+            raise ValueError("no usable JWT algorithm configured")
+        self.issuer = settings.auth_issuer
+        self.audience = settings.auth_audience
+        self.leeway = settings.auth_leeway_seconds
+        self._jwks: jwt.PyJWKClient | None = None
+        self._key: Any = None
+        if settings.auth_jwks_url:
+            self._jwks = jwt.PyJWKClient(settings.auth_jwks_url, cache_keys=True, lifespan=300, timeout=5)
+        elif settings.auth_public_key_file:
+            self._key = serialization.load_pem_public_key(settings.auth_public_key_file.read_bytes())
+        elif settings.profile == "development":
+            self._key = ensure_dev_key(settings.dev_auth_key_file).public_key()
+        else:
+            raise ValueError("no token verification key configured")
+
+    def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise _unauthorized("The bearer token is malformed.") from exc
+        if header.get("alg") not in self.algorithms:
+            raise _unauthorized("The token's algorithm is not accepted.")
+        try:
+            key = self._jwks.get_signing_key_from_jwt(token).key if self._jwks else self._key
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=self.algorithms,
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise _unauthorized("The token has expired.") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise _unauthorized("The token's audience is wrong.") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise _unauthorized("The token's issuer is wrong.") from exc
+        except jwt.PyJWTError as exc:
+            raise _unauthorized("The token is invalid.") from exc
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub or len(sub) > 255:
+            raise _unauthorized("The token's subject is invalid.")
+        try:
+            role = Role(str(claims.get("role")))
+        except ValueError as exc:
+            raise _unauthorized("The token carries no known role.") from exc
+        return Principal(sub=sub, role=role, claims=claims)
+
+
+def mint_token(
+    private_key: Any,
+    *,
+    sub: str,
+    role: Role | str,
+    issuer: str,
+    audience: str,
+    ttl: dt.timedelta = dt.timedelta(hours=12),
+    algorithm: str = "ES256",
+    extra: dict[str, Any] | None = None,
+) -> str:
+    now = dt.datetime.now(dt.UTC)
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "role": str(Role(role)),
+        "iss": issuer,
+        "aud": audience,
+        "iat": now,
+        "nbf": now - dt.timedelta(seconds=5),
+        "exp": now + ttl,
+    }
+    claims.update(extra or {})
+    return jwt.encode(claims, private_key, algorithm=algorithm)
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def current_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise _unauthorized("A bearer token is required.")
+    verifier: TokenVerifier = request.app.state.token_verifier
+    principal = verifier.verify(credentials.credentials)
+    request.state.principal = principal
+    return principal
+
+
+def require_role(*roles: Role) -> Any:
+    allowed = set(roles)
+
+    def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if principal.role not in allowed:
+            raise Problem(
+                403,
+                f"This operation needs the role {' or '.join(sorted(r.value for r in allowed))}.",
+                type_="https://rescind.dev/problems/forbidden",
+            )
+        return principal
+
+    return Depends(dependency)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+CurrentSubject = Annotated[Principal, require_role(Role.SUBJECT)]
+CurrentLicensee = Annotated[Principal, require_role(Role.LICENSEE)]
+RequireOperator = Annotated[Principal, require_role(Role.OPERATOR)]

@@ -1,0 +1,247 @@
+"""The transactional outbox and its relay to Kafka.
+
+A state change and its event commit in the same database transaction (`enqueue`).
+The relay publishes committed rows in order and marks them published; it keeps
+published rows for a retention window and re-publishes them when it finds that
+the broker has lost its log (a topic it owns is gone). Consumers deduplicate by
+event id, so repeats are harmless; losses are not possible.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+import zlib
+from typing import Any, Protocol
+
+from google.protobuf.message import Message
+from kafka import KafkaAdminClient, KafkaProducer
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, delete, func, select, text, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from rescind_common.db import UTCDateTime, utcnow
+from rescind_common.kafka import ensure_topics, make_admin, make_producer
+from rescind_common.metrics import OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED, OUTBOX_REPLAYED
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRow(Protocol):
+    id: int
+    event_id: str
+    topic: str
+    key: str
+    event_type: str
+    payload: bytes
+    created_at: dt.datetime
+    published_at: dt.datetime | None
+
+
+class OutboxMixin:
+    """Mix into a service's declarative base to declare its `outbox` table."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_unpublished", "published_at", "id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    event_id: Mapped[str] = mapped_column(String(40), unique=True)
+    topic: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(String(100))
+    event_type: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    published_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+def enqueue(
+    session: Session, model: Any, *, topic: str, key: str, event_id: str, event_type: str, message: Message
+) -> None:
+    """Add an event to the outbox inside the caller's transaction."""
+    session.add(
+        model(
+            event_id=event_id,
+            topic=topic,
+            key=key,
+            event_type=event_type,
+            payload=message.SerializeToString(),
+            created_at=utcnow(),
+        )
+    )
+
+
+class OutboxRelay:
+    """Publishes outbox rows to Kafka. Safe to run in several replicas: on PostgreSQL
+    one relay at a time holds an advisory lock for the publishing step, so order per key holds."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        model: Any,
+        *,
+        service: str,
+        bootstrap: str,
+        topics: list[str],
+        partitions: int = 6,
+        replication_factor: int = 1,
+        batch_size: int = 500,
+        poll_interval: float = 0.05,
+        retention: dt.timedelta = dt.timedelta(hours=72),
+        topic_check_interval: float = 2.0,
+    ) -> None:
+        self.engine = engine
+        self.model = model
+        self.service = service
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.partitions = partitions
+        self.replication_factor = replication_factor
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.retention = retention
+        self.topic_check_interval = topic_check_interval
+        self._producer: KafkaProducer | None = None
+        self._admin: KafkaAdminClient | None = None
+        self._last_topic_check = 0.0
+        self._last_prune = 0.0
+        self._lock_key = zlib.crc32(f"rescind-outbox-{service}".encode())
+        self.stop_event = threading.Event()
+
+    # -- connection management -------------------------------------------------
+
+    def _connect(self) -> None:
+        if self._admin is None:
+            self._admin = make_admin(self.bootstrap, f"{self.service}-relay-admin")
+        self._check_topics()
+        if self._producer is None:
+            self._producer = make_producer(self.bootstrap, f"{self.service}-relay")
+
+    def _reset(self) -> None:
+        # kafka-python's idempotent producer stays broken after a broker restart: recreate it.
+        for client in (self._producer, self._admin):
+            if client is not None:
+                try:
+                    client.close(timeout=1) if isinstance(client, KafkaProducer) else client.close()
+                except Exception:
+                    log.debug("closing kafka client failed", exc_info=True)
+        self._producer = None
+        self._admin = None
+
+    def _check_topics(self) -> None:
+        assert self._admin is not None
+        created = ensure_topics(
+            self._admin, self.topics, partitions=self.partitions, replication_factor=self.replication_factor
+        )
+        self._last_topic_check = time.monotonic()
+        if created:
+            self._replay(created)
+
+    def _replay(self, topics: list[str]) -> None:
+        """The broker lost these topics' logs: publish every retained row for them again."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(self.model)
+                .where(self.model.topic.in_(topics), self.model.published_at.is_not(None))
+                .values(published_at=None)
+            )
+        if result.rowcount:
+            log.warning(
+                "broker lost the log of %s; re-publishing %d retained events", topics, result.rowcount
+            )
+            OUTBOX_REPLAYED.labels(self.service).inc(result.rowcount)
+
+    # -- publishing ------------------------------------------------------------
+
+    def publish_once(self) -> int:
+        """Publish one batch; return how many rows were published."""
+        self._connect()
+        if time.monotonic() - self._last_topic_check > self.topic_check_interval:
+            self._check_topics()
+        producer = self._producer
+        assert producer is not None
+        with Session(self.engine) as session, session.begin():
+            if self.engine.dialect.name == "postgresql":
+                got = session.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": self._lock_key}
+                ).scalar()
+                if not got:
+                    return 0
+            stmt = (
+                select(self.model)
+                .where(self.model.published_at.is_(None))
+                .order_by(self.model.id)
+                .limit(self.batch_size)
+            )
+            if self.engine.dialect.name == "postgresql":
+                stmt = stmt.with_for_update(skip_locked=True)
+            rows = list(session.scalars(stmt))
+            if not rows:
+                return 0
+            futures = [
+                producer.send(
+                    row.topic,
+                    key=row.key.encode(),
+                    value=row.payload,
+                    headers=[
+                        ("event-id", row.event_id.encode()),
+                        ("event-type", row.event_type.encode()),
+                        ("content-type", b"application/x-protobuf"),
+                    ],
+                )
+                for row in rows
+            ]
+            producer.flush(timeout=30)
+            for fut in futures:
+                fut.get(timeout=0)  # raises if that record failed
+            now = utcnow()
+            session.execute(
+                update(self.model).where(self.model.id.in_([r.id for r in rows])).values(published_at=now)
+            )
+            for row in rows:
+                OUTBOX_PUBLISHED.labels(self.service, row.topic).inc()
+            return len(rows)
+
+    def prune(self) -> int:
+        cutoff = utcnow() - self.retention
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                delete(self.model).where(
+                    self.model.published_at.is_not(None), self.model.published_at < cutoff
+                )
+            )
+        return int(result.rowcount or 0)
+
+    def backlog(self) -> int:
+        with Session(self.engine) as session:
+            count = session.scalar(
+                select(func.count()).select_from(self.model).where(self.model.published_at.is_(None))
+            )
+            return int(count or 0)
+
+    def run(self) -> None:
+        """Publish until `stop_event` is set. Broker and database outages are retried with backoff."""
+        backoff = 0.2
+        log.info("outbox relay for %s started (bootstrap %s)", self.service, self.bootstrap)
+        while not self.stop_event.is_set():
+            try:
+                published = self.publish_once()
+                backoff = 0.2
+                if time.monotonic() - self._last_prune > 60:
+                    self._last_prune = time.monotonic()
+                    self.prune()
+                if published < self.batch_size:
+                    self.stop_event.wait(self.poll_interval)
+            except Exception as exc:
+                OUTBOX_PUBLISH_ERRORS.labels(self.service).inc()
+                log.warning(
+                    "outbox relay error (%s: %s); retrying in %.1fs", type(exc).__name__, exc, backoff
+                )
+                self._reset()
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+        self._reset()
+        log.info("outbox relay for %s stopped", self.service)

@@ -1,0 +1,62 @@
+"""Settings shared by every Rescind service, read from `RESCIND_*` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Profile = Literal["development", "production"]
+
+DEV_STATE_DIR = Path(".rescind")
+
+
+class RescindSettings(BaseSettings):
+    """Base class: each service subclasses it and adds its own `RESCIND_<SERVICE>_*` fields."""
+
+    model_config = SettingsConfigDict(env_prefix="RESCIND_", extra="ignore")
+
+    profile: Profile = "development"
+    # Where `make run` keeps development keys and SQLite files.
+    state_dir: Path = DEV_STATE_DIR
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_consent_topic: str = "rescind.consent.v1"
+    kafka_notice_topic: str = "rescind.notice.v1"
+    kafka_topic_partitions: int = Field(default=6, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+
+    # Caller tokens (JWT). Algorithms are pinned; `none` is never accepted.
+    auth_issuer: str = "rescind-dev"
+    auth_audience: str = "rescind"
+    auth_algorithms: list[str] = ["ES256"]
+    # Production: keys from a JWKS URL. Development: a local PEM key pair.
+    auth_jwks_url: str | None = None
+    auth_public_key_file: Path | None = None
+    auth_private_key_file: Path | None = None
+    auth_leeway_seconds: int = Field(default=30, ge=0, le=300)
+
+    # Request bodies above this are refused with 413 (batch endpoints have their own limit).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_batch_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+    log_level: str = "INFO"
+    # Published outbox rows are kept this long so that a lost broker log can be replayed.
+    outbox_retention_hours: float = Field(default=72.0, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_dev_keys_in_production(self) -> RescindSettings:
+        if self.profile == "production":
+            if "none" in {a.lower() for a in self.auth_algorithms}:
+                raise ValueError("RESCIND_AUTH_ALGORITHMS must not contain 'none'")
+            if self.auth_jwks_url is None and self.auth_public_key_file is None:
+                raise ValueError("production needs RESCIND_AUTH_JWKS_URL or RESCIND_AUTH_PUBLIC_KEY_FILE")
+            if self.auth_issuer == "rescind-dev":
+                raise ValueError("production refuses the development issuer 'rescind-dev'")
+        return self
+
+    @property
+    def dev_auth_key_file(self) -> Path:
+        return self.state_dir / "keys" / "auth-es256.pem"

@@ -1,0 +1,44 @@
+"""consent-api settings: `RESCIND_*` shared ones plus `RESCIND_CONSENT_*`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from rescind_common.settings import RescindSettings
+
+
+class ConsentSettings(RescindSettings):
+    consent_database_url: str = "sqlite:///.rescind/consent.db"
+    consent_host: str = "127.0.0.1"
+    consent_port: int = Field(default=8001, ge=1, le=65535)
+    # The URL sellers reach this service at; used in receipts ("how to withdraw").
+    consent_public_url: str = "http://127.0.0.1:8001"
+    # Base64 of 32 random bytes; wraps every per-subject key. Development: generated under state_dir.
+    consent_master_key: str | None = None
+    # Ed25519 PEM private key that signs consent receipts. Development: generated under state_dir.
+    consent_receipt_key_file: Path | None = None
+    # Retired receipt keys, still published in the JWKS so old receipts keep verifying.
+    consent_receipt_previous_key_files: list[Path] = []
+    consent_controller_name: str = "Rescind data marketplace (development)"
+    consent_controller_contact: str = "privacy@rescind.invalid"
+    consent_policy_url: str = "https://rescind.invalid/privacy"
+    # How often the expiry scheduler looks for consents past `expires_at`.
+    consent_expiry_interval_seconds: float = Field(default=5.0, gt=0)
+    consent_run_scheduler: bool = True
+    consent_max_batch_samples: int = Field(default=10_000, ge=1)
+    consent_max_sample_ids: int = Field(default=100_000, ge=1)
+    consent_db_pool_size: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _production_needs_real_keys(self) -> ConsentSettings:
+        if self.profile == "production":
+            if not self.consent_master_key:
+                raise ValueError("production needs RESCIND_CONSENT_MASTER_KEY")
+            if not self.consent_receipt_key_file:
+                raise ValueError("production needs RESCIND_CONSENT_RECEIPT_KEY_FILE")
+        return self
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.state_dir / "keys"

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from consent_api.consents.models import Consent, ConsentSample
+from consent_api.samples.repository import chunks
+
+
+def add_samples(session: Session, consent_id: str, sample_ids: Sequence[str]) -> None:
+    rows: list[dict[str, Any]] = [{"consent_id": consent_id, "sample_id": s} for s in sample_ids]
+    for part in chunks(rows, 1000):
+        session.execute(insert(ConsentSample), list(part))
+
+
+def get(session: Session, subject_id: str, consent_id: str, *, lock: bool = False) -> Consent | None:
+    stmt = select(Consent).where(Consent.subject_id == subject_id, Consent.id == consent_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).one_or_none()
+
+
+def page(
+    session: Session, subject_id: str, status: str | None, after: str | None, limit: int
+) -> list[Consent]:
+    stmt = select(Consent).where(Consent.subject_id == subject_id)
+    if status:
+        stmt = stmt.where(Consent.status == status)
+    if after:
+        stmt = stmt.where(Consent.id > after)
+    return list(session.scalars(stmt.order_by(Consent.id).limit(limit)))
+
+
+def active_for_subject(session: Session, subject_id: str) -> list[Consent]:
+    stmt = select(Consent).where(Consent.subject_id == subject_id, Consent.status == "active")
+    return list(session.scalars(stmt.order_by(Consent.id).with_for_update()))
+
+
+def sample_ids(session: Session, consent_id: str, *, active: bool | None = None) -> list[str]:
+    stmt = select(ConsentSample.sample_id).where(ConsentSample.consent_id == consent_id)
+    if active is True:
+        stmt = stmt.where(ConsentSample.revoked_at.is_(None))
+    elif active is False:
+        stmt = stmt.where(ConsentSample.revoked_at.is_not(None))
+    return list(session.scalars(stmt.order_by(ConsentSample.sample_id)))
+
+
+def active_consents_with_samples(
+    session: Session, subject_id: str, sample_ids: Sequence[str]
+) -> dict[str, set[str]]:
+    """consent id -> which of these samples it still covers."""
+    out: dict[str, set[str]] = {}
+    for part in chunks(sample_ids):
+        rows = session.execute(
+            select(ConsentSample.consent_id, ConsentSample.sample_id)
+            .join(Consent, Consent.id == ConsentSample.consent_id)
+            .where(
+                Consent.subject_id == subject_id,
+                Consent.status == "active",
+                ConsentSample.revoked_at.is_(None),
+                ConsentSample.sample_id.in_(part),
+            )
+        )
+        for cid, sid in rows:
+            out.setdefault(cid, set()).add(sid)
+    return out
+
+
+def mark_samples_revoked(
+    session: Session, consent_id: str, sample_ids: Sequence[str], revocation_id: str, at: Any
+) -> None:
+    for part in chunks(sample_ids):
+        session.execute(
+            update(ConsentSample)
+            .where(
+                ConsentSample.consent_id == consent_id,
+                ConsentSample.sample_id.in_(part),
+                ConsentSample.revoked_at.is_(None),
+            )
+            .values(revoked_at=at, revocation_id=revocation_id)
+        )
+
+
+def expired_candidates(session: Session, now: Any, limit: int) -> list[tuple[str, str]]:
+    rows = session.execute(
+        select(Consent.id, Consent.subject_id)
+        .where(Consent.status == "active", Consent.expires_at.is_not(None), Consent.expires_at <= now)
+        .order_by(Consent.expires_at)
+        .limit(limit)
+    )
+    return [(cid, sid) for cid, sid in rows]

@@ -1,0 +1,57 @@
+"""Building consent-topic events and putting them in the outbox (same transaction as the change)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from rescind_common.db import utcnow
+from rescind_common.ids import new_id
+from rescind_common.outbox import enqueue
+from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
+from sqlalchemy.orm import Session
+
+from consent_api.config import ConsentSettings
+from consent_api.db import Outbox
+
+PRODUCER = "consent-api"
+
+KIND_TO_PB = {
+    "face_image": pb.SAMPLE_KIND_FACE_IMAGE,
+    "voice_recording": pb.SAMPLE_KIND_VOICE_RECORDING,
+    "handwriting": pb.SAMPLE_KIND_HANDWRITING,
+    "demographics": pb.SAMPLE_KIND_DEMOGRAPHICS,
+    "other": pb.SAMPLE_KIND_OTHER,
+}
+TRIGGER_TO_PB = {
+    "subject": pb.REVOCATION_TRIGGER_SUBJECT,
+    "expiry": pb.REVOCATION_TRIGGER_EXPIRY,
+    "erasure": pb.REVOCATION_TRIGGER_ERASURE,
+}
+
+
+def timestamp(value: dt.datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value.astimezone(dt.UTC))
+    return ts
+
+
+def publish(session: Session, settings: ConsentSettings, subject_id: str, **payload: object) -> str:
+    """Enqueue one ConsentEvent with exactly one payload field set; return its event id."""
+    (field, message), *rest = payload.items()
+    assert not rest, "one payload per event"
+    event_id = new_id("evt")
+    envelope = pb.ConsentEvent(
+        event_id=event_id, subject_id=subject_id, producer=PRODUCER, occurred_at=timestamp(utcnow())
+    )
+    getattr(envelope, field).CopyFrom(message)
+    enqueue(
+        session,
+        Outbox,
+        topic=settings.kafka_consent_topic,
+        key=subject_id,
+        event_id=event_id,
+        event_type=field,
+        message=envelope,
+    )
+    return event_id

@@ -1,0 +1,84 @@
+"""consent-api: the seller-facing consent service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from rescind_common.app import create_app as create_base_app
+from rescind_common.auth import TokenVerifier
+from rescind_common.db import make_engine, make_session_factory, ping
+from rescind_common.kafka import broker_reachable
+
+from consent_api import models  # noqa: F401  (registers every table)
+from consent_api.audit.router import router as audit_router
+from consent_api.config import ConsentSettings
+from consent_api.consents.router import router as consents_router
+from consent_api.context import AppContext
+from consent_api.expiry import ExpiryScheduler
+from consent_api.keys import MasterKey
+from consent_api.receipts.router import router as receipts_router
+from consent_api.receipts.signer import ReceiptSigner
+from consent_api.revocations.router import router as revocations_router
+from consent_api.rights.router import router as rights_router
+from consent_api.samples.router import router as samples_router
+from consent_api.subjects.router import router as profile_router
+
+SERVICE = "consent-api"
+VERSION = "0.1.0"
+
+
+def create_app(settings: ConsentSettings | None = None, *, run_scheduler: bool | None = None) -> FastAPI:
+    settings = settings or ConsentSettings()
+    engine = make_engine(settings.consent_database_url, pool_size=settings.consent_db_pool_size)
+    ctx = AppContext(
+        settings=settings,
+        engine=engine,
+        session_factory=make_session_factory(engine),
+        master=MasterKey.from_settings(settings),
+        signer=ReceiptSigner.from_settings(settings),
+    )
+    scheduler_on = settings.consent_run_scheduler if run_scheduler is None else run_scheduler
+    scheduler = ExpiryScheduler(ctx, settings.consent_expiry_interval_seconds)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if scheduler_on:
+            scheduler.start()
+        yield
+        scheduler.stop()
+        engine.dispose()
+
+    app = create_base_app(
+        service=SERVICE,
+        title="Rescind consent-api",
+        version=VERSION,
+        description="Sellers register samples, grant consent with signed receipts, and withdraw it.",
+        readiness={
+            "database": lambda: ping(engine),
+            "kafka": lambda: broker_reachable(settings.kafka_bootstrap),
+        },
+        max_body_bytes=settings.max_body_bytes,
+        path_body_limits={
+            "/v1/samples/batch": settings.max_batch_body_bytes,
+            "/v1/consents": settings.max_batch_body_bytes,
+            "/v1/revocations": settings.max_batch_body_bytes,
+        },
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    app.state.session_factory = ctx.session_factory
+    app.state.token_verifier = TokenVerifier(settings)
+    app.state.expiry = scheduler
+    for router in (
+        samples_router,
+        consents_router,
+        revocations_router,
+        rights_router,
+        profile_router,
+        audit_router,
+        receipts_router,
+    ):
+        app.include_router(router)
+    return app

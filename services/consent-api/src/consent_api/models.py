@@ -1,0 +1,23 @@
+"""Every table, imported once so that Alembic and the app see the whole schema."""
+
+from consent_api.audit.models import AuditEntry
+from consent_api.consents.models import Consent, ConsentSample
+from consent_api.db import Base, Outbox
+from consent_api.revocations.models import Revocation, RevocationItem
+from consent_api.rights.models import RightsRequest
+from consent_api.samples.models import Sample
+from consent_api.subjects.models import Subject, SubjectKey
+
+__all__ = [
+    "AuditEntry",
+    "Base",
+    "Consent",
+    "ConsentSample",
+    "Outbox",
+    "Revocation",
+    "RevocationItem",
+    "RightsRequest",
+    "Sample",
+    "Subject",
+    "SubjectKey",
+]

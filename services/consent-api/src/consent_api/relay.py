@@ -1,0 +1,24 @@
+"""consent-api's outbox relay."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from rescind_common.db import make_engine
+from rescind_common.outbox import OutboxRelay
+
+from consent_api.config import ConsentSettings
+from consent_api.db import Outbox
+
+
+def build_relay(settings: ConsentSettings) -> OutboxRelay:
+    return OutboxRelay(
+        make_engine(settings.consent_database_url, pool_size=2),
+        Outbox,
+        service="consent-api",
+        bootstrap=settings.kafka_bootstrap,
+        topics=[settings.kafka_consent_topic],
+        partitions=settings.kafka_topic_partitions,
+        replication_factor=settings.kafka_replication_factor,
+        retention=dt.timedelta(hours=settings.outbox_retention_hours),
+    )

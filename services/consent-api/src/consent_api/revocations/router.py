@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from rescind_common.auth import CurrentSubject
+from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from rescind_common.problems import Problem
+
+from consent_api.context import Ctx
+from consent_api.db import DbSession
+from consent_api.revocations import repository, service
+from consent_api.revocations.schemas import RevocationIn, RevocationOut
+from consent_api.subjects import service as subjects
+
+router = APIRouter(prefix="/v1/revocations", tags=["revocations"])
+
+
+@router.post("", status_code=202, response_model=RevocationOut, summary="Revoke by scope")
+def create_revocation(
+    body: RevocationIn, principal: CurrentSubject, session: DbSession, ctx: Ctx
+) -> RevocationOut:
+    subject = subjects.current(session, ctx, principal, lock=True)
+    return service.to_out(service.revoke_by_scope(session, ctx, subject, body))
+
+
+@router.get("", response_model=Page[RevocationOut], summary="List own revocations")
+def list_revocations(
+    principal: CurrentSubject, session: DbSession, ctx: Ctx, limit: Limit = 100, cursor: Cursor = None
+) -> Page[RevocationOut]:
+    subject = subjects.existing(session, ctx, principal)
+    if subject is None:
+        return Page(items=[])
+    rows = repository.page(session, subject.id, decode_cursor(cursor), limit + 1)
+    return Page(
+        items=[service.to_out(r) for r in rows[:limit]],
+        next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
+    )
+
+
+@router.get("/{revocation_id}", response_model=RevocationOut, summary="Read a revocation and who was told")
+def get_revocation(
+    revocation_id: str, principal: CurrentSubject, session: DbSession, ctx: Ctx
+) -> RevocationOut:
+    subject = subjects.existing(session, ctx, principal)
+    revocation = repository.get(session, subject.id, revocation_id) if subject else None
+    if revocation is None:
+        raise Problem(404, f"No revocation {revocation_id}.")
+    return service.to_out(revocation)

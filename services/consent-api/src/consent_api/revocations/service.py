@@ -1,0 +1,252 @@
+"""Withdrawing consent. One revocation can touch many consents; each touched consent
+gets its ConsentRevoked event(s) in the outbox, in the same transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rescind_common.db import utcnow
+from rescind_common.ids import new_id
+from rescind_common.problems import Problem, field_error
+from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
+from sqlalchemy.orm import Session
+
+from consent_api.audit import service as audit
+from consent_api.consents import repository as consents_repo
+from consent_api.consents.models import Consent
+from consent_api.context import AppContext
+from consent_api.events import TRIGGER_TO_PB, publish
+from consent_api.revocations import repository
+from consent_api.revocations.models import Revocation
+from consent_api.revocations.schemas import NoticeOut, RevocationIn, RevocationOut
+from consent_api.samples import repository as samples_repo
+from consent_api.subjects import service as subjects
+from consent_api.subjects.models import Subject
+
+EVENT_CHUNK = 5000
+
+
+@dataclass
+class Target:
+    """What to withdraw from one consent: some samples (None = all still active) or one purpose."""
+
+    consent: Consent
+    sample_ids: set[str] | None = None
+    purpose: str | None = None
+    withdrawn: list[str] = field(default_factory=list)
+
+
+def revoke(
+    session: Session,
+    ctx: AppContext,
+    subject: Subject,
+    targets: list[Target],
+    *,
+    scope: str,
+    trigger: str = "subject",
+    consent_id: str | None = None,
+    licensee_id: str | None = None,
+    purpose: str | None = None,
+    reason: str | None = None,
+    end_status: str = "revoked",
+) -> Revocation:
+    """Record the revocation, end or shrink each target consent, enqueue events, audit. Subject is locked."""
+    now = utcnow()
+    revocation = Revocation(
+        id=new_id("rev"),
+        subject_id=subject.id,
+        scope=scope,
+        trigger=trigger,
+        consent_id=consent_id,
+        licensee_id=licensee_id,
+        purpose=purpose,
+        created_at=now,
+        consent_ids=[],
+        sample_count=0,
+    )
+    if reason:
+        key = subjects.data_key(session, ctx, subject, create=True)
+        assert key is not None
+        revocation.reason_sealed = subjects.seal_json(key, subject.id, "reason", reason)
+    session.add(revocation)
+    session.flush()
+
+    touched: list[tuple[Target, list[str], list[str], bool]] = []
+    for t in targets:
+        c = t.consent
+        active = consents_repo.sample_ids(session, c.id, active=True)
+        if not active:
+            continue
+        live_purposes = [p for p in c.purposes if p not in (c.revoked_purposes or [])]
+        if t.purpose is not None:
+            # Withdraw one purpose for every sample; the consent lives on for its other purposes.
+            if t.purpose not in live_purposes:
+                continue
+            c.revoked_purposes = [*(c.revoked_purposes or []), t.purpose]
+            withdrawn_samples, withdrawn_purposes = active, [t.purpose]
+            ended = len(live_purposes) == 1
+            if ended:
+                consents_repo.mark_samples_revoked(session, c.id, active, revocation.id, now)
+                c.active_sample_count = 0
+        else:
+            withdrawn_samples = active if t.sample_ids is None else [s for s in active if s in t.sample_ids]
+            if not withdrawn_samples:
+                continue
+            withdrawn_purposes = live_purposes
+            consents_repo.mark_samples_revoked(session, c.id, withdrawn_samples, revocation.id, now)
+            c.active_sample_count = len(active) - len(withdrawn_samples)
+            ended = c.active_sample_count == 0
+        if ended:
+            c.status = end_status
+            c.ended_at = now
+        repository.add_items(session, revocation.id, c.id, withdrawn_samples)
+        touched.append((t, withdrawn_samples, withdrawn_purposes, ended))
+
+    revocation.consent_ids = [t.consent.id for t, *_ in touched]
+    revocation.sample_count = len({s for _, samples, _, _ in touched for s in samples})
+    revocation.status = "pending" if touched else "completed"
+
+    for t, samples, purposes, ended in touched:
+        parts = [samples[i : i + EVENT_CHUNK] for i in range(0, len(samples), EVENT_CHUNK)]
+        for index, part in enumerate(parts):
+            publish(
+                session,
+                ctx.settings,
+                subject.id,
+                consent_revoked=pb.ConsentRevoked(
+                    revocation_id=revocation.id,
+                    consent_id=t.consent.id,
+                    sample_ids=part,
+                    consent_ended=ended,
+                    purposes=purposes,
+                    licensee_id=t.consent.licensee_id or "",
+                    trigger=TRIGGER_TO_PB[trigger],
+                    chunk_index=index,
+                    chunk_count=len(parts),
+                    consent_count=len(touched),
+                ),
+            )
+    audit.append(
+        session,
+        subject,
+        actor="system" if trigger == "expiry" else "subject",
+        action="consent.revoked",
+        entity_id=revocation.id,
+        data={
+            "scope": scope,
+            "trigger": trigger,
+            "consent_ids": revocation.consent_ids,
+            "sample_count": revocation.sample_count,
+            "licensee_id": licensee_id,
+            "purpose": purpose,
+        },
+    )
+    return revocation
+
+
+def revoke_consent(
+    session: Session,
+    ctx: AppContext,
+    subject: Subject,
+    consent_id: str,
+    sample_ids: list[str] | None,
+    reason: str | None,
+) -> Revocation:
+    consent = consents_repo.get(session, subject.id, consent_id, lock=True)
+    if consent is None:
+        raise Problem(404, f"No consent {consent_id}.")
+    if consent.status != "active":
+        raise Problem(
+            409, f"Consent {consent_id} is already {consent.status}.", status_of_consent=consent.status
+        )
+    wanted: set[str] | None = None
+    if sample_ids:
+        covered = set(consents_repo.sample_ids(session, consent.id))
+        unknown = [(i, s) for i, s in enumerate(sample_ids) if s not in covered]
+        if unknown:
+            raise Problem(
+                422,
+                "Some samples are not covered by this consent.",
+                errors=[
+                    field_error(f"body.sample_ids[{i}]", "not in this consent", value=s) for i, s in unknown
+                ],
+            )
+        wanted = set(sample_ids)
+    return revoke(
+        session,
+        ctx,
+        subject,
+        [Target(consent, sample_ids=wanted)],
+        scope="consent",
+        consent_id=consent_id,
+        reason=reason,
+    )
+
+
+SCOPE_FIELDS = {"licensee": "licensee_id", "purpose": "purpose", "samples": "sample_ids"}
+
+
+def check_scope_fields(body: RevocationIn) -> None:
+    for scope, name in SCOPE_FIELDS.items():
+        value = getattr(body, name)
+        if body.scope == scope and not value:
+            raise Problem(
+                422, f"scope '{scope}' needs {name}.", errors=[field_error(f"body.{name}", "required")]
+            )
+        if body.scope != scope and value:
+            raise Problem(
+                422,
+                f"{name} is only allowed with scope '{scope}'.",
+                errors=[field_error(f"body.{name}", f"only with scope '{scope}'")],
+            )
+
+
+def revoke_by_scope(session: Session, ctx: AppContext, subject: Subject, body: RevocationIn) -> Revocation:
+    check_scope_fields(body)
+    active = consents_repo.active_for_subject(session, subject.id)
+    targets: list[Target]
+    if body.scope == "all":
+        targets = [Target(c) for c in active]
+    elif body.scope == "licensee":
+        targets = [Target(c) for c in active if c.licensee_id == body.licensee_id]
+    elif body.scope == "purpose":
+        targets = [Target(c, purpose=body.purpose) for c in active if body.purpose in c.purposes]
+    else:
+        assert body.sample_ids is not None
+        ids = list(dict.fromkeys(body.sample_ids))
+        owned = samples_repo.owned(session, subject.id, ids)
+        unknown = [(i, s) for i, s in enumerate(body.sample_ids) if s not in owned]
+        if unknown:
+            raise Problem(
+                422,
+                "Unknown sample ids.",
+                errors=[field_error(f"body.sample_ids[{i}]", "unknown sample", value=s) for i, s in unknown],
+            )
+        by_consent = consents_repo.active_consents_with_samples(session, subject.id, ids)
+        targets = [Target(c, sample_ids=by_consent[c.id]) for c in active if c.id in by_consent]
+    return revoke(
+        session,
+        ctx,
+        subject,
+        targets,
+        scope=body.scope,
+        licensee_id=body.licensee_id,
+        purpose=body.purpose,
+        reason=body.reason,
+    )
+
+
+def to_out(revocation: Revocation, notices: list[NoticeOut] | None = None) -> RevocationOut:
+    return RevocationOut(
+        id=revocation.id,
+        status=revocation.status,
+        scope=revocation.scope,
+        trigger=revocation.trigger,
+        consent_id=revocation.consent_id,
+        licensee_id=revocation.licensee_id,
+        purpose=revocation.purpose,
+        consent_ids=revocation.consent_ids,
+        sample_count=revocation.sample_count,
+        created_at=revocation.created_at,
+        notices=notices or [],
+    )

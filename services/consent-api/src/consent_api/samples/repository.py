@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from consent_api.samples.models import Sample
+
+CHUNK = 900  # stays under SQLite's bound-parameter limits
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def existing_hashes(session: Session, subject_id: str, hashes: Sequence[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for part in chunks(hashes):
+        rows = session.execute(
+            select(Sample.sha256, Sample.id).where(Sample.subject_id == subject_id, Sample.sha256.in_(part))
+        )
+        found.update({str(sha): str(sid) for sha, sid in rows})
+    return found
+
+
+def insert_many(session: Session, rows: list[dict[str, Any]]) -> None:
+    for part in chunks(rows, 1000):
+        session.execute(insert(Sample), list(part))
+
+
+def owned(session: Session, subject_id: str, sample_ids: Sequence[str]) -> dict[str, Sample]:
+    found: dict[str, Sample] = {}
+    for part in chunks(sample_ids):
+        for s in session.scalars(select(Sample).where(Sample.subject_id == subject_id, Sample.id.in_(part))):
+            found[s.id] = s
+    return found
+
+
+def all_ids(session: Session, subject_id: str) -> list[str]:
+    return list(session.scalars(select(Sample.id).where(Sample.subject_id == subject_id).order_by(Sample.id)))
+
+
+def get(session: Session, subject_id: str, sample_id: str) -> Sample | None:
+    return session.scalars(
+        select(Sample).where(Sample.subject_id == subject_id, Sample.id == sample_id)
+    ).one_or_none()
+
+
+def page(session: Session, subject_id: str, after: str | None, limit: int) -> list[Sample]:
+    stmt = select(Sample).where(Sample.subject_id == subject_id)
+    if after:
+        stmt = stmt.where(Sample.id > after)
+    return list(session.scalars(stmt.order_by(Sample.id).limit(limit)))

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from rescind_common.auth import CurrentSubject
+from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from rescind_common.problems import Problem
+
+from consent_api.context import Ctx
+from consent_api.db import DbSession
+from consent_api.samples import repository, service
+from consent_api.samples.schemas import SampleBatchIn, SampleBatchOut, SampleIn, SampleOut
+from consent_api.subjects import service as subjects
+
+router = APIRouter(prefix="/v1/samples", tags=["samples"])
+
+
+@router.post("", status_code=201, response_model=SampleOut, summary="Register one sample's fingerprint")
+def create_sample(body: SampleIn, principal: CurrentSubject, session: DbSession, ctx: Ctx) -> SampleOut:
+    subject = subjects.current(session, ctx, principal, lock=True)
+    return service.register(session, ctx, subject, [body], field="body")[0]
+
+
+@router.post(
+    "/batch", status_code=201, response_model=SampleBatchOut, summary="Register many samples at once"
+)
+def create_samples(
+    body: SampleBatchIn, principal: CurrentSubject, session: DbSession, ctx: Ctx
+) -> SampleBatchOut:
+    limit = ctx.settings.consent_max_batch_samples
+    if len(body.samples) > limit:
+        raise Problem(413, f"A batch holds at most {limit} samples.", limit=limit)
+    subject = subjects.current(session, ctx, principal, lock=True)
+    return SampleBatchOut(items=service.register(session, ctx, subject, body.samples, field="body.samples"))
+
+
+@router.get("", response_model=Page[SampleOut], summary="List own samples")
+def list_samples(
+    principal: CurrentSubject, session: DbSession, ctx: Ctx, limit: Limit = 100, cursor: Cursor = None
+) -> Page[SampleOut]:
+    subject = subjects.existing(session, ctx, principal)
+    if subject is None:
+        return Page(items=[])
+    rows = repository.page(session, subject.id, decode_cursor(cursor), limit + 1)
+    key = subjects.data_key(session, ctx, subject, create=False)
+    items = [service.to_out(session, ctx, subject, s, key) for s in rows[:limit]]
+    return Page(items=items, next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None)
+
+
+@router.get("/{sample_id}", response_model=SampleOut, summary="Read one own sample")
+def get_sample(sample_id: str, principal: CurrentSubject, session: DbSession, ctx: Ctx) -> SampleOut:
+    subject = subjects.existing(session, ctx, principal)
+    sample = repository.get(session, subject.id, sample_id) if subject else None
+    if subject is None or sample is None:
+        raise Problem(404, f"No sample {sample_id}.")
+    key = subjects.data_key(session, ctx, subject, create=False)
+    return service.to_out(session, ctx, subject, sample, key)

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from rescind_common.db import utcnow
+from rescind_common.ids import new_id
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from consent_api.subjects.models import Subject, SubjectKey
+
+
+def by_sub_hash(session: Session, sub_hash: str, *, lock: bool = False) -> Subject | None:
+    stmt = select(Subject).where(Subject.sub_hash == sub_hash)
+    if lock:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).one_or_none()
+
+
+def by_id(session: Session, subject_id: str, *, lock: bool = False) -> Subject | None:
+    stmt = select(Subject).where(Subject.id == subject_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).one_or_none()
+
+
+def insert_if_missing(session: Session, sub_hash: str) -> None:
+    values = {
+        "id": new_id("sub"),
+        "sub_hash": sub_hash,
+        "created_at": utcnow(),
+        "audit_seq": 0,
+        "audit_head": "0" * 64,
+    }
+    dialect = session.get_bind().dialect.name
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Subject)
+    session.execute(ins.values(**values).on_conflict_do_nothing(index_elements=["sub_hash"]))
+
+
+def get_key(session: Session, subject_id: str) -> SubjectKey | None:
+    return session.get(SubjectKey, subject_id)
+
+
+def add_key(session: Session, subject_id: str, wrapped: bytes) -> SubjectKey:
+    key = SubjectKey(subject_id=subject_id, wrapped_key=wrapped, created_at=utcnow())
+    session.add(key)
+    session.flush()
+    return key
+
+
+def delete_key(session: Session, subject_id: str) -> int:
+    result = session.execute(delete(SubjectKey).where(SubjectKey.subject_id == subject_id))
+    return int(getattr(result, "rowcount", 0) or 0)
