@@ -14,11 +14,11 @@ from pathlib import Path
 from types import FrameType
 
 import httpx
-from rescind_common.auth import ensure_dev_key
-from rescind_common.embedded_broker import EmbeddedBroker
 
 from rescind_cli.errors import CliError
 from rescind_cli.tokens import load_settings
+from rescind_common.auth import ensure_dev_key
+from rescind_common.embedded_broker import EmbeddedBroker
 
 BROKER_PORT = 9092
 READY_TIMEOUT = 60.0

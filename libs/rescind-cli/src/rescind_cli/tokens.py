@@ -6,10 +6,10 @@ import datetime as dt
 import re
 
 from pydantic import ValidationError
-from rescind_common.auth import Role, ensure_dev_key, mint_token
-from rescind_common.settings import RescindSettings
 
 from rescind_cli.errors import CliError
+from rescind_common.auth import Role, ensure_dev_key, mint_token
+from rescind_common.settings import RescindSettings
 
 ROLES = tuple(r.value for r in Role)
 # The services refuse a `sub` longer than this.

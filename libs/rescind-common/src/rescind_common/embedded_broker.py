@@ -24,6 +24,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -38,9 +46,13 @@ def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
 class EmbeddedBroker:
     """A Tansu broker process on 127.0.0.1:<port>. Everything it holds is lost when it stops."""
 
-    def __init__(self, port: int | None = None, log_file: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, log_file: Path | None = None, *, own_session: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.log_file = log_file
+        # own_session: Ctrl-C in a terminal does not reach the broker; its owner stops it last.
+        self.own_session = own_session
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -49,6 +61,8 @@ class EmbeddedBroker:
 
     def start(self) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
+        if port_in_use(self.port):
+            raise OSError(f"127.0.0.1:{self.port} is already in use")
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(  # noqa: S603 (our own binary, fixed arguments)
             [
@@ -64,8 +78,17 @@ class EmbeddedBroker:
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            start_new_session=self.own_session,
         )
-        wait_for_port("127.0.0.1", self.port)
+        if out is not subprocess.DEVNULL:
+            out.close()  # the child holds its own copy
+        deadline = time.monotonic() + 15
+        while not port_in_use(self.port):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tansu exited with {self.proc.returncode} (log: {self.log_file})")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"tansu did not listen on {self.port}")
+            time.sleep(0.05)
         return self
 
     def stop(self, kill: bool = False) -> None:

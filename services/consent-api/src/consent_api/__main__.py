@@ -8,9 +8,8 @@ import signal
 import sys
 from types import FrameType
 
-from rescind_common.logs import configure_logging
-
 from consent_api.config import ConsentSettings
+from rescind_common.logs import configure_logging
 
 log = logging.getLogger("consent_api")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, model_validator
+
 from rescind_common.settings import RescindSettings
 
 

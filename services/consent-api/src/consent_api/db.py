@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from rescind_common.db import NAMING_CONVENTION, DbSession
-from rescind_common.outbox import OutboxMixin
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
+
+from rescind_common.db import NAMING_CONVENTION, DbSession
+from rescind_common.outbox import OutboxMixin
 
 
 class Base(DeclarativeBase):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import datetime as dt
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from rescind_common.db import utcnow
-from rescind_common.ids import new_id
-from rescind_common.outbox import enqueue
-from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 from sqlalchemy.orm import Session
 
 from consent_api.config import ConsentSettings
 from consent_api.db import Outbox
+from rescind_common.db import utcnow
+from rescind_common.ids import new_id
+from rescind_common.outbox import enqueue
+from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
 PRODUCER = "consent-api"
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 
-from rescind_common.db import utcnow
-from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 from sqlalchemy.orm import Session
 
 from consent_api.audit import service as audit
@@ -20,6 +18,8 @@ from consent_api.context import AppContext
 from consent_api.events import publish, timestamp
 from consent_api.revocations import service as revocations
 from consent_api.subjects import repository as subjects_repo
+from rescind_common.db import utcnow
+from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
 log = logging.getLogger(__name__)
 

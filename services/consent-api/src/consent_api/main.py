@@ -6,10 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from rescind_common.app import create_app as create_base_app
-from rescind_common.auth import TokenVerifier
-from rescind_common.db import make_engine, make_session_factory, ping
-from rescind_common.kafka import broker_reachable
 
 from consent_api import models  # noqa: F401  (registers every table)
 from consent_api.audit.router import router as audit_router
@@ -24,6 +20,10 @@ from consent_api.revocations.router import router as revocations_router
 from consent_api.rights.router import router as rights_router
 from consent_api.samples.router import router as samples_router
 from consent_api.subjects.router import router as profile_router
+from rescind_common.app import create_app as create_base_app
+from rescind_common.auth import TokenVerifier
+from rescind_common.db import make_engine, make_session_factory, ping
+from rescind_common.kafka import broker_reachable
 
 SERVICE = "consent-api"
 VERSION = "0.1.0"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from rescind_common.db import make_engine
-from rescind_common.outbox import OutboxRelay
-
 from consent_api.config import ConsentSettings
 from consent_api.db import Outbox
+from rescind_common.db import make_engine
+from rescind_common.outbox import OutboxRelay
 
 
 def build_relay(settings: ConsentSettings) -> OutboxRelay:

@@ -3,11 +3,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from rescind_common.db import JSONType, UTCDateTime, utcnow
 from sqlalchemy import BigInteger, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from consent_api.db import Base
+from rescind_common.db import JSONType, UTCDateTime, utcnow
 
 
 class AuditEntry(Base):

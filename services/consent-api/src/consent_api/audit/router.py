@@ -3,10 +3,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from rescind_common.auth import RequireOperator
 
 from consent_api.audit import repository, service
 from consent_api.db import DbSession
+from rescind_common.auth import RequireOperator
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 

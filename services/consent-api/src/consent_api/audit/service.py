@@ -12,13 +12,13 @@ import hashlib
 import json
 from typing import Any
 
-from rescind_common.db import utcnow
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consent_api.audit import repository
 from consent_api.audit.models import AuditEntry
 from consent_api.subjects.models import Subject
+from rescind_common.db import utcnow
 
 GENESIS = "0" * 64
 

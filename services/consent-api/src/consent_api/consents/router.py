@@ -3,9 +3,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from rescind_common.auth import CurrentSubject
-from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
-from rescind_common.problems import Problem
 
 from consent_api.consents import repository, service
 from consent_api.consents.schemas import ConsentDetail, ConsentIn, ConsentOut, ConsentStatus
@@ -14,6 +11,9 @@ from consent_api.db import DbSession
 from consent_api.revocations import service as revocations
 from consent_api.revocations.schemas import ConsentRevokeIn, RevocationOut
 from consent_api.subjects import service as subjects
+from rescind_common.auth import CurrentSubject
+from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from rescind_common.problems import Problem
 
 router = APIRouter(prefix="/v1/consents", tags=["consents"])
 

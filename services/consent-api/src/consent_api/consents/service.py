@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from rescind_common.db import utcnow
-from rescind_common.ids import new_id
-from rescind_common.problems import Problem, field_error
-from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 from sqlalchemy.orm import Session
 
 from consent_api.audit import service as audit
@@ -17,6 +13,10 @@ from consent_api.events import publish, timestamp
 from consent_api.receipts import claims as receipt_claims
 from consent_api.samples import repository as samples_repo
 from consent_api.subjects.models import Subject
+from rescind_common.db import utcnow
+from rescind_common.ids import new_id
+from rescind_common.problems import Problem, field_error
+from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
 
 def grant(session: Session, ctx: AppContext, subject: Subject, body: ConsentIn) -> Consent:

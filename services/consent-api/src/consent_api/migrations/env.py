@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 from consent_api.models import Base
 from rescind_common.db import make_engine
 

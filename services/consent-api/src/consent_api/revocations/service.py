@@ -5,10 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rescind_common.db import utcnow
-from rescind_common.ids import new_id
-from rescind_common.problems import Problem, field_error
-from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 from sqlalchemy.orm import Session
 
 from consent_api.audit import service as audit
@@ -22,6 +18,10 @@ from consent_api.revocations.schemas import NoticeOut, RevocationIn, RevocationO
 from consent_api.samples import repository as samples_repo
 from consent_api.subjects import service as subjects
 from consent_api.subjects.models import Subject
+from rescind_common.db import utcnow
+from rescind_common.ids import new_id
+from rescind_common.problems import Problem, field_error
+from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
 EVENT_CHUNK = 5000
 

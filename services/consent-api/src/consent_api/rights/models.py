@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from rescind_common.db import UTCDateTime, utcnow
 from sqlalchemy import Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from consent_api.db import Base
+from rescind_common.db import UTCDateTime, utcnow
 
 
 class RightsRequest(Base):

@@ -3,9 +3,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
-from rescind_common.auth import CurrentSubject
-from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
-from rescind_common.problems import Problem
 
 from consent_api.context import Ctx
 from consent_api.db import DbSession
@@ -13,6 +10,9 @@ from consent_api.rights import repository, service
 from consent_api.rights.models import RightsRequest
 from consent_api.rights.schemas import RightsRequestIn, RightsRequestOut
 from consent_api.subjects import service as subjects
+from rescind_common.auth import CurrentSubject
+from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from rescind_common.problems import Problem
 
 router = APIRouter(prefix="/v1/rights-requests", tags=["rights requests"])
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rescind_common.db import utcnow
-from rescind_common.ids import new_id
-from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 from sqlalchemy.orm import Session
 
 from consent_api.audit import repository as audit_repo
@@ -23,6 +20,9 @@ from consent_api.samples import service as samples
 from consent_api.subjects import repository as subjects_repo
 from consent_api.subjects import service as subjects
 from consent_api.subjects.models import Subject
+from rescind_common.db import utcnow
+from rescind_common.ids import new_id
+from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
 EXPORT_FORMAT = "rescind.subject-export.v1"
 

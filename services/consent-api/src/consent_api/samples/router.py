@@ -1,15 +1,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from rescind_common.auth import CurrentSubject
-from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
-from rescind_common.problems import Problem
 
 from consent_api.context import Ctx
 from consent_api.db import DbSession
 from consent_api.samples import repository, service
 from consent_api.samples.schemas import SampleBatchIn, SampleBatchOut, SampleIn, SampleOut
 from consent_api.subjects import service as subjects
+from rescind_common.auth import CurrentSubject
+from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from rescind_common.problems import Problem
 
 router = APIRouter(prefix="/v1/samples", tags=["samples"])
 

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rescind_common.db import utcnow
-from rescind_common.ids import new_ids
-from rescind_common.problems import Problem, field_error
-from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 from sqlalchemy.orm import Session
 
 from consent_api.audit import service as audit
@@ -18,6 +14,10 @@ from consent_api.samples.models import Sample
 from consent_api.samples.schemas import SampleIn, SampleOut
 from consent_api.subjects import service as subjects
 from consent_api.subjects.models import Subject
+from rescind_common.db import utcnow
+from rescind_common.ids import new_ids
+from rescind_common.problems import Problem, field_error
+from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
 EVENT_CHUNK = 1000
 

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-from rescind_common.db import utcnow
-from rescind_common.ids import new_id
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from consent_api.subjects.models import Subject, SubjectKey
+from rescind_common.db import utcnow
+from rescind_common.ids import new_id
 
 
 def by_sub_hash(session: Session, sub_hash: str, *, lock: bool = False) -> Subject | None:

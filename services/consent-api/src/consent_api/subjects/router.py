@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from rescind_common.auth import CurrentSubject
-from rescind_common.problems import Problem
 
 from consent_api.context import Ctx
 from consent_api.db import DbSession
 from consent_api.subjects import service
 from consent_api.subjects.schemas import ProfileIn, ProfileOut
+from rescind_common.auth import CurrentSubject
+from rescind_common.problems import Problem
 
 router = APIRouter(prefix="/v1/profile", tags=["profile"])
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rescind_common.auth import Principal
 from sqlalchemy.orm import Session
 
 from consent_api.context import AppContext
 from consent_api.keys import seal, unseal
 from consent_api.subjects import repository
 from consent_api.subjects.models import Subject
+from rescind_common.auth import Principal
 
 
 def current(session: Session, ctx: AppContext, principal: Principal, *, lock: bool = False) -> Subject:
