@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from rescind_cli import audit, stack, tokens
+from rescind_cli import audit, receipts, stack, tokens
 from rescind_cli.errors import CliError
 
 
@@ -61,6 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--url", default=audit.default_consent_url(), help="consent-api base URL (default %(default)s)"
     )
 
+    receipt_parser = commands.add_parser("receipt", help="consent receipt tasks")
+    receipt_commands = receipt_parser.add_subparsers(dest="receipt_command", metavar="COMMAND", required=True)
+    rverify = receipt_commands.add_parser(
+        "verify",
+        help="verify a consent receipt (compact JWS) against consent-api's JWKS",
+        description="Fetch /.well-known/jwks.json, verify the receipt's EdDSA signature, print its claims.",
+    )
+    rverify.add_argument("receipt", help="the compact JWS, or - to read it from standard input")
+    rverify.add_argument(
+        "--url", default=receipts.default_url(), help="consent-api base URL (default %(default)s)"
+    )
+
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -73,6 +85,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return stack.run()
     if args.command == "audit":
         return audit.verify(args.url)
+    if args.command == "receipt":
+        return receipts.verify(args.receipt, args.url)
     if args.command == "version":
         print(f"rescind {cli_version()}")
         return 0

@@ -1,0 +1,162 @@
+"""`make bench`: consent-api figures on PostgreSQL, each beside a raw baseline measured in the same run.
+
+Starts consent-api as a real process (uvicorn, one worker) on a fresh PostgreSQL
+database and measures, over real HTTP with a keep-alive httpx client:
+  - grant latency: one POST /v1/consents (1 sample) at a time, 200 times -> median, p95, p99;
+  - batch time: POST /v1/samples/batch with 10,000 samples, 3 times -> median;
+and the raw path with the same libraries: one single-row INSERT + COMMIT with psycopg.
+Prints a table and writes bench/results/consent_api.json. Never part of `make test`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from rescind_common.auth import ensure_dev_key, mint_token
+from rescind_common.embedded_broker import EmbeddedBroker, free_port, wait_for_port
+from rescind_common.settings import RescindSettings
+
+PG_ADMIN = os.environ.get("RESCIND_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+GRANTS = int(os.environ.get("RESCIND_BENCH_GRANTS", "200"))
+BATCH = 10_000
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def sha() -> str:
+    return hashlib.sha256(uuid.uuid4().bytes).hexdigest()
+
+
+def raw_commit_latency(url: str, n: int) -> list[float]:
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_raw (id text primary key, body text)")
+        conn.commit()
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            conn.execute("INSERT INTO bench_raw VALUES (%s, %s)", (uuid.uuid4().hex, "x" * 200))
+            conn.commit()
+            out.append(time.perf_counter() - t)
+        conn.execute("DROP TABLE bench_raw")
+        conn.commit()
+    return out
+
+
+def main() -> int:
+    dbname = f"rescind_bench_{uuid.uuid4().hex[:8]}"
+    base = PG_ADMIN.rpartition("/")[0]
+    db_url = f"{base}/{dbname}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    state = Path(tempfile.mkdtemp(prefix="rescind-bench-"))
+    port = free_port()
+    broker = EmbeddedBroker().start()
+    env = {
+        **os.environ,
+        "RESCIND_STATE_DIR": str(state),
+        "RESCIND_CONSENT_DATABASE_URL": db_url,
+        "RESCIND_CONSENT_PORT": str(port),
+        "RESCIND_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "RESCIND_LOG_LEVEL": "WARNING",
+    }
+    exe = str(Path(sys.executable).parent / "consent-api")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        subprocess.run([exe, "migrate"], env=env, check=True)
+        procs.append(subprocess.Popen([exe, "serve"], env=env))
+        procs.append(subprocess.Popen([exe, "relay"], env=env))
+        wait_for_port("127.0.0.1", port, timeout=30)
+        settings = RescindSettings(state_dir=state)
+        key = ensure_dev_key(settings.dev_auth_key_file)
+        tok = mint_token(
+            key,
+            sub="bench-seller",
+            role="subject",
+            issuer=settings.auth_issuer,
+            audience=settings.auth_audience,
+        )
+        headers = {"Authorization": f"Bearer {tok}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as c:
+            ids = [
+                s["id"]
+                for s in c.post(
+                    "/v1/samples/batch",
+                    json={"samples": [{"kind": "face_image", "sha256": sha()} for _ in range(GRANTS + 20)]},
+                ).json()["items"]
+            ]
+            for sid in ids[:20]:  # warm-up
+                c.post("/v1/consents", json={"sample_ids": [sid], "purposes": ["model_training"]})
+            grant = []
+            for sid in ids[20:]:
+                t = time.perf_counter()
+                r = c.post("/v1/consents", json={"sample_ids": [sid], "purposes": ["model_training"]})
+                grant.append(time.perf_counter() - t)
+                assert r.status_code == 201, r.text
+            batch = []
+            for _ in range(3):
+                body = {"samples": [{"kind": "voice_recording", "sha256": sha()} for _ in range(BATCH)]}
+                t = time.perf_counter()
+                r = c.post("/v1/samples/batch", json=body)
+                batch.append(time.perf_counter() - t)
+                assert r.status_code == 201 and len(r.json()["items"]) == BATCH, r.text[:200]
+        raw = raw_commit_latency(db_url, GRANTS)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=20)
+        broker.stop()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+    report = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "grant_latency_ms": {
+            "n": len(grant),
+            "median": statistics.median(grant) * 1000,
+            "p95": pct(grant, 95) * 1000,
+            "p99": pct(grant, 99) * 1000,
+        },
+        "raw_insert_commit_ms": {"n": len(raw), "median": statistics.median(raw) * 1000},
+        "batch_10k_seconds": {"runs": batch, "median": statistics.median(batch)},
+        "batch_samples_per_second": BATCH / statistics.median(batch),
+    }
+    report["grant_to_raw_commit_ratio"] = (
+        report["grant_latency_ms"]["median"] / report["raw_insert_commit_ms"]["median"]
+    )
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "consent_api.json").write_text(json.dumps(report, indent=2))
+    g, r = report["grant_latency_ms"], report["raw_insert_commit_ms"]
+    print(f"{'figure':<42}{'value':>14}")
+    print(f"{'grant latency median (ms), n=' + str(g['n']):<42}{g['median']:>14.2f}")
+    print(f"{'grant latency p95 / p99 (ms)':<42}{g['p95']:>7.2f}/{g['p99']:.2f}")
+    print(f"{'raw INSERT+COMMIT median (ms)':<42}{r['median']:>14.3f}")
+    print(f"{'grant / raw commit':<42}{report['grant_to_raw_commit_ratio']:>13.1f}x")
+    print(f"{'10,000-sample batch, median of 3 (s)':<42}{report['batch_10k_seconds']['median']:>14.2f}")
+    print(f"{'batch samples/s':<42}{report['batch_samples_per_second']:>14.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
