@@ -9,21 +9,48 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rescind_common.logs import request_id_var
 from rescind_common.metrics import install_metrics
-from rescind_common.problems import Problem, install_problem_handlers, problem_response
+from rescind_common.problems import Problem, field_error, install_problem_handlers, problem_response
 
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], bool]
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(StarletteHTTPException):
+    """Raised from `receive` when a body without (or with a lying) Content-Length grows too large.
+
+    An HTTPException so that FastAPI's body parsing re-raises it instead of turning it into a 400.
+    """
+
     def __init__(self, limit: int) -> None:
-        super().__init__(f"body larger than {limit} bytes")
+        super().__init__(413, f"The request body exceeds {limit} bytes.")
         self.limit = limit
+
+
+class NulGuardMiddleware:
+    """NUL never belongs in a path or query (and PostgreSQL refuses it in text): answer 404/400."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = scope.get("query_string", b"")
+            if "\x00" in scope["path"]:
+                await problem_response(404, "Not found.")(scope, receive, send)
+                return
+            if b"%00" in query or b"\x00" in query:
+                resp = problem_response(
+                    400, "The query string contains a NUL character.", errors=[field_error("query", "NUL")]
+                )
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimitMiddleware:
@@ -98,6 +125,7 @@ def create_app(
 
     install_metrics(app, service)
     app.add_middleware(BodyLimitMiddleware, default_limit=max_body_bytes, path_limits=path_body_limits or {})
+    app.add_middleware(NulGuardMiddleware)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
     def healthz() -> dict[str, str]:
@@ -123,4 +151,4 @@ def _safe(check: ReadinessCheck) -> bool:
         return False
 
 
-__all__ = ["BodyLimitMiddleware", "BodyTooLarge", "Problem", "create_app"]
+__all__ = ["BodyLimitMiddleware", "BodyTooLarge", "NulGuardMiddleware", "Problem", "create_app"]

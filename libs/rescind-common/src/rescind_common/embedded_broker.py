@@ -80,7 +80,7 @@ class EmbeddedBroker:
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
             start_new_session=self.own_session,
         )
-        if out is not subprocess.DEVNULL:
+        if not isinstance(out, int):
             out.close()  # the child holds its own copy
         deadline = time.monotonic() + 15
         while not port_in_use(self.port):

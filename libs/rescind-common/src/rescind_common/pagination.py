@@ -34,7 +34,7 @@ def decode_cursor(cursor: str | None) -> str | None:
         raise Problem(
             400, "The cursor is not valid.", errors=[field_error("query.cursor", "invalid")]
         ) from exc
-    if not raw or len(raw) > 64 or "_" not in raw:
+    if not raw or len(raw) > 64 or "_" not in raw or not raw.isprintable():
         raise Problem(400, "The cursor is not valid.", errors=[field_error("query.cursor", "invalid")])
     return raw
 
