@@ -1,0 +1,52 @@
+"""`revocation-worker migrate | serve | worker`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from rescind_common.logs import configure_logging
+from revocation_worker.config import WorkerSettings
+
+log = logging.getLogger("revocation_worker")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="revocation-worker")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply database migrations")
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--workers", type=int, default=1)
+    sub.add_parser("worker", help="consume revocations, deliver webhooks, sweep deadlines, relay events")
+    args = parser.parse_args(argv)
+
+    settings = WorkerSettings()
+    configure_logging(settings.log_level)
+    if args.command == "migrate":
+        from revocation_worker.migrate import upgrade
+
+        upgrade(settings.worker_database_url)
+        log.info("migrations applied")
+    elif args.command == "serve":
+        import uvicorn
+
+        uvicorn.run(
+            "revocation_worker.main:create_app",
+            factory=True,
+            host=settings.worker_host,
+            port=settings.worker_port,
+            workers=args.workers,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+    else:
+        from revocation_worker.runner import main as run_worker
+
+        run_worker(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

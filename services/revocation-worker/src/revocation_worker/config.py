@@ -1,0 +1,56 @@
+"""revocation-worker settings: `RESCIND_*` shared ones plus `RESCIND_WORKER_*`."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from rescind_common.settings import RescindSettings
+
+# Svix-like: at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, then every 10 h until the window ends.
+DEFAULT_RETRY_SCHEDULE = [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0]
+
+
+class WorkerSettings(RescindSettings):
+    worker_database_url: str = "sqlite:///.rescind/worker.db"
+    worker_host: str = "127.0.0.1"
+    worker_port: int = Field(default=8003, ge=1, le=65535)
+    worker_public_url: str = "http://127.0.0.1:8003"
+    worker_consumer_group: str = "revocation-worker"
+    # Where the holders lookup lives, and the operator token to call it (development: minted locally).
+    worker_registry_url: str = "http://127.0.0.1:8002"
+    worker_registry_token: str | None = None
+    # Base64 of 32 bytes; encrypts endpoint secrets at rest. Development: generated under state_dir.
+    worker_secret_key: str | None = None
+    # GDPR Art. 12(3): one month.
+    worker_notice_deadline_days: float = Field(default=30.0, gt=0)
+    worker_inline_samples: int = Field(default=1000, ge=1)
+    # Delivery
+    worker_retry_schedule_seconds: list[float] = DEFAULT_RETRY_SCHEDULE
+    worker_retry_window_seconds: float = Field(default=72 * 3600.0, gt=0)
+    worker_retry_jitter: float = Field(default=0.2, ge=0, le=1)
+    worker_max_retry_after_seconds: float = Field(default=3600.0, gt=0)
+    # An endpoint failing with no success for this long is disabled and ops are told.
+    worker_disable_after_seconds: float = Field(default=5 * 24 * 3600.0, gt=0)
+    worker_delivery_timeout_seconds: float = Field(default=10.0, gt=0)
+    worker_delivery_concurrency: int = Field(default=200, ge=1)
+    worker_endpoint_concurrency: int = Field(default=10, ge=1)
+    worker_poll_interval_seconds: float = Field(default=0.1, gt=0)
+    worker_sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    # Secret rotation: the old secret keeps signing (next to the new one) this long.
+    worker_rotation_grace_seconds: float = Field(default=24 * 3600.0, ge=0)
+    # SSRF: networks endpoints may resolve to despite being private/loopback/link-local.
+    # Cloud metadata addresses are refused always. `make run` allows loopback (and plain http).
+    worker_allow_networks: list[str] = []
+    worker_allow_http: bool = False
+    worker_db_pool_size: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _production_needs_real_keys(self) -> WorkerSettings:
+        if self.profile == "production":
+            if not self.worker_secret_key:
+                raise ValueError("production needs RESCIND_WORKER_SECRET_KEY")
+            if not self.worker_registry_token:
+                raise ValueError("production needs RESCIND_WORKER_REGISTRY_TOKEN")
+        if not self.worker_retry_schedule_seconds:
+            raise ValueError("RESCIND_WORKER_RETRY_SCHEDULE_SECONDS must not be empty")
+        return self

@@ -1,0 +1,24 @@
+"""Standard Webhooks signatures, made with the `standardwebhooks` library itself."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from standardwebhooks.webhooks import Webhook
+
+
+def webhook_id(notice_id: str) -> str:
+    """Stable across every retry and redelivery of one notice: receivers deduplicate on it."""
+    return f"msg_{notice_id}"
+
+
+def sign_headers(msg_id: str, body: str, secrets: list[str], now: dt.datetime) -> dict[str, str]:
+    """`webhook-signature` carries one `v1,<sig>` per secret (old and new during a rotation)."""
+    signatures = " ".join(Webhook(secret).sign(msg_id, now, body) for secret in secrets)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signatures,
+        "content-type": "application/json",
+        "user-agent": "Rescind-Webhooks/1",
+    }

@@ -1,0 +1,108 @@
+"""Licensees' webhook endpoints: registration behind the SSRF guard, secrets, rotation, disabling."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy.orm import Session
+
+from rescind_common.db import utcnow
+from rescind_common.ids import new_id
+from rescind_common.problems import Problem, field_error
+from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
+from revocation_worker.context import AppContext
+from revocation_worker.endpoints.models import Endpoint
+from revocation_worker.endpoints.schemas import EndpointIn, EndpointOut
+from revocation_worker.endpoints.urlguard import UnsafeURL, check_webhook_url
+from revocation_worker.events import publish
+from revocation_worker.notices import repository as notices_repo
+from revocation_worker.secrets import new_secret
+
+
+def create(session: Session, ctx: AppContext, licensee_id: str, body: EndpointIn) -> tuple[Endpoint, str]:
+    try:
+        check_webhook_url(body.url, ctx.policy, allow_http=ctx.settings.worker_allow_http)
+    except UnsafeURL as exc:
+        raise Problem(
+            422,
+            f"The endpoint URL is refused: {exc}.",
+            type_="https://rescind.dev/problems/unsafe-url",
+            errors=[field_error("body.url", str(exc))],
+        ) from exc
+    endpoint_id = new_id("ep")
+    secret = new_secret()
+    endpoint = Endpoint(
+        id=endpoint_id,
+        licensee_id=licensee_id,
+        url=body.url,
+        description=body.description,
+        status="active",
+        secret_sealed=ctx.secrets.seal(secret, endpoint_id),
+        created_at=utcnow(),
+    )
+    session.add(endpoint)
+    session.flush()
+    # Notices that reached no endpoint yet go to the new one.
+    notices_repo.add_deliveries_for_new_endpoint(session, endpoint)
+    return endpoint, secret
+
+
+def rotate(session: Session, ctx: AppContext, endpoint: Endpoint) -> tuple[str, dt.datetime]:
+    secret = new_secret()
+    expires = utcnow() + dt.timedelta(seconds=ctx.settings.worker_rotation_grace_seconds)
+    endpoint.previous_secret_sealed = endpoint.secret_sealed
+    endpoint.previous_secret_expires_at = expires
+    endpoint.secret_sealed = ctx.secrets.seal(secret, endpoint.id)
+    return secret, expires
+
+
+def signing_secrets(ctx: AppContext, endpoint: Endpoint, now: dt.datetime) -> list[str]:
+    """The current secret, plus the previous one during its grace period."""
+    out = [ctx.secrets.open(endpoint.secret_sealed, endpoint.id)]
+    if (
+        endpoint.previous_secret_sealed is not None
+        and endpoint.previous_secret_expires_at is not None
+        and endpoint.previous_secret_expires_at > now
+    ):
+        out.append(ctx.secrets.open(endpoint.previous_secret_sealed, endpoint.id))
+    return out
+
+
+def disable(session: Session, ctx: AppContext, endpoint: Endpoint, reason: str) -> None:
+    if endpoint.status == "disabled":
+        return
+    endpoint.status = "disabled"
+    endpoint.disabled_reason = reason[:500]
+    endpoint.disabled_at = utcnow()
+    publish(
+        session,
+        ctx.settings,
+        licensee_id=endpoint.licensee_id,
+        endpoint_disabled=pb.EndpointDisabled(endpoint_id=endpoint.id, reason=reason[:500]),
+    )
+
+
+def enable(endpoint: Endpoint) -> None:
+    endpoint.status = "active"
+    endpoint.disabled_reason = None
+    endpoint.disabled_at = None
+    endpoint.failing_since = None
+
+
+def to_out(e: Endpoint) -> EndpointOut:
+    return EndpointOut(
+        id=e.id,
+        licensee_id=e.licensee_id,
+        url=e.url,
+        description=e.description,
+        status=e.status,
+        disabled_reason=e.disabled_reason,
+        disabled_at=e.disabled_at,
+        failing_since=e.failing_since,
+        last_success_at=e.last_success_at,
+        created_at=e.created_at,
+    )
+
+
+def cancel_deliveries(session: Session, endpoint: Endpoint) -> None:
+    notices_repo.cancel_deliveries_to(session, endpoint.id)

@@ -1,0 +1,116 @@
+"""SSRF guard for webhook URLs: checked at registration and again on the address actually dialled.
+
+Refused unless the operator allowed the range: private, loopback, link-local, shared (CGNAT),
+multicast, reserved, unspecified and unique-local addresses, including IPv4-mapped IPv6 forms
+and the decimal/octal/hex spellings that resolvers accept. Cloud metadata addresses are refused
+always, whatever is allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+METADATA = {
+    ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack
+    ipaddress.ip_address("169.254.170.2"),  # AWS ECS task metadata
+    ipaddress.ip_address("fd00:ec2::254"),  # AWS IPv6
+    ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud
+}
+
+
+class UnsafeURL(ValueError):
+    """The URL may not be used as a webhook endpoint."""
+
+
+def _unwrap(ip: IPAddress) -> IPAddress:
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
+        if ip.sixtofour is not None:
+            return ip.sixtofour
+        if ip.teredo is not None:
+            return ip.teredo[1]
+        # IPv4-compatible (deprecated) ::a.b.c.d
+        if int(ip) >> 32 == 0 and int(ip) > 1:
+            return ipaddress.IPv4Address(int(ip))
+    return ip
+
+
+def _is_internal(ip: IPAddress) -> bool:
+    return (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or (isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("100.64.0.0/10"))
+        or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
+    )
+
+
+class AddressPolicy:
+    def __init__(self, allow_networks: Iterable[str] = ()) -> None:
+        self.allowed: list[Network] = [ipaddress.ip_network(n, strict=False) for n in allow_networks]
+
+    def check_ip(self, raw: str | IPAddress) -> None:
+        ip = ipaddress.ip_address(raw) if isinstance(raw, str) else raw
+        if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
+            ip = ipaddress.ip_address(str(ip).split("%")[0])
+        inner = _unwrap(ip)
+        for candidate in {ip, inner}:
+            if candidate in METADATA:
+                raise UnsafeURL(f"{candidate} is a cloud metadata address")
+        if not (_is_internal(ip) or _is_internal(inner)):
+            return
+        if any(
+            inner in net or ip in net for net in self.allowed if net.version in (ip.version, inner.version)
+        ):
+            return
+        raise UnsafeURL(f"{ip} is a private, loopback, link-local or reserved address")
+
+    def resolve_and_check(self, host: str, port: int) -> list[str]:
+        """Resolve like the delivery client will, and refuse if ANY address is unsafe."""
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise UnsafeURL(f"cannot resolve {host!r}") from exc
+        addrs = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if not addrs:
+            raise UnsafeURL(f"{host!r} resolves to no address")
+        for addr in addrs:
+            self.check_ip(addr)
+        return addrs
+
+
+def parse_webhook_url(url: str, *, allow_http: bool) -> tuple[str, str, int]:
+    """Return (scheme, host, port); refuse anything but http(s) URLs without credentials."""
+    if len(url) > 2048:
+        raise UnsafeURL("the URL is longer than 2048 characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UnsafeURL(f"not a valid URL: {exc}") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http"):
+        raise UnsafeURL("the URL must use https")
+    if scheme == "http" and not allow_http:
+        raise UnsafeURL("the URL must use https (plain http is only allowed in local development)")
+    if parts.username or parts.password:
+        raise UnsafeURL("the URL must not carry credentials")
+    host = parts.hostname
+    if not host:
+        raise UnsafeURL("the URL has no host")
+    return scheme, host, port or (443 if scheme == "https" else 80)
+
+
+def check_webhook_url(url: str, policy: AddressPolicy, *, allow_http: bool) -> None:
+    _, host, port = parse_webhook_url(url, allow_http=allow_http)
+    policy.resolve_and_check(host, port)

@@ -1,0 +1,58 @@
+"""Notice-topic events, through the worker's outbox (same transaction as the change)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.orm import Session
+
+from rescind_common.db import utcnow
+from rescind_common.ids import new_id
+from rescind_common.outbox import enqueue
+from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
+from revocation_worker.config import WorkerSettings
+from revocation_worker.db import Outbox
+
+PRODUCER = "revocation-worker"
+
+
+def timestamp(value: dt.datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value.astimezone(dt.UTC))
+    return ts
+
+
+def publish(
+    session: Session,
+    settings: WorkerSettings,
+    *,
+    licensee_id: str,
+    notice_id: str = "",
+    revocation_id: str = "",
+    subject_id: str = "",
+    **payload: object,
+) -> str:
+    (field, message), *rest = payload.items()
+    assert not rest, "one payload per event"
+    event_id = new_id("evt")
+    envelope = pb.NoticeEvent(
+        event_id=event_id,
+        occurred_at=timestamp(utcnow()),
+        licensee_id=licensee_id,
+        notice_id=notice_id,
+        revocation_id=revocation_id,
+        subject_id=subject_id,
+        producer=PRODUCER,
+    )
+    getattr(envelope, field).CopyFrom(message)
+    enqueue(
+        session,
+        Outbox,
+        topic=settings.kafka_notice_topic,
+        key=licensee_id,
+        event_id=event_id,
+        event_type=field,
+        message=envelope,
+    )
+    return event_id

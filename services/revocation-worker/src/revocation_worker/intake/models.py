@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from rescind_common.db import JSONType, UTCDateTime, utcnow
+from revocation_worker.db import Base
+
+
+class Revocation(Base):
+    """A revocation from the consent topic: collecting -> ready (all parts in) -> resolved (notices made)."""
+
+    __tablename__ = "revocations"
+    __table_args__ = (Index("ix_revocations_state_created_at", "state", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(40))
+    trigger: Mapped[str] = mapped_column(String(16))
+    consent_count: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="collecting")
+    # When the revocation happened (the event's occurred_at): latency is measured from here.
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    resolve_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_resolve_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+
+
+class RevocationPart(Base):
+    """One ConsentRevoked event (one consent, one chunk of its sample ids)."""
+
+    __tablename__ = "revocation_parts"
+
+    revocation_id: Mapped[str] = mapped_column(String(40), ForeignKey("revocations.id"), primary_key=True)
+    consent_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    chunk_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chunk_count: Mapped[int] = mapped_column(Integer)
+    sample_ids: Mapped[list[str]] = mapped_column(JSONType)
+    purposes: Mapped[list[str]] = mapped_column(JSONType)
+    licensee_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -1,0 +1,134 @@
+"""Ready revocations -> notices: ask the registry who holds the samples, make one notice per licensee.
+
+Runs in the worker loop. The registry being down only delays notices: a failed lookup is retried
+with backoff, forever, and never dead-lettered (a revocation must reach its holders).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rescind_common.auth import ensure_dev_key, mint_token
+from rescind_common.db import utcnow
+from revocation_worker.context import AppContext
+from revocation_worker.intake.models import Revocation, RevocationPart
+from revocation_worker.notices import service as notices
+
+log = logging.getLogger(__name__)
+
+HOLDERS_BATCH = 10_000
+
+
+class RegistryClient:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self._client = httpx.Client(base_url=ctx.settings.worker_registry_url, timeout=30)
+        self._token: str | None = ctx.settings.worker_registry_token
+        self._minted_at: dt.datetime | None = None
+
+    def _auth(self) -> dict[str, str]:
+        s = self.ctx.settings
+        if s.worker_registry_token:
+            return {"Authorization": f"Bearer {s.worker_registry_token}"}
+        now = utcnow()
+        if self._token is None or self._minted_at is None or now - self._minted_at > dt.timedelta(minutes=30):
+            key = ensure_dev_key(s.dev_auth_key_file)
+            self._token = mint_token(
+                key,
+                sub="revocation-worker",
+                role="operator",
+                issuer=s.auth_issuer,
+                audience=s.auth_audience,
+                ttl=dt.timedelta(hours=1),
+            )
+            self._minted_at = now
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def holders(self, sample_ids: list[str]) -> list[dict[str, Any]]:
+        """Merge the registry's answers for every batch into one entry per licensee."""
+        merged: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(sample_ids), HOLDERS_BATCH):
+            r = self._client.post(
+                "/v1/holders", json={"sample_ids": sample_ids[i : i + HOLDERS_BATCH]}, headers=self._auth()
+            )
+            r.raise_for_status()
+            for h in r.json().get("holders", []):
+                entry = merged.setdefault(
+                    h["licensee_id"], {"licensee_id": h["licensee_id"], "samples": [], "models": {}}
+                )
+                entry["samples"].extend(h.get("samples", []))
+                for m in h.get("models", []):
+                    prev = entry["models"].get(m["model_id"])
+                    if prev is None:
+                        entry["models"][m["model_id"]] = dict(m)
+                    else:
+                        prev["shard_ids"] = sorted(
+                            set(prev.get("shard_ids") or []) | set(m.get("shard_ids") or [])
+                        )
+        return [{**e, "models": list(e["models"].values())} for e in merged.values()]
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def due(session: Session, now: dt.datetime, limit: int) -> list[str]:
+    return list(
+        session.scalars(
+            select(Revocation.id)
+            .where(Revocation.state == "ready", Revocation.next_resolve_at <= now)
+            .order_by(Revocation.next_resolve_at)
+            .limit(limit)
+        )
+    )
+
+
+def sample_ids_of(session: Session, revocation_id: str) -> list[str]:
+    ids: set[str] = set()
+    for part in session.scalars(select(RevocationPart).where(RevocationPart.revocation_id == revocation_id)):
+        ids.update(part.sample_ids)
+    return sorted(ids)
+
+
+def resolve_due(ctx: AppContext, registry: RegistryClient, limit: int = 50) -> int:
+    with ctx.session_factory() as session:
+        ids = due(session, utcnow(), limit)
+    done = 0
+    for revocation_id in ids:
+        with ctx.session_factory() as session:
+            samples = sample_ids_of(session, revocation_id)
+        try:
+            holders = registry.holders(samples) if samples else []
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            _retry_later(ctx, revocation_id, f"{type(exc).__name__}: {exc}")
+            continue
+        with ctx.session_factory() as session, session.begin():
+            revocation = session.get(Revocation, revocation_id, with_for_update=True)
+            if revocation is None or revocation.state != "ready":
+                continue  # another worker got there first
+            now = utcnow()
+            for holder in holders:
+                notices.create_for_holder(session, ctx, revocation, holder, now)
+            revocation.state = "resolved"
+            revocation.resolved_at = now
+            done += 1
+            log.info("revocation %s resolved: %d licensee(s) to notify", revocation_id, len(holders))
+    return done
+
+
+def _retry_later(ctx: AppContext, revocation_id: str, error: str) -> None:
+    with ctx.session_factory() as session, session.begin():
+        revocation = session.get(Revocation, revocation_id, with_for_update=True)
+        if revocation is None:
+            return
+        revocation.resolve_attempts += 1
+        delay = min(60.0, 0.5 * 2 ** min(revocation.resolve_attempts, 10)) * (1 + random.random() * 0.2)
+        revocation.next_resolve_at = utcnow() + dt.timedelta(seconds=delay)
+        revocation.last_error = error[:500]
+    log.warning("holders lookup for %s failed (%s); retrying in %.1fs", revocation_id, error, delay)

@@ -1,0 +1,20 @@
+"""Every table, imported once so that Alembic and the app see the whole schema."""
+
+from revocation_worker.db import Base, Outbox, ProcessedEvent
+from revocation_worker.endpoints.models import Endpoint
+from revocation_worker.intake.models import Revocation, RevocationPart
+from revocation_worker.notices.models import Delivery, DeliveryAttempt, Notice, NoticeModel, NoticeSample
+
+__all__ = [
+    "Base",
+    "Delivery",
+    "DeliveryAttempt",
+    "Endpoint",
+    "Notice",
+    "NoticeModel",
+    "NoticeSample",
+    "Outbox",
+    "ProcessedEvent",
+    "Revocation",
+    "RevocationPart",
+]

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from rescind_common.db import JSONType, UTCDateTime, utcnow
+from revocation_worker.db import Base
+
+
+class Notice(Base):
+    """What one licensee must do about one revocation."""
+
+    __tablename__ = "notices"
+    __table_args__ = (
+        UniqueConstraint("revocation_id", "licensee_id"),
+        Index("ix_notices_licensee_id_id", "licensee_id", "id"),
+        Index("ix_notices_status_deadline", "status", "deadline"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    revocation_id: Mapped[str] = mapped_column(String(40))
+    subject_id: Mapped[str] = mapped_column(String(40))
+    licensee_id: Mapped[str] = mapped_column(String(64))
+    # pending | delivered | acknowledged | overdue | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    deadline: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    sample_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    overdue_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    ack: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+
+
+class NoticeSample(Base):
+    __tablename__ = "notice_samples"
+
+    notice_id: Mapped[str] = mapped_column(String(40), ForeignKey("notices.id"), primary_key=True)
+    sample_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+
+
+class NoticeModel(Base):
+    __tablename__ = "notice_models"
+
+    notice_id: Mapped[str] = mapped_column(String(40), ForeignKey("notices.id"), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[str] = mapped_column(String(100))
+    shard_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
+
+
+class Delivery(Base):
+    """One notice to one endpoint, retried until it succeeds or its window ends."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("notice_id", "endpoint_id"),
+        Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    notice_id: Mapped[str] = mapped_column(String(40), ForeignKey("notices.id"))
+    endpoint_id: Mapped[str] = mapped_column(String(40))
+    licensee_id: Mapped[str] = mapped_column(String(64))
+    # pending | succeeded | dead | cancelled
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # A claimed delivery is leased; a crashed worker's leases expire and others pick them up.
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    first_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    succeeded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (Index("ix_delivery_attempts_delivery_id", "delivery_id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    delivery_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,233 @@
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from rescind_common.db import utcnow
+from revocation_worker.endpoints.models import Endpoint
+from revocation_worker.notices.models import Delivery, DeliveryAttempt, Notice, NoticeModel, NoticeSample
+
+CHUNK = 900
+
+
+def get_own(session: Session, licensee_id: str, notice_id: str, *, lock: bool = False) -> Notice | None:
+    stmt = select(Notice).where(Notice.licensee_id == licensee_id, Notice.id == notice_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).one_or_none()
+
+
+def get(session: Session, notice_id: str, *, lock: bool = False) -> Notice | None:
+    stmt = select(Notice).where(Notice.id == notice_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).one_or_none()
+
+
+def page(
+    session: Session,
+    licensee_id: str | None,
+    status: str | None,
+    after: str | None,
+    limit: int,
+    revocation_id: str | None = None,
+) -> list[Notice]:
+    stmt = select(Notice)
+    if licensee_id is not None:
+        stmt = stmt.where(Notice.licensee_id == licensee_id)
+    if status:
+        stmt = stmt.where(Notice.status == status)
+    if revocation_id:
+        stmt = stmt.where(Notice.revocation_id == revocation_id)
+    if after:
+        stmt = stmt.where(Notice.id > after)
+    return list(session.scalars(stmt.order_by(Notice.id).limit(limit)))
+
+
+def samples_page(session: Session, notice_id: str, after: str | None, limit: int) -> list[NoticeSample]:
+    stmt = select(NoticeSample).where(NoticeSample.notice_id == notice_id)
+    if after:
+        stmt = stmt.where(NoticeSample.sample_id > after)
+    return list(session.scalars(stmt.order_by(NoticeSample.sample_id).limit(limit)))
+
+
+def models_of(session: Session, notice_id: str) -> list[NoticeModel]:
+    return list(
+        session.scalars(
+            select(NoticeModel).where(NoticeModel.notice_id == notice_id).order_by(NoticeModel.model_id)
+        )
+    )
+
+
+def insert_samples(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    for i in range(0, len(rows), 1000):
+        session.execute(insert(NoticeSample), list(rows[i : i + 1000]))
+
+
+def deliveries_of(session: Session, notice_id: str) -> list[Delivery]:
+    return list(
+        session.scalars(select(Delivery).where(Delivery.notice_id == notice_id).order_by(Delivery.id))
+    )
+
+
+def add_deliveries(session: Session, notice: Notice, endpoints: Sequence[Endpoint], now: dt.datetime) -> int:
+    existing = {d.endpoint_id for d in deliveries_of(session, notice.id)}
+    rows = [
+        {
+            "notice_id": notice.id,
+            "endpoint_id": e.id,
+            "licensee_id": notice.licensee_id,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for e in endpoints
+        if e.id not in existing
+    ]
+    if rows:
+        session.execute(insert(Delivery), rows)
+    return len(rows)
+
+
+def add_deliveries_for_new_endpoint(session: Session, endpoint: Endpoint) -> int:
+    """A licensee's new endpoint receives every notice not yet delivered anywhere nor acknowledged."""
+    now = utcnow()
+    notices = session.scalars(
+        select(Notice).where(
+            Notice.licensee_id == endpoint.licensee_id,
+            Notice.delivered_at.is_(None),
+            Notice.status.in_(["pending", "failed", "overdue"]),
+        )
+    )
+    return sum(add_deliveries(session, n, [endpoint], now) for n in notices)
+
+
+def cancel_deliveries_to(session: Session, endpoint_id: str) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.endpoint_id == endpoint_id, Delivery.status == "pending")
+        .values(status="cancelled")
+    )
+
+
+def cancel_pending_for_notice(session: Session, notice_id: str) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.notice_id == notice_id, Delivery.status == "pending")
+        .values(status="cancelled")
+    )
+
+
+def claim_due(
+    session: Session,
+    *,
+    now: dt.datetime,
+    owner: str,
+    lease: dt.timedelta,
+    per_endpoint: dict[str, int],
+    default_capacity: int,
+    limit: int,
+) -> list[Delivery]:
+    """Lease due deliveries, at most `capacity` per endpoint, so that one endpoint's backlog can
+    never crowd out other licensees. Safe with several workers: a lease is taken with a
+    conditional UPDATE and only rows carrying our owner token are returned."""
+    ranked = (
+        select(
+            Delivery.id.label("id"),
+            Delivery.endpoint_id.label("endpoint_id"),
+            func.row_number()
+            .over(partition_by=Delivery.endpoint_id, order_by=(Delivery.next_attempt_at, Delivery.id))
+            .label("rn"),
+        )
+        .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
+        .where(
+            Delivery.status == "pending",
+            Delivery.next_attempt_at <= now,
+            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+            Endpoint.status == "active",
+        )
+        .subquery()
+    )
+    rows = session.execute(
+        select(ranked.c.id, ranked.c.endpoint_id, ranked.c.rn)
+        .where(ranked.c.rn <= default_capacity)
+        .order_by(ranked.c.rn, ranked.c.id)
+        .limit(limit * 2)
+    ).all()
+    chosen: list[int] = []
+    for delivery_id, endpoint_id, rn in rows:
+        if rn <= per_endpoint.get(endpoint_id, default_capacity):
+            chosen.append(delivery_id)
+        if len(chosen) >= limit:
+            break
+    if not chosen:
+        return []
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id.in_(chosen),
+            Delivery.status == "pending",
+            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+        )
+        .values(lease_until=now + lease, lease_owner=owner)
+    )
+    return list(
+        session.scalars(select(Delivery).where(and_(Delivery.id.in_(chosen), Delivery.lease_owner == owner)))
+    )
+
+
+def add_attempt(
+    session: Session, delivery_id: int, at: dt.datetime, status_code: int | None, error: str | None, ms: int
+) -> None:
+    session.add(
+        DeliveryAttempt(delivery_id=delivery_id, at=at, status_code=status_code, error=error, duration_ms=ms)
+    )
+
+
+def attempts_of(session: Session, delivery_id: int) -> list[DeliveryAttempt]:
+    return list(
+        session.scalars(
+            select(DeliveryAttempt)
+            .where(DeliveryAttempt.delivery_id == delivery_id)
+            .order_by(DeliveryAttempt.id)
+        )
+    )
+
+
+def overdue_candidates(session: Session, now: dt.datetime, limit: int) -> list[str]:
+    return list(
+        session.scalars(
+            select(Notice.id)
+            .where(Notice.status.in_(["pending", "delivered", "failed"]), Notice.deadline < now)
+            .limit(limit)
+        )
+    )
+
+
+def dead_deliveries(
+    session: Session, licensee_id: str | None, after: int | None, limit: int
+) -> list[Delivery]:
+    stmt = select(Delivery).where(Delivery.status == "dead")
+    if licensee_id:
+        stmt = stmt.where(Delivery.licensee_id == licensee_id)
+    if after:
+        stmt = stmt.where(Delivery.id > after)
+    return list(session.scalars(stmt.order_by(Delivery.id).limit(limit)))
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    return {
+        str(s): int(n)
+        for s, n in session.execute(select(Notice.status, func.count()).group_by(Notice.status))
+    }
+
+
+def count_dead(session: Session) -> int:
+    return int(
+        session.scalar(select(func.count()).select_from(Delivery).where(Delivery.status == "dead")) or 0
+    )

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from rescind_common.auth import CurrentLicensee, RequireOperator
+from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from rescind_common.problems import Problem
+from revocation_worker.context import Ctx
+from revocation_worker.db import DbSession
+from revocation_worker.notices import repository, service
+from revocation_worker.notices.models import Notice
+from revocation_worker.notices.schemas import AckIn, NoticeOut, NoticeStatus, RedriveIn, RedriveOut, SampleRef
+
+router = APIRouter(prefix="/v1/notices", tags=["notices"])
+ops_router = APIRouter(prefix="/v1/operator", tags=["operator"])
+
+
+def _own(session: DbSession, licensee_id: str, notice_id: str, *, lock: bool = False) -> Notice:
+    notice = repository.get_own(session, licensee_id, notice_id, lock=lock)
+    if notice is None:
+        raise Problem(404, f"No notice {notice_id}.")
+    return notice
+
+
+@router.get("", response_model=Page[NoticeOut], summary="List own notices")
+def list_notices(
+    licensee: CurrentLicensee,
+    session: DbSession,
+    ctx: Ctx,
+    status: Annotated[NoticeStatus | None, Query()] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[NoticeOut]:
+    rows = repository.page(session, licensee.sub, status, decode_cursor(cursor), limit + 1)
+    return Page(
+        items=[service.to_out(session, ctx, n, with_deliveries=False) for n in rows[:limit]],
+        next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
+    )
+
+
+@router.get("/{notice_id}", response_model=NoticeOut, summary="Read one own notice")
+def get_notice(notice_id: str, licensee: CurrentLicensee, session: DbSession, ctx: Ctx) -> NoticeOut:
+    return service.to_out(session, ctx, _own(session, licensee.sub, notice_id))
+
+
+@router.get("/{notice_id}/samples", response_model=Page[SampleRef], summary="Every sample of one own notice")
+def notice_samples(
+    notice_id: str, licensee: CurrentLicensee, session: DbSession, limit: Limit = 500, cursor: Cursor = None
+) -> Page[SampleRef]:
+    _own(session, licensee.sub, notice_id)
+    after = cursor and decode_cursor(cursor)
+    rows = repository.samples_page(session, notice_id, after, limit + 1)
+    return Page(
+        items=[SampleRef(sample_id=s.sample_id, sha256=s.sha256, kind=s.kind) for s in rows[:limit]],
+        next_cursor=encode_cursor(rows[limit - 1].sample_id) if len(rows) > limit else None,
+    )
+
+
+@router.post(
+    "/{notice_id}/ack", response_model=NoticeOut, summary="Acknowledge: samples deleted, models handled"
+)
+def ack_notice(
+    notice_id: str, body: AckIn, licensee: CurrentLicensee, session: DbSession, ctx: Ctx
+) -> NoticeOut:
+    notice = service.acknowledge(session, ctx, _own(session, licensee.sub, notice_id, lock=True), body)
+    return service.to_out(session, ctx, notice)
+
+
+@router.post("/{notice_id}/redeliver", status_code=202, response_model=NoticeOut, summary="Send it again")
+def redeliver_notice(notice_id: str, licensee: CurrentLicensee, session: DbSession, ctx: Ctx) -> NoticeOut:
+    notice = _own(session, licensee.sub, notice_id, lock=True)
+    service.redeliver(session, notice)
+    return service.to_out(session, ctx, notice)
+
+
+@ops_router.get("/dead-letters", summary="Dead-lettered deliveries (operator)")
+def dead_letters(
+    _: RequireOperator,
+    session: DbSession,
+    licensee_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Limit = 100,
+) -> dict[str, Any]:
+    rows = repository.dead_deliveries(session, licensee_id, None, limit)
+    return {
+        "total": repository.count_dead(session),
+        "items": [
+            {
+                "notice_id": d.notice_id,
+                "endpoint_id": d.endpoint_id,
+                "licensee_id": d.licensee_id,
+                "attempts": d.attempts,
+                "last_attempt_at": d.last_attempt_at,
+                "last_status_code": d.last_status_code,
+                "last_error": d.last_error,
+            }
+            for d in rows
+        ],
+    }
+
+
+@ops_router.post(
+    "/dead-letters/redrive", response_model=RedriveOut, summary="Re-drive dead-lettered deliveries"
+)
+def redrive(body: RedriveIn, _: RequireOperator, session: DbSession) -> RedriveOut:
+    return RedriveOut(redriven=service.redrive_dead(session, body.licensee_id, body.endpoint_id))
+
+
+@ops_router.get("/notices", response_model=Page[NoticeOut], summary="All notices (operator)")
+def all_notices(
+    _: RequireOperator,
+    session: DbSession,
+    ctx: Ctx,
+    status: Annotated[NoticeStatus | None, Query()] = None,
+    revocation_id: Annotated[str | None, Query(max_length=40)] = None,
+    licensee_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[NoticeOut]:
+    rows = repository.page(session, licensee_id, status, decode_cursor(cursor), limit + 1, revocation_id)
+    return Page(
+        items=[service.to_out(session, ctx, n, with_deliveries=False) for n in rows[:limit]],
+        next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
+    )

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NoticeStatus = Literal["pending", "delivered", "acknowledged", "overdue", "failed"]
+
+
+class SampleRef(BaseModel):
+    sample_id: str
+    sha256: str
+    kind: str
+
+
+class ModelRef(BaseModel):
+    model_id: str
+    name: str
+    version: str
+    shard_ids: list[str] = []
+
+
+class DeliveryOut(BaseModel):
+    endpoint_id: str
+    status: Literal["pending", "succeeded", "dead", "cancelled"]
+    attempts: int
+    next_attempt_at: dt.datetime | None
+    last_attempt_at: dt.datetime | None
+    last_status_code: int | None
+    last_error: str | None
+
+
+class NoticeOut(BaseModel):
+    id: str
+    revocation_id: str
+    licensee_id: str
+    status: NoticeStatus
+    deadline: dt.datetime
+    revoked_at: dt.datetime
+    created_at: dt.datetime
+    delivered_at: dt.datetime | None
+    acknowledged_at: dt.datetime | None
+    sample_count: int
+    samples: list[SampleRef] = Field(description="The first samples inline; page the rest via samples_url")
+    samples_url: str
+    models: list[ModelRef]
+    ack: dict[str, Any] | None = None
+    deliveries: list[DeliveryOut] = []
+
+
+class ModelAction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: str = Field(max_length=40)
+    action: Literal["retrained", "unlearned", "withdrawn"]
+
+
+class AckIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["completed"]
+    samples_deleted: bool = True
+    models: list[ModelAction] = Field(default_factory=list, max_length=10_000)
+    evidence: dict[str, Any] | None = Field(
+        default=None, description="Optional proof: deletion job ids, retraining run ids, attestations"
+    )
+
+
+class RedriveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    licensee_id: str | None = Field(default=None, max_length=64)
+    endpoint_id: str | None = Field(default=None, max_length=40)
+
+
+class RedriveOut(BaseModel):
+    redriven: int

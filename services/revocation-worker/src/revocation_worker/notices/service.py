@@ -1,0 +1,260 @@
+"""Notices: one per (revocation, licensee), with its samples, models, deliveries and acknowledgement."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from rescind_common.db import utcnow
+from rescind_common.ids import new_id
+from rescind_common.problems import Problem, field_error
+from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
+from revocation_worker.context import AppContext
+from revocation_worker.endpoints import repository as endpoints_repo
+from revocation_worker.events import publish, timestamp
+from revocation_worker.intake.models import Revocation
+from revocation_worker.notices import repository
+from revocation_worker.notices.models import Notice, NoticeModel
+from revocation_worker.notices.schemas import AckIn, DeliveryOut, ModelRef, NoticeOut, SampleRef
+
+WEBHOOK_TYPE = "revocation.notice"
+
+
+def iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def create_for_holder(
+    session: Session, ctx: AppContext, revocation: Revocation, holder: dict[str, Any], now: dt.datetime
+) -> Notice:
+    """One notice for one licensee holding some of the revocation's samples."""
+    licensee_id = str(holder["licensee_id"])
+    samples = {s["sample_id"]: s for s in holder.get("samples", [])}
+    deadline = revocation.occurred_at + dt.timedelta(days=ctx.settings.worker_notice_deadline_days)
+    notice = Notice(
+        id=new_id("ntc"),
+        revocation_id=revocation.id,
+        subject_id=revocation.subject_id,
+        licensee_id=licensee_id,
+        status="pending",
+        deadline=deadline,
+        revoked_at=revocation.occurred_at,
+        sample_count=len(samples),
+        created_at=now,
+    )
+    session.add(notice)
+    session.flush()
+    repository.insert_samples(
+        session,
+        [
+            {
+                "notice_id": notice.id,
+                "sample_id": sid,
+                "sha256": s.get("sha256") or "",
+                "kind": s.get("kind") or "other",
+            }
+            for sid, s in sorted(samples.items())
+        ],
+    )
+    for m in holder.get("models", []):
+        session.add(
+            NoticeModel(
+                notice_id=notice.id,
+                model_id=m["model_id"],
+                name=m.get("name", ""),
+                version=m.get("version", ""),
+                shard_ids=list(m.get("shard_ids") or []),
+            )
+        )
+    repository.add_deliveries(session, notice, endpoints_repo.active_for(session, licensee_id), now)
+    publish(
+        session,
+        ctx.settings,
+        licensee_id=licensee_id,
+        notice_id=notice.id,
+        revocation_id=revocation.id,
+        subject_id=revocation.subject_id,
+        notice_created=pb.NoticeCreated(
+            deadline=timestamp(deadline), sample_count=len(samples), model_count=len(holder.get("models", []))
+        ),
+    )
+    return notice
+
+
+def webhook_body(session: Session, ctx: AppContext, notice: Notice) -> dict[str, Any]:
+    """The body is identical on every retry of one notice (its timestamp is the notice's creation)."""
+    inline = ctx.settings.worker_inline_samples
+    samples = repository.samples_page(session, notice.id, None, inline)
+    return {
+        "type": WEBHOOK_TYPE,
+        "timestamp": iso(notice.created_at),
+        "data": {
+            "notice_id": notice.id,
+            "revocation_id": notice.revocation_id,
+            "licensee_id": notice.licensee_id,
+            "deadline": iso(notice.deadline),
+            "revoked_at": iso(notice.revoked_at),
+            "samples": [{"sample_id": s.sample_id, "sha256": s.sha256, "kind": s.kind} for s in samples],
+            "sample_count": notice.sample_count,
+            "samples_truncated": notice.sample_count > len(samples),
+            "samples_url": f"{ctx.settings.worker_public_url}/v1/notices/{notice.id}/samples",
+            "models": [
+                {"model_id": m.model_id, "name": m.name, "version": m.version, "shard_ids": m.shard_ids}
+                for m in repository.models_of(session, notice.id)
+            ],
+            "ack_url": f"{ctx.settings.worker_public_url}/v1/notices/{notice.id}/ack",
+        },
+    }
+
+
+def to_out(session: Session, ctx: AppContext, notice: Notice, *, with_deliveries: bool = True) -> NoticeOut:
+    samples = repository.samples_page(session, notice.id, None, ctx.settings.worker_inline_samples)
+    deliveries = repository.deliveries_of(session, notice.id) if with_deliveries else []
+    return NoticeOut(
+        id=notice.id,
+        revocation_id=notice.revocation_id,
+        licensee_id=notice.licensee_id,
+        status=notice.status,
+        deadline=notice.deadline,
+        revoked_at=notice.revoked_at,
+        created_at=notice.created_at,
+        delivered_at=notice.delivered_at,
+        acknowledged_at=notice.acknowledged_at,
+        sample_count=notice.sample_count,
+        samples=[SampleRef(sample_id=s.sample_id, sha256=s.sha256, kind=s.kind) for s in samples],
+        samples_url=f"/v1/notices/{notice.id}/samples",
+        models=[
+            ModelRef(model_id=m.model_id, name=m.name, version=m.version, shard_ids=m.shard_ids)
+            for m in repository.models_of(session, notice.id)
+        ],
+        ack=notice.ack,
+        deliveries=[
+            DeliveryOut(
+                endpoint_id=d.endpoint_id,
+                status=d.status,
+                attempts=d.attempts,
+                next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
+                last_attempt_at=d.last_attempt_at,
+                last_status_code=d.last_status_code,
+                last_error=d.last_error,
+            )
+            for d in deliveries
+        ],
+    )
+
+
+def acknowledge(session: Session, ctx: AppContext, notice: Notice, body: AckIn) -> Notice:
+    if notice.status == "acknowledged":
+        return notice  # idempotent: a retried ack is not an error
+    known = {m.model_id for m in repository.models_of(session, notice.id)}
+    unknown = [(i, m.model_id) for i, m in enumerate(body.models) if m.model_id not in known]
+    if unknown:
+        raise Problem(
+            422,
+            "Some models are not part of this notice.",
+            errors=[
+                field_error(f"body.models[{i}].model_id", "not in this notice", value=m) for i, m in unknown
+            ],
+        )
+    now = utcnow()
+    notice.status = "acknowledged"
+    notice.acknowledged_at = now
+    notice.ack = {
+        "status": body.status,
+        "samples_deleted": body.samples_deleted,
+        "models": [m.model_dump() for m in body.models],
+        "evidence": body.evidence,
+        "at": iso(now),
+    }
+    repository.cancel_pending_for_notice(session, notice.id)
+    publish(
+        session,
+        ctx.settings,
+        licensee_id=notice.licensee_id,
+        notice_id=notice.id,
+        revocation_id=notice.revocation_id,
+        subject_id=notice.subject_id,
+        notice_acknowledged=pb.NoticeAcknowledged(
+            action=pb.ACK_ACTION_COMPLETED, model_ids=[m.model_id for m in body.models]
+        ),
+    )
+    return notice
+
+
+def redeliver(session: Session, notice: Notice) -> int:
+    """Send the notice again to every active endpoint of its licensee (same webhook-id)."""
+    if notice.status == "acknowledged":
+        raise Problem(409, "The notice is already acknowledged.")
+    now = utcnow()
+    endpoints = endpoints_repo.active_for(session, notice.licensee_id)
+    if not endpoints:
+        raise Problem(409, "No active endpoint to deliver to; register or re-enable one first.")
+    count = 0
+    by_endpoint = {d.endpoint_id: d for d in repository.deliveries_of(session, notice.id)}
+    for e in endpoints:
+        d = by_endpoint.get(e.id)
+        if d is None:
+            continue
+        if d.status != "pending" or d.next_attempt_at > now:
+            d.status = "pending"
+            d.attempts = 0
+            d.first_attempt_at = None
+            d.next_attempt_at = now
+            d.lease_until = None
+        count += 1
+    count += repository.add_deliveries(session, notice, endpoints, now)
+    if notice.status == "failed":
+        notice.status = "pending"
+    return count
+
+
+def redrive_dead(session: Session, licensee_id: str | None, endpoint_id: str | None) -> int:
+    """Operator: put dead-lettered deliveries back in line."""
+    now = utcnow()
+    count = 0
+    after: int | None = None
+    while True:
+        batch = repository.dead_deliveries(session, licensee_id, after, 500)
+        if not batch:
+            return count
+        for d in batch:
+            after = d.id
+            if endpoint_id and d.endpoint_id != endpoint_id:
+                continue
+            d.status = "pending"
+            d.attempts = 0
+            d.first_attempt_at = None
+            d.next_attempt_at = now
+            d.lease_until = None
+            notice = repository.get(session, d.notice_id)
+            if notice is not None and notice.status == "failed":
+                notice.status = "pending"
+            count += 1
+
+
+def sweep_overdue(ctx: AppContext, limit: int = 500) -> int:
+    """Notices past their deadline without an acknowledgement turn overdue (and ops are told)."""
+    now = utcnow()
+    with ctx.session_factory() as session:
+        ids = repository.overdue_candidates(session, now, limit)
+    done = 0
+    for notice_id in ids:
+        with ctx.session_factory() as session, session.begin():
+            notice = repository.get(session, notice_id, lock=True)
+            if notice is None or notice.status in ("acknowledged", "overdue") or notice.deadline >= now:
+                continue
+            notice.status = "overdue"
+            notice.overdue_at = now
+            publish(
+                session,
+                ctx.settings,
+                licensee_id=notice.licensee_id,
+                notice_id=notice.id,
+                revocation_id=notice.revocation_id,
+                subject_id=notice.subject_id,
+                notice_overdue=pb.NoticeOverdue(deadline=timestamp(notice.deadline)),
+            )
+            done += 1
+    return done
