@@ -10,7 +10,7 @@ PROTO_OUT := libs/rescind-common/src/rescind_common/proto
 PROTO_SRC := $(shell find proto -name '*.proto')
 STAMP := $(VENV)/.rescind-installed
 
-.PHONY: install gen run test test-fast lint typecheck proto-check bench clean
+.PHONY: install gen run demo test test-fast lint typecheck proto-check bench clean
 
 $(BOOTSTRAP)/bin/uv:
 	$(PYTHON) -m venv $(BOOTSTRAP)
@@ -36,12 +36,16 @@ gen: $(PROTO_OUT)/.generated
 run: install
 	$(VENV)/bin/rescind run
 
+# Against a running `make run`: the whole story with local webhook receivers.
+demo: install
+	$(VENV)/bin/rescind demo
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install
-	$(VENV)/bin/mypy libs/rescind-common/src libs/rescind-cli/src services/consent-api/src
+	$(VENV)/bin/mypy libs/rescind-common/src libs/rescind-cli/src services/consent-api/src services/registry/src services/revocation-worker/src
 
 proto-check: install
 	$(VENV)/bin/buf lint proto

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from rescind_cli import audit, receipts, stack, tokens
+from rescind_cli import audit, demo, receipts, stack, tokens
 from rescind_cli.errors import CliError
+
+
+def demo_default(var: str, port: int) -> str:
+    return f"http://127.0.0.1:{os.environ.get(var, str(port))}"
 
 
 def cli_version() -> str:
@@ -73,6 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--url", default=receipts.default_url(), help="consent-api base URL (default %(default)s)"
     )
 
+    demo_parser = commands.add_parser(
+        "demo",
+        help="play the whole story against the running stack (make run) with local receivers",
+        description="Seller grants, operator licenses two buyers, one declares a model, both register "
+        "endpoints, the seller revokes, both get verified webhooks, one acknowledges.",
+    )
+    demo_parser.add_argument("--consent-url", default=audit.default_consent_url())
+    demo_parser.add_argument("--registry-url", default=demo_default("RESCIND_REGISTRY_PORT", 8002))
+    demo_parser.add_argument("--worker-url", default=demo_default("RESCIND_WORKER_PORT", 8003))
+
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -87,6 +102,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return audit.verify(args.url)
     if args.command == "receipt":
         return receipts.verify(args.receipt, args.url)
+    if args.command == "demo":
+        return demo.run(args.consent_url, args.registry_url, args.worker_url)
     if args.command == "version":
         print(f"rescind {cli_version()}")
         return 0

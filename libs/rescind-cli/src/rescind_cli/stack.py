@@ -69,14 +69,33 @@ def env_port(var: str, default: int) -> int:
 
 def services() -> list[Service]:
     consent = script("consent-api")
-    # registry (8002) and revocation-worker (8003) join this list the same way.
+    registry = script("registry")
+    worker = script("revocation-worker")
     return [
         Service(
             name="consent-api",
             migrate=[consent, "migrate"],
-            processes=[("consent-api", [consent, "serve"]), ("consent-relay", [consent, "relay"])],
+            processes=[
+                ("consent-api", [consent, "serve"]),
+                ("consent-relay", [consent, "relay"]),
+                ("consent-consumer", [consent, "consumer"]),
+            ],
             port=env_port("RESCIND_CONSENT_PORT", 8001),
             port_env="RESCIND_CONSENT_PORT",
+        ),
+        Service(
+            name="registry",
+            migrate=[registry, "migrate"],
+            processes=[("registry", [registry, "serve"]), ("registry-consumer", [registry, "consumer"])],
+            port=env_port("RESCIND_REGISTRY_PORT", 8002),
+            port_env="RESCIND_REGISTRY_PORT",
+        ),
+        Service(
+            name="revocation-worker",
+            migrate=[worker, "migrate"],
+            processes=[("revocation-worker", [worker, "serve"]), ("worker", [worker, "worker"])],
+            port=env_port("RESCIND_WORKER_PORT", 8003),
+            port_env="RESCIND_WORKER_PORT",
         ),
     ]
 
@@ -118,6 +137,13 @@ class Stack:
         self.state_dir = state_dir
         self.env = dict(os.environ)
         self.env.setdefault("PYTHONUNBUFFERED", "1")
+        # Local demos: webhook receivers on this machine (loopback only, plain http) are allowed.
+        # Production keeps the default: https only, private/loopback/link-local refused.
+        self.env.setdefault("RESCIND_WORKER_ALLOW_NETWORKS", '["127.0.0.0/8", "::1/128"]')
+        self.env.setdefault("RESCIND_WORKER_ALLOW_HTTP", "true")
+        self.env.setdefault(
+            "RESCIND_WORKER_REGISTRY_URL", f"http://{HOST}:{env_port('RESCIND_REGISTRY_PORT', 8002)}"
+        )
         self.broker: EmbeddedBroker | None = None
         self.children: list[Child] = []
         self.stop_signal: int | None = None
@@ -263,6 +289,11 @@ class Stack:
             "Tokens (role subject, licensee or operator):",
             f"  TOKEN=$({rescind} token --role subject --sub alice)",
             f'  curl -H "Authorization: Bearer $TOKEN" {self.specs[0].url}/v1/consents',
+            "",
+            "Webhook endpoints on 127.0.0.1 over plain http are allowed for local demos"
+            f" (RESCIND_WORKER_ALLOW_NETWORKS={self.env.get('RESCIND_WORKER_ALLOW_NETWORKS')});"
+            " production refuses them.",
+            f"The whole story end to end: {relative(Path(script('rescind')))} demo",
             "",
         ]
         print("\n".join(lines), flush=True)

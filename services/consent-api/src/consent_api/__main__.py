@@ -42,6 +42,19 @@ def _relay(settings: ConsentSettings) -> None:
     relay.run()
 
 
+def _consumer(settings: ConsentSettings) -> None:
+    from consent_api.consumer import build_consumer
+
+    consumer = build_consumer(settings)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        consumer.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    consumer.run()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="consent-api")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the HTTP API (and the expiry scheduler)")
     serve.add_argument("--workers", type=int, default=1)
     sub.add_parser("relay", help="publish the outbox to Kafka")
+    sub.add_parser("consumer", help="consume notice events (per-licensee status of each revocation)")
     args = parser.parse_args(argv)
 
     settings = ConsentSettings()
@@ -60,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         log.info("migrations applied")
     elif args.command == "serve":
         _serve(settings, args.workers)
-    else:
+    elif args.command == "relay":
         _relay(settings)
+    else:
+        _consumer(settings)
     return 0
 
 

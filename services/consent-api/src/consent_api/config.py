@@ -27,6 +27,7 @@ class ConsentSettings(RescindSettings):
     # How often the expiry scheduler looks for consents past `expires_at`.
     consent_expiry_interval_seconds: float = Field(default=5.0, gt=0)
     consent_run_scheduler: bool = True
+    consent_consumer_group: str = "consent-api"
     consent_max_batch_samples: int = Field(default=10_000, ge=1)
     consent_max_sample_ids: int = Field(default=100_000, ge=1)
     consent_db_pool_size: int = Field(default=10, ge=1)

@@ -3,6 +3,7 @@
 from consent_api.audit.models import AuditEntry
 from consent_api.consents.models import Consent, ConsentSample
 from consent_api.db import Base, Outbox
+from consent_api.notices.models import ProcessedEvent, RevocationNotice, RevocationResolution
 from consent_api.revocations.models import Revocation, RevocationItem
 from consent_api.rights.models import RightsRequest
 from consent_api.samples.models import Sample
@@ -14,8 +15,11 @@ __all__ = [
     "Consent",
     "ConsentSample",
     "Outbox",
+    "ProcessedEvent",
     "Revocation",
     "RevocationItem",
+    "RevocationNotice",
+    "RevocationResolution",
     "RightsRequest",
     "Sample",
     "Subject",

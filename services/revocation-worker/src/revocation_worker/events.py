@@ -31,6 +31,7 @@ def publish(
     notice_id: str = "",
     revocation_id: str = "",
     subject_id: str = "",
+    key: str | None = None,
     **payload: object,
 ) -> str:
     (field, message), *rest = payload.items()
@@ -50,7 +51,7 @@ def publish(
         session,
         Outbox,
         topic=settings.kafka_notice_topic,
-        key=licensee_id,
+        key=key or licensee_id,
         event_id=event_id,
         event_type=field,
         message=envelope,

@@ -31,7 +31,7 @@ def list_revocations(
         return Page(items=[])
     rows = repository.page(session, subject.id, decode_cursor(cursor), limit + 1)
     return Page(
-        items=[service.to_out(r) for r in rows[:limit]],
+        items=service.to_out_with_notices(session, rows[:limit]),
         next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
     )
 
@@ -44,4 +44,4 @@ def get_revocation(
     revocation = repository.get(session, subject.id, revocation_id) if subject else None
     if revocation is None:
         raise Problem(404, f"No revocation {revocation_id}.")
-    return service.to_out(revocation)
+    return service.to_out_with_notices(session, [revocation])[0]

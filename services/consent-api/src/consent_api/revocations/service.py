@@ -12,6 +12,8 @@ from consent_api.consents import repository as consents_repo
 from consent_api.consents.models import Consent
 from consent_api.context import AppContext
 from consent_api.events import TRIGGER_TO_PB, publish
+from consent_api.notices import repository as notices_repo
+from consent_api.notices.service import overall_status
 from consent_api.revocations import repository
 from consent_api.revocations.models import Revocation
 from consent_api.revocations.schemas import NoticeOut, RevocationIn, RevocationOut
@@ -49,11 +51,13 @@ def revoke(
     purpose: str | None = None,
     reason: str | None = None,
     end_status: str = "revoked",
+    revocation_id: str | None = None,
 ) -> Revocation:
-    """Record the revocation, end or shrink each target consent, enqueue events, audit. Subject is locked."""
+    """Record the revocation, end or shrink each target consent, enqueue events, audit. Subject is locked.
+    `revocation_id` lets a caller name the revocation in an event it enqueues first (ConsentExpired)."""
     now = utcnow()
     revocation = Revocation(
-        id=new_id("rev"),
+        id=revocation_id or new_id("rev"),
         subject_id=subject.id,
         scope=scope,
         trigger=trigger,
@@ -236,10 +240,12 @@ def revoke_by_scope(session: Session, ctx: AppContext, subject: Subject, body: R
     )
 
 
-def to_out(revocation: Revocation, notices: list[NoticeOut] | None = None) -> RevocationOut:
+def to_out(
+    revocation: Revocation, notices: list[NoticeOut] | None = None, status: str | None = None
+) -> RevocationOut:
     return RevocationOut(
         id=revocation.id,
-        status=revocation.status,
+        status=status or revocation.status,
         scope=revocation.scope,
         trigger=revocation.trigger,
         consent_id=revocation.consent_id,
@@ -250,3 +256,18 @@ def to_out(revocation: Revocation, notices: list[NoticeOut] | None = None) -> Re
         created_at=revocation.created_at,
         notices=notices or [],
     )
+
+
+def to_out_with_notices(session: Session, revocations: list[Revocation]) -> list[RevocationOut]:
+    """Revocations with each licensee told and the overall status (from the notice topic)."""
+    ids = [r.id for r in revocations]
+    by_revocation = notices_repo.for_revocations(session, ids)
+    resolved = notices_repo.resolutions(session, ids)
+    out = []
+    for r in revocations:
+        rows = by_revocation.get(r.id, [])
+        notices = [
+            NoticeOut(licensee_id=n.licensee_id, status=n.status, updated_at=n.updated_at) for n in rows
+        ]
+        out.append(to_out(r, notices, overall_status(r.status, resolved.get(r.id), rows)))
+    return out

@@ -31,8 +31,8 @@ def export(session: Session, ctx: AppContext, subject: Subject) -> dict[str, Any
     key = subjects.data_key(session, ctx, subject, create=False)
     revs = repository.all_revocations(session, subject.id)
     out_revs = []
-    for r in revs:
-        item = revocations.to_out(r).model_dump(mode="json")
+    for r, out in zip(revs, revocations.to_out_with_notices(session, revs), strict=True):
+        item = out.model_dump(mode="json")
         item["reason"] = subjects.open_json(key, subject.id, "reason", r.reason_sealed)
         item["items"] = [{"consent_id": c, "sample_id": s} for c, s in revocations_repo.items(session, r.id)]
         out_revs.append(item)

@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 
 from rescind_common.auth import ensure_dev_key, mint_token
 from rescind_common.db import utcnow
+from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.context import AppContext
+from revocation_worker.events import publish
 from revocation_worker.intake.models import Revocation, RevocationPart
 from revocation_worker.notices import service as notices
 
@@ -115,6 +117,17 @@ def resolve_due(ctx: AppContext, registry: RegistryClient, limit: int = 50) -> i
             now = utcnow()
             for holder in holders:
                 notices.create_for_holder(session, ctx, revocation, holder, now)
+            publish(
+                session,
+                ctx.settings,
+                licensee_id="",
+                key=revocation.id,
+                revocation_id=revocation.id,
+                subject_id=revocation.subject_id,
+                revocation_resolved=pb.RevocationResolved(
+                    notice_count=len(holders), licensee_ids=sorted(h["licensee_id"] for h in holders)
+                ),
+            )
             revocation.state = "resolved"
             revocation.resolved_at = now
             done += 1

@@ -1,0 +1,21 @@
+"""consent-api's notice-topic consumer: per-licensee statuses of each revocation."""
+
+from __future__ import annotations
+
+from consent_api.config import ConsentSettings
+from consent_api.notices.handler import NoticeEventHandler
+from rescind_common.consumer import EventConsumer
+from rescind_common.db import make_engine, make_session_factory
+
+
+def build_consumer(settings: ConsentSettings) -> EventConsumer:
+    engine = make_engine(settings.consent_database_url, pool_size=2)
+    return EventConsumer(
+        service="consent-api",
+        bootstrap=settings.kafka_bootstrap,
+        group_id=settings.consent_consumer_group,
+        topics=[settings.kafka_notice_topic],
+        handler=NoticeEventHandler(make_session_factory(engine)),
+        partitions=settings.kafka_topic_partitions,
+        replication_factor=settings.kafka_replication_factor,
+    )

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from consent_api.db import Base
+from rescind_common.db import UTCDateTime, utcnow
+
+
+class RevocationNotice(Base):
+    """Projection of the notice topic: which licensee was told about a revocation, and how far it got."""
+
+    __tablename__ = "revocation_notices"
+
+    revocation_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    licensee_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    notice_id: Mapped[str] = mapped_column(String(40))
+    # pending | delivered | acknowledged | overdue | failed
+    status: Mapped[str] = mapped_column(String(16))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class RevocationResolution(Base):
+    """The worker found the holders of a revocation's samples (possibly none)."""
+
+    __tablename__ = "revocation_resolutions"
+
+    revocation_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    notice_count: Mapped[int] = mapped_column(default=0)
+    resolved_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ProcessedEvent(Base):
+    __tablename__ = "processed_events"
+
+    event_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    processed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
