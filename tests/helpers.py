@@ -43,3 +43,55 @@ def assert_problem(response: Any, status: int, field: str | None = None) -> dict
         fields = [e["field"] for e in body.get("errors", [])]
         assert any(f == field or f.startswith(field) for f in fields), (field, body)
     return body
+
+
+def bearer(tok: str) -> dict[str, str]:
+    """Authorization headers for a token (same shape as the `seller` fixture)."""
+    return {"Authorization": f"Bearer {tok}"}
+
+
+def revoke(
+    client: TestClient, headers: dict[str, str], consent_id: str, status: int = 202, **body: Any
+) -> dict[str, Any]:
+    r = client.post(f"/v1/consents/{consent_id}/revoke", json=body or None, headers=headers)
+    assert r.status_code == status, r.text
+    return dict(r.json())
+
+
+def revoke_scope(client: TestClient, headers: dict[str, str], **body: Any) -> dict[str, Any]:
+    r = client.post("/v1/revocations", json=body, headers=headers)
+    assert r.status_code == 202, r.text
+    return dict(r.json())
+
+
+def get_json(client: TestClient, path: str, headers: dict[str, str], **params: Any) -> dict[str, Any]:
+    r = client.get(path, params=params or None, headers=headers)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def walk(
+    client: TestClient, path: str, headers: dict[str, str], limit: int, **params: Any
+) -> list[dict[str, Any]]:
+    """Every item of a cursor-paginated list, page by page; asserts each page respects `limit`."""
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for _ in range(100_000):
+        query: dict[str, Any] = {"limit": limit, **params}
+        if cursor:
+            query["cursor"] = cursor
+        page = get_json(client, path, headers, **query)
+        assert len(page["items"]) <= limit, page
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return items
+        assert page["items"], "a page with a next_cursor must not be empty"
+    raise AssertionError("pagination never ended")
+
+
+def subject_id(client: TestClient, headers: dict[str, str]) -> str:
+    """The pseudonymous subject id behind a seller's token (from an access export)."""
+    r = client.post("/v1/rights-requests", json={"type": "access"}, headers=headers)
+    assert r.status_code == 201, r.text
+    return str(r.json()["export"]["subject"]["id"])

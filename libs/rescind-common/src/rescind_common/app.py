@@ -9,7 +9,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rescind_common.logs import request_id_var
@@ -21,14 +20,9 @@ log = logging.getLogger(__name__)
 ReadinessCheck = Callable[[], bool]
 
 
-class BodyTooLarge(StarletteHTTPException):
-    """Raised from `receive` when a body without (or with a lying) Content-Length grows too large.
-
-    An HTTPException so that FastAPI's body parsing re-raises it instead of turning it into a 400.
-    """
-
+class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"The request body exceeds {limit} bytes.")
+        super().__init__(f"body larger than {limit} bytes")
         self.limit = limit
 
 
@@ -66,6 +60,10 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.path_limits.get(scope["path"], self.default_limit)
+        too_large = problem_response(
+            413, f"The request body exceeds {limit} bytes.", instance=scope["path"], limit=limit
+        )
+        declared: int | None = None
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -73,11 +71,30 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = -1
                 if declared > limit:
-                    resp = problem_response(
-                        413, f"The request body exceeds {limit} bytes.", instance=scope["path"], limit=limit
-                    )
-                    await resp(scope, receive, send)
+                    await too_large(scope, receive, send)
                     return
+        if declared is None:
+            # No Content-Length (chunked): read up to the limit before the app sees anything. An error
+            # raised from `receive` inside the app would reach FastAPI wrapped (a 400), not as a 413.
+            buffered: list[Message] = []
+            seen = 0
+            while True:
+                message = await receive()
+                buffered.append(message)
+                if message["type"] != "http.request":
+                    break
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    await too_large(scope, receive, send)
+                    return
+                if not message.get("more_body", False):
+                    break
+
+            async def replay() -> Message:
+                return buffered.pop(0) if buffered else await receive()
+
+            await self.app(scope, replay, send)
+            return
         seen = 0
 
         async def limited_receive() -> Message:

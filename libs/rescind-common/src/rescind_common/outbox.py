@@ -133,12 +133,17 @@ class OutboxRelay:
 
     def _check_topics(self) -> None:
         assert self._admin is not None
-        created = ensure_topics(
-            self._admin, self.topics, partitions=self.partitions, replication_factor=self.replication_factor
-        )
+        existing = set(self._admin.list_topics())
+        missing = [t for t in dict.fromkeys(self.topics) if t not in existing]
+        if missing:
+            # Mark the retained rows for re-publishing *before* creating the topics: if the replay step
+            # failed after the creation (database briefly down, process killed), the next check would
+            # find the topics present and the retained events would never reach the new log.
+            self._replay(missing)
+            ensure_topics(
+                self._admin, missing, partitions=self.partitions, replication_factor=self.replication_factor
+            )
         self._last_topic_check = time.monotonic()
-        if created:
-            self._replay(created)
 
     def _replay(self, topics: list[str]) -> None:
         """The broker lost these topics' logs: publish every retained row for them again."""

@@ -19,6 +19,7 @@ from consent_api.events import publish, timestamp
 from consent_api.revocations import service as revocations
 from consent_api.subjects import repository as subjects_repo
 from rescind_common.db import utcnow
+from rescind_common.ids import new_id
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,17 @@ def _expire_one(session: Session, ctx: AppContext, consent_id: str, subject_id: 
         return False
     if consent.expires_at is None or consent.expires_at > now:
         return False
+    # ConsentExpired goes first: per the schema it is "followed by the ConsentRevoked events of the
+    # revocation that the expiry created", and the outbox publishes in insertion order.
+    revocation_id = new_id("rev")
+    publish(
+        session,
+        ctx.settings,
+        subject.id,
+        consent_expired=pb.ConsentExpired(
+            consent_id=consent.id, revocation_id=revocation_id, expired_at=timestamp(consent.expires_at)
+        ),
+    )
     revocation = revocations.revoke(
         session,
         ctx,
@@ -54,17 +66,10 @@ def _expire_one(session: Session, ctx: AppContext, consent_id: str, subject_id: 
         trigger="expiry",
         consent_id=consent.id,
         end_status="expired",
+        revocation_id=revocation_id,
     )
     consent.status = "expired"
     consent.ended_at = consent.ended_at or now
-    publish(
-        session,
-        ctx.settings,
-        subject.id,
-        consent_expired=pb.ConsentExpired(
-            consent_id=consent.id, revocation_id=revocation.id, expired_at=timestamp(consent.expires_at)
-        ),
-    )
     audit.append(
         session,
         subject,

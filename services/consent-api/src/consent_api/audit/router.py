@@ -21,7 +21,7 @@ def entries(
     _: RequireOperator,
     session: DbSession,
     subject_id: Annotated[str, Query(max_length=40)],
-    after_seq: Annotated[int, Query(ge=0)] = 0,
+    after_seq: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     rows = repository.entries_for(session, subject_id, after_seq, limit)

@@ -25,6 +25,8 @@ class Consent(Base):
     # Purposes withdrawn one by one (scope=purpose) while the consent stays active for the rest.
     revoked_purposes: Mapped[list[str]] = mapped_column(JSONType, default=list)
     licensee_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Licensees withdrawn one by one from a consent open to any licensee (scope=licensee).
+    excluded_licensees: Mapped[list[str]] = mapped_column(JSONType, default=list)
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     compensation: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     sample_count: Mapped[int] = mapped_column(Integer, default=0)

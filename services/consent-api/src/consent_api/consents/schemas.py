@@ -4,7 +4,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from consent_api.samples.schemas import SampleId
 
@@ -34,6 +34,17 @@ class ConsentIn(BaseModel):
     expires_at: AwareDatetime | None = None
     compensation: CompensationIn | None = None
 
+    @field_validator("expires_at")
+    @classmethod
+    def _expires_at_in_utc(cls, value: dt.datetime | None) -> dt.datetime | None:
+        # Normalise here: a time near the end of the calendar in a local zone must be a 422, not a 500.
+        if value is None:
+            return None
+        try:
+            return value.astimezone(dt.UTC)
+        except OverflowError as exc:
+            raise ValueError("out of the supported date range") from exc
+
 
 class Compensation(BaseModel):
     amount: str
@@ -46,6 +57,9 @@ class ConsentOut(BaseModel):
     purposes: list[str]
     revoked_purposes: list[str]
     licensee_id: str | None
+    excluded_licensees: list[str] = Field(
+        default_factory=list, description="Licensees withdrawn from a consent open to any licensee"
+    )
     expires_at: dt.datetime | None
     compensation: Compensation | None
     sample_count: int

@@ -35,6 +35,8 @@ class Target:
     consent: Consent
     sample_ids: set[str] | None = None
     purpose: str | None = None
+    # Withdraw one licensee from a consent open to any licensee; the consent stays active.
+    only_licensee: str | None = None
     withdrawn: list[str] = field(default_factory=list)
 
 
@@ -82,7 +84,13 @@ def revoke(
         if not active:
             continue
         live_purposes = [p for p in c.purposes if p not in (c.revoked_purposes or [])]
-        if t.purpose is not None:
+        if t.only_licensee is not None:
+            # One licensee withdrawn from a consent open to any licensee: it stays open to others.
+            if t.only_licensee in (c.excluded_licensees or []):
+                continue
+            c.excluded_licensees = [*(c.excluded_licensees or []), t.only_licensee]
+            withdrawn_samples, withdrawn_purposes, ended = active, live_purposes, False
+        elif t.purpose is not None:
             # Withdraw one purpose for every sample; the consent lives on for its other purposes.
             if t.purpose not in live_purposes:
                 continue
@@ -128,6 +136,7 @@ def revoke(
                     chunk_index=index,
                     chunk_count=len(parts),
                     consent_count=len(touched),
+                    only_licensee_id=t.only_licensee or "",
                 ),
             )
     audit.append(
@@ -212,7 +221,12 @@ def revoke_by_scope(session: Session, ctx: AppContext, subject: Subject, body: R
     if body.scope == "all":
         targets = [Target(c) for c in active]
     elif body.scope == "licensee":
-        targets = [Target(c) for c in active if c.licensee_id == body.licensee_id]
+        # Consents granted to that licensee end; consents open to any licensee exclude it from now on.
+        targets = [
+            Target(c) if c.licensee_id == body.licensee_id else Target(c, only_licensee=body.licensee_id)
+            for c in active
+            if c.licensee_id in (body.licensee_id, None)
+        ]
     elif body.scope == "purpose":
         targets = [Target(c, purpose=body.purpose) for c in active if body.purpose in c.purposes]
     else:

@@ -28,16 +28,21 @@ def register(
     """Insert samples for the (locked) subject, emit SampleRegistered, append to the audit log."""
     errors: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
+
+    def at(i: int) -> str:
+        # `body.samples[3]` in a batch; just `body` for the single-sample endpoint.
+        return field if field == "body" else f"{field}[{i}]"
+
     for i, s in enumerate(samples):
         if s.sha256 in seen:
-            errors.append(field_error(f"{field}[{i}].sha256", f"duplicate of {field}[{seen[s.sha256]}]"))
+            errors.append(field_error(f"{at(i)}.sha256", f"duplicate of {at(seen[s.sha256])}"))
         seen.setdefault(s.sha256, i)
     if errors:
         raise Problem(422, "The batch repeats a sha256.", errors=errors)
     clash = repository.existing_hashes(session, subject.id, list(seen))
     if clash:
         errors = [
-            field_error(f"{field}[{seen[sha]}].sha256", "already registered", existing_id=sid)
+            field_error(f"{at(seen[sha])}.sha256", "already registered", existing_id=sid)
             for sha, sid in clash.items()
         ]
         raise Problem(409, "A sample with this sha256 is already registered.", errors=errors)

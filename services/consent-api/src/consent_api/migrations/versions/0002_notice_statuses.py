@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 import rescind_common.db
 
@@ -20,6 +21,15 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("consents", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column(
+                "excluded_licensees",
+                sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
+                nullable=False,
+                server_default="[]",
+            )
+        )
     op.create_table('processed_events',
     sa.Column('event_id', sa.String(length=40), nullable=False),
     sa.Column('processed_at', rescind_common.db.UTCDateTime(timezone=True), nullable=False),
@@ -42,6 +52,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("consents", schema=None) as batch_op:
+        batch_op.drop_column("excluded_licensees")
     op.drop_table('revocation_resolutions')
     op.drop_table('revocation_notices')
     op.drop_table('processed_events')

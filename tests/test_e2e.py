@@ -1,0 +1,165 @@
+"""End to end, as users run it: consent-api, registry and revocation-worker as processes, on
+PostgreSQL and a real broker, with buyers' receivers that verify every delivery with the
+standardwebhooks library."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from e2e_stack import Stack, wait_until
+from rescind_cli.demo import Receiver
+from rescind_common.embedded_broker import EmbeddedBroker
+
+
+@pytest.fixture(scope="module")
+def stack(pg_database: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    broker = EmbeddedBroker(log_file=tmp / "tansu.log").start()
+    s = Stack(
+        tmp=tmp,
+        db_urls={name: pg_database(f"e2e_{name}") for name in ("consent", "registry", "worker")},
+        broker=broker,
+    )
+    try:
+        s.start_all()
+        yield s
+    except BaseException:
+        print(s.logs())
+        raise
+    finally:
+        s.stop_all()
+        broker.stop()
+
+
+def ok(r: httpx.Response) -> dict[str, Any]:
+    assert r.status_code < 400, f"{r.request.method} {r.request.url}: {r.status_code} {r.text}"
+    return dict(r.json())
+
+
+class World:
+    """A seller, an operator and licensees talking to the running stack."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.http = httpx.Client(timeout=30)
+        self.seller = stack.token("subject", f"seller-{uuid.uuid4().hex[:8]}")
+        self.ops = stack.token("operator", "ops-e2e")
+
+    def samples(self, n: int) -> list[dict[str, Any]]:
+        body = {"samples": [{"kind": "face_image", "sha256": hashlib.sha256(uuid.uuid4().bytes).hexdigest()}
+                            for _ in range(n)]}
+        return ok(self.http.post(f"{self.stack.url('consent')}/v1/samples/batch", json=body, headers=self.seller))[
+            "items"
+        ]
+
+    def grant(self, sample_ids: list[str]) -> dict[str, Any]:
+        return ok(self.http.post(f"{self.stack.url('consent')}/v1/consents", headers=self.seller,
+                                 json={"sample_ids": sample_ids, "purposes": ["model_training"]}))
+
+    def licensee(self, name: str) -> tuple[str, dict[str, str]]:
+        lic = ok(self.http.post(f"{self.stack.url('registry')}/v1/licensees", headers=self.ops, json={"name": name}))
+        return lic["id"], self.stack.token("licensee", lic["id"])
+
+    def license(self, licensee_id: str, consent_id: str, sample_ids: list[str]) -> dict[str, Any]:
+        return ok(self.http.post(
+            f"{self.stack.url('registry')}/v1/licenses", headers=self.ops,
+            json={"licensee_id": licensee_id, "consent_id": consent_id, "purpose": "model_training",
+                  "sample_ids": sample_ids},
+        ))
+
+    def endpoint(self, licensee_auth: dict[str, str], rx: Receiver) -> None:
+        ep = ok(self.http.post(f"{self.stack.url('worker')}/v1/endpoints", headers=licensee_auth,
+                               json={"url": rx.url}))
+        rx.secret = ep["secret"]
+
+
+def test_revocation_reaches_every_buyer_and_the_seller_sees_it(stack: Stack) -> None:
+    w = World(stack)
+    samples = w.samples(3)
+    ids = [s["id"] for s in samples]
+    sha = {s["id"]: s["sha256"] for s in samples}
+    consent = w.grant(ids)
+    acme, acme_auth = w.licensee("Acme Vision")
+    bolt, bolt_auth = w.licensee("Bolt Voice")
+    acme_license = w.license(acme, consent["id"], ids[:2])
+    w.license(bolt, consent["id"], ids[1:])
+    model = ok(w.http.post(f"{stack.url('registry')}/v1/models", headers=acme_auth,
+                           json={"name": "face-embedder", "version": "3", "license_ids": [acme_license["id"]]}))
+    with Receiver("acme") as acme_rx, Receiver("bolt") as bolt_rx:
+        w.endpoint(acme_auth, acme_rx)
+        w.endpoint(bolt_auth, bolt_rx)
+        revocation = ok(w.http.post(f"{stack.url('consent')}/v1/consents/{consent['id']}/revoke", headers=w.seller))
+
+        wait_until("both buyers verified a webhook", lambda: acme_rx.verified and bolt_rx.verified, timeout=90)
+        assert acme_rx.rejected == 0 and bolt_rx.rejected == 0
+        acme_data = acme_rx.verified[0]["payload"]["data"]
+        bolt_data = bolt_rx.verified[0]["payload"]["data"]
+        assert acme_rx.verified[0]["payload"]["type"] == "revocation.notice"
+        assert acme_data["revocation_id"] == revocation["id"] == bolt_data["revocation_id"]
+        assert acme_data["licensee_id"] == acme and bolt_data["licensee_id"] == bolt
+        assert {(s["sample_id"], s["sha256"]) for s in acme_data["samples"]} == {(i, sha[i]) for i in ids[:2]}
+        assert {s["sample_id"] for s in bolt_data["samples"]} == set(ids[1:])
+        assert [m["model_id"] for m in acme_data["models"]] == [model["id"]]
+        assert bolt_data["models"] == []
+        assert acme_data["deadline"] > acme_rx.verified[0]["payload"]["timestamp"]
+
+        # The buyer sees the same notice through the API and acknowledges it.
+        notice = ok(w.http.get(f"{stack.url('worker')}/v1/notices/{acme_data['notice_id']}", headers=acme_auth))
+        assert notice["status"] == "delivered"
+        ok(w.http.post(f"{stack.url('worker')}/v1/notices/{acme_data['notice_id']}/ack", headers=acme_auth,
+                       json={"status": "completed", "models": [{"model_id": model["id"], "action": "unlearned"}]}))
+        # Another buyer cannot read or acknowledge it.
+        r = w.http.get(f"{stack.url('worker')}/v1/notices/{acme_data['notice_id']}", headers=bolt_auth)
+        assert r.status_code == 404
+
+    def seller_view() -> dict[str, str] | None:
+        rev = ok(w.http.get(f"{stack.url('consent')}/v1/revocations/{revocation['id']}", headers=w.seller))
+        statuses = {n["licensee_id"]: n["status"] for n in rev["notices"]}
+        return statuses if statuses == {acme: "acknowledged", bolt: "delivered"} else None
+
+    wait_until("the seller to see one acknowledged, one delivered", seller_view, timeout=60)
+    # The registry marked both licenses revoked.
+    licenses = ok(w.http.get(f"{stack.url('registry')}/v1/licenses", headers=acme_auth))["items"]
+    assert [lic["status"] for lic in licenses] == ["revoked"]
+
+
+def test_worker_sigkilled_during_a_burst_loses_no_notice(stack: Stack, tmp_path: Path) -> None:
+    w = World(stack)
+    buyer, buyer_auth = w.licensee("Burst Buyer")
+    with Receiver("burst") as rx:
+        w.endpoint(buyer_auth, rx)
+        consents = []
+        for _ in range(20):
+            sid = [s["id"] for s in w.samples(1)]
+            consent = w.grant(sid)
+            w.license(buyer, consent["id"], sid)
+            consents.append(consent["id"])
+        revocations = []
+        for i, cid in enumerate(consents):
+            revocations.append(
+                ok(w.http.post(f"{stack.url('consent')}/v1/consents/{cid}/revoke", headers=w.seller))["id"]
+            )
+            if i == 5:
+                wait_until("some deliveries before the kill", lambda: rx.verified, timeout=60)
+                stack.kill("worker")
+        stack.start("worker")
+
+        def all_delivered() -> bool:
+            got = {v["payload"]["data"]["revocation_id"] for v in rx.verified}
+            return got >= set(revocations)
+
+        wait_until("every revocation delivered after the restart", all_delivered, timeout=120)
+        assert rx.rejected == 0
+        # Duplicates are only redeliveries of the same notice, with the same webhook-id.
+        by_id: dict[str, set[str]] = {}
+        for v in rx.verified:
+            by_id.setdefault(v["webhook_id"], set()).add(v["payload"]["data"]["notice_id"])
+        assert all(len(n) == 1 for n in by_id.values())
+        assert len(by_id) == len(revocations)
