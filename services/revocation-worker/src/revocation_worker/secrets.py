@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from rescind_common.keyfiles import create_once
 from revocation_worker.config import WorkerSettings
 
 PREFIX = "whsec_"
@@ -36,13 +37,4 @@ class SecretBox:
 
 
 def _dev_key(path: Path) -> bytes:
-    if path.exists():
-        return base64.b64decode(path.read_bytes().strip())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = os.urandom(32)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(base64.b64encode(key))
-    os.replace(tmp, path)
-    return key
+    return base64.b64decode(create_once(path, lambda: base64.b64encode(os.urandom(32))).strip())

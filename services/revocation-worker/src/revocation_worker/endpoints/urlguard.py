@@ -24,6 +24,10 @@ METADATA = {
 }
 
 
+# NAT64 (RFC 6052 well-known prefix): 64:ff9b::a.b.c.d reaches a.b.c.d through a NAT64 gateway.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 class UnsafeURL(ValueError):
     """The URL may not be used as a webhook endpoint."""
 
@@ -36,6 +40,8 @@ def _unwrap(ip: IPAddress) -> IPAddress:
             return ip.sixtofour
         if ip.teredo is not None:
             return ip.teredo[1]
+        if ip in NAT64:
+            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         # IPv4-compatible (deprecated) ::a.b.c.d
         if int(ip) >> 32 == 0 and int(ip) > 1:
             return ipaddress.IPv4Address(int(ip))

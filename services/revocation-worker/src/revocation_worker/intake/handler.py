@@ -73,6 +73,7 @@ def apply(session: Session, event: pb.ConsentEvent) -> bool:
                 sample_ids=list(r.sample_ids),
                 purposes=list(r.purposes),
                 licensee_id=r.licensee_id or None,
+                only_licensee_id=r.only_licensee_id or None,
             )
         )
         session.flush()

@@ -41,3 +41,5 @@ class RevocationPart(Base):
     sample_ids: Mapped[list[str]] = mapped_column(JSONType)
     purposes: Mapped[list[str]] = mapped_column(JSONType)
     licensee_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Set when only this licensee is withdrawn (the consent stays open to others).
+    only_licensee_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -91,11 +92,60 @@ def due(session: Session, now: dt.datetime, limit: int) -> list[str]:
     )
 
 
-def sample_ids_of(session: Session, revocation_id: str) -> list[str]:
-    ids: set[str] = set()
+@dataclass(frozen=True)
+class Withdrawal:
+    """What one consent's part of a revocation withdraws."""
+
+    consent_id: str
+    samples: frozenset[str]
+    purposes: frozenset[str]
+    only_licensee_id: str | None
+
+
+def withdrawals_of(session: Session, revocation_id: str) -> list[Withdrawal]:
+    merged: dict[str, tuple[set[str], set[str], str | None]] = {}
     for part in session.scalars(select(RevocationPart).where(RevocationPart.revocation_id == revocation_id)):
-        ids.update(part.sample_ids)
-    return sorted(ids)
+        samples, purposes, _ = merged.setdefault(part.consent_id, (set(), set(), part.only_licensee_id))
+        samples.update(part.sample_ids)
+        purposes.update(part.purposes)
+    return [Withdrawal(cid, frozenset(s), frozenset(p), only) for cid, (s, p, only) in sorted(merged.items())]
+
+
+def affected(holders: list[dict[str, Any]], withdrawals: list[Withdrawal]) -> list[dict[str, Any]]:
+    """Keep only what this revocation withdrew: a licensee holding a sample under ANOTHER consent
+    (or for a purpose still consented, or another licensee when only one was withdrawn) is not told."""
+    by_consent: dict[str, list[Withdrawal]] = {}
+    for w in withdrawals:
+        by_consent.setdefault(w.consent_id, []).append(w)
+    out = []
+    for h in holders:
+        licensee_id = h["licensee_id"]
+        licenses = {lic["license_id"]: lic for lic in h.get("licenses", [])}
+        hit_licenses: set[str] = set()
+        hit_samples: set[str] = set()
+        for s in h.get("samples", []):
+            for license_id in s.get("license_ids", []):
+                lic = licenses.get(license_id)
+                if lic is None:
+                    continue
+                for w in by_consent.get(lic.get("consent_id", ""), []):
+                    if (
+                        s["sample_id"] in w.samples
+                        and lic.get("purpose") in w.purposes
+                        and w.only_licensee_id in (None, licensee_id)
+                    ):
+                        hit_licenses.add(license_id)
+                        hit_samples.add(s["sample_id"])
+        if not hit_samples:
+            continue
+        models = [
+            m
+            for m in h.get("models", [])
+            if set(m.get("license_ids", [])) & hit_licenses and set(m.get("sample_ids", [])) & hit_samples
+        ]
+        samples = [s for s in h.get("samples", []) if s["sample_id"] in hit_samples]
+        out.append({**h, "samples": samples, "models": models})
+    return out
 
 
 def resolve_due(ctx: AppContext, registry: RegistryClient, limit: int = 50) -> int:
@@ -104,9 +154,10 @@ def resolve_due(ctx: AppContext, registry: RegistryClient, limit: int = 50) -> i
     done = 0
     for revocation_id in ids:
         with ctx.session_factory() as session:
-            samples = sample_ids_of(session, revocation_id)
+            withdrawals = withdrawals_of(session, revocation_id)
+        samples = sorted({s for w in withdrawals for s in w.samples})
         try:
-            holders = registry.holders(samples) if samples else []
+            holders = affected(registry.holders(samples), withdrawals) if samples else []
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             _retry_later(ctx, revocation_id, f"{type(exc).__name__}: {exc}")
             continue

@@ -158,6 +158,7 @@ def upgrade() -> None:
     sa.Column('sample_ids', sa.JSON().with_variant(postgresql.JSONB(), 'postgresql'), nullable=False),
     sa.Column('purposes', sa.JSON().with_variant(postgresql.JSONB(), 'postgresql'), nullable=False),
     sa.Column('licensee_id', sa.String(length=64), nullable=True),
+    sa.Column('only_licensee_id', sa.String(length=64), nullable=True),
     sa.ForeignKeyConstraint(['revocation_id'], ['revocations.id'], name=op.f('fk_revocation_parts_revocation_id_revocations')),
     sa.PrimaryKeyConstraint('revocation_id', 'consent_id', 'chunk_index', name=op.f('pk_revocation_parts'))
     )
