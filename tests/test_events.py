@@ -250,10 +250,10 @@ def test_no_event_lost_while_broker_is_down(db_url: str, state_dir: Any, token: 
     topic = settings.kafka_consent_topic
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(TestClient(create_app(settings)))
-        first = stack.enter_context(contextlib.ExitStack())
+        brokers = stack.enter_context(contextlib.ExitStack())  # closed after the relay has stopped
+        first = brokers.enter_context(contextlib.ExitStack())
         broker1 = first.enter_context(own_broker(port, tmp_path / "broker1.log"))
         relay_thread = RelayThread(settings)
-        stack.callback(relay_thread.stop)  # runs before the brokers below are stopped (LIFO)
         relay = stack.enter_context(relay_thread)
 
         seller = Seller(client, token)
@@ -279,7 +279,7 @@ def test_no_event_lost_while_broker_is_down(db_url: str, state_dir: Any, token: 
         ] == [None]
 
         # A new, empty broker on the same address: the same relay (same thread) reconnects by itself.
-        broker2 = stack.enter_context(own_broker(port, tmp_path / "broker2.log"))
+        broker2 = brokers.enter_context(own_broker(port, tmp_path / "broker2.log"))
         started = time.monotonic()
         records = read_topic(broker2.bootstrap, topic, has_types(key, "consent_revoked"), timeout=45)
         timing(
@@ -315,11 +315,10 @@ def _replay_scenario(
     replayed_before = OUTBOX_REPLAYED.labels("consent-api")._value.get()
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(TestClient(create_app(settings)))
-        first = stack.enter_context(contextlib.ExitStack())
+        brokers = stack.enter_context(contextlib.ExitStack())  # closed after the relay has stopped
+        first = brokers.enter_context(contextlib.ExitStack())
         broker1 = first.enter_context(own_broker(port, tmp_path / "broker1.log"))
-        relay_thread = RelayThread(settings)
-        stack.callback(relay_thread.stop)
-        relay = stack.enter_context(relay_thread)
+        relay = stack.enter_context(RelayThread(settings))
 
         seller = Seller(client, token)
         samples = register(client, seller.headers, n=2)
@@ -346,7 +345,7 @@ def _replay_scenario(
             relay._replay = flaky_replay  # type: ignore[method-assign]
 
         first.close()  # broker 1 is gone, and with it every record
-        stack.enter_context(own_broker(port, tmp_path / "broker2.log"))  # fresh, empty, same address
+        brokers.enter_context(own_broker(port, tmp_path / "broker2.log"))  # fresh, empty, same address
         started = time.monotonic()
         on_second = read_topic(
             f"127.0.0.1:{port}", topic, has_types(key, "sample_registered", "consent_granted"), timeout=40
