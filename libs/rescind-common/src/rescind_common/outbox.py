@@ -107,6 +107,9 @@ class OutboxRelay:
         self._producer: KafkaProducer | None = None
         self._admin: KafkaAdminClient | None = None
         self._last_topic_check = 0.0
+        # Topic ids seen on this broker: a topic that comes back with another id was recreated
+        # (the broker lost its log, and something, e.g. a producer, recreated the topic).
+        self._topic_ids: dict[str, str] = {}
         self._last_prune = 0.0
         self._lock_key = zlib.crc32(f"rescind-outbox-{service}".encode())
         self.stop_event = threading.Event()
@@ -116,7 +119,7 @@ class OutboxRelay:
     def _connect(self) -> None:
         if self._admin is None:
             self._admin = make_admin(self.bootstrap, f"{self.service}-relay-admin")
-        self._check_topics()
+            self._check_topics()
         if self._producer is None:
             self._producer = make_producer(self.bootstrap, f"{self.service}-relay")
 
@@ -131,18 +134,38 @@ class OutboxRelay:
         self._producer = None
         self._admin = None
 
-    def _check_topics(self) -> None:
+    def _describe(self) -> dict[str, str | None]:
         assert self._admin is not None
-        existing = set(self._admin.list_topics())
-        missing = [t for t in dict.fromkeys(self.topics) if t not in existing]
-        if missing:
+        out: dict[str, str | None] = {}
+        for d in self._admin.describe_topics(list(dict.fromkeys(self.topics))):
+            ok = d.get("error_code") == 0
+            out[str(d.get("name"))] = str(d.get("topic_id") or "") if ok else None
+        return out
+
+    def _check_topics(self) -> None:
+        ids = self._describe()
+        missing = [t for t in dict.fromkeys(self.topics) if ids.get(t) is None]
+        recreated = [
+            t
+            for t in self.topics
+            if t not in missing and t in self._topic_ids and ids[t] != self._topic_ids[t]
+        ]
+        if missing or recreated:
             # Mark the retained rows for re-publishing *before* creating the topics: if the replay step
             # failed after the creation (database briefly down, process killed), the next check would
             # find the topics present and the retained events would never reach the new log.
-            self._replay(missing)
+            self._replay(missing + recreated)
+        if missing:
+            assert self._admin is not None
             ensure_topics(
                 self._admin, missing, partitions=self.partitions, replication_factor=self.replication_factor
             )
+            ids = self._describe()
+        if recreated:
+            log.warning(
+                "topics %s were recreated behind the relay's back (wrong partition count?)", recreated
+            )
+        self._topic_ids.update({t: i for t, i in ids.items() if i is not None})
         self._last_topic_check = time.monotonic()
 
     def _replay(self, topics: list[str]) -> None:
@@ -161,54 +184,74 @@ class OutboxRelay:
 
     # -- publishing ------------------------------------------------------------
 
+    def _unpublished(self) -> Any:
+        return (
+            select(self.model)
+            .where(self.model.published_at.is_(None), self.model.topic.in_(self.topics))
+            .order_by(self.model.id)
+            .limit(self.batch_size)
+        )
+
     def publish_once(self) -> int:
         """Publish one batch; return how many rows were published."""
         self._connect()
         if time.monotonic() - self._last_topic_check > self.topic_check_interval:
             self._check_topics()
-        producer = self._producer
-        assert producer is not None
+        if self.engine.dialect.name != "postgresql":
+            return self._publish_unlocked()
         with Session(self.engine) as session, session.begin():
-            if self.engine.dialect.name == "postgresql":
-                got = session.execute(
-                    text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": self._lock_key}
-                ).scalar()
-                if not got:
-                    return 0
-            stmt = (
-                select(self.model)
-                .where(self.model.published_at.is_(None))
-                .order_by(self.model.id)
-                .limit(self.batch_size)
-            )
-            if self.engine.dialect.name == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            rows = list(session.scalars(stmt))
+            got = session.execute(
+                text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": self._lock_key}
+            ).scalar()
+            if not got:
+                return 0
+            rows = list(session.scalars(self._unpublished().with_for_update(skip_locked=True)))
             if not rows:
                 return 0
-            futures = [
-                producer.send(
-                    row.topic,
-                    key=row.key.encode(),
-                    value=row.payload,
-                    headers=[
-                        ("event-id", row.event_id.encode()),
-                        ("event-type", row.event_type.encode()),
-                        ("content-type", b"application/x-protobuf"),
-                    ],
-                )
-                for row in rows
-            ]
-            producer.flush(timeout=30)
-            for fut in futures:
-                fut.get(timeout=0)  # raises if that record failed
-            now = utcnow()
-            session.execute(
-                update(self.model).where(self.model.id.in_([r.id for r in rows])).values(published_at=now)
-            )
-            for row in rows:
-                OUTBOX_PUBLISHED.labels(self.service, row.topic).inc()
+            self._send(rows)
+            self._mark_published(session, rows)
             return len(rows)
+
+    def _publish_unlocked(self) -> int:
+        """SQLite (one relay per database): read, send, then mark, without holding the write lock
+        while Kafka answers (a slow broker must not stall the API's writes)."""
+        with Session(self.engine) as session:
+            rows = list(session.scalars(self._unpublished()))
+            session.expunge_all()
+        if not rows:
+            return 0
+        self._send(rows)
+        with Session(self.engine) as session, session.begin():
+            self._mark_published(session, rows)
+        return len(rows)
+
+    def _mark_published(self, session: Session, rows: list[Any]) -> None:
+        now = utcnow()
+        session.execute(
+            update(self.model).where(self.model.id.in_([r.id for r in rows])).values(published_at=now)
+        )
+        for row in rows:
+            OUTBOX_PUBLISHED.labels(self.service, row.topic).inc()
+
+    def _send(self, rows: list[Any]) -> None:
+        producer = self._producer
+        assert producer is not None
+        futures = [
+            producer.send(
+                row.topic,
+                key=row.key.encode(),
+                value=row.payload,
+                headers=[
+                    ("event-id", row.event_id.encode()),
+                    ("event-type", row.event_type.encode()),
+                    ("content-type", b"application/x-protobuf"),
+                ],
+            )
+            for row in rows
+        ]
+        producer.flush(timeout=30)
+        for fut in futures:
+            fut.get(timeout=0)  # raises if that record failed
 
     def prune(self) -> int:
         cutoff = utcnow() - self.retention
@@ -223,7 +266,9 @@ class OutboxRelay:
     def backlog(self) -> int:
         with Session(self.engine) as session:
             count = session.scalar(
-                select(func.count()).select_from(self.model).where(self.model.published_at.is_(None))
+                select(func.count())
+                .select_from(self.model)
+                .where(self.model.published_at.is_(None), self.model.topic.in_(self.topics))
             )
             return int(count or 0)
 
