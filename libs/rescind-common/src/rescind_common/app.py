@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +10,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rescind_common.logs import request_id_var
 from rescind_common.metrics import install_metrics
 from rescind_common.problems import Problem, field_error, install_problem_handlers, problem_response
 
@@ -129,20 +127,9 @@ def create_app(
             413, f"The request body exceeds {exc.limit} bytes.", instance=request.url.path, limit=exc.limit
         )
 
-    @app.middleware("http")
-    async def _request_id(request: Request, call_next: Any) -> Any:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        token = request_id_var.set(rid[:64])
-        try:
-            response = await call_next(request)
-        finally:
-            request_id_var.reset(token)
-        response.headers["x-request-id"] = rid[:64]
-        return response
-
-    install_metrics(app, service)
     app.add_middleware(BodyLimitMiddleware, default_limit=max_body_bytes, path_limits=path_body_limits or {})
     app.add_middleware(NulGuardMiddleware)
+    install_metrics(app, service)  # outermost: sees every answer, 413s and 404s included
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
     def healthz() -> dict[str, str]:
