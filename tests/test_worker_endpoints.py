@@ -8,12 +8,14 @@ import socket
 from typing import Any
 
 import pytest
-
-from helpers import assert_problem
-from revocation_worker.delivery import client as delivery_client
-from revocation_worker.endpoints.urlguard import AddressPolicy, UnsafeURL, check_webhook_url
 from worker_fixtures import *  # noqa: F403
 from worker_fixtures import wait_until
+
+from revocation_worker.config import WorkerSettings
+from revocation_worker.delivery import client as delivery_client
+from revocation_worker.endpoints.urlguard import AddressPolicy, UnsafeURL, check_webhook_url
+
+from helpers import assert_problem
 
 # Production-like: nothing internal allowed, https only.
 STRICT: dict[str, Any] = {"worker_allow_networks": [], "worker_allow_http": False}
@@ -80,6 +82,13 @@ def test_secrets_are_stored_sealed(worker: Any) -> None:
         assert row is not None
         assert secret.encode() not in row.secret_sealed
         assert secret.removeprefix("whsec_").encode() not in row.secret_sealed
+
+
+def test_strict_is_the_default() -> None:
+    """STRICT above is what an operator gets without configuring anything."""
+    fields = WorkerSettings.model_fields
+    assert fields["worker_allow_networks"].default == STRICT["worker_allow_networks"]
+    assert fields["worker_allow_http"].default is STRICT["worker_allow_http"]
 
 
 @pytest.mark.parametrize("url", PRIVATE_URLS)
@@ -235,7 +244,7 @@ def test_policy_refuses_if_any_resolved_address_is_internal(monkeypatch: pytest.
         ]
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
-    with pytest.raises(UnsafeURL, match="10.0.0.7"):
+    with pytest.raises(UnsafeURL, match=r"10\.0\.0\.7"):
         check_webhook_url("https://mixed.test/hook", AddressPolicy(), allow_http=False)
 
 
@@ -277,13 +286,15 @@ def _rebind(monkeypatch: pytest.MonkeyPatch, host: str, public_ip: str, dial_ip:
     monkeypatch.setattr(delivery_client, "DefaultResolver", RebindingResolver)
 
 
-def test_dns_rebinding_refused_at_delivery(worker: Any, receiver: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dns_rebinding_refused_at_delivery(
+    worker: Any, receiver: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The operator allows no internal range; plain http only so the local receiver needs no TLS.
     w = worker(worker_allow_networks=[], worker_allow_http=True)
     rcv = receiver()
     _rebind(monkeypatch, "rebind.test", "93.184.216.34", "127.0.0.1")
     lic, h = w.licensee()
-    ep, _ = w.register(h, f"http://rebind.test:{rcv.port}/hook")  # resolved public: accepted
+    w.register(h, f"http://rebind.test:{rcv.port}/hook")  # resolved public: accepted
     nid = w.make_notice(lic)
     w.deliver()
 

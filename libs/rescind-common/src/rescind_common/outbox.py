@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from kafka import KafkaAdminClient, KafkaProducer
 from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, delete, func, select, text, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
 
 from rescind_common.db import UTCDateTime, utcnow
 from rescind_common.kafka import ensure_topics, make_admin, make_producer
@@ -44,7 +44,11 @@ class OutboxMixin:
     """Mix into a service's declarative base to declare its `outbox` table."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_unpublished", "published_at", "id"),)
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:
+        # A new Index per service: one Index object can only belong to one table.
+        return (Index("ix_outbox_unpublished", "published_at", "id"),)
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True

@@ -32,7 +32,7 @@ class WorkerSettings(RescindSettings):
     # An endpoint failing with no success for this long is disabled and ops are told.
     worker_disable_after_seconds: float = Field(default=5 * 24 * 3600.0, gt=0)
     worker_delivery_timeout_seconds: float = Field(default=10.0, gt=0)
-    worker_delivery_concurrency: int = Field(default=200, ge=1)
+    worker_delivery_concurrency: int = Field(default=500, ge=1)
     worker_endpoint_concurrency: int = Field(default=10, ge=1)
     worker_poll_interval_seconds: float = Field(default=0.1, gt=0)
     worker_sweep_interval_seconds: float = Field(default=5.0, gt=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Index, MetaData, String
+from sqlalchemy import MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from rescind_common.db import NAMING_CONVENTION, DbSession, UTCDateTime, utcnow
@@ -16,9 +16,7 @@ class Base(DeclarativeBase):
 
 
 class Outbox(OutboxMixin, Base):
-    # Our own Index object: the mixin's single instance gets bound to the first service's outbox
-    # table, so importing two services in one process (the test suite) would fail otherwise.
-    __table_args__ = (Index("ix_outbox_unpublished", "published_at", "id"),)
+    pass
 
 
 class ProcessedEvent(Base):

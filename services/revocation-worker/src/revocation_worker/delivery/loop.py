@@ -48,7 +48,11 @@ from revocation_worker.notices.models import Delivery, Notice
 
 log = logging.getLogger(__name__)
 
-LEASE = dt.timedelta(seconds=120)
+
+def lease_for(timeout: float) -> dt.timedelta:
+    """A lease outlives the attempt it covers (POST timeout plus recording it), so a slow attempt
+    is never picked up twice while it is still running."""
+    return dt.timedelta(seconds=max(120.0, 2 * timeout + 30))
 
 
 @dataclass
@@ -92,7 +96,7 @@ class Deliverer:
                 session,
                 now=now,
                 owner=uuid.uuid4().hex,
-                lease=LEASE,
+                lease=lease_for(s.worker_delivery_timeout_seconds),
                 per_endpoint=per_endpoint,
                 default_capacity=capacity,
                 limit=room,

@@ -227,7 +227,8 @@ def count_by_status(session: Session) -> dict[str, int]:
     }
 
 
-def count_dead(session: Session) -> int:
-    return int(
-        session.scalar(select(func.count()).select_from(Delivery).where(Delivery.status == "dead")) or 0
-    )
+def count_dead(session: Session, licensee_id: str | None = None) -> int:
+    stmt = select(func.count()).select_from(Delivery).where(Delivery.status == "dead")
+    if licensee_id:
+        stmt = stmt.where(Delivery.licensee_id == licensee_id)
+    return int(session.scalar(stmt) or 0)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 
 from rescind_common.auth import CurrentLicensee, RequireOperator
 from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
-from rescind_common.problems import Problem
+from rescind_common.problems import Problem, field_error
 from revocation_worker.context import Ctx
 from revocation_worker.db import DbSession
 from revocation_worker.notices import repository, service
@@ -81,10 +81,16 @@ def dead_letters(
     session: DbSession,
     licensee_id: Annotated[str | None, Query(max_length=64)] = None,
     limit: Limit = 100,
+    cursor: Cursor = None,
 ) -> dict[str, Any]:
-    rows = repository.dead_deliveries(session, licensee_id, None, limit)
+    raw = decode_cursor(cursor)
+    after = int(raw[4:]) if raw and raw.startswith("dlv_") and raw[4:].isdigit() else None
+    if raw and after is None:
+        raise Problem(400, "The cursor is not valid.", errors=[field_error("query.cursor", "invalid")])
+    rows = repository.dead_deliveries(session, licensee_id, after, limit + 1)
     return {
-        "total": repository.count_dead(session),
+        "total": repository.count_dead(session, licensee_id),
+        "next_cursor": encode_cursor(f"dlv_{rows[limit - 1].id}") if len(rows) > limit else None,
         "items": [
             {
                 "notice_id": d.notice_id,
@@ -95,7 +101,7 @@ def dead_letters(
                 "last_status_code": d.last_status_code,
                 "last_error": d.last_error,
             }
-            for d in rows
+            for d in rows[:limit]
         ],
     }
 
