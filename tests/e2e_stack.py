@@ -96,8 +96,15 @@ class Stack:
 
     def start_all(self) -> None:
         self.migrate()
-        for name in ("consent-api", "consent-relay", "consent-consumer", "registry", "registry-consumer",
-                     "worker-api", "worker"):
+        for name in (
+            "consent-api",
+            "consent-relay",
+            "consent-consumer",
+            "registry",
+            "registry-consumer",
+            "worker-api",
+            "worker",
+        ):
             self.start(name)
         for service in ("consent", "registry", "worker"):
             wait_until(f"{service} ready", lambda s=service: _ready(self.url(s)), timeout=60)
@@ -130,7 +137,9 @@ class Stack:
     def token(self, role: str, sub: str) -> dict[str, str]:
         settings = RescindSettings(state_dir=self.state)
         key = ensure_dev_key(settings.dev_auth_key_file)
-        tok = mint_token(key, sub=sub, role=role, issuer=settings.auth_issuer, audience=settings.auth_audience)
+        tok = mint_token(
+            key, sub=sub, role=role, issuer=settings.auth_issuer, audience=settings.auth_audience
+        )
         return {"Authorization": f"Bearer {tok}"}
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-
 from e2e_stack import Stack, wait_until
+
 from rescind_cli.demo import Receiver
 from rescind_common.embedded_broker import EmbeddedBroker
 
@@ -53,30 +53,53 @@ class World:
         self.ops = stack.token("operator", "ops-e2e")
 
     def samples(self, n: int) -> list[dict[str, Any]]:
-        body = {"samples": [{"kind": "face_image", "sha256": hashlib.sha256(uuid.uuid4().bytes).hexdigest()}
-                            for _ in range(n)]}
-        return ok(self.http.post(f"{self.stack.url('consent')}/v1/samples/batch", json=body, headers=self.seller))[
-            "items"
-        ]
+        body = {
+            "samples": [
+                {"kind": "face_image", "sha256": hashlib.sha256(uuid.uuid4().bytes).hexdigest()}
+                for _ in range(n)
+            ]
+        }
+        return ok(
+            self.http.post(f"{self.stack.url('consent')}/v1/samples/batch", json=body, headers=self.seller)
+        )["items"]
 
     def grant(self, sample_ids: list[str]) -> dict[str, Any]:
-        return ok(self.http.post(f"{self.stack.url('consent')}/v1/consents", headers=self.seller,
-                                 json={"sample_ids": sample_ids, "purposes": ["model_training"]}))
+        return ok(
+            self.http.post(
+                f"{self.stack.url('consent')}/v1/consents",
+                headers=self.seller,
+                json={"sample_ids": sample_ids, "purposes": ["model_training"]},
+            )
+        )
 
     def licensee(self, name: str) -> tuple[str, dict[str, str]]:
-        lic = ok(self.http.post(f"{self.stack.url('registry')}/v1/licensees", headers=self.ops, json={"name": name}))
+        lic = ok(
+            self.http.post(
+                f"{self.stack.url('registry')}/v1/licensees", headers=self.ops, json={"name": name}
+            )
+        )
         return lic["id"], self.stack.token("licensee", lic["id"])
 
     def license(self, licensee_id: str, consent_id: str, sample_ids: list[str]) -> dict[str, Any]:
-        return ok(self.http.post(
-            f"{self.stack.url('registry')}/v1/licenses", headers=self.ops,
-            json={"licensee_id": licensee_id, "consent_id": consent_id, "purpose": "model_training",
-                  "sample_ids": sample_ids},
-        ))
+        return ok(
+            self.http.post(
+                f"{self.stack.url('registry')}/v1/licenses",
+                headers=self.ops,
+                json={
+                    "licensee_id": licensee_id,
+                    "consent_id": consent_id,
+                    "purpose": "model_training",
+                    "sample_ids": sample_ids,
+                },
+            )
+        )
 
     def endpoint(self, licensee_auth: dict[str, str], rx: Receiver) -> None:
-        ep = ok(self.http.post(f"{self.stack.url('worker')}/v1/endpoints", headers=licensee_auth,
-                               json={"url": rx.url}))
+        ep = ok(
+            self.http.post(
+                f"{self.stack.url('worker')}/v1/endpoints", headers=licensee_auth, json={"url": rx.url}
+            )
+        )
         rx.secret = ep["secret"]
 
 
@@ -90,14 +113,23 @@ def test_revocation_reaches_every_buyer_and_the_seller_sees_it(stack: Stack) -> 
     bolt, bolt_auth = w.licensee("Bolt Voice")
     acme_license = w.license(acme, consent["id"], ids[:2])
     w.license(bolt, consent["id"], ids[1:])
-    model = ok(w.http.post(f"{stack.url('registry')}/v1/models", headers=acme_auth,
-                           json={"name": "face-embedder", "version": "3", "license_ids": [acme_license["id"]]}))
+    model = ok(
+        w.http.post(
+            f"{stack.url('registry')}/v1/models",
+            headers=acme_auth,
+            json={"name": "face-embedder", "version": "3", "license_ids": [acme_license["id"]]},
+        )
+    )
     with Receiver("acme") as acme_rx, Receiver("bolt") as bolt_rx:
         w.endpoint(acme_auth, acme_rx)
         w.endpoint(bolt_auth, bolt_rx)
-        revocation = ok(w.http.post(f"{stack.url('consent')}/v1/consents/{consent['id']}/revoke", headers=w.seller))
+        revocation = ok(
+            w.http.post(f"{stack.url('consent')}/v1/consents/{consent['id']}/revoke", headers=w.seller)
+        )
 
-        wait_until("both buyers verified a webhook", lambda: acme_rx.verified and bolt_rx.verified, timeout=90)
+        wait_until(
+            "both buyers verified a webhook", lambda: acme_rx.verified and bolt_rx.verified, timeout=90
+        )
         assert acme_rx.rejected == 0 and bolt_rx.rejected == 0
         acme_data = acme_rx.verified[0]["payload"]["data"]
         bolt_data = bolt_rx.verified[0]["payload"]["data"]
@@ -111,10 +143,17 @@ def test_revocation_reaches_every_buyer_and_the_seller_sees_it(stack: Stack) -> 
         assert acme_data["deadline"] > acme_rx.verified[0]["payload"]["timestamp"]
 
         # The buyer sees the same notice through the API and acknowledges it.
-        notice = ok(w.http.get(f"{stack.url('worker')}/v1/notices/{acme_data['notice_id']}", headers=acme_auth))
+        notice = ok(
+            w.http.get(f"{stack.url('worker')}/v1/notices/{acme_data['notice_id']}", headers=acme_auth)
+        )
         assert notice["status"] == "delivered"
-        ok(w.http.post(f"{stack.url('worker')}/v1/notices/{acme_data['notice_id']}/ack", headers=acme_auth,
-                       json={"status": "completed", "models": [{"model_id": model["id"], "action": "unlearned"}]}))
+        ok(
+            w.http.post(
+                f"{stack.url('worker')}/v1/notices/{acme_data['notice_id']}/ack",
+                headers=acme_auth,
+                json={"status": "completed", "models": [{"model_id": model["id"], "action": "unlearned"}]},
+            )
+        )
         # Another buyer cannot read or acknowledge it.
         r = w.http.get(f"{stack.url('worker')}/v1/notices/{acme_data['notice_id']}", headers=bolt_auth)
         assert r.status_code == 404

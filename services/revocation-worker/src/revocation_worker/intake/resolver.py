@@ -64,18 +64,23 @@ class RegistryClient:
             r.raise_for_status()
             for h in r.json().get("holders", []):
                 entry = merged.setdefault(
-                    h["licensee_id"], {"licensee_id": h["licensee_id"], "samples": [], "models": {}}
+                    h["licensee_id"],
+                    {"licensee_id": h["licensee_id"], "samples": [], "licenses": {}, "models": {}},
                 )
                 entry["samples"].extend(h.get("samples", []))
+                for lic in h.get("licenses", []):
+                    entry["licenses"][lic["license_id"]] = lic
                 for m in h.get("models", []):
                     prev = entry["models"].get(m["model_id"])
                     if prev is None:
                         entry["models"][m["model_id"]] = dict(m)
                     else:
-                        prev["shard_ids"] = sorted(
-                            set(prev.get("shard_ids") or []) | set(m.get("shard_ids") or [])
-                        )
-        return [{**e, "models": list(e["models"].values())} for e in merged.values()]
+                        for key in ("shard_ids", "sample_ids", "license_ids"):
+                            prev[key] = sorted(set(prev.get(key) or []) | set(m.get(key) or []))
+        return [
+            {**e, "licenses": list(e["licenses"].values()), "models": list(e["models"].values())}
+            for e in merged.values()
+        ]
 
     def close(self) -> None:
         self._client.close()
@@ -157,7 +162,16 @@ def resolve_due(ctx: AppContext, registry: RegistryClient, limit: int = 50) -> i
             withdrawals = withdrawals_of(session, revocation_id)
         samples = sorted({s for w in withdrawals for s in w.samples})
         try:
-            holders = affected(registry.holders(samples), withdrawals) if samples else []
+            raw = registry.holders(samples) if samples else []
+            holders = affected(raw, withdrawals)
+            log.info(
+                "revocation %s: %d sample(s), %d licensee(s) hold some, %d hold what it withdrew",
+                revocation_id,
+                len(samples),
+                len(raw),
+                len(holders),
+            )
+
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             _retry_later(ctx, revocation_id, f"{type(exc).__name__}: {exc}")
             continue
