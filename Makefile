@@ -59,6 +59,7 @@ test-fast: install
 
 bench: install
 	$(VENV)/bin/python bench/run.py
+	$(VENV)/bin/python bench/registry_holders.py
 
 clean:
 	rm -rf $(VENV) $(BOOTSTRAP) $(PROTO_OUT)/rescind $(PROTO_OUT)/.generated .rescind

@@ -133,3 +133,7 @@ def seller(token: TokenFactory) -> dict[str, str]:
 @pytest.fixture
 def operator(token: TokenFactory) -> dict[str, str]:
     return auth(token("operator", sub="ops-test"))
+
+
+# Registry fixtures (registry_db_url, registry, projection, ...) live in their own module.
+pytest_plugins = ["registry_fixtures"]

@@ -5,26 +5,34 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 from typing import Any
 
 import pytest
 from conftest import auth
 from fastapi.testclient import TestClient
-from helpers import assert_problem
-from registry_fixtures import Projection, make_registry_settings, snapshot
 from sqlalchemy import func, select
 
-from registry.licenses.models import LicenseSample
+from registry.config import RegistrySettings
+from registry.holders.schemas import HoldersOut
+from registry.licensees.models import Licensee
+from registry.licenses.models import License, LicenseSample
+from registry.licenses.schemas import LicenseIn
+from registry.licenses.service import record
 from registry.main import create_app
+from rescind_common.db import make_engine, make_session_factory
 from rescind_common.ids import new_id, new_ids
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
+
+from helpers import assert_problem
+from registry_fixtures import Projection, new_registry_db, snapshot
 
 TRAINING = "model_training"
 
 
 def new_licensee(registry: TestClient, operator: dict[str, str], name: str = "Acme AI") -> str:
-    r = registry.post("/v1/licensees", json={"name": name, "contact_email": "dpo@acme.example"}, headers=operator)
+    r = registry.post(
+        "/v1/licensees", json={"name": name, "contact_email": "dpo@acme.example"}, headers=operator
+    )
     assert r.status_code == 201, r.text
     assert r.json()["id"].startswith("lic_")
     return str(r.json()["id"])
@@ -35,10 +43,18 @@ def as_licensee(token: Any, licensee_id: str) -> dict[str, str]:
 
 
 def license_body(licensee_id: str, consent_id: str, sample_ids: list[str], **extra: Any) -> dict[str, Any]:
-    return {"licensee_id": licensee_id, "consent_id": consent_id, "purpose": TRAINING, "sample_ids": sample_ids, **extra}
+    return {
+        "licensee_id": licensee_id,
+        "consent_id": consent_id,
+        "purpose": TRAINING,
+        "sample_ids": sample_ids,
+        **extra,
+    }
 
 
-def make_license(registry: TestClient, operator: dict[str, str], status: int = 201, **body: Any) -> dict[str, Any]:
+def make_license(
+    registry: TestClient, operator: dict[str, str], status: int = 201, **body: Any
+) -> dict[str, Any]:
     r = registry.post("/v1/licenses", json=body, headers=operator)
     assert r.status_code == status, r.text
     return dict(r.json())
@@ -47,7 +63,9 @@ def make_license(registry: TestClient, operator: dict[str, str], status: int = 2
 def license_rows(projection: Projection, license_id: str) -> int:
     with projection.sessions() as session:
         return int(
-            session.scalar(select(func.count()).select_from(LicenseSample).where(LicenseSample.license_id == license_id))
+            session.scalar(
+                select(func.count()).select_from(LicenseSample).where(LicenseSample.license_id == license_id)
+            )
             or 0
         )
 
@@ -70,13 +88,22 @@ def test_license_refused_without_consent_and_accepted_with_it(
     created = make_license(registry, operator, **license_body(lic, consent_id, samples))
     assert created["id"].startswith("lcs_")
     assert created["status"] == "active" and created["sample_count"] == 3
-    assert created["licensee_id"] == lic and created["consent_id"] == consent_id and created["purpose"] == TRAINING
+    assert (
+        created["licensee_id"] == lic
+        and created["consent_id"] == consent_id
+        and created["purpose"] == TRAINING
+    )
 
     mine = registry.get(f"/v1/licenses/{created['id']}", headers=as_licensee(token, lic))
     assert mine.status_code == 200 and mine.json() == created
-    page = registry.get("/v1/licenses/{}/samples".format(created["id"]), headers=as_licensee(token, lic)).json()
+    page = registry.get(
+        "/v1/licenses/{}/samples".format(created["id"]), headers=as_licensee(token, lic)
+    ).json()
     assert sorted(s["sample_id"] for s in page["items"]) == sorted(samples)
-    assert all(s["kind"] == "face_image" and len(s["sha256"]) == 64 and s["revoked_at"] is None for s in page["items"])
+    assert all(
+        s["kind"] == "face_image" and len(s["sha256"]) == 64 and s["revoked_at"] is None
+        for s in page["items"]
+    )
 
 
 def test_license_refused_when_the_consent_does_not_cover_it(
@@ -105,12 +132,16 @@ def test_license_refused_when_the_consent_does_not_cover_it(
 
     # One sample withdrawn: licensing it is refused, naming it.
     projection.revoke(subject, consent, [samples[1]], [TRAINING], ended=False)
-    refused("body.sample_ids[1]", "samples_revoked", sample_ids=samples[:2], dataset={"name": "d", "version": "1"})
+    refused(
+        "body.sample_ids[1]", "samples_revoked", sample_ids=samples[:2], dataset={"name": "d", "version": "1"}
+    )
 
     # The whole consent ended.
     projection.revoke(subject, consent, [samples[0]], [TRAINING], ended=True)
     problem = assert_problem(
-        registry.post("/v1/licenses", json=license_body(lic, consent, samples[:1], purpose=TRAINING), headers=operator),
+        registry.post(
+            "/v1/licenses", json=license_body(lic, consent, samples[:1], purpose=TRAINING), headers=operator
+        ),
         409,
         "body.consent_id",
     )
@@ -132,11 +163,15 @@ def test_expired_consent_refuses_licenses_even_before_its_events_arrive(
 ) -> None:
     lic = new_licensee(registry, operator)
     subject, samples = projection.samples(1)
-    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
-    consent = projection.grant(subject, samples, expires_at=soon)
-    time.sleep(max(0.0, (soon - dt.datetime.now(dt.UTC)).total_seconds()) + 0.05)
+    now = dt.datetime.now(dt.UTC)
+    later = projection.grant(subject, samples, expires_at=now + dt.timedelta(hours=1))
+    make_license(registry, operator, **license_body(lic, later, samples))
+    # Past its expires_at, but consent-api's expiry events have not reached the projection yet.
+    consent = projection.grant(subject, samples, expires_at=now - dt.timedelta(seconds=1))
     problem = assert_problem(
-        registry.post("/v1/licenses", json=license_body(lic, consent, samples), headers=operator), 409, "body.consent_id"
+        registry.post("/v1/licenses", json=license_body(lic, consent, samples), headers=operator),
+        409,
+        "body.consent_id",
     )
     assert problem["consent_status"] == "expired"
 
@@ -178,7 +213,9 @@ def test_unknown_and_malformed_ids_are_named(
     assert assert_problem(r, 422, "body.licensee_id")["errors"][0]["value"] == unknown_licensee
 
     never_seen = new_id("smp")
-    r = registry.post("/v1/licenses", json=license_body(lic, consent, [samples[0], never_seen]), headers=operator)
+    r = registry.post(
+        "/v1/licenses", json=license_body(lic, consent, [samples[0], never_seen]), headers=operator
+    )
     problem = assert_problem(r, 422, "body.sample_ids[1]")
     assert [e["value"] for e in problem["errors"]] == [never_seen]
 
@@ -191,11 +228,17 @@ def test_unknown_and_malformed_ids_are_named(
     r = registry.post("/v1/licensees", json={"name": "x", "contact_email": "not-an-email"}, headers=operator)
     assert_problem(r, 422, "body.contact_email")
 
-    for path in (f"/v1/licenses/{new_id('lcs')}", f"/v1/models/{new_id('mdl')}", f"/v1/licensees/{new_id('lic')}"):
+    for path in (
+        f"/v1/licenses/{new_id('lcs')}",
+        f"/v1/models/{new_id('mdl')}",
+        f"/v1/licensees/{new_id('lic')}",
+    ):
         assert_problem(registry.get(path, headers=operator), 404)
 
 
-def test_oversized_bulk_is_413(registry: TestClient, operator: dict[str, str], registry_settings: Any) -> None:
+def test_oversized_bulk_is_413(
+    registry: TestClient, operator: dict[str, str], registry_settings: Any
+) -> None:
     lic = new_licensee(registry, operator)
     too_many = new_ids("smp", registry_settings.registry_max_license_samples + 1)
     r = registry.post("/v1/licenses", json=license_body(lic, new_id("cns"), too_many), headers=operator)
@@ -216,7 +259,9 @@ def test_duplicate_license_is_idempotent(
     assert again == first
     assert license_rows(projection, first["id"]) == 3
     # Same sample twice in one request: one row.
-    again = make_license(registry, operator, status=200, **license_body(lic, consent, [samples[0], samples[0]]))
+    again = make_license(
+        registry, operator, status=200, **license_body(lic, consent, [samples[0], samples[0]])
+    )
     assert again["id"] == first["id"] and license_rows(projection, first["id"]) == 3
     # More samples under the same consent and purpose join the same license.
     grown = make_license(registry, operator, status=200, **license_body(lic, consent, samples[2:]))
@@ -226,18 +271,26 @@ def test_duplicate_license_is_idempotent(
     snap = {"name": "faces-eu", "version": "2026-11"}
     ds = make_license(registry, operator, **license_body(lic, consent, samples, dataset=snap))
     assert ds["id"] != first["id"] and ds["dataset"] == snap
-    assert make_license(registry, operator, status=200, **license_body(lic, consent, samples, dataset=snap)) == ds
+    assert (
+        make_license(registry, operator, status=200, **license_body(lic, consent, samples, dataset=snap))
+        == ds
+    )
     listed = registry.get("/v1/licenses", headers=as_licensee(token, lic)).json()["items"]
     assert sorted(x["id"] for x in listed) == sorted([first["id"], ds["id"]])
 
 
-def test_bulk_license_of_100k_samples(registry: TestClient, operator: dict[str, str], projection: Projection) -> None:
+def test_bulk_license_of_100k_samples(
+    registry: TestClient, operator: dict[str, str], projection: Projection
+) -> None:
     lic = new_licensee(registry, operator)
     subject, samples = projection.samples(100_000)
     consent = projection.grant(subject, samples)
     created = make_license(registry, operator, **license_body(lic, consent, samples))
     assert created["sample_count"] == 100_000
-    assert make_license(registry, operator, status=200, **license_body(lic, consent, samples))["id"] == created["id"]
+    assert (
+        make_license(registry, operator, status=200, **license_body(lic, consent, samples))["id"]
+        == created["id"]
+    )
     assert license_rows(projection, created["id"]) == 100_000
     held = registry.post("/v1/holders", json={"sample_ids": samples[-10_000:]}, headers=operator).json()
     (holder,) = [h for h in held["holders"] if h["licensee_id"] == lic]
@@ -256,7 +309,9 @@ def test_model_lineage_appears_in_holders_lookup(
     consent = projection.grant(subject, samples, licensee_id=lic)
     l1 = make_license(registry, operator, **license_body(lic, consent, samples[:2]))["id"]
     l2 = make_license(
-        registry, operator, **license_body(lic, consent, samples[2:], dataset={"name": "voices", "version": "3"})
+        registry,
+        operator,
+        **license_body(lic, consent, samples[2:], dataset={"name": "voices", "version": "3"}),
     )["id"]
 
     r = registry.post(
@@ -276,14 +331,20 @@ def test_model_lineage_appears_in_holders_lookup(
     assert registry.get(f"/v1/models/{model['id']}", headers=me).json() == model
     assert [m["id"] for m in registry.get("/v1/models", headers=me).json()["items"]] == [model["id"]]
 
-    dup = registry.post("/v1/models", json={"name": "face-embedder", "version": "1.0", "license_ids": [l1]}, headers=me)
+    dup = registry.post(
+        "/v1/models", json={"name": "face-embedder", "version": "1.0", "license_ids": [l1]}, headers=me
+    )
     assert_problem(dup, 409, "body.version")
 
     held = registry.post("/v1/holders", json={"sample_ids": [samples[3], samples[0]]}, headers=operator)
     assert held.status_code == 200, held.text
+    HoldersOut.model_validate(held.json())  # the documented shape (the route serialises without it)
     (holder,) = held.json()["holders"]
     assert holder["licensee_id"] == lic and holder["licensee_name"] == "Faces Inc"
-    assert [(s["sample_id"], s["license_ids"]) for s in holder["samples"]] == [(samples[3], [l2]), (samples[0], [l1])]
+    assert [(s["sample_id"], s["license_ids"]) for s in holder["samples"]] == [
+        (samples[3], [l2]),
+        (samples[0], [l1]),
+    ]
     assert all(s["kind"] == "face_image" and len(s["sha256"]) == 64 for s in holder["samples"])
     (m,) = holder["models"]
     assert (m["model_id"], m["name"], m["version"]) == (model["id"], "face-embedder", "1.0")
@@ -291,10 +352,14 @@ def test_model_lineage_appears_in_holders_lookup(
     assert {x["license_id"]: x["status"] for x in holder["licenses"]} == {l1: "active", l2: "active"}
 
     # Only the shard's sample: the model's shard is named.
-    (holder,) = registry.post("/v1/holders", json={"sample_ids": [samples[2]]}, headers=operator).json()["holders"]
+    (holder,) = registry.post("/v1/holders", json={"sample_ids": [samples[2]]}, headers=operator).json()[
+        "holders"
+    ]
     assert holder["models"][0]["shard_ids"] == ["shard-07"]
     # Only a whole-model sample: no shard to retrain alone.
-    (holder,) = registry.post("/v1/holders", json={"sample_ids": [samples[1]]}, headers=operator).json()["holders"]
+    (holder,) = registry.post("/v1/holders", json={"sample_ids": [samples[1]]}, headers=operator).json()[
+        "holders"
+    ]
     assert holder["models"][0]["shard_ids"] == []
 
     # The consent ends: the licenses are revoked but the buyer still holds the data.
@@ -303,11 +368,13 @@ def test_model_lineage_appears_in_holders_lookup(
     (holder,) = registry.post("/v1/holders", json={"sample_ids": samples}, headers=operator).json()["holders"]
     assert {x["license_id"]: x["status"] for x in holder["licenses"]} == {l1: "revoked", l2: "revoked"}
     assert holder["models"][0]["model_id"] == model["id"]
-    assert sorted(registry.get(f"/v1/models/{model['id']}", headers=me).json()["revoked_license_ids"]) == sorted(
-        [l1, l2]
-    )
+    assert sorted(
+        registry.get(f"/v1/models/{model['id']}", headers=me).json()["revoked_license_ids"]
+    ) == sorted([l1, l2])
     # Revoked licenses cannot back a new model.
-    r = registry.post("/v1/models", json={"name": "face-embedder", "version": "2.0", "license_ids": [l1]}, headers=me)
+    r = registry.post(
+        "/v1/models", json={"name": "face-embedder", "version": "2.0", "license_ids": [l1]}, headers=me
+    )
     assert_problem(r, 409, "body.license_ids[0]")
 
 
@@ -319,20 +386,33 @@ def test_models_name_only_own_licenses(
     consent = projection.grant(subject, samples)
     la = make_license(registry, operator, **license_body(a, consent, samples))["id"]
     lb = make_license(registry, operator, **license_body(b, consent, samples))["id"]
-    body = {"name": "m", "version": "1", "license_ids": [la], "shards": [{"shard_id": "s1", "license_ids": [lb]}]}
+    body = {
+        "name": "m",
+        "version": "1",
+        "license_ids": [la],
+        "shards": [{"shard_id": "s1", "license_ids": [lb]}],
+    }
     problem = assert_problem(registry.post("/v1/models", json=body, headers=as_licensee(token, a)), 422)
     assert [e["field"] for e in problem["errors"]] == ["body.shards[0].license_ids[0]"]
-    r = registry.post("/v1/models", json={"name": "m", "version": "1", "license_ids": [new_id("lcs")]}, headers=as_licensee(token, a))
+    r = registry.post(
+        "/v1/models",
+        json={"name": "m", "version": "1", "license_ids": [new_id("lcs")]},
+        headers=as_licensee(token, a),
+    )
     assert_problem(r, 422, "body.license_ids[0]")
     r = registry.post("/v1/models", json={"name": "m", "version": "1"}, headers=as_licensee(token, a))
     assert_problem(r, 422, "body.license_ids")
     r = registry.post(
-        "/v1/models", json={"name": "m", "version": "1", "datasets": [{"name": "nope", "version": "1"}]}, headers=as_licensee(token, a)
+        "/v1/models",
+        json={"name": "m", "version": "1", "datasets": [{"name": "nope", "version": "1"}]},
+        headers=as_licensee(token, a),
     )
     assert_problem(r, 422, "body.datasets[0]")
 
 
-def test_holders_lookup_of_unheld_samples(registry: TestClient, operator: dict[str, str], projection: Projection) -> None:
+def test_holders_lookup_of_unheld_samples(
+    registry: TestClient, operator: dict[str, str], projection: Projection
+) -> None:
     _, samples = projection.samples(1)
     never = new_id("smp")
     r = registry.post("/v1/holders", json={"sample_ids": [samples[0], never]}, headers=operator)
@@ -342,14 +422,18 @@ def test_holders_lookup_of_unheld_samples(registry: TestClient, operator: dict[s
 # -- who may see what -----------------------------------------------------------------------------
 
 
-def test_authorization(registry: TestClient, operator: dict[str, str], projection: Projection, token: Any, seller: dict[str, str]) -> None:
+def test_authorization(
+    registry: TestClient, operator: dict[str, str], projection: Projection, token: Any, seller: dict[str, str]
+) -> None:
     a, b = new_licensee(registry, operator, "A"), new_licensee(registry, operator, "B")
     subject, samples = projection.samples(1)
     consent = projection.grant(subject, samples)
     la = make_license(registry, operator, **license_body(a, consent, samples))["id"]
     lb = make_license(registry, operator, **license_body(b, consent, samples))["id"]
     ha, hb = as_licensee(token, a), as_licensee(token, b)
-    ma = registry.post("/v1/models", json={"name": "m", "version": "1", "license_ids": [la]}, headers=ha).json()["id"]
+    ma = registry.post(
+        "/v1/models", json={"name": "m", "version": "1", "license_ids": [la]}, headers=ha
+    ).json()["id"]
 
     every_endpoint: list[tuple[str, str, Any]] = [
         ("POST", "/v1/licensees", {"name": "x"}),
@@ -368,12 +452,21 @@ def test_authorization(registry: TestClient, operator: dict[str, str], projectio
         assert_problem(registry.request(method, path, json=body, headers=seller), 403)
         assert_problem(registry.request(method, path, json=body), 401)
 
-    operator_only = [e for e in every_endpoint if e[1] in ("/v1/licensees", "/v1/licenses", "/v1/holders") and e[0] == "POST"]
+    operator_only = [
+        e
+        for e in every_endpoint
+        if e[1] in ("/v1/licensees", "/v1/licenses", "/v1/holders") and e[0] == "POST"
+    ]
     operator_only.append(("GET", "/v1/licensees", None))
     for method, path, body in operator_only:
         assert_problem(registry.request(method, path, json=body, headers=ha), 403)
     # Models are declared by their licensee, not by operators.
-    assert_problem(registry.post("/v1/models", json={"name": "m", "version": "2", "license_ids": [la]}, headers=operator), 403)
+    assert_problem(
+        registry.post(
+            "/v1/models", json={"name": "m", "version": "2", "license_ids": [la]}, headers=operator
+        ),
+        403,
+    )
 
     # A licensee sees itself and its own records only; others' are 404s.
     assert registry.get(f"/v1/licensees/{a}", headers=ha).json()["id"] == a
@@ -388,7 +481,10 @@ def test_authorization(registry: TestClient, operator: dict[str, str], projectio
     # Operators see everyone's.
     assert registry.get(f"/v1/licenses/{la}", headers=operator).status_code == 200
     assert registry.get(f"/v1/models/{ma}", headers=operator).status_code == 200
-    assert [x["id"] for x in registry.get("/v1/licenses", params={"licensee_id": a}, headers=operator).json()["items"]] == [la]
+    assert [
+        x["id"]
+        for x in registry.get("/v1/licenses", params={"licensee_id": a}, headers=operator).json()["items"]
+    ] == [la]
 
 
 def test_license_list_pagination_and_status_filter(
@@ -397,7 +493,10 @@ def test_license_list_pagination_and_status_filter(
     lic = new_licensee(registry, operator)
     subject, samples = projection.samples(5)
     consents = [projection.grant(subject, [s]) for s in samples]
-    ids = [make_license(registry, operator, **license_body(lic, c, [s]))["id"] for c, s in zip(consents, samples, strict=True)]
+    ids = [
+        make_license(registry, operator, **license_body(lic, c, [s]))["id"]
+        for c, s in zip(consents, samples, strict=True)
+    ]
     projection.revoke(subject, consents[0], [samples[0]], [TRAINING], ended=True)
 
     seen: list[str] = []
@@ -411,9 +510,13 @@ def test_license_list_pagination_and_status_filter(
         if not cursor:
             break
     assert seen == ids
-    revoked = registry.get("/v1/licenses", params={"status": "revoked", "licensee_id": lic}, headers=operator).json()
+    revoked = registry.get(
+        "/v1/licenses", params={"status": "revoked", "licensee_id": lic}, headers=operator
+    ).json()
     assert [x["id"] for x in revoked["items"]] == [ids[0]]
-    assert_problem(registry.get("/v1/licenses", params={"cursor": "%%%"}, headers=operator), 400, "query.cursor")
+    assert_problem(
+        registry.get("/v1/licenses", params={"cursor": "%%%"}, headers=operator), 400, "query.cursor"
+    )
 
 
 def test_health_and_readiness(registry: TestClient) -> None:
@@ -434,7 +537,9 @@ def test_revocations_mark_exactly_the_withdrawn_samples_and_purposes(
     subject, samples = projection.samples(3)
     consent = projection.grant(subject, samples, purposes=(TRAINING, "evaluation"))
     training = make_license(registry, operator, **license_body(lic, consent, samples))["id"]
-    evaluation = make_license(registry, operator, **license_body(lic, consent, samples, purpose="evaluation"))["id"]
+    evaluation = make_license(
+        registry, operator, **license_body(lic, consent, samples, purpose="evaluation")
+    )["id"]
 
     # One sample withdrawn for every purpose: both licenses lose it, neither is revoked.
     rev1 = projection.revoke(subject, consent, [samples[0]], [TRAINING, "evaluation"], ended=False)
@@ -442,7 +547,11 @@ def test_revocations_mark_exactly_the_withdrawn_samples_and_purposes(
         got = registry.get(f"/v1/licenses/{lid}", headers=me).json()
         assert (got["status"], got["revoked_sample_count"]) == ("active", 1)
     page = registry.get(f"/v1/licenses/{training}/samples", headers=me).json()["items"]
-    assert {s["sample_id"]: s["revocation_id"] for s in page} == {samples[0]: rev1, samples[1]: None, samples[2]: None}
+    assert {s["sample_id"]: s["revocation_id"] for s in page} == {
+        samples[0]: rev1,
+        samples[1]: None,
+        samples[2]: None,
+    }
 
     # One purpose withdrawn: only that purpose's license is revoked.
     rev2 = projection.revoke(subject, consent, samples[1:], ["evaluation"], ended=False)
@@ -450,14 +559,26 @@ def test_revocations_mark_exactly_the_withdrawn_samples_and_purposes(
     assert (got["status"], got["revoked_sample_count"]) == ("revoked", 3) and got["revoked_at"]
     assert registry.get(f"/v1/licenses/{training}", headers=me).json()["status"] == "active"
     page = registry.get(f"/v1/licenses/{evaluation}/samples", headers=me).json()["items"]
-    assert {s["sample_id"]: s["revocation_id"] for s in page} == {samples[0]: rev1, samples[1]: rev2, samples[2]: rev2}
+    assert {s["sample_id"]: s["revocation_id"] for s in page} == {
+        samples[0]: rev1,
+        samples[1]: rev2,
+        samples[2]: rev2,
+    }
 
     # Expiry: ConsentRevoked (trigger EXPIRY, consent ended) and ConsentExpired.
     rev3 = new_id("rev")
     projection.revoke(
-        subject, consent, samples[1:], [TRAINING], ended=True, trigger=pb.REVOCATION_TRIGGER_EXPIRY, revocation_id=rev3
+        subject,
+        consent,
+        samples[1:],
+        [TRAINING],
+        ended=True,
+        trigger=pb.REVOCATION_TRIGGER_EXPIRY,
+        revocation_id=rev3,
     )
-    projection.apply(projection.event(subject, consent_expired=pb.ConsentExpired(consent_id=consent, revocation_id=rev3)))
+    projection.apply(
+        projection.event(subject, consent_expired=pb.ConsentExpired(consent_id=consent, revocation_id=rev3))
+    )
     got = registry.get(f"/v1/licenses/{training}", headers=me).json()
     assert (got["status"], got["revoked_sample_count"]) == ("revoked", 3)
     problem = assert_problem(
@@ -466,30 +587,51 @@ def test_revocations_mark_exactly_the_withdrawn_samples_and_purposes(
     assert problem["consent_status"] == "expired"
 
 
-def test_handler_applies_each_event_once(registry_sessions: Any, projection: Projection, registry: TestClient, operator: dict[str, str]) -> None:
-    lic = new_licensee(registry, operator)
+def test_handler_applies_each_event_once(
+    db_url: str, pg_database: Any, tmp_path: Any, registry: TestClient, operator: dict[str, str]
+) -> None:
+    # A database of its own, so that the before/after snapshot holds only this test's rows.
+    backend = "postgresql" if db_url.startswith("postgresql") else "sqlite"
+    engine = make_engine(new_registry_db(backend, pg_database, tmp_path), pool_size=1)
+    registry_sessions = make_session_factory(engine)
+    projection = Projection(registry_sessions)
+    lic = new_id("lic")
+    with registry_sessions.begin() as session:
+        session.add(Licensee(id=lic, name="Acme"))
     subject_id = new_id("sub")
     samples = new_ids("smp", 3)
     events = [
         projection.event(
             subject_id,
             sample_registered=pb.SampleRegistered(
-                samples=[pb.SampleRef(sample_id=s, sha256="ab" * 32, kind=pb.SAMPLE_KIND_VOICE_RECORDING) for s in samples]
+                samples=[
+                    pb.SampleRef(sample_id=s, sha256="ab" * 32, kind=pb.SAMPLE_KIND_VOICE_RECORDING)
+                    for s in samples
+                ]
             ),
         ),
         projection.grant_event(subject_id, samples, licensee_id=lic),
     ]
     assert [projection.apply(e) for e in events] == [True, True]
     consent = events[1].consent_granted.consent_id
-    lid = make_license(registry, operator, **license_body(lic, consent, samples))["id"]
+    with registry_sessions.begin() as session:
+        lid, created = record(session, LicenseIn(**license_body(lic, consent, samples)))
+        lid = lid.id
+    assert created
     events.append(projection.revoke_event(subject_id, consent, samples[:1], [TRAINING], ended=False))
-    events.append(projection.event(subject_id, subject_erased=pb.SubjectErased(revocation_id=new_id("rev"), sample_count=3)))
+    events.append(
+        projection.event(
+            subject_id, subject_erased=pb.SubjectErased(revocation_id=new_id("rev"), sample_count=3)
+        )
+    )
     assert [projection.apply(e) for e in events[2:]] == [True, True]
     before = snapshot(registry_sessions)
     assert [projection.apply(e) for e in events] == [False] * len(events)
     assert snapshot(registry_sessions) == before
-    got = registry.get(f"/v1/licenses/{lid}", headers=operator).json()
-    assert (got["status"], got["revoked_sample_count"]) == ("active", 1)
+    with registry_sessions() as session:
+        got = session.get(License, lid)
+        assert got is not None and (got.status, got.revoked_sample_count) == ("active", 1)
+    engine.dispose()
 
 
 def test_revocation_seen_before_its_grant_never_activates_the_consent(
@@ -501,12 +643,20 @@ def test_revocation_seen_before_its_grant_never_activates_the_consent(
     consent = grant.consent_granted.consent_id
     projection.revoke(subject, consent, samples, [TRAINING], ended=True)
     projection.apply(grant)  # a replay delivered it late
-    problem = assert_problem(registry.post("/v1/licenses", json=license_body(lic, consent, samples), headers=operator), 409)
+    problem = assert_problem(
+        registry.post("/v1/licenses", json=license_body(lic, consent, samples), headers=operator), 409
+    )
     assert problem["consent_status"] == "revoked"
 
 
 @pytest.mark.parametrize(
-    "value", [b"\xff\xff\xff\xff", b"garbage that is not protobuf", b"", pb.ConsentEvent(event_id="evt_x").SerializeToString()]
+    "value",
+    [
+        b"\xff\xff\xff\xff",
+        b"garbage that is not protobuf",
+        b"",
+        pb.ConsentEvent(event_id="evt_x").SerializeToString(),
+    ],
 )
 def test_undecodable_records_are_poison(value: bytes) -> None:
     from registry.consumer import decode
@@ -516,14 +666,51 @@ def test_undecodable_records_are_poison(value: bytes) -> None:
         decode(value)
 
 
-def test_settings_defaults() -> None:
-    settings = make_registry_settings("sqlite:///x.db", state_dir=__import__("pathlib").Path("/tmp"))
-    from registry.config import RegistrySettings
-
-    defaults = RegistrySettings(_env_file=None)  # type: ignore[call-arg]
-    assert defaults.registry_port == 8002 and defaults.registry_host == "127.0.0.1"
+def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("RESCIND_REGISTRY_"):
+            monkeypatch.delenv(name)
+    defaults = RegistrySettings()
+    assert (defaults.registry_host, defaults.registry_port) == ("127.0.0.1", 8002)
     assert defaults.registry_database_url == "sqlite:///.rescind/registry.db"
     assert defaults.registry_consumer_group == "registry"
     assert defaults.registry_projection_wait_seconds == 3.0
     assert defaults.registry_max_license_samples == 100_000
-    assert settings.registry_database_url == "sqlite:///x.db"
+    assert defaults.registry_max_holder_samples == 10_000
+
+
+def test_events_with_ids_longer_than_the_columns_are_refused(projection: Projection) -> None:
+    from registry.projection.service import InvalidEvent
+
+    subject = new_id("sub")
+    for event in (
+        projection.samples_event(subject, ["smp_" + "x" * 60]),
+        projection.grant_event(subject, [new_id("smp")], consent_id="cns_" + "y" * 60),
+        projection.event("s" * 41, subject_erased=pb.SubjectErased(revocation_id=new_id("rev"))),
+    ):
+        with pytest.raises(InvalidEvent):
+            projection.apply(event)
+
+
+def test_withdrawing_one_licensee_from_an_open_consent_spares_the_others(
+    registry: TestClient, operator: dict[str, str], projection: Projection, token: Any
+) -> None:
+    acme, bolt = new_licensee(registry, operator, "Acme"), new_licensee(registry, operator, "Bolt")
+    subject, samples = projection.samples(2)
+    consent = projection.grant(subject, samples)  # open to any licensee
+    acme_license = make_license(registry, operator, **license_body(acme, consent, samples))["id"]
+    bolt_license = make_license(registry, operator, **license_body(bolt, consent, samples))["id"]
+
+    projection.revoke(subject, consent, samples, [TRAINING], ended=False, only_licensee_id=acme)
+
+    got = registry.get(f"/v1/licenses/{acme_license}", headers=as_licensee(token, acme)).json()
+    assert got["status"] == "revoked"
+    assert (
+        registry.get(f"/v1/licenses/{bolt_license}", headers=as_licensee(token, bolt)).json()["status"]
+        == "active"
+    )
+    # Acme can no longer be licensed under it; a newcomer still can.
+    r = registry.post("/v1/licenses", json=license_body(acme, consent, samples[:1]), headers=operator)
+    assert r.status_code == 409 and any(e["field"] == "body.licensee_id" for e in r.json()["errors"])
+    newcomer = new_licensee(registry, operator, "Cyan")
+    make_license(registry, operator, **license_body(newcomer, consent, samples[:1]))

@@ -1,0 +1,1 @@
+"""Rescind registry: licensees, licenses backed by consent, model lineage and the holders lookup."""

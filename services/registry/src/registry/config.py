@@ -1,0 +1,24 @@
+"""registry settings: `RESCIND_*` shared ones plus `RESCIND_REGISTRY_*`."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from rescind_common.settings import RescindSettings
+
+
+class RegistrySettings(RescindSettings):
+    registry_database_url: str = "sqlite:///.rescind/registry.db"
+    registry_host: str = "127.0.0.1"
+    registry_port: int = Field(default=8002, ge=1, le=65535)
+    registry_db_pool_size: int = Field(default=10, ge=1)
+    # The consent-topic projection consumer.
+    registry_consumer_group: str = "registry"
+    registry_consumer_max_retries: int = Field(default=5, ge=0)
+    # A license asked for right after a grant: how long to wait for the grant to reach the projection.
+    registry_projection_wait_seconds: float = Field(default=3.0, ge=0, le=60)
+    registry_projection_poll_seconds: float = Field(default=0.05, gt=0, le=5)
+    # Bulk limits (413 above).
+    registry_max_license_samples: int = Field(default=100_000, ge=1)
+    registry_max_holder_samples: int = Field(default=10_000, ge=1)
+    registry_max_model_licenses: int = Field(default=10_000, ge=1)

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Response
+
+from registry.context import Ctx
+from registry.db import DbSession
+from registry.holders import service
+from registry.holders.schemas import HoldersIn, HoldersOut
+from rescind_common.auth import RequireOperator
+from rescind_common.problems import Problem
+
+router = APIRouter(prefix="/v1/holders", tags=["holders"])
+
+
+@router.post(
+    "",
+    response_model=HoldersOut,
+    summary="Which licensees hold these samples, under which licenses, in which models (operator)",
+)
+def lookup_holders(body: HoldersIn, principal: RequireOperator, session: DbSession, ctx: Ctx) -> Response:
+    limit = ctx.settings.registry_max_holder_samples
+    if len(body.sample_ids) > limit:
+        raise Problem(413, f"A lookup names at most {limit} samples.", limit=limit)
+    # Built from database rows in HoldersOut's shape: serialised as is, not validated again.
+    body_out = json.dumps(service.lookup(session, body.sample_ids), separators=(",", ":"))
+    return Response(body_out, media_type="application/json")

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry.licensees.models import Licensee
+from registry.sql import among, id_chunks
+
+
+def get(session: Session, licensee_id: str) -> Licensee | None:
+    return session.get(Licensee, licensee_id)
+
+
+def get_many(session: Session, ids: Iterable[str]) -> dict[str, Licensee]:
+    out: dict[str, Licensee] = {}
+    for part in id_chunks(session, sorted(set(ids))):
+        for row in session.scalars(select(Licensee).where(among(session, Licensee.id, part))):
+            out[row.id] = row
+    return out
+
+
+def page(session: Session, after: str | None, limit: int) -> list[Licensee]:
+    stmt = select(Licensee)
+    if after:
+        stmt = stmt.where(Licensee.id > after)
+    return list(session.scalars(stmt.order_by(Licensee.id).limit(limit)))

@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from registry.licenses.models import License, LicenseSample
+from registry.projection.models import ProjectedSample
+from registry.sql import INSERT_BATCH, among, chunks, id_chunks, insert_ignoring_duplicates
+
+
+def get(session: Session, license_id: str) -> License | None:
+    return session.get(License, license_id)
+
+
+def get_many(session: Session, ids: Iterable[str]) -> dict[str, License]:
+    out: dict[str, License] = {}
+    for part in id_chunks(session, sorted(set(ids))):
+        for row in session.scalars(select(License).where(among(session, License.id, part))):
+            out[row.id] = row
+    return out
+
+
+def find(
+    session: Session,
+    *,
+    licensee_id: str,
+    consent_id: str,
+    purpose: str,
+    dataset_name: str,
+    dataset_version: str,
+    lock: bool = False,
+) -> License | None:
+    stmt = select(License).where(
+        License.licensee_id == licensee_id,
+        License.consent_id == consent_id,
+        License.purpose == purpose,
+        License.dataset_name == dataset_name,
+        License.dataset_version == dataset_version,
+    )
+    if lock:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).one_or_none()
+
+
+def by_dataset(session: Session, licensee_id: str, name: str, version: str) -> list[License]:
+    stmt = select(License).where(
+        License.licensee_id == licensee_id, License.dataset_name == name, License.dataset_version == version
+    )
+    return list(session.scalars(stmt.order_by(License.id)))
+
+
+def page(
+    session: Session, licensee_id: str | None, status: str | None, after: str | None, limit: int
+) -> list[License]:
+    stmt = select(License)
+    if licensee_id is not None:
+        stmt = stmt.where(License.licensee_id == licensee_id)
+    if status:
+        stmt = stmt.where(License.status == status)
+    if after:
+        stmt = stmt.where(License.id > after)
+    return list(session.scalars(stmt.order_by(License.id).limit(limit)))
+
+
+def add_samples(session: Session, license_id: str, sample_ids: Sequence[str]) -> None:
+    """A new license's samples: plain executemany inserts, no conflict possible."""
+    rows: list[dict[str, Any]] = [{"license_id": license_id, "sample_id": s} for s in sample_ids]
+    for part in chunks(rows, INSERT_BATCH):
+        session.execute(insert(LicenseSample), list(part))
+
+
+def add_samples_ignoring_duplicates(session: Session, license_id: str, sample_ids: Sequence[str]) -> None:
+    rows = [{"license_id": license_id, "sample_id": s} for s in sample_ids]
+    insert_ignoring_duplicates(session, LicenseSample, rows, ["license_id", "sample_id"])
+
+
+def sample_ids_in(session: Session, license_id: str, sample_ids: Sequence[str]) -> set[str]:
+    out: set[str] = set()
+    for part in id_chunks(session, sample_ids):
+        out.update(
+            session.scalars(
+                select(LicenseSample.sample_id).where(
+                    LicenseSample.license_id == license_id, among(session, LicenseSample.sample_id, part)
+                )
+            )
+        )
+    return out
+
+
+def samples_page(
+    session: Session, license_id: str, after: str | None, limit: int
+) -> list[tuple[LicenseSample, ProjectedSample | None]]:
+    stmt = (
+        select(LicenseSample, ProjectedSample)
+        .outerjoin(ProjectedSample, ProjectedSample.sample_id == LicenseSample.sample_id)
+        .where(LicenseSample.license_id == license_id)
+    )
+    if after:
+        stmt = stmt.where(LicenseSample.sample_id > after)
+    rows = session.execute(stmt.order_by(LicenseSample.sample_id).limit(limit))
+    return [(ls, ps) for ls, ps in rows]
+
+
+def ids_for_consent(
+    session: Session, consent_id: str, purposes: Sequence[str] | None = None, licensee_id: str | None = None
+) -> list[str]:
+    stmt = select(License.id).where(License.consent_id == consent_id)
+    if purposes is not None:
+        stmt = stmt.where(License.purpose.in_(list(purposes)))
+    if licensee_id is not None:
+        stmt = stmt.where(License.licensee_id == licensee_id)
+    return list(session.scalars(stmt.order_by(License.id)))
+
+
+def revoke_samples(
+    session: Session,
+    license_ids: Sequence[str],
+    sample_ids: Sequence[str] | None,
+    revocation_id: str,
+    at: dt.datetime,
+) -> None:
+    """Mark these samples (None: all) of these licenses withdrawn; earlier withdrawals keep theirs."""
+    for lic_part in id_chunks(session, license_ids):
+        base = (
+            update(LicenseSample)
+            .where(among(session, LicenseSample.license_id, lic_part), LicenseSample.revoked_at.is_(None))
+            .values(revoked_at=at, revocation_id=revocation_id)
+        )
+        if sample_ids is None:
+            session.execute(base)
+            continue
+        for part in id_chunks(session, sample_ids):
+            session.execute(base.where(among(session, LicenseSample.sample_id, part)))
+
+
+def refresh_status(session: Session, license_ids: Sequence[str], at: dt.datetime) -> None:
+    """Recount withdrawn samples; a license whose every sample is withdrawn is revoked."""
+    for part in id_chunks(session, license_ids):
+        revoked = dict(
+            session.execute(
+                select(LicenseSample.license_id, func.count())
+                .where(among(session, LicenseSample.license_id, part), LicenseSample.revoked_at.is_not(None))
+                .group_by(LicenseSample.license_id)
+            ).all()
+        )
+        for lic in session.scalars(select(License).where(among(session, License.id, part)).with_for_update()):
+            lic.revoked_sample_count = int(revoked.get(lic.id, 0))
+            if lic.revoked_sample_count >= lic.sample_count and lic.status != "revoked":
+                lic.status = "revoked"
+                lic.revoked_at = at
+
+
+def holdings(session: Session, sample_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """(sample_id, license_id) for every license holding one of these samples, revoked or not.
+    Served by ix_license_samples_sample_id_license_id alone (an index-only scan on PostgreSQL)."""
+    out: list[tuple[str, str]] = []
+    conn = session.connection()  # plain rows, no ORM bookkeeping: this can be thousands of rows
+    for part in id_chunks(session, sample_ids):
+        stmt = select(LicenseSample.sample_id, LicenseSample.license_id)
+        out.extend(
+            (s, lic) for s, lic in conn.execute(stmt.where(among(session, LicenseSample.sample_id, part)))
+        )
+    return out
+
+
+def summaries(session: Session, ids: Iterable[str]) -> dict[str, Any]:
+    """license id -> row (id, licensee_id, status, consent_id, purpose, dataset_name, dataset_version),
+    as plain rows: the holders lookup reads thousands of them."""
+    conn = session.connection()
+    cols = (
+        License.id,
+        License.licensee_id,
+        License.status,
+        License.consent_id,
+        License.purpose,
+        License.dataset_name,
+        License.dataset_version,
+    )
+    out: dict[str, Any] = {}
+    for part in id_chunks(session, sorted(set(ids))):
+        out.update(
+            (row.id, row) for row in conn.execute(select(*cols).where(among(session, License.id, part)))
+        )
+    return out

@@ -1,0 +1,27 @@
+"""Every table, imported once so that Alembic and the app see the whole schema."""
+
+from registry.db import Base
+from registry.licensees.models import Licensee
+from registry.licenses.models import License, LicenseSample
+from registry.lineage.models import ModelLicense, TrainedModel
+from registry.projection.models import (
+    ProcessedEvent,
+    ProjectedConsent,
+    ProjectedConsentSample,
+    ProjectedSample,
+    SubjectErasure,
+)
+
+__all__ = [
+    "Base",
+    "License",
+    "LicenseSample",
+    "Licensee",
+    "ModelLicense",
+    "ProcessedEvent",
+    "ProjectedConsent",
+    "ProjectedConsentSample",
+    "ProjectedSample",
+    "SubjectErasure",
+    "TrainedModel",
+]
