@@ -64,6 +64,8 @@ def make_settings(db_url: str, state_dir: Path, **overrides: Any) -> ConsentSett
         "state_dir": state_dir,
         # No broker unless a test asks for one: the API never needs Kafka to accept a write.
         "kafka_bootstrap": f"127.0.0.1:{free_port()}",
+        # No registry either: access exports say the recipients are unavailable.
+        "consent_registry_url": f"http://127.0.0.1:{free_port()}",
         "consent_run_scheduler": False,
         "consent_db_pool_size": 5,
     }

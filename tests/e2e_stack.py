@@ -64,6 +64,7 @@ class Stack:
             "RESCIND_CONSENT_PUBLIC_URL": self.url("consent"),
             "RESCIND_WORKER_PUBLIC_URL": self.url("worker"),
             "RESCIND_WORKER_REGISTRY_URL": self.url("registry"),
+            "RESCIND_CONSENT_REGISTRY_URL": self.url("registry"),
             "RESCIND_WORKER_ALLOW_NETWORKS": '["127.0.0.0/8"]',
             "RESCIND_WORKER_ALLOW_HTTP": "true",
             "RESCIND_WORKER_POLL_INTERVAL_SECONDS": "0.05",

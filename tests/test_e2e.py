@@ -164,6 +164,16 @@ def test_revocation_reaches_every_buyer_and_the_seller_sees_it(stack: Stack) -> 
         return statuses if statuses == {acme: "acknowledged", bolt: "delivered"} else None
 
     wait_until("the seller to see one acknowledged, one delivered", seller_view, timeout=60)
+    # The seller's access export names who received which samples (from the registry).
+    export = ok(
+        w.http.post(f"{stack.url('consent')}/v1/rights-requests", headers=w.seller, json={"type": "access"})
+    )
+    recipients = export["export"]["recipients"]
+    assert recipients["status"] == "ok"
+    got = {r["licensee_id"]: r["sample_ids"] for r in recipients["licensees"]}
+    assert got == {acme: sorted(ids[:2]), bolt: sorted(ids[1:])}
+    acme_entry = next(r for r in recipients["licensees"] if r["licensee_id"] == acme)
+    assert [m["model_id"] for m in acme_entry["models"]] == [model["id"]]
     # The registry marked both licenses revoked.
     licenses = ok(w.http.get(f"{stack.url('registry')}/v1/licenses", headers=acme_auth))["items"]
     assert [lic["status"] for lic in licenses] == ["revoked"]
@@ -202,3 +212,35 @@ def test_worker_sigkilled_during_a_burst_loses_no_notice(stack: Stack, tmp_path:
             by_id.setdefault(v["webhook_id"], set()).add(v["payload"]["data"]["notice_id"])
         assert all(len(n) == 1 for n in by_id.values())
         assert len(by_id) == len(revocations)
+
+
+def test_operator_cli_against_the_running_stack(stack: Stack) -> None:
+    import json
+    import subprocess
+    import sys
+
+    rescind = str(Path(sys.executable).parent / "rescind")
+
+    def cli(*args: str) -> Any:
+        out = subprocess.run([rescind, *args], env=stack.env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    created = cli("licensee", "create", "--name", "Cli Buyer", "--url", stack.url("registry"))
+    assert created["id"].startswith("lic_")
+    assert created["id"] in {
+        item["id"] for item in cli("licensee", "list", "--url", stack.url("registry"))["items"]
+    }
+    assert "items" in cli("endpoints", "failing", "--url", stack.url("worker"))
+    backlog = cli("dead-letters", "list", "--url", stack.url("worker"))
+    assert backlog["total"] == 0
+    assert cli("dead-letters", "redrive", "--url", stack.url("worker")) == {"redriven": 0}
+    # The audit chain of everything the other tests did is intact.
+    out = subprocess.run(
+        [rescind, "audit", "verify", "--url", stack.url("consent")],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and json.loads(out.stdout)["ok"] is True, out.stdout + out.stderr

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from rescind_cli import audit, demo, receipts, stack, tokens
+from rescind_cli import audit, demo, ops, receipts, stack, tokens
 from rescind_cli.errors import CliError
 
 
@@ -88,6 +88,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--registry-url", default=demo_default("RESCIND_REGISTRY_PORT", 8002))
     demo_parser.add_argument("--worker-url", default=demo_default("RESCIND_WORKER_PORT", 8003))
 
+    registry_url = ops.service_url("RESCIND_REGISTRY_PORT", 8002)
+    worker_url = ops.service_url("RESCIND_WORKER_PORT", 8003)
+    lic = commands.add_parser("licensee", help="operator: licensees (registry)")
+    lic_commands = lic.add_subparsers(dest="licensee_command", metavar="COMMAND", required=True)
+    lic_create = lic_commands.add_parser("create", help="create a licensee; prints its id")
+    lic_create.add_argument("--name", required=True)
+    lic_create.add_argument("--contact-email")
+    lic_create.add_argument("--url", default=registry_url, help="registry base URL (default %(default)s)")
+    lic_list = lic_commands.add_parser("list", help="list licensees")
+    lic_list.add_argument("--url", default=registry_url)
+
+    eps = commands.add_parser("endpoints", help="operator: webhook endpoints (revocation-worker)")
+    eps_commands = eps.add_subparsers(dest="endpoints_command", metavar="COMMAND", required=True)
+    eps_failing = eps_commands.add_parser("failing", help="endpoints failing now or disabled")
+    eps_failing.add_argument(
+        "--url", default=worker_url, help="revocation-worker base URL (default %(default)s)"
+    )
+
+    dl = commands.add_parser("dead-letters", help="operator: undeliverable notices (revocation-worker)")
+    dl_commands = dl.add_subparsers(dest="dl_command", metavar="COMMAND", required=True)
+    dl_list = dl_commands.add_parser("list", help="the dead-letter backlog")
+    dl_list.add_argument("--licensee-id")
+    dl_list.add_argument("--url", default=worker_url)
+    dl_redrive = dl_commands.add_parser("redrive", help="put dead-lettered deliveries back in line")
+    dl_redrive.add_argument("--licensee-id")
+    dl_redrive.add_argument("--endpoint-id")
+    dl_redrive.add_argument("--url", default=worker_url)
+
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -102,6 +130,16 @@ def dispatch(args: argparse.Namespace) -> int:
         return audit.verify(args.url)
     if args.command == "receipt":
         return receipts.verify(args.receipt, args.url)
+    if args.command == "licensee":
+        if args.licensee_command == "create":
+            return ops.create_licensee(args.url, args.name, args.contact_email)
+        return ops.list_licensees(args.url)
+    if args.command == "endpoints":
+        return ops.failing_endpoints(args.url)
+    if args.command == "dead-letters":
+        if args.dl_command == "list":
+            return ops.dead_letters(args.url, args.licensee_id)
+        return ops.redrive(args.url, args.licensee_id, args.endpoint_id)
     if args.command == "demo":
         return demo.run(args.consent_url, args.registry_url, args.worker_url)
     if args.command == "version":

@@ -141,9 +141,9 @@ class Stack:
         # Production keeps the default: https only, private/loopback/link-local refused.
         self.env.setdefault("RESCIND_WORKER_ALLOW_NETWORKS", '["127.0.0.0/8", "::1/128"]')
         self.env.setdefault("RESCIND_WORKER_ALLOW_HTTP", "true")
-        self.env.setdefault(
-            "RESCIND_WORKER_REGISTRY_URL", f"http://{HOST}:{env_port('RESCIND_REGISTRY_PORT', 8002)}"
-        )
+        registry_url = f"http://{HOST}:{env_port('RESCIND_REGISTRY_PORT', 8002)}"
+        self.env.setdefault("RESCIND_WORKER_REGISTRY_URL", registry_url)
+        self.env.setdefault("RESCIND_CONSENT_REGISTRY_URL", registry_url)
         self.broker: EmbeddedBroker | None = None
         self.children: list[Child] = []
         self.stop_signal: int | None = None

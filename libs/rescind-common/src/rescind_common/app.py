@@ -1,4 +1,5 @@
-"""What every Rescind app has: problem errors, health, readiness, metrics, body limits, request ids."""
+"""What every Rescind app has: problem errors, health, readiness, metrics, body limits, rate limits,
+request ids."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rescind_common.metrics import install_metrics
 from rescind_common.problems import Problem, field_error, install_problem_handlers, problem_response
+from rescind_common.ratelimit import RateLimitMiddleware, TokenBucketLimiter
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,8 @@ def create_app(
     readiness: dict[str, ReadinessCheck],
     max_body_bytes: int,
     path_body_limits: dict[str, int] | None = None,
+    rate_limit_per_second: float = 0.0,
+    rate_limit_burst: int = 0,
     **kwargs: Any,
 ) -> FastAPI:
     app = FastAPI(title=title, version=version, description=description, **kwargs)
@@ -129,6 +133,10 @@ def create_app(
 
     app.add_middleware(BodyLimitMiddleware, default_limit=max_body_bytes, path_limits=path_body_limits or {})
     app.add_middleware(NulGuardMiddleware)
+    if rate_limit_per_second > 0 and rate_limit_burst > 0:
+        # Outside the body limit: a throttled caller is refused before its body is read.
+        app.state.rate_limiter = TokenBucketLimiter(rate_limit_per_second, rate_limit_burst)
+        app.add_middleware(RateLimitMiddleware, limiter=app.state.rate_limiter)
     install_metrics(app, service)  # outermost: sees every answer, 413s and 404s included
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")

@@ -18,6 +18,9 @@ from rescind_common.keyfiles import create_once
 from rescind_common.problems import Problem
 from rescind_common.settings import RescindSettings
 
+# A token already verified for this request (by the rate limiter): (token, Principal) in scope["state"].
+VERIFIED_STATE_KEY = "rescind_verified_token"
+
 
 class Role(enum.StrEnum):
     SUBJECT = "subject"
@@ -75,6 +78,11 @@ class TokenVerifier:
             self._key = ensure_dev_key(settings.dev_auth_key_file).public_key()
         else:
             raise ValueError("no token verification key configured")
+
+    @property
+    def uses_network(self) -> bool:
+        """True when verifying may fetch keys (JWKS): callers on an event loop use a thread."""
+        return self._jwks is not None
 
     def verify(self, token: str) -> Principal:
         try:
@@ -146,8 +154,12 @@ def current_principal(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise _unauthorized("A bearer token is required.")
-    verifier: TokenVerifier = request.app.state.token_verifier
-    principal = verifier.verify(credentials.credentials)
+    verified = request.scope.get("state", {}).get(VERIFIED_STATE_KEY)
+    if verified is not None and verified[0] == credentials.credentials:
+        principal: Principal = verified[1]
+    else:
+        verifier: TokenVerifier = request.app.state.token_verifier
+        principal = verifier.verify(credentials.credentials)
     request.state.principal = principal
     return principal
 

@@ -42,6 +42,12 @@ class RescindSettings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_batch_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
+    # Per-caller rate limit (token `sub` + role, or client address without a valid token; operators
+    # and /healthz, /readyz, /metrics are not limited): tokens a second and the burst saved up.
+    # 0 in either turns limiting off.
+    rate_limit_per_second: float = Field(default=100.0, ge=0)
+    rate_limit_burst: int = Field(default=1000, ge=0)
+
     log_level: str = "INFO"
     # Published outbox rows are kept this long so that a lost broker log can be replayed.
     outbox_retention_hours: float = Field(default=72.0, gt=0)

@@ -28,6 +28,9 @@ class ConsentSettings(RescindSettings):
     consent_expiry_interval_seconds: float = Field(default=5.0, gt=0)
     consent_run_scheduler: bool = True
     consent_consumer_group: str = "consent-api"
+    # The registry answers "which licensees received which samples" for access exports.
+    consent_registry_url: str = "http://127.0.0.1:8002"
+    consent_registry_token: str | None = None
     consent_max_batch_samples: int = Field(default=10_000, ge=1)
     consent_max_sample_ids: int = Field(default=100_000, ge=1)
     consent_db_pool_size: int = Field(default=10, ge=1)

@@ -60,6 +60,8 @@ def create_app(settings: ConsentSettings | None = None, *, run_scheduler: bool |
             "kafka": lambda: broker_reachable(settings.kafka_bootstrap),
         },
         max_body_bytes=settings.max_body_bytes,
+        rate_limit_per_second=settings.rate_limit_per_second,
+        rate_limit_burst=settings.rate_limit_burst,
         path_body_limits={
             "/v1/samples/batch": settings.max_batch_body_bytes,
             "/v1/consents": settings.max_batch_body_bytes,

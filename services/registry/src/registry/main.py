@@ -46,6 +46,8 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
             "kafka": lambda: broker_reachable(settings.kafka_bootstrap),
         },
         max_body_bytes=settings.max_body_bytes,
+        rate_limit_per_second=settings.rate_limit_per_second,
+        rate_limit_burst=settings.rate_limit_burst,
         path_body_limits={
             "/v1/licenses": settings.max_batch_body_bytes,
             "/v1/models": settings.max_batch_body_bytes,

@@ -42,6 +42,8 @@ def create_app(settings: WorkerSettings | None = None) -> FastAPI:
             "kafka": lambda: broker_reachable(settings.kafka_bootstrap),
         },
         max_body_bytes=settings.max_body_bytes,
+        rate_limit_per_second=settings.rate_limit_per_second,
+        rate_limit_burst=settings.rate_limit_burst,
         lifespan=lifespan,
     )
     app.state.ctx = ctx

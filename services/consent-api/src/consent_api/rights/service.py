@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from consent_api import recipients
 from consent_api.audit import repository as audit_repo
 from consent_api.audit import service as audit
 from consent_api.consents import repository as consents_repo
@@ -59,6 +60,7 @@ def export(session: Session, ctx: AppContext, subject: Subject) -> dict[str, Any
             for e in batch
         ]
         after = batch[-1].seq
+    all_samples = repository.all_samples(session, subject.id)
     return {
         "format": EXPORT_FORMAT,
         "generated_at": utcnow().isoformat(),
@@ -73,8 +75,7 @@ def export(session: Session, ctx: AppContext, subject: Subject) -> dict[str, Any
             "profile": subjects.get_profile(session, ctx, subject),
         },
         "samples": [
-            samples.to_out(session, ctx, subject, s, key).model_dump(mode="json")
-            for s in repository.all_samples(session, subject.id)
+            samples.to_out(session, ctx, subject, s, key).model_dump(mode="json") for s in all_samples
         ],
         "consents": consents_out,
         "revocations": out_revs,
@@ -82,9 +83,8 @@ def export(session: Session, ctx: AppContext, subject: Subject) -> dict[str, Any
             {"id": r.id, "type": r.type, "status": r.status, "created_at": r.created_at.isoformat()}
             for r in repository.all_requests(session, subject.id)
         ],
-        # Which licensees received which samples is the registry's knowledge; it joins this
-        # export once the registry exists (see README, "Rights requests").
-        "recipients": None,
+        # Which licensees received which samples, and which of their models contain them.
+        "recipients": recipients.lookup(ctx.settings, [s.id for s in all_samples]),
         "audit_log": entries,
     }
 
