@@ -4,20 +4,35 @@ request ids."""
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rescind_common.metrics import install_metrics
-from rescind_common.problems import Problem, field_error, install_problem_handlers, problem_response
+from rescind_common.problems import (
+    PROBLEM_BASE,
+    Problem,
+    field_error,
+    install_problem_handlers,
+    problem_response,
+)
 from rescind_common.ratelimit import RateLimitMiddleware, TokenBucketLimiter
 
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], bool]
+
+# Deeper JSON is refused: no request body needs it, and stored deep values (free-form evidence)
+# would break every later answer that serialises them.
+MAX_JSON_DEPTH = 32
+# NUL (PostgreSQL refuses it in text) and unpaired surrogates (JSON's "\ud800" escapes: no UTF-8
+# encoding exists, so storing or answering with them fails) never belong in a request's strings.
+BAD_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
 
 
 class BodyTooLarge(Exception):
@@ -109,6 +124,51 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
+def json_body_problem(value: Any) -> tuple[str, str] | None:
+    """(field, what is wrong) for the first string with a BAD_CHARACTER, non-finite number or container
+    nested deeper than MAX_JSON_DEPTH in a parsed JSON body; None when it is fine. Iterative: a deep
+    body must not exhaust the stack here either."""
+    stack: list[tuple[Any, str, int]] = [(value, "body", 0)]
+    while stack:
+        node, field, depth = stack.pop()
+        if isinstance(node, str):
+            if BAD_CHARACTERS.search(node):
+                return field, "contains a NUL character or an unpaired surrogate"
+        elif isinstance(node, float) and not math.isfinite(node):
+            return field, "is not a finite number"  # NaN, Infinity, 1e999: not JSON, not storable
+        elif isinstance(node, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                return field, f"nests deeper than {MAX_JSON_DEPTH} levels"
+            if isinstance(node, dict):
+                for key, item in node.items():
+                    if BAD_CHARACTERS.search(key):
+                        return field, "has a key with a NUL character or an unpaired surrogate"
+                    stack.append((item, f"{field}.{key}", depth + 1))
+            else:
+                stack.extend((item, f"{field}[{i}]", depth + 1) for i, item in enumerate(node))
+    return None
+
+
+async def guard_json_body(request: Request) -> None:
+    """Every route: refuse JSON bodies with impossible strings or absurd nesting: 422 naming the field.
+    FastAPI has parsed (and cached) the body already where the route takes one."""
+    if request.method in ("GET", "HEAD", "OPTIONS") or "json" not in request.headers.get("content-type", ""):
+        return
+    try:
+        body = await request.json()
+    except Exception:
+        return  # not JSON at all: the route answers that
+    found = json_body_problem(body)
+    if found is not None:
+        field, what = found
+        raise Problem(
+            422,
+            f"Invalid request: {field} {what}.",
+            type_=PROBLEM_BASE + "validation-error",
+            errors=[field_error(field, what)],
+        )
+
+
 def create_app(
     *,
     service: str,
@@ -122,7 +182,13 @@ def create_app(
     rate_limit_burst: int = 0,
     **kwargs: Any,
 ) -> FastAPI:
-    app = FastAPI(title=title, version=version, description=description, **kwargs)
+    app = FastAPI(
+        title=title,
+        version=version,
+        description=description,
+        dependencies=[Depends(guard_json_body)],
+        **kwargs,
+    )
     install_problem_handlers(app)
 
     @app.exception_handler(BodyTooLarge)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -21,7 +22,7 @@ from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Counter, Gauge
 
-from rescind_common.kafka import ensure_topics, make_admin, make_producer
+from rescind_common.kafka import ensure_topics, make_admin, make_producer, security_config
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,12 @@ class EventConsumer:
         self._consumer: KafkaConsumer | None = None
         self._dlq_producer: Any = None
         self._dlq_ready: set[str] = set()
+        self._lag_partitions: set[tuple[str, str]] = set()
+        # Every series from the start: increase()/rate() miss the first event of a series born at 1.
+        for topic in topics:
+            DEAD_LETTERED.labels(service, topic)
+            for outcome in ("ok", "dead_letter"):
+                CONSUMED.labels(service, topic, outcome)
 
     def _connect(self) -> KafkaConsumer:
         consumer = KafkaConsumer(
@@ -96,6 +103,7 @@ class EventConsumer:
             request_timeout_ms=30_000,
             reconnect_backoff_ms=200,
             reconnect_backoff_max_ms=2000,
+            **security_config(),
         )
         consumer.subscribe(self.topics)
         return consumer
@@ -168,6 +176,13 @@ class EventConsumer:
         return handled
 
     def _observe_lag(self, consumer: KafkaConsumer) -> None:
+        assigned = {(tp.topic, str(tp.partition)) for tp in consumer.assignment()}
+        # Partitions moved to another member by a rebalance: drop their series, or this process would
+        # keep reporting a stale lag for them next to the new owner's.
+        for topic, partition in self._lag_partitions - assigned:
+            with contextlib.suppress(KeyError):
+                CONSUMER_LAG.remove(self.service, topic, partition)
+        self._lag_partitions = assigned
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
             if high is None:

@@ -5,13 +5,48 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger(__name__)
+
+
+class KafkaSecurity(BaseSettings):
+    """How every Kafka client authenticates (`RESCIND_KAFKA_*`). Default: plaintext, as the embedded
+    broker speaks. On Kubernetes: `SSL` with the Strimzi KafkaUser's certificate (mutual TLS), so the
+    broker knows which service is calling and applies its ACLs."""
+
+    model_config = SettingsConfigDict(env_prefix="RESCIND_KAFKA_", extra="ignore")
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+
+
+def security_config() -> dict[str, Any]:
+    """kafka-python client options for `KafkaSecurity` (empty for plaintext)."""
+    sec = KafkaSecurity()
+    if sec.security_protocol == "PLAINTEXT":
+        return {}
+    config: dict[str, Any] = {"security_protocol": sec.security_protocol}
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        value = getattr(sec, name)
+        if value is not None:
+            config[name] = str(value)
+    if sec.security_protocol.startswith("SASL"):
+        config["sasl_mechanism"] = sec.sasl_mechanism or "SCRAM-SHA-512"
+        config["sasl_plain_username"] = sec.sasl_username
+        config["sasl_plain_password"] = sec.sasl_password
+    return config
 
 
 def make_producer(bootstrap: str, client_id: str, **overrides: Any) -> KafkaProducer:
@@ -28,6 +63,7 @@ def make_producer(bootstrap: str, client_id: str, **overrides: Any) -> KafkaProd
         "max_block_ms": 10_000,
         "reconnect_backoff_ms": 200,
         "reconnect_backoff_max_ms": 2_000,
+        **security_config(),
     }
     config.update(overrides)
     return KafkaProducer(**config)
@@ -40,6 +76,7 @@ def make_admin(bootstrap: str, client_id: str) -> KafkaAdminClient:
         request_timeout_ms=10_000,
         reconnect_backoff_ms=200,
         reconnect_backoff_max_ms=2_000,
+        **security_config(),
     )
 
 

@@ -6,7 +6,14 @@ import time
 import uuid
 
 from fastapi import FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rescind_common.logs import request_id_var
@@ -28,6 +35,14 @@ OUTBOX_REPLAYED = Counter(
 )
 OUTBOX_PUBLISH_ERRORS = Counter(
     "rescind_outbox_publish_errors_total", "Failed attempts to publish outbox events", ["service"]
+)
+OUTBOX_BACKLOG = Gauge(
+    "rescind_outbox_backlog", "Outbox events committed but not yet published to Kafka", ["service"]
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "rescind_outbox_oldest_unpublished_age_seconds",
+    "Age of the oldest unpublished outbox event (0 when the outbox is drained)",
+    ["service"],
 )
 
 
@@ -77,3 +92,10 @@ def install_metrics(app: FastAPI, service: str) -> None:
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def serve_metrics(host: str, port: int | None) -> None:
+    """For processes without an HTTP API (relay, consumers, the worker): serve /metrics on `port` from a
+    daemon thread. Nothing when no port is set (`make run` starts every process on one machine)."""
+    if port:
+        start_http_server(port, addr=host)

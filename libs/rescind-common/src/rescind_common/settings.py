@@ -49,6 +49,10 @@ class RescindSettings(BaseSettings):
     rate_limit_burst: int = Field(default=1000, ge=0)
 
     log_level: str = "INFO"
+    # Processes without an HTTP API (relay, consumers, the worker) serve Prometheus metrics here when
+    # a port is set; `serve` exposes them on its own port at /metrics.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # Published outbox rows are kept this long so that a lost broker log can be replayed.
     outbox_retention_hours: float = Field(default=72.0, gt=0)
 

@@ -10,6 +10,7 @@ from types import FrameType
 
 from consent_api.config import ConsentSettings
 from rescind_common.logs import configure_logging
+from rescind_common.metrics import serve_metrics
 
 log = logging.getLogger("consent_api")
 
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = ConsentSettings()
     configure_logging(settings.log_level)
+    if args.command in ("relay", "consumer"):
+        # No HTTP API in these processes: Prometheus scrapes RESCIND_METRICS_PORT (when set).
+        serve_metrics(settings.metrics_host, settings.metrics_port)
     if args.command == "migrate":
         from consent_api.migrate import upgrade
 

@@ -10,6 +10,7 @@ from types import FrameType
 
 from registry.config import RegistrySettings
 from rescind_common.logs import configure_logging
+from rescind_common.metrics import serve_metrics
 
 log = logging.getLogger("registry")
 
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = RegistrySettings()
     configure_logging(settings.log_level)
+    if args.command == "consumer":
+        # No HTTP API in this process: Prometheus scrapes RESCIND_METRICS_PORT (when set).
+        serve_metrics(settings.metrics_host, settings.metrics_port)
     if args.command == "migrate":
         from registry.migrate import upgrade
 

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from rescind_common.logs import configure_logging
+from rescind_common.metrics import serve_metrics
 from revocation_worker.config import WorkerSettings
 
 log = logging.getLogger("revocation_worker")
@@ -23,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = WorkerSettings()
     configure_logging(settings.log_level)
+    if args.command == "worker":
+        # No HTTP API in this process: Prometheus scrapes RESCIND_METRICS_PORT (when set).
+        serve_metrics(settings.metrics_host, settings.metrics_port)
     if args.command == "migrate":
         from revocation_worker.migrate import upgrade
 

@@ -21,3 +21,9 @@ NOTICES = Gauge("rescind_notices", "Notices by status", ["status"])
 DEAD_LETTER_DEPTH = Gauge("rescind_webhook_dead_letter_depth", "Deliveries that exhausted their retry window")
 ENDPOINTS_DISABLED = Counter("rescind_endpoints_disabled_total", "Endpoints disabled", ["reason"])
 REVOCATIONS_RESOLVED = Counter("rescind_revocations_resolved_total", "Revocations turned into notices")
+
+# Every series from the start: increase()/rate() miss the first event of a series born at 1.
+for _reason in ("gone", "failing"):
+    ENDPOINTS_DISABLED.labels(_reason)
+for _outcome in ("success", "http_4xx", "http_5xx", "timeout", "error"):
+    DELIVERY_ATTEMPTS.labels(_outcome)

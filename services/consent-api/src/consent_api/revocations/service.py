@@ -12,6 +12,7 @@ from consent_api.consents import repository as consents_repo
 from consent_api.consents.models import Consent
 from consent_api.context import AppContext
 from consent_api.events import TRIGGER_TO_PB, publish
+from consent_api.metrics import count_revocation
 from consent_api.notices import repository as notices_repo
 from consent_api.notices.service import overall_status
 from consent_api.revocations import repository
@@ -154,6 +155,7 @@ def revoke(
             "purpose": purpose,
         },
     )
+    count_revocation(session, trigger)
     return revocation
 
 
