@@ -12,10 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_stack import Stack, wait_until
 
 from rescind_cli.demo import Receiver
 from rescind_common.embedded_broker import EmbeddedBroker
+
+from e2e_stack import Stack, wait_until
 
 
 @pytest.fixture(scope="module")

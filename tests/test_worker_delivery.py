@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-from worker_fixtures import *  # noqa: F403
-from worker_fixtures import Receiver, barrier, outbox_events, wait_until
 
 from rescind_common.db import utcnow
 
 from helpers import assert_problem, walk
+from worker_fixtures import *  # noqa: F403
+from worker_fixtures import Receiver, barrier, outbox_events, wait_until
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 

@@ -7,13 +7,13 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from worker_fixtures import *  # noqa: F403
-from worker_fixtures import outbox_events
 
 from rescind_common.db import utcnow
 from revocation_worker.notices.service import sweep_overdue
 
 from helpers import assert_problem, walk
+from worker_fixtures import *  # noqa: F403
+from worker_fixtures import outbox_events
 
 MODEL = {"model_id": "mdl_notices1", "name": "voice-clone", "version": "7"}
 

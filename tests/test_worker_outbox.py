@@ -6,12 +6,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from worker_fixtures import *  # noqa: F403
-from worker_fixtures import outbox_events, wait_until
-
 from rescind_common.db import utcnow
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.notices.service import sweep_overdue
+
+from worker_fixtures import *  # noqa: F403
+from worker_fixtures import outbox_events, wait_until
 
 # Things a licensee or the worker holds that must never reach the (unforgettable) log.
 PII = "jane.doe@example.com"
