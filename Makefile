@@ -57,9 +57,9 @@ test: install lint typecheck proto-check
 test-fast: install
 	$(VENV)/bin/pytest -q -x $(PYTEST_ARGS)
 
+# Not part of `make test`. RESCIND_BENCH_SECONDS=15 for a quick run; RESCIND_BENCH_ONLY=stack for one.
 bench: install
-	$(VENV)/bin/python bench/run.py
-	$(VENV)/bin/python bench/registry_holders.py
+	$(VENV)/bin/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) $(BOOTSTRAP) $(PROTO_OUT)/rescind $(PROTO_OUT)/.generated .rescind

@@ -124,49 +124,70 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
-def json_body_problem(value: Any) -> tuple[str, str] | None:
-    """(field, what is wrong) for the first string with a BAD_CHARACTER, non-finite number or container
-    nested deeper than MAX_JSON_DEPTH in a parsed JSON body; None when it is fine. Iterative: a deep
+def _path(base: str, key: str | int | None) -> str:
+    if key is None:
+        return base
+    return f"{base}[{key}]" if isinstance(key, int) else f"{base}.{key}"
+
+
+def json_body_problem(value: Any, max_items: int | None = None) -> tuple[int, str, str] | None:
+    """(status, field, what is wrong) for the first string with a BAD_CHARACTER, non-finite number,
+    container nested deeper than MAX_JSON_DEPTH (422) or holding more than `max_items` entries (413)
+    in a parsed JSON body; None when it is fine.
+
+    Runs before the body is validated: pydantic reports every bad item of a list, and a 16 MiB list
+    of millions of bad ids would keep the event loop busy for tens of seconds. Iterative: a deep
     body must not exhaust the stack here either."""
-    stack: list[tuple[Any, str, int]] = [(value, "body", 0)]
+    stack: list[tuple[Any, str, str | int | None, int]] = [(value, "body", None, 0)]
     while stack:
-        node, field, depth = stack.pop()
+        node, base, key, depth = stack.pop()
         if isinstance(node, str):
             if BAD_CHARACTERS.search(node):
-                return field, "contains a NUL character or an unpaired surrogate"
+                return 422, _path(base, key), "contains a NUL character or an unpaired surrogate"
         elif isinstance(node, float) and not math.isfinite(node):
-            return field, "is not a finite number"  # NaN, Infinity, 1e999: not JSON, not storable
+            # NaN, Infinity, 1e999: not JSON, and not storable as JSON either.
+            return 422, _path(base, key), "is not a finite number"
         elif isinstance(node, dict | list):
+            field = _path(base, key)
             if depth >= MAX_JSON_DEPTH:
-                return field, f"nests deeper than {MAX_JSON_DEPTH} levels"
+                return 422, field, f"nests deeper than {MAX_JSON_DEPTH} levels"
+            if max_items is not None and len(node) > max_items:
+                return 413, field, f"has more than {max_items} entries"
             if isinstance(node, dict):
-                for key, item in node.items():
-                    if BAD_CHARACTERS.search(key):
-                        return field, "has a key with a NUL character or an unpaired surrogate"
-                    stack.append((item, f"{field}.{key}", depth + 1))
+                for name, item in node.items():
+                    if BAD_CHARACTERS.search(name):
+                        return 422, field, "has a key with a NUL character or an unpaired surrogate"
+                    stack.append((item, field, name, depth + 1))
             else:
-                stack.extend((item, f"{field}[{i}]", depth + 1) for i, item in enumerate(node))
+                stack.extend((item, field, i, depth + 1) for i, item in enumerate(node))
     return None
 
 
 async def guard_json_body(request: Request) -> None:
-    """Every route: refuse JSON bodies with impossible strings or absurd nesting: 422 naming the field.
-    FastAPI has parsed (and cached) the body already where the route takes one."""
+    """Every route: refuse JSON bodies with impossible strings, absurd nesting (422) or lists longer
+    than any limit of the service (413), naming the field. FastAPI has parsed (and cached) the body
+    already where the route takes one."""
     if request.method in ("GET", "HEAD", "OPTIONS") or "json" not in request.headers.get("content-type", ""):
         return
     try:
         body = await request.json()
     except Exception:
         return  # not JSON at all: the route answers that
-    found = json_body_problem(body)
-    if found is not None:
-        field, what = found
+    max_items = getattr(request.app.state, "max_json_items", None)
+    found = json_body_problem(body, max_items)
+    if found is None:
+        return
+    status, field, what = found
+    if status == 413:
         raise Problem(
-            422,
-            f"Invalid request: {field} {what}.",
-            type_=PROBLEM_BASE + "validation-error",
-            errors=[field_error(field, what)],
+            413, f"Invalid request: {field} {what}.", errors=[field_error(field, what)], limit=max_items
         )
+    raise Problem(
+        422,
+        f"Invalid request: {field} {what}.",
+        type_=PROBLEM_BASE + "validation-error",
+        errors=[field_error(field, what)],
+    )
 
 
 def create_app(
@@ -180,6 +201,7 @@ def create_app(
     path_body_limits: dict[str, int] | None = None,
     rate_limit_per_second: float = 0.0,
     rate_limit_burst: int = 0,
+    max_json_items: int | None = None,
     **kwargs: Any,
 ) -> FastAPI:
     app = FastAPI(
@@ -190,6 +212,8 @@ def create_app(
         **kwargs,
     )
     install_problem_handlers(app)
+    # The largest list or object any endpoint accepts (the service's own item limits); longer is 413.
+    app.state.max_json_items = max_json_items
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
@@ -229,4 +253,13 @@ def _safe(check: ReadinessCheck) -> bool:
         return False
 
 
-__all__ = ["BodyLimitMiddleware", "BodyTooLarge", "NulGuardMiddleware", "Problem", "create_app"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "BodyLimitMiddleware",
+    "BodyTooLarge",
+    "NulGuardMiddleware",
+    "Problem",
+    "create_app",
+    "guard_json_body",
+    "json_body_problem",
+]

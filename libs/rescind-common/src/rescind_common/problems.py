@@ -16,6 +16,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+# A problem lists at most this many field errors (a body with a million bad ids gets the first ones
+# and the count, not a response larger than the request).
+MAX_ERRORS = 100
 PROBLEM_BASE = "https://rescind.dev/problems/"
 
 _TITLES = {
@@ -83,7 +86,10 @@ def problem_response(
     if instance:
         body["instance"] = instance
     if errors is not None:
-        body["errors"] = errors
+        body["errors"] = errors[:MAX_ERRORS]
+        if len(errors) > MAX_ERRORS:
+            body["errors_truncated"] = True
+            body["error_count"] = len(errors)
     body.update(extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
@@ -129,7 +135,8 @@ def install_problem_handlers(app: FastAPI) -> None:
             field_error(_loc_to_field(e.get("loc", ())), str(e.get("msg", "invalid")), code=e.get("type"))
             for e in raw
         ]
-        names = ", ".join(dict.fromkeys(e["field"] for e in errors))
+        fields = list(dict.fromkeys(e["field"] for e in errors[:MAX_ERRORS]))
+        names = ", ".join(fields[:10]) + (", ..." if len(fields) > 10 or len(errors) > MAX_ERRORS else "")
         return problem_response(
             422,
             f"Invalid request: {names}.",

@@ -62,6 +62,7 @@ def create_app(settings: ConsentSettings | None = None, *, run_scheduler: bool |
         max_body_bytes=settings.max_body_bytes,
         rate_limit_per_second=settings.rate_limit_per_second,
         rate_limit_burst=settings.rate_limit_burst,
+        max_json_items=max(settings.consent_max_sample_ids, settings.consent_max_batch_samples),
         path_body_limits={
             "/v1/samples/batch": settings.max_batch_body_bytes,
             "/v1/consents": settings.max_batch_body_bytes,

@@ -48,6 +48,11 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         rate_limit_per_second=settings.rate_limit_per_second,
         rate_limit_burst=settings.rate_limit_burst,
+        max_json_items=max(
+            settings.registry_max_license_samples,
+            settings.registry_max_holder_samples,
+            settings.registry_max_model_licenses,
+        ),
         path_body_limits={
             "/v1/licenses": settings.max_batch_body_bytes,
             "/v1/models": settings.max_batch_body_bytes,

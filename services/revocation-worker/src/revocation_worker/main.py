@@ -44,6 +44,7 @@ def create_app(settings: WorkerSettings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         rate_limit_per_second=settings.rate_limit_per_second,
         rate_limit_burst=settings.rate_limit_burst,
+        max_json_items=10_000,  # an ack names at most 10,000 models
         lifespan=lifespan,
     )
     app.state.ctx = ctx

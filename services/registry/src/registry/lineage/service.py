@@ -46,6 +46,12 @@ def _datasets(
 def declare(session: Session, ctx: AppContext, licensee_id: str, body: ModelIn) -> TrainedModel:
     if licensees_repo.get(session, licensee_id) is None:
         raise Problem(403, f"No licensee {licensee_id} is registered; ask an operator to create it.")
+    # Before any lookup (one query per dataset): each valid entry adds at least one license.
+    limit = ctx.settings.registry_max_model_licenses
+    entries = len(body.license_ids) + len(body.datasets)
+    entries += sum(len(s.license_ids) + len(s.datasets) for s in body.shards)
+    if entries > limit or len(body.shards) > limit:
+        raise Problem(413, f"A model names at most {limit} licenses.", limit=limit)
     refs: list[Ref] = [Ref(f"body.license_ids[{i}]", lid, "") for i, lid in enumerate(body.license_ids)]
     errors = _datasets(session, licensee_id, body.datasets, "body.datasets", "", refs)
     seen_shards: set[str] = set()
@@ -68,7 +74,6 @@ def declare(session: Session, ctx: AppContext, licensee_id: str, body: ModelIn) 
         errors.append(field_error("body.license_ids", "a model is trained on at least one license"))
     if errors:
         raise Problem(422, "Invalid training sources.", errors=errors)
-    limit = ctx.settings.registry_max_model_licenses
     if len(refs) > limit:
         raise Problem(413, f"A model names at most {limit} licenses.", limit=limit)
 

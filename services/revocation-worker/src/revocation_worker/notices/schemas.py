@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Evidence is stored with the notice and returned with it in every list: keep one ack small.
+MAX_EVIDENCE_BYTES = 64 * 1024
 
 NoticeStatus = Literal["pending", "delivered", "acknowledged", "overdue", "failed"]
 
@@ -63,8 +67,16 @@ class AckIn(BaseModel):
     samples_deleted: bool = True
     models: list[ModelAction] = Field(default_factory=list, max_length=10_000)
     evidence: dict[str, Any] | None = Field(
-        default=None, description="Optional proof: deletion job ids, retraining run ids, attestations"
+        default=None,
+        description="Optional proof: deletion job ids, retraining run ids, attestations (at most 64 KiB)",
     )
+
+    @field_validator("evidence")
+    @classmethod
+    def _small_evidence(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(json.dumps(value, separators=(",", ":"))) > MAX_EVIDENCE_BYTES:
+            raise ValueError(f"evidence is larger than {MAX_EVIDENCE_BYTES} bytes as JSON")
+        return value
 
 
 class RedriveIn(BaseModel):
