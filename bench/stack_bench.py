@@ -943,7 +943,17 @@ def run_rate(
     settled = receipts.settle(quiet=2, cap=30)
     receipts.pull()
     log_offset = (stack.tmp / "worker.log").stat().st_size
-    prof_pids = {n: stack.pid(n) for n in ("consent-api", "consent-relay", "worker", "registry")}
+    prof_pids = {
+        n: stack.pid(n)
+        for n in (
+            "consent-api",
+            "consent-relay",
+            "consent-consumer",
+            "worker",
+            "registry",
+            "registry-consumer",
+        )
+    }
     with Profiler(f"rate{rate:.0f}", prof_pids if profile else {}, HERE / "results" / "profiles") as prof:
         say(f"rate {rate:.0f}/s for {seconds:.0f}s (offered, open loop)")
         cpu0, http0 = cpu_snapshot(stack), http_stats(stack)
@@ -1388,6 +1398,18 @@ def table(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             )
         )
         rows.append(("  rates tried (per s)", tried, "", "", ""))
+        at = {**report.get("latency", {}), **lad["steps"]}.get(str(best)) if best is not None else None
+        if at:
+            d = at["all_holders_told_ms"]
+            rows.append(
+                (
+                    f"  revoke->all told @{best}/s p50/p95/p99 ms",
+                    f"{f(d['p50'])}/{f(d['p95'])}/{f(d['p99'])}",
+                    f"{f(chain)} (p50)",
+                    f"{f(ratio(d['p50'], chain), 'x')} (p50)",
+                    "",
+                )
+            )
     fo = report.get("fanout")
     if fo:
         rows.append(
