@@ -110,7 +110,10 @@ def get_db_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-DbSession = Annotated[Session, Depends(get_db_session)]
+# scope="function": the commit happens before the response is sent. With FastAPI's default
+# ("request") the client could get a 201/202 for a change whose commit then failed (the database
+# went away), and a read right after a write could miss it.
+DbSession = Annotated[Session, Depends(get_db_session, scope="function")]
 
 
 def ping(engine: Engine) -> bool:
