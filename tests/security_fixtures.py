@@ -10,6 +10,7 @@ Use from a test module with `from security_fixtures import *  # noqa: F403`.
 
 from __future__ import annotations
 
+import abc
 import base64
 import datetime as dt
 import hashlib
@@ -270,7 +271,7 @@ def _ok(r: Any, *codes: int) -> Any:
     return r.json()
 
 
-class World:
+class World(abc.ABC):
     """One service with two tenants, "a" and "b", each owning records of every kind."""
 
     service: str
@@ -308,12 +309,13 @@ class World:
         """Ids only `tenant` (and operators) may ever see."""
         return {v for (_, t), v in self.records.items() if t == tenant}
 
+    @abc.abstractmethod
     def make(self, kind: str, tenant: str) -> str:
-        raise NotImplementedError(kind)
+        """Create a record of `kind` owned by `tenant`; return its id."""
 
+    @abc.abstractmethod
     def snapshot(self, kind: str, record_id: str) -> Any:
         """The record as its owner sees it (or as stored): compared before and after an attack."""
-        raise NotImplementedError(kind)
 
 
 class ConsentWorld(World):

@@ -1,59 +1,17 @@
-"""`consent-api migrate | serve | relay`."""
+"""`consent-api migrate | serve | relay | consumer`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-from types import FrameType
 
 from consent_api.config import ConsentSettings
 from rescind_common.logs import configure_logging
 from rescind_common.metrics import serve_metrics
+from rescind_common.process import run_until_signalled, serve_api
 
 log = logging.getLogger("consent_api")
-
-
-def _serve(settings: ConsentSettings, workers: int) -> None:
-    import uvicorn
-
-    uvicorn.run(
-        "consent_api.main:create_app",
-        factory=True,
-        host=settings.consent_host,
-        port=settings.consent_port,
-        workers=workers,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
-
-
-def _relay(settings: ConsentSettings) -> None:
-    from consent_api.relay import build_relay
-
-    relay = build_relay(settings)
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        relay.stop_event.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    relay.run()
-
-
-def _consumer(settings: ConsentSettings) -> None:
-    from consent_api.consumer import build_consumer
-
-    consumer = build_consumer(settings)
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        consumer.stop_event.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    consumer.run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,11 +35,20 @@ def main(argv: list[str] | None = None) -> int:
         upgrade(settings.consent_database_url)
         log.info("migrations applied")
     elif args.command == "serve":
-        _serve(settings, args.workers)
+        serve_api(
+            "consent_api.main:create_app",
+            host=settings.consent_host,
+            port=settings.consent_port,
+            workers=args.workers,
+        )
     elif args.command == "relay":
-        _relay(settings)
+        from consent_api.relay import build_relay
+
+        run_until_signalled(build_relay(settings))
     else:
-        _consumer(settings)
+        from consent_api.consumer import build_consumer
+
+        run_until_signalled(build_consumer(settings))
     return 0
 
 

@@ -4,43 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-from types import FrameType
 
 from registry.config import RegistrySettings
 from rescind_common.logs import configure_logging
 from rescind_common.metrics import serve_metrics
+from rescind_common.process import run_until_signalled, serve_api
 
 log = logging.getLogger("registry")
-
-
-def _serve(settings: RegistrySettings, workers: int) -> None:
-    import uvicorn
-
-    uvicorn.run(
-        "registry.main:create_app",
-        factory=True,
-        host=settings.registry_host,
-        port=settings.registry_port,
-        workers=workers,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
-
-
-def _consumer(settings: RegistrySettings) -> None:
-    from registry.consumer import build_consumer
-
-    consumer = build_consumer(settings)
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        consumer.stop_event.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    consumer.run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,9 +34,16 @@ def main(argv: list[str] | None = None) -> int:
         upgrade(settings.registry_database_url)
         log.info("migrations applied")
     elif args.command == "serve":
-        _serve(settings, args.workers)
+        serve_api(
+            "registry.main:create_app",
+            host=settings.registry_host,
+            port=settings.registry_port,
+            workers=args.workers,
+        )
     else:
-        _consumer(settings)
+        from registry.consumer import build_consumer
+
+        run_until_signalled(build_consumer(settings))
     return 0
 
 

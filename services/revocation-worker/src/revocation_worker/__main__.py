@@ -8,6 +8,7 @@ import sys
 
 from rescind_common.logs import configure_logging
 from rescind_common.metrics import serve_metrics
+from rescind_common.process import serve_api
 from revocation_worker.config import WorkerSettings
 
 log = logging.getLogger("revocation_worker")
@@ -33,17 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         upgrade(settings.worker_database_url)
         log.info("migrations applied")
     elif args.command == "serve":
-        import uvicorn
-
-        uvicorn.run(
+        serve_api(
             "revocation_worker.main:create_app",
-            factory=True,
             host=settings.worker_host,
             port=settings.worker_port,
             workers=args.workers,
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=10,
         )
     else:
         from revocation_worker.runner import main as run_worker

@@ -1,0 +1,42 @@
+"""How every service's command line runs its processes: the HTTP API, and stoppable loops."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Protocol
+
+
+class Stoppable(Protocol):
+    stop_event: threading.Event
+
+    def run(self) -> None: ...
+
+
+def serve_api(factory: str, *, host: str, port: int, workers: int) -> None:
+    """Run `factory` (a `module:function` returning the FastAPI app) under uvicorn."""
+    import uvicorn
+
+    uvicorn.run(
+        factory,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def run_until_signalled(loop: Stoppable) -> None:
+    """Run a relay or consumer loop; SIGTERM/SIGINT set its stop flag so it ends cleanly
+    (a consumer commits its offsets on the way out)."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        loop.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    loop.run()
