@@ -1,11 +1,16 @@
-"""A thin Kafka consumer loop: decode, call a handler, commit — then the next record.
+"""A thin Kafka consumer loop: decode a poll's records, apply them in one transaction, commit.
 
-- auto-commit is off; an offset is committed only after the handler returned, i.e. after the
-  handler's own database transaction committed. Redelivery after a crash is expected: handlers
-  are idempotent (they record processed event ids in the same transaction).
-- a failing record is retried a bounded number of times with backoff, then sent to the
-  dead-letter topic with its error, and the loop moves on; `PoisonMessage` skips the retries.
-- SIGTERM/SIGINT (via `stop_event`) stops the loop; offsets are committed on the way out.
+- auto-commit is off; offsets (every partition of the poll, one commit) are committed only after
+  the records' database transaction committed. Redelivery after a crash is expected: handlers are
+  idempotent (they record processed event ids in the same transaction).
+- a record that cannot be decoded (`PoisonMessage`) goes to the dead-letter topic at once, the
+  others of its poll are still applied together.
+- when the batch transaction fails and the database answers, the poll is applied again one record
+  at a time: a failing record is retried a bounded number of times with backoff, then
+  dead-lettered, and the others go on. When the database does not answer, nothing is
+  dead-lettered or committed: the consumer seeks back and tries the same records again later.
+- SIGTERM/SIGINT (via `stop_event`) stops the loop; records not yet applied stay uncommitted and
+  are redelivered.
 - any client error (a broker restart, for one) closes the consumer and builds a new one.
 """
 
@@ -15,12 +20,16 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
+from google.protobuf.message import Message
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Counter, Gauge
+from sqlalchemy import text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
 
 from rescind_common.kafka import ensure_topics, make_admin, make_producer, security_config
 
@@ -36,7 +45,10 @@ DEAD_LETTERED = Counter(
     "rescind_dead_letter_total", "Records sent to a dead-letter topic", ["service", "topic"]
 )
 
-Handler = Callable[[ConsumerRecord], None]
+E = TypeVar("E")
+M = TypeVar("M", bound=Message)
+
+LAG_INTERVAL = 1.0  # seconds between two observations of the lag gauge
 
 
 class PoisonMessage(Exception):
@@ -47,6 +59,94 @@ def dead_letter_topic(topic: str, service: str) -> str:
     return f"{topic}.{service}.dlq"
 
 
+def decode_event(message_cls: type[M], value: bytes | None, required: Sequence[str] = ("event_id",)) -> M:
+    """Parse a protobuf event; `PoisonMessage` when it is empty, undecodable or lacks a required field."""
+    if not value:
+        raise PoisonMessage("empty record")
+    name = message_cls.__name__
+    try:
+        event = message_cls.FromString(value)
+    except Exception as exc:
+        raise PoisonMessage(f"undecodable {name}: {exc}") from exc
+    missing = [field for field in required if not getattr(event, field)]
+    if missing:
+        raise PoisonMessage(f"{name} without {' or '.join(missing)}")
+    return event
+
+
+def claim_events(session: Session, model: Any, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Record events as processed in one statement (INSERT ... ON CONFLICT DO NOTHING RETURNING);
+    return the ids recorded now, i.e. not processed before. `model` has an `event_id` primary key.
+
+    Inserting first means that a second consumer working on the same events (during a rebalance)
+    blocks here until the first commits, then finds them taken. Rows go in id order so that two
+    such consumers lock in the same order."""
+    if not rows:
+        return set()
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    ordered = sorted({row["event_id"]: row for row in rows}.values(), key=lambda row: str(row["event_id"]))
+    stmt = insert(model).values(ordered).on_conflict_do_nothing(index_elements=["event_id"])
+    return {str(i) for i in session.scalars(stmt.returning(model.event_id))}
+
+
+def apply_new(
+    session: Session,
+    model: Any,
+    events: Sequence[E],
+    row: Callable[[E], dict[str, Any]],
+    effect: Callable[[Session, E], None],
+) -> list[bool]:
+    """Claim every event's id (`claim_events`), then run `effect` in order for the first copy of each
+    event not processed before. One True/False per event: applied now or not (a repeat)."""
+    rows = [row(event) for event in events]
+    fresh = claim_events(session, model, rows)
+    applied: list[bool] = []
+    for event, r in zip(events, rows, strict=True):
+        new = r["event_id"] in fresh
+        fresh.discard(r["event_id"])  # a second copy in the same batch is a repeat
+        if new:
+            effect(session, event)
+        applied.append(new)
+    return applied
+
+
+class BatchHandler(Generic[E]):
+    """What a consumer needs from a service: decode a record, apply events in the caller's
+    transaction, idempotently (a repeated event id changes nothing and returns False).
+
+    `apply_batch` must give the same result as `apply` on each event in turn; the default does
+    exactly that, subclasses make it cheaper (one statement for the processed ids)."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self.session_factory = session_factory
+
+    def decode(self, value: bytes | None) -> E:
+        """The event in a record's value; raises `PoisonMessage` for a record never applicable."""
+        raise NotImplementedError
+
+    def apply(self, session: Session, event: E) -> bool:
+        """Apply one event; False when it had been applied before. May raise `PoisonMessage`."""
+        raise NotImplementedError
+
+    def apply_batch(self, session: Session, events: Sequence[E]) -> list[bool]:
+        return [self.apply(session, event) for event in events]
+
+    def committed(self, event: E, applied: bool) -> None:
+        """Called after the transaction that applied (or skipped) `event` committed: metrics."""
+
+
+class _Item:
+    """One polled record on its way through a batch."""
+
+    __slots__ = ("done", "error", "event", "record")
+
+    def __init__(self, record: ConsumerRecord) -> None:
+        self.record = record
+        self.event: Any = None
+        self.error: PoisonMessage | None = None
+        self.done = False
+
+
 class EventConsumer:
     def __init__(
         self,
@@ -55,14 +155,15 @@ class EventConsumer:
         bootstrap: str,
         group_id: str,
         topics: list[str],
-        handler: Handler,
+        handler: BatchHandler[Any],
         max_retries: int = 5,
         retry_backoff: float = 0.2,
         session_timeout_ms: int = 6000,
         heartbeat_interval_ms: int = 1000,
-        max_poll_records: int = 200,
+        max_poll_records: int = 500,
         partitions: int = 6,
         replication_factor: int = 1,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.service = service
         self.bootstrap = bootstrap
@@ -76,11 +177,16 @@ class EventConsumer:
         self.max_poll_records = max_poll_records
         self.partitions = partitions
         self.replication_factor = replication_factor
+        # Called after a batch's offsets are committed, with the number of records newly applied
+        # (repeats and dead-lettered ones not counted): lets a process wake whatever reads them.
+        self.on_batch = on_batch
         self.stop_event = threading.Event()
         self._consumer: KafkaConsumer | None = None
         self._dlq_producer: Any = None
         self._dlq_ready: set[str] = set()
         self._lag_partitions: set[tuple[str, str]] = set()
+        self._lag_observed_at = float("-inf")
+        self._db_backoff = retry_backoff
         # Every series from the start: increase()/rate() miss the first event of a series born at 1.
         for topic in topics:
             DEAD_LETTERED.labels(service, topic)
@@ -129,6 +235,7 @@ class EventConsumer:
         ]
         self._dlq_producer.send(topic, key=record.key, value=record.value, headers=headers).get(timeout=30)
         DEAD_LETTERED.labels(self.service, record.topic).inc()
+        CONSUMED.labels(self.service, record.topic, "dead_letter").inc()
         log.error(
             "dead-lettered %s[%d]@%d after error %s",
             record.topic,
@@ -137,43 +244,154 @@ class EventConsumer:
             type(error).__name__,
         )
 
-    def _handle(self, record: ConsumerRecord) -> None:
+    def _database_reachable(self) -> bool:
+        try:
+            with self.handler.session_factory() as session:
+                session.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def _applied(self, item: _Item, applied: bool) -> None:
+        self.handler.committed(item.event, applied)
+        CONSUMED.labels(self.service, item.record.topic, "ok").inc()
+        item.done = True
+
+    def _apply_batch(self, good: list[_Item]) -> list[bool]:
+        """Every decodable record of a poll in one transaction."""
+        if not good:
+            return []
+        with self.handler.session_factory() as session, session.begin():
+            results = self.handler.apply_batch(session, [item.event for item in good])
+        if len(results) != len(good):
+            raise RuntimeError(f"apply_batch gave {len(results)} results for {len(good)} events")
+        return results
+
+    def _apply_one(self, item: _Item) -> bool | None:
+        """One record in its own transaction with bounded retries, then the dead-letter topic.
+        True/False: applied now or a repeat; None: left undone (stopping, or the database is away)."""
         attempt = 0
         while True:
             try:
-                self.handler(record)
-                CONSUMED.labels(self.service, record.topic, "ok").inc()
-                return
+                with self.handler.session_factory() as session, session.begin():
+                    applied = self.handler.apply(session, item.event)
             except PoisonMessage as exc:
-                self._dead_letter(record, exc)
-                CONSUMED.labels(self.service, record.topic, "dead_letter").inc()
-                return
+                self._dead_letter(item.record, exc)
+                item.done = True
+                return False
             except Exception as exc:
                 attempt += 1
-                if attempt > self.max_retries or self.stop_event.is_set():
-                    if self.stop_event.is_set():
-                        raise  # stopping: leave it uncommitted, it will be redelivered
-                    self._dead_letter(record, exc)
-                    CONSUMED.labels(self.service, record.topic, "dead_letter").inc()
-                    return
+                if self.stop_event.is_set():
+                    return None
+                if attempt > self.max_retries:
+                    if not self._database_reachable():
+                        return None  # not this record's fault: try it again later
+                    self._dead_letter(item.record, exc)
+                    item.done = True
+                    return False
                 log.warning("handler failed (attempt %d/%d): %s", attempt, self.max_retries, exc)
-                time.sleep(min(self.retry_backoff * 2 ** (attempt - 1), 5.0))
+                self.stop_event.wait(min(self.retry_backoff * 2 ** (attempt - 1), 5.0))
+                continue
+            self._applied(item, applied)
+            return applied
+
+    def _apply_one_by_one(self, items: list[_Item]) -> int:
+        applied = 0
+        for item in items:
+            if self.stop_event.is_set():
+                break
+            if item.error is not None:
+                self._dead_letter(item.record, item.error)
+                item.done = True
+                continue
+            outcome = self._apply_one(item)
+            if outcome is None:
+                break
+            applied += outcome
+        return applied
+
+    def _process(self, items: list[_Item]) -> int:
+        """Apply a poll's records; the number newly applied. Marks the records done."""
+        for item in items:
+            try:
+                item.event = self.handler.decode(item.record.value)
+            except PoisonMessage as exc:
+                item.error = exc
+        good = [item for item in items if item.error is None]
+        try:
+            results = self._apply_batch(good)
+        except Exception as exc:
+            if not self._database_reachable():
+                log.warning(
+                    "database unreachable (%s: %s); %d records will come again",
+                    type(exc).__name__,
+                    exc,
+                    len(items),
+                )
+                return 0
+            log.warning(
+                "batch of %d records failed (%s: %s); applying them one at a time",
+                len(good),
+                type(exc).__name__,
+                exc,
+            )
+            return self._apply_one_by_one(items)
+        for item, applied in zip(good, results, strict=True):
+            self._applied(item, applied)
+        for item in items:
+            if item.error is not None:
+                self._dead_letter(item.record, item.error)
+                item.done = True
+        return sum(results)
+
+    def _commit(self, consumer: KafkaConsumer, items: list[_Item]) -> int:
+        """Commit, in one request, every partition's offset past its records done (in order); seek
+        back to the first record not done, so that the next poll brings it again. Records done."""
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        rewind: dict[TopicPartition, int] = {}
+        for item in items:
+            tp = TopicPartition(item.record.topic, item.record.partition)
+            if tp in rewind:
+                continue
+            if item.done:
+                offsets[tp] = OffsetAndMetadata(item.record.offset + 1, "", -1)
+            else:
+                rewind[tp] = item.record.offset
+        if offsets:
+            consumer.commit(offsets)
+        if rewind and not self.stop_event.is_set():
+            for tp, offset in rewind.items():
+                consumer.seek(tp, offset)
+            # Records left undone because the database is away: do not spin on them.
+            self.stop_event.wait(self._db_backoff)
+            self._db_backoff = min(self._db_backoff * 2, 5.0)
+        else:
+            self._db_backoff = self.retry_backoff
+        return sum(item.done for item in items)
 
     def poll_once(self, timeout_ms: int = 500) -> int:
+        """One poll: its records applied and committed; the number of records done."""
         if self._consumer is None:
             self._consumer = self._connect()
         consumer = self._consumer
-        batches = consumer.poll(timeout_ms=timeout_ms)
-        handled = 0
-        for tp, records in batches.items():
-            for record in records:
-                if self.stop_event.is_set():
-                    break
-                self._handle(record)
-                handled += 1
-                consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "", -1)})
-        self._observe_lag(consumer)
-        return handled
+        items = [
+            _Item(record) for records in consumer.poll(timeout_ms=timeout_ms).values() for record in records
+        ]
+        done = 0
+        # Stopping: leave whatever was polled uncommitted; the next owner gets it.
+        if items and not self.stop_event.is_set():
+            applied = self._process(items)
+            done = self._commit(consumer, items)
+            if done and self.on_batch is not None:
+                try:
+                    self.on_batch(applied)
+                except Exception:
+                    log.exception("on_batch hook failed")
+        now = time.monotonic()
+        if now - self._lag_observed_at >= LAG_INTERVAL:
+            self._lag_observed_at = now
+            self._observe_lag(consumer)
+        return done
 
     def _observe_lag(self, consumer: KafkaConsumer) -> None:
         assigned = {(tp.topic, str(tp.partition)) for tp in consumer.assignment()}

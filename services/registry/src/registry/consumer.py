@@ -1,4 +1,5 @@
-"""The consent-topic consumer that keeps the projection: decode, apply in one transaction, commit.
+"""The consent-topic consumer that keeps the projection: decode a poll, apply it in one transaction,
+commit.
 
 The loop itself (manual offset commits after the transaction, bounded retries, dead-letter topic,
 reconnects) is rescind_common.consumer.EventConsumer; this module only supplies the handler.
@@ -6,18 +7,17 @@ reconnects) is rescind_common.consumer.EventConsumer; this module only supplies 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf.message import DecodeError
-from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Counter
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry import models  # noqa: F401  (registers every table: the handler touches several)
 from registry.config import RegistrySettings
 from registry.db import make_registry_engine
-from registry.projection.service import InvalidEvent, apply_event
-from rescind_common.consumer import EventConsumer, Handler, PoisonMessage
+from registry.projection.service import InvalidEvent, apply_events, check_event
+from rescind_common.consumer import BatchHandler, EventConsumer, PoisonMessage, decode_event
 from rescind_common.db import make_session_factory
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
@@ -31,29 +31,31 @@ PROJECTED = Counter(
 
 
 def decode(value: bytes | None) -> pb.ConsentEvent:
-    if not value:
-        raise PoisonMessage("empty record")
+    event = decode_event(pb.ConsentEvent, value, required=("event_id", "subject_id"))
     try:
-        event = pb.ConsentEvent.FromString(value)
-    except DecodeError as exc:
-        raise PoisonMessage(f"not a ConsentEvent: {exc}") from exc
-    if not event.event_id or not event.subject_id:
-        raise PoisonMessage("a ConsentEvent needs event_id and subject_id")
+        check_event(event)
+    except InvalidEvent as exc:
+        raise PoisonMessage(str(exc)) from exc
     return event
 
 
-def make_handler(session_factory: sessionmaker[Session]) -> Handler:
-    def handle(record: ConsumerRecord) -> None:
-        event = decode(record.value)
+class ProjectionHandler(BatchHandler[pb.ConsentEvent]):
+    def decode(self, value: bytes | None) -> pb.ConsentEvent:
+        return decode(value)
+
+    def apply(self, session: Session, event: pb.ConsentEvent) -> bool:
+        return self.apply_batch(session, [event])[0]
+
+    def apply_batch(self, session: Session, events: Sequence[pb.ConsentEvent]) -> list[bool]:
         try:
-            with session_factory() as session, session.begin():
-                applied = apply_event(session, event)
+            return apply_events(session, events)
         except InvalidEvent as exc:
             raise PoisonMessage(str(exc)) from exc
-        outcome = "applied" if applied else "duplicate"
-        PROJECTED.labels(event.WhichOneof("payload") or "unknown", outcome).inc()
 
-    return handle
+    def committed(self, event: pb.ConsentEvent, applied: bool) -> None:
+        PROJECTED.labels(
+            event.WhichOneof("payload") or "unknown", "applied" if applied else "duplicate"
+        ).inc()
 
 
 def build_consumer(
@@ -78,6 +80,6 @@ def build_consumer(
         bootstrap=settings.kafka_bootstrap,
         group_id=group_id or settings.registry_consumer_group,
         topics=[settings.kafka_consent_topic],
-        handler=make_handler(session_factory),
+        handler=ProjectionHandler(session_factory),
         **options,
     )

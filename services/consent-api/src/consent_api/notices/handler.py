@@ -1,15 +1,18 @@
 """Notice-topic events in: each licensee's progress on a revocation, for the seller to see.
 
-A plain handler (testable without a broker), applied once per event id in one transaction.
+A plain handler (testable without a broker), applied once per event id; the consumer applies a
+whole poll of events in one transaction.
 """
 
 from __future__ import annotations
 
-from kafka.consumer.fetcher import ConsumerRecord
-from sqlalchemy.orm import Session, sessionmaker
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
 
 from consent_api.notices.models import ProcessedEvent, RevocationNotice, RevocationResolution
-from rescind_common.consumer import PoisonMessage
+from rescind_common.consumer import BatchHandler, apply_new, decode_event
 from rescind_common.db import utcnow
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 
@@ -25,22 +28,24 @@ RANK = {"pending": 0, "delivered": 1, "failed": 1, "overdue": 2, "acknowledged":
 
 
 def decode(value: bytes | None) -> pb.NoticeEvent:
-    if not value:
-        raise PoisonMessage("empty record")
-    event = pb.NoticeEvent()
-    try:
-        event.ParseFromString(value)
-    except Exception as exc:
-        raise PoisonMessage(f"undecodable NoticeEvent: {exc}") from exc
-    if not event.event_id:
-        raise PoisonMessage("NoticeEvent without event_id")
-    return event
+    return decode_event(pb.NoticeEvent, value)
 
 
 def apply(session: Session, event: pb.NoticeEvent) -> bool:
-    if session.get(ProcessedEvent, event.event_id) is not None:
-        return False
-    session.add(ProcessedEvent(event_id=event.event_id, processed_at=utcnow()))
+    """Apply one event in the caller's transaction; False when it was seen before."""
+    return apply_events(session, [event])[0]
+
+
+def apply_events(session: Session, events: Sequence[pb.NoticeEvent]) -> list[bool]:
+    """Apply events in order in the caller's transaction, as `apply` on each in turn would."""
+    return apply_new(session, ProcessedEvent, events, _processed_row, _apply)
+
+
+def _processed_row(event: pb.NoticeEvent) -> dict[str, Any]:
+    return {"event_id": event.event_id, "processed_at": utcnow()}
+
+
+def _apply(session: Session, event: pb.NoticeEvent) -> None:
     kind = event.WhichOneof("payload")
     if kind == "revocation_resolved":
         if session.get(RevocationResolution, event.revocation_id) is None:
@@ -51,10 +56,11 @@ def apply(session: Session, event: pb.NoticeEvent) -> bool:
                     resolved_at=utcnow(),
                 )
             )
-        return True
+            session.flush()
+        return
     status = STATUS.get(kind or "")
     if status is None or not event.revocation_id or not event.licensee_id:
-        return True
+        return
     row = session.get(RevocationNotice, (event.revocation_id, event.licensee_id), with_for_update=True)
     if row is None:
         session.add(
@@ -66,17 +72,21 @@ def apply(session: Session, event: pb.NoticeEvent) -> bool:
                 updated_at=utcnow(),
             )
         )
+        # Visible to the next event of the same notice in this batch (session.get sees flushed rows).
+        session.flush()
     elif (status == "delivered" and row.status == "failed") or RANK[status] >= RANK[row.status]:
         row.status = status
         row.updated_at = utcnow()
-    return True
 
 
-class NoticeEventHandler:
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
-        self.session_factory = session_factory
+class NoticeEventHandler(BatchHandler[pb.NoticeEvent]):
+    """The consumer's handler: a poll's events in one transaction."""
 
-    def __call__(self, record: ConsumerRecord) -> None:
-        event = decode(record.value)
-        with self.session_factory() as session, session.begin():
-            apply(session, event)
+    def decode(self, value: bytes | None) -> pb.NoticeEvent:
+        return decode(value)
+
+    def apply(self, session: Session, event: pb.NoticeEvent) -> bool:
+        return apply(session, event)
+
+    def apply_batch(self, session: Session, events: Sequence[pb.NoticeEvent]) -> list[bool]:
+        return apply_events(session, events)

@@ -1,20 +1,24 @@
 """Applying consent-topic events to the projection: a plain handler, testable without a broker.
 
-`apply_event(session, event)` runs inside the caller's transaction and records the event id in
-`processed_events` in that same transaction, so a redelivered event changes nothing.
+`apply_event(session, event)` (and `apply_events` for a consumer's batch) runs inside the caller's
+transaction and records the event id in `processed_events` in that same transaction, so a
+redelivered event changes nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.orm import Session
 
 from registry.licenses import repository as licenses_repo
 from registry.projection import repository
-from registry.projection.models import ProjectedConsent
+from registry.projection.models import ProcessedEvent, ProjectedConsent
+from rescind_common.consumer import apply_new
 from rescind_common.db import utcnow
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
@@ -59,17 +63,45 @@ def _check_ids(event: pb.ConsentEvent, kind: str | None) -> None:
         raise InvalidEvent(f"event {event.event_id[:MAX_ID]} carries ids over {MAX_ID} characters")
 
 
-def apply_event(session: Session, event: pb.ConsentEvent) -> bool:
-    """Apply one event; return False when it had been applied before (a redelivery)."""
+def check_event(event: pb.ConsentEvent) -> None:
+    """Raise InvalidEvent for an event that can never be applied."""
     if not event.event_id:
         raise InvalidEvent("event without event_id")
     if not event.subject_id:
         raise InvalidEvent(f"event {event.event_id} without subject_id")
+    _check_ids(event, event.WhichOneof("payload"))
+
+
+def apply_event(session: Session, event: pb.ConsentEvent) -> bool:
+    """Apply one event; return False when it had been applied before (a redelivery)."""
+    return apply_events(session, [event])[0]
+
+
+def apply_events(session: Session, events: Sequence[pb.ConsentEvent]) -> list[bool]:
+    """Apply events in order in the caller's transaction, as `apply_event` on each in turn would:
+    one True/False per event (False: applied before, or repeated earlier in `events`)."""
+    for event in events:
+        check_event(event)
+    return apply_new(session, ProcessedEvent, events, _processed_row, _apply)
+
+
+def _occurred(event: pb.ConsentEvent) -> dt.datetime | None:
+    return _time(event.occurred_at) if event.HasField("occurred_at") else None
+
+
+def _processed_row(event: pb.ConsentEvent) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "event_type": event.WhichOneof("payload") or "unknown",
+        "subject_id": event.subject_id,
+        "occurred_at": _occurred(event),
+        "processed_at": utcnow(),
+    }
+
+
+def _apply(session: Session, event: pb.ConsentEvent) -> None:
     kind = event.WhichOneof("payload")
-    _check_ids(event, kind)
-    occurred = _time(event.occurred_at) if event.HasField("occurred_at") else None
-    if not repository.claim_event(session, event.event_id, kind or "unknown", event.subject_id, occurred):
-        return False
+    occurred = _occurred(event)
     now = utcnow()
     if kind == "sample_registered":
         _sample_registered(session, event.subject_id, event.sample_registered, now)
@@ -86,7 +118,6 @@ def apply_event(session: Session, event: pb.ConsentEvent) -> bool:
     else:
         # A payload newer than this reader: skipping it (and remembering that) is what old readers do.
         log.info("skipping event %s with an unknown payload", event.event_id)
-    return True
 
 
 def _sample_registered(session: Session, subject_id: str, msg: pb.SampleRegistered, now: dt.datetime) -> None:

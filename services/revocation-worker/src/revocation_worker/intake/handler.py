@@ -3,18 +3,20 @@
 One revocation arrives as several ConsentRevoked events (one per consent touched, split in
 chunks of sample ids). The handler stores each part; once every part of a revocation is in,
 it marks the revocation `ready` for the resolver, which asks the registry who holds the samples.
-Applied exactly once per event id (processed_events, same transaction).
+Applied exactly once per event id (processed_events, same transaction); the consumer applies a
+whole poll of events in one transaction.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
+from typing import Any
 
-from kafka.consumer.fetcher import ConsumerRecord
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from rescind_common.consumer import PoisonMessage
+from rescind_common.consumer import BatchHandler, apply_new, decode_event
 from rescind_common.db import utcnow
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 from revocation_worker.db import ProcessedEvent
@@ -28,25 +30,26 @@ TRIGGERS = {
 
 
 def decode(value: bytes | None) -> pb.ConsentEvent:
-    if not value:
-        raise PoisonMessage("empty record")
-    event = pb.ConsentEvent()
-    try:
-        event.ParseFromString(value)
-    except Exception as exc:
-        raise PoisonMessage(f"undecodable ConsentEvent: {exc}") from exc
-    if not event.event_id or not event.subject_id:
-        raise PoisonMessage("ConsentEvent without event_id or subject_id")
-    return event
+    return decode_event(pb.ConsentEvent, value, required=("event_id", "subject_id"))
 
 
 def apply(session: Session, event: pb.ConsentEvent) -> bool:
     """Apply one event in the caller's transaction; False when it was seen before."""
-    if session.get(ProcessedEvent, event.event_id) is not None:
-        return False
-    session.add(ProcessedEvent(event_id=event.event_id, processed_at=utcnow()))
+    return apply_events(session, [event])[0]
+
+
+def apply_events(session: Session, events: Sequence[pb.ConsentEvent]) -> list[bool]:
+    """Apply events in order in the caller's transaction, as `apply` on each in turn would."""
+    return apply_new(session, ProcessedEvent, events, _processed_row, _apply)
+
+
+def _processed_row(event: pb.ConsentEvent) -> dict[str, Any]:
+    return {"event_id": event.event_id, "processed_at": utcnow()}
+
+
+def _apply(session: Session, event: pb.ConsentEvent) -> None:
     if event.WhichOneof("payload") != "consent_revoked":
-        return True
+        return
     r = event.consent_revoked
     occurred = event.occurred_at.ToDatetime(tzinfo=dt.UTC) if event.HasField("occurred_at") else utcnow()
     revocation = session.get(Revocation, r.revocation_id, with_for_update=True)
@@ -80,7 +83,6 @@ def apply(session: Session, event: pb.ConsentEvent) -> bool:
     if revocation.state == "collecting" and _complete(session, revocation):
         revocation.state = "ready"
         revocation.next_resolve_at = utcnow()
-    return True
 
 
 def _complete(session: Session, revocation: Revocation) -> bool:
@@ -94,13 +96,14 @@ def _complete(session: Session, revocation: Revocation) -> bool:
     return all(seen >= expected for _, seen, expected in rows)
 
 
-class ConsentEventHandler:
-    """The consumer's callback: decode, then one transaction per record."""
+class ConsentEventHandler(BatchHandler[pb.ConsentEvent]):
+    """The consumer's handler: a poll's events in one transaction."""
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
-        self.session_factory = session_factory
+    def decode(self, value: bytes | None) -> pb.ConsentEvent:
+        return decode(value)
 
-    def __call__(self, record: ConsumerRecord) -> None:
-        event = decode(record.value)
-        with self.session_factory() as session, session.begin():
-            apply(session, event)
+    def apply(self, session: Session, event: pb.ConsentEvent) -> bool:
+        return apply(session, event)
+
+    def apply_batch(self, session: Session, events: Sequence[pb.ConsentEvent]) -> list[bool]:
+        return apply_events(session, events)

@@ -1,0 +1,368 @@
+"""The consumers apply a poll of records in one transaction and commit its offsets once.
+
+Real broker (Tansu), real PostgreSQL, the services' real handlers (registry projection,
+revocation-worker intake, consent-api notice statuses). Each test publishes its records to its own
+one-partition topic before the consumer joins, so that they arrive together in one poll.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from consent_api.migrate import upgrade as upgrade_consent
+from consent_api.notices.handler import NoticeEventHandler
+from consent_api.notices.models import RevocationNotice
+from registry.consumer import ProjectionHandler
+from registry.projection.models import ProcessedEvent, ProjectedConsent, ProjectedSample
+from rescind_common.consumer import (
+    DEAD_LETTERED,
+    BatchHandler,
+    EventConsumer,
+    dead_letter_topic,
+)
+from rescind_common.db import make_engine, make_session_factory
+from rescind_common.embedded_broker import EmbeddedBroker, free_port
+from rescind_common.ids import new_id, new_ids
+from rescind_common.kafka import ensure_topics, make_admin, make_producer
+from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
+from rescind_common.proto.rescind.v1 import notice_events_pb2 as npb
+from revocation_worker.intake.handler import ConsentEventHandler
+from revocation_worker.intake.models import Revocation, RevocationPart
+from revocation_worker.migrate import upgrade as upgrade_worker
+
+from registry_fixtures import Projection, new_registry_db, read_records, wait_for
+
+WAIT = 30.0
+
+
+def publish(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    admin = make_admin(bootstrap, "test-batches-admin")
+    try:
+        ensure_topics(admin, [topic], partitions=1, replication_factor=1)
+    finally:
+        admin.close()
+    producer = make_producer(bootstrap, "test-batches")
+    try:
+        for value in values:
+            producer.send(topic, key=b"k", value=value)
+        producer.flush(timeout=10)
+    finally:
+        producer.close(timeout=5)
+
+
+def committed(bootstrap: str, group: str, topic: str) -> int | None:
+    """The group's committed offset on partition 0 of `topic`."""
+    reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        offset: int | None = reader.committed(TopicPartition(topic, 0))
+        return offset
+    finally:
+        reader.close()
+
+
+class Driver:
+    """An EventConsumer driven by `poll_once` from the test, recording `on_batch` calls."""
+
+    def __init__(self, broker: EmbeddedBroker, handler: BatchHandler[Any], **options: Any) -> None:
+        self.topic = f"test.batches.{uuid.uuid4().hex[:12]}"
+        self.group = f"batches-{uuid.uuid4().hex[:8]}"
+        self.service = f"batches-{uuid.uuid4().hex[:6]}"
+        self.batches: list[int] = []
+        self.consumer = EventConsumer(
+            service=self.service,
+            bootstrap=broker.bootstrap,
+            group_id=self.group,
+            topics=[self.topic],
+            handler=handler,
+            on_batch=self.batches.append,
+            **options,
+        )
+
+    def drain(self, count: int, timeout: float = WAIT) -> int:
+        """Poll until `count` records are done (applied, repeats or dead-lettered)."""
+        done = 0
+
+        def more() -> bool:
+            nonlocal done
+            done += self.consumer.poll_once(timeout_ms=200)
+            return done >= count
+
+        wait_for(more, timeout, f"{count} records consumed")
+        return done
+
+    def committed(self) -> int | None:
+        return committed(self.consumer.bootstrap, self.group, self.topic)
+
+    def dead_lettered(self) -> float:
+        return float(DEAD_LETTERED.labels(self.service, self.topic)._value.get())
+
+    def close(self) -> None:
+        self.consumer._close()
+
+
+@pytest.fixture(scope="module")
+def registry_sessions(
+    pg_database: Callable[[str], str], tmp_path_factory: Any
+) -> Iterator[sessionmaker[Session]]:
+    url = new_registry_db("postgresql", pg_database, tmp_path_factory.mktemp("batches-registry"))
+    engine = make_engine(url, pool_size=2)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def driver(broker: EmbeddedBroker) -> Iterator[Callable[..., Driver]]:
+    made: list[Driver] = []
+
+    def make(handler: BatchHandler[Any], **options: Any) -> Driver:
+        made.append(Driver(broker, handler, **options))
+        return made[-1]
+
+    yield make
+    for d in made:
+        d.close()
+
+
+def count(sessions: sessionmaker[Session], model: Any, *where: Any) -> int:
+    with sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+def test_poison_record_in_the_middle_of_a_batch(
+    driver: Callable[..., Driver], registry_sessions: sessionmaker[Session], broker: EmbeddedBroker
+) -> None:
+    subject = new_id("sub")
+    samples = new_ids("smp", 4)
+    good = [Projection.samples_event(subject, [s]) for s in samples]
+    garbage = b"\xff\xff not a ConsentEvent " + uuid.uuid4().bytes
+    values = [e.SerializeToString() for e in good[:2]] + [garbage] + [e.SerializeToString() for e in good[2:]]
+    d = driver(ProjectionHandler(registry_sessions))
+    publish(broker.bootstrap, d.topic, values)
+
+    assert d.drain(len(values)) == len(values)
+
+    assert count(registry_sessions, ProjectedSample, ProjectedSample.sample_id.in_(samples)) == 4
+    dlq = read_records(broker.bootstrap, dead_letter_topic(d.topic, d.service), lambda rs: len(rs) >= 1)
+    assert [r.value for r in dlq] == [garbage]
+    assert dict(dlq[0].headers)["dlq-original-offset"] == b"2"
+    assert d.committed() == len(values)
+    assert sum(d.batches) == 4
+
+
+def test_the_same_event_twice_in_a_batch_is_applied_once(
+    driver: Callable[..., Driver], registry_sessions: sessionmaker[Session], broker: EmbeddedBroker
+) -> None:
+    subject = new_id("sub")
+    samples = new_ids("smp", 2)
+    grant = Projection.grant_event(subject, samples)
+    consent = grant.consent_granted.consent_id
+    revoke = Projection.revoke_event(subject, consent, samples, ["model_training"], ended=True)
+    # The grant again after its revocation (a replay): applied twice, it would look granted anew.
+    events = [Projection.samples_event(subject, samples), grant, revoke, grant, revoke]
+    d = driver(ProjectionHandler(registry_sessions))
+    publish(broker.bootstrap, d.topic, [e.SerializeToString() for e in events])
+
+    d.drain(len(events))
+
+    assert sum(d.batches) == 3
+    ids = {e.event_id for e in events}
+    assert count(registry_sessions, ProcessedEvent, ProcessedEvent.event_id.in_(ids)) == 3
+    with registry_sessions() as session:
+        row = session.get(ProjectedConsent, consent)
+        assert row is not None and row.status == "revoked"
+    assert d.committed() == len(events)
+
+
+def test_one_failing_record_does_not_hold_back_the_others_of_its_batch(
+    driver: Callable[..., Driver], registry_sessions: sessionmaker[Session], broker: EmbeddedBroker
+) -> None:
+    subject = new_id("sub")
+    samples = new_ids("smp", 3)
+    events = [Projection.samples_event(subject, [s]) for s in samples]
+    # PostgreSQL refuses NUL in text: this record decodes but its transaction always fails.
+    events[1].sample_registered.samples[0].sha256 = "bad\x00hash"
+    d = driver(ProjectionHandler(registry_sessions), max_retries=1, retry_backoff=0.05)
+    publish(broker.bootstrap, d.topic, [e.SerializeToString() for e in events])
+
+    d.drain(len(events))
+
+    assert count(registry_sessions, ProjectedSample, ProjectedSample.sample_id.in_(samples)) == 2
+    assert d.dead_lettered() == 1
+    dlq = read_records(broker.bootstrap, dead_letter_topic(d.topic, d.service), lambda rs: len(rs) >= 1)
+    assert [r.value for r in dlq] == [events[1].SerializeToString()]
+    assert d.committed() == len(events)
+    assert sum(d.batches) == 2
+
+
+class CountingHandler(ProjectionHandler):
+    """The registry's handler, counting the batches it was given."""
+
+    tries = 0
+
+    def apply_batch(self, session: Session, events: Sequence[pb.ConsentEvent]) -> list[bool]:
+        self.tries += 1
+        return super().apply_batch(session, events)
+
+
+class Proxy:
+    """A TCP forwarder to PostgreSQL that can be down: 'the database is unreachable'."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self._server: socket.socket | None = None
+
+    def start(self) -> None:
+        server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+def test_offsets_wait_for_an_unreachable_database_and_nothing_is_dead_lettered(
+    driver: Callable[..., Driver], pg_database: Callable[[str], str], tmp_path: Path, broker: EmbeddedBroker
+) -> None:
+    url = new_registry_db("postgresql", pg_database, tmp_path)
+    proxy = Proxy(("127.0.0.1", 5432))
+    host = url.split("@", 1)[1].split("/", 1)[0]
+    engine = make_engine(url.replace(host, f"127.0.0.1:{proxy.port}"), pool_size=2)
+    sessions = make_session_factory(engine)
+    subject = new_id("sub")
+    samples = new_ids("smp", 3)
+    events = [Projection.samples_event(subject, [s]) for s in samples]
+    handler = CountingHandler(sessions)
+    d = driver(handler, max_retries=1, retry_backoff=0.05)
+    publish(broker.bootstrap, d.topic, [e.SerializeToString() for e in events])
+    try:
+        # The proxy is not listening: every transaction fails to connect. Poll until the batch has
+        # been tried (and brought back by the seek) more than once.
+        wait_for(lambda: d.consumer.poll_once(timeout_ms=200) == 0 and handler.tries >= 3, WAIT, "retries")
+        assert d.committed() is None
+        assert d.dead_lettered() == 0 and d.batches == []
+
+        proxy.start()
+        d.drain(len(events))
+        assert d.committed() == len(events)
+        assert d.dead_lettered() == 0 and sum(d.batches) == 3
+        checker = make_session_factory(make_engine(url, pool_size=1))
+        assert count(checker, ProjectedSample, ProjectedSample.sample_id.in_(samples)) == 3
+    finally:
+        d.close()
+        engine.dispose()
+        proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def worker_sessions(pg_database: Callable[[str], str]) -> Iterator[sessionmaker[Session]]:
+    url = pg_database("batches-worker")
+    upgrade_worker(url)
+    engine = make_engine(url, pool_size=2)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def _part(
+    subject: str, revocation: str, consent: str, chunk: int, chunks: int, consents: int
+) -> pb.ConsentEvent:
+    return Projection.event(
+        subject,
+        consent_revoked=pb.ConsentRevoked(
+            revocation_id=revocation,
+            consent_id=consent,
+            sample_ids=[new_id("smp")],
+            consent_ended=True,
+            purposes=["model_training"],
+            trigger=pb.REVOCATION_TRIGGER_SUBJECT,
+            chunk_index=chunk,
+            chunk_count=chunks,
+            consent_count=consents,
+        ),
+    )
+
+
+def test_every_part_of_a_revocation_in_one_batch_makes_it_ready(
+    driver: Callable[..., Driver], worker_sessions: sessionmaker[Session], broker: EmbeddedBroker
+) -> None:
+    subject, revocation = new_id("sub"), new_id("rev")
+    first, second = new_id("cns"), new_id("cns")
+    parts = [
+        _part(subject, revocation, first, 0, 2, 2),
+        _part(subject, revocation, second, 0, 1, 2),
+        _part(subject, revocation, first, 1, 2, 2),
+    ]
+    events = [parts[0], parts[1], parts[1], parts[2]]  # the second part redelivered in the same poll
+    d = driver(ConsentEventHandler(worker_sessions))
+    publish(broker.bootstrap, d.topic, [e.SerializeToString() for e in events])
+
+    d.drain(len(events))
+
+    with worker_sessions() as session:
+        row = session.get(Revocation, revocation)
+        assert row is not None and row.state == "ready" and row.next_resolve_at is not None
+    assert count(worker_sessions, RevocationPart, RevocationPart.revocation_id == revocation) == 3
+    assert sum(d.batches) == 3
+    assert d.committed() == len(events)
+
+
+def test_a_notice_created_then_delivered_in_one_batch_ends_delivered(
+    driver: Callable[..., Driver], pg_database: Callable[[str], str], broker: EmbeddedBroker
+) -> None:
+    url = pg_database("batches-consent")
+    upgrade_consent(url)
+    engine = make_engine(url, pool_size=2)
+    sessions = make_session_factory(engine)
+    revocation, licensee, notice = new_id("rev"), new_id("lic"), new_id("ntc")
+
+    def event(**payload: Any) -> npb.NoticeEvent:
+        e = npb.NoticeEvent(
+            event_id=new_id("evt"), revocation_id=revocation, licensee_id=licensee, notice_id=notice
+        )
+        ((field, message),) = payload.items()
+        getattr(e, field).CopyFrom(message)
+        return e
+
+    created = event(notice_created=npb.NoticeCreated())
+    delivered = event(notice_delivered=npb.NoticeDelivered())
+    events = [created, delivered, created]
+    d = driver(NoticeEventHandler(sessions))
+    publish(broker.bootstrap, d.topic, [e.SerializeToString() for e in events])
+    try:
+        d.drain(len(events))
+        with sessions() as session:
+            row = session.get(RevocationNotice, (revocation, licensee))
+            assert row is not None and row.status == "delivered"
+        assert sum(d.batches) == 2 and d.committed() == len(events)
+    finally:
+        engine.dispose()
