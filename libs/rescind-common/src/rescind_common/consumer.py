@@ -20,6 +20,7 @@ import contextlib
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -110,7 +111,7 @@ def apply_new(
     return applied
 
 
-class BatchHandler(Generic[E]):
+class BatchHandler(ABC, Generic[E]):
     """What a consumer needs from a service: decode a record, apply events in the caller's
     transaction, idempotently (a repeated event id changes nothing and returns False).
 
@@ -120,13 +121,13 @@ class BatchHandler(Generic[E]):
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self.session_factory = session_factory
 
+    @abstractmethod
     def decode(self, value: bytes | None) -> E:
         """The event in a record's value; raises `PoisonMessage` for a record never applicable."""
-        raise NotImplementedError
 
+    @abstractmethod
     def apply(self, session: Session, event: E) -> bool:
         """Apply one event; False when it had been applied before. May raise `PoisonMessage`."""
-        raise NotImplementedError
 
     def apply_batch(self, session: Session, events: Sequence[E]) -> list[bool]:
         return [self.apply(session, event) for event in events]

@@ -17,22 +17,6 @@ from registry.projection.models import (
 from registry.sql import among, id_chunks, insert_ignoring_duplicates
 
 
-def claim_event(
-    session: Session, event_id: str, event_type: str, subject_id: str, occurred_at: dt.datetime | None
-) -> bool:
-    """Record the event as processed; False if it already was. Inserting first means that a second
-    consumer working on the same event (during a rebalance) blocks here until the first commits."""
-    if session.get(ProcessedEvent, event_id) is not None:
-        return False
-    session.add(
-        ProcessedEvent(
-            event_id=event_id, event_type=event_type, subject_id=subject_id, occurred_at=occurred_at
-        )
-    )
-    session.flush()
-    return True
-
-
 def add_samples(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     insert_ignoring_duplicates(session, ProjectedSample, rows, ["sample_id"])
 
