@@ -159,7 +159,7 @@ def lookup_by_license(session: Session, requested: list[str]) -> dict[str, Any]:
         held_ids: set[str] | None = None
     else:
         held_ids = {sid for sids in held.values() for sid in sids}
-    samples = []
+    samples: list[dict[str, str | None]] = []
     unknown = []
     for sid in sample_ids:
         ref = refs.get(sid)

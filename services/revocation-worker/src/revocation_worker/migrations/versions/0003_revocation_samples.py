@@ -48,11 +48,12 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("revocation_id", "sample_id", name=op.f("pk_revocation_samples")),
     )
-    # Existing notices keep their notice_samples rows: false for them.
-    with op.batch_alter_table("notices", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("covers_revocation_samples", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
+    # Existing notices keep their notice_samples rows: false for them. A plain ADD COLUMN on both
+    # backends (a SQLite batch copy would drop `notices`, which other tables reference).
+    op.add_column(
+        "notices",
+        sa.Column("covers_revocation_samples", sa.Boolean(), server_default=sa.false(), nullable=False),
+    )
 
 
 def downgrade() -> None:
@@ -63,7 +64,11 @@ def downgrade() -> None:
         "JOIN revocation_samples r ON r.revocation_id = n.revocation_id "
         "WHERE n.covers_revocation_samples"
     )
-    with op.batch_alter_table("notices", schema=None) as batch_op:
-        batch_op.drop_column("covers_revocation_samples")
+    if op.get_bind().dialect.name == "sqlite":
+        # Native DROP COLUMN (SQLite >= 3.35): a batch copy of `notices` would have to drop the
+        # table that notice_samples and deliveries reference.
+        op.execute("ALTER TABLE notices DROP COLUMN covers_revocation_samples")
+    else:
+        op.drop_column("notices", "covers_revocation_samples")
     op.drop_table("revocation_samples")
     op.drop_table("revocation_sample_sets")
