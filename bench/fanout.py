@@ -238,7 +238,9 @@ def worker_main(mode: str, registry_url: str, db_url: str) -> None:
                 session.execute(insert(NoticeSample), rows[i : i + 1000])
 
         repository.insert_samples = orm_insert  # type: ignore[assignment]
-        raw: Any = legacy_holders(registry._client, registry._auth(), samples)
+        # The old answer takes longer than the client's 30 s timeout on a busy machine.
+        with httpx.Client(base_url=registry_url, timeout=600) as slow:
+            raw: Any = legacy_holders(slow, registry._auth(), samples)
         t1 = time.perf_counter()
         holders = legacy_affected(raw, withdrawals)
     else:
@@ -352,16 +354,23 @@ def main() -> int:
 
         worker: dict[str, Any] = {}
         for mode in ("new", "legacy") if LEGACY else ("new",):
+            # A fresh registry process each: a Python heap never gives back what the samples view took.
+            proc.terminate()
+            proc.wait(timeout=20)
+            proc = subprocess.Popen([str(Path(sys.executable).parent / "registry"), "serve"], env=env)
+            wait_for_port("127.0.0.1", port, timeout=30)
             db = new_db(f"fanout_worker_{mode}")
             worker_dbs.append(db)
             reset_peak(proc.pid)
             out = subprocess.run(
                 [sys.executable, __file__, "--worker", mode, f"http://127.0.0.1:{port}", db],
                 env={**env, "RESCIND_STATE_DIR": str(state)},
-                check=True,
+                check=False,
                 capture_output=True,
                 text=True,
             )
+            if out.returncode != 0:
+                raise RuntimeError(f"worker {mode} failed:\n{out.stderr[-3000:]}")
             worker[mode] = json.loads(out.stdout.strip().splitlines()[-1])
             worker[mode]["registry_peak_rss_mb"] = rss_kb(proc.pid, "VmHWM") / 1024
             print(f"worker {mode}: {worker[mode]}", file=sys.stderr)
