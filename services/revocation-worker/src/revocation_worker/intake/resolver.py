@@ -121,9 +121,10 @@ def affected(holdings: Holdings, withdrawals: list[Withdrawal]) -> list[HolderNo
         """The requested samples these withdrawals withdraw (memoised: shared between licensees)."""
         got = whole_cache.get(index)
         if got is None:
-            got = frozenset().union(*(withdrawals[i].samples for i in index))
             if len(index) == 1:
                 got = withdrawals[index[0]].samples
+            else:
+                got = frozenset().union(*(withdrawals[i].samples for i in index))
             if not got <= holdings.requested:
                 got = got & holdings.requested
             whole_cache[index] = got
