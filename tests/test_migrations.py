@@ -43,3 +43,106 @@ def test_migrations_match_models_and_downgrade(
         migrate.upgrade(url)  # and up again
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_worker_notices_from_before_revocation_samples_still_read(
+    backend: str, pg_database: Callable[[str], str], tmp_path: Path
+) -> None:
+    """A notice written by 0001 (its samples in notice_samples) reads the same after 0003; and a
+    notice sharing its revocation's sample set gets rows of its own back when 0003 is rolled back."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from revocation_worker import migrate
+    from revocation_worker.intake.models import Revocation
+    from revocation_worker.notices.service import RevocationSamples, create_for_holder
+
+    from worker_fixtures import WorkerHarness
+
+    url = pg_database("mig_old_notice") if backend == "postgresql" else f"sqlite:///{tmp_path / 'w.db'}"
+    migrate.upgrade(url, "0001")
+    engine = make_engine(url, pool_size=1)
+    now = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    refs = [(f"smp_old{i:04d}", f"{i:064x}", "voice_recording") for i in range(7)]
+    try:
+        with engine.begin() as conn:
+            meta = sa.MetaData()
+            notices, notice_samples = (
+                sa.Table(t, meta, autoload_with=conn) for t in ("notices", "notice_samples")
+            )
+            conn.execute(
+                notices.insert().values(
+                    id="ntc_old",
+                    revocation_id="rev_old",
+                    subject_id="sub_old",
+                    licensee_id="lic_old",
+                    status="delivered",
+                    deadline=now + dt.timedelta(days=30),
+                    revoked_at=now,
+                    sample_count=len(refs),
+                    created_at=now,
+                )
+            )
+            conn.execute(
+                notice_samples.insert(),
+                [{"notice_id": "ntc_old", "sample_id": s, "sha256": h, "kind": k} for s, h, k in refs],
+            )
+    finally:
+        engine.dispose()
+    migrate.upgrade(url)
+
+    w = WorkerHarness(url, tmp_path, worker_inline_samples=3)
+    try:
+        h = w.headers("licensee", "lic_old")
+        expected = [{"sample_id": s, "sha256": k, "kind": kind} for s, k, kind in refs]
+        notice = w.notice(h, "ntc_old")
+        assert notice["sample_count"] == 7 and notice["samples"] == expected[:3]
+        page = w.client.get("/v1/notices/ntc_old/samples", params={"limit": 5}, headers=h).json()
+        rest = w.client.get(
+            "/v1/notices/ntc_old/samples", params={"limit": 5, "cursor": page["next_cursor"]}, headers=h
+        ).json()
+        assert page["items"] + rest["items"] == expected and rest["next_cursor"] is None
+
+        # A notice made now, covering all of its revocation's samples (no rows of its own).
+        with w.ctx.session_factory() as session, session.begin():
+            rev = Revocation(
+                id="rev_new",
+                subject_id="sub_new",
+                trigger="subject",
+                consent_count=1,
+                state="resolved",
+                occurred_at=now,
+                created_at=now,
+            )
+            session.add(rev)
+            session.flush()
+            ids = frozenset(s for s, _, _ in refs)
+            holder = {
+                "licensee_id": "lic_new",
+                "sample_ids": ids,
+                "revocation_samples": RevocationSamples(ids, {s: (hh, k) for s, hh, k in refs}),
+                "license_ids": ["lcs_new"],
+                "models": [],
+            }
+            new_id = create_for_holder(session, w.ctx, rev, holder, now).id
+        assert w.notice(w.headers("licensee", "lic_new"), new_id)["samples"] == expected[:3]
+    finally:
+        w.close()
+
+    command.downgrade(migrate.alembic_config(url), "0001")
+    engine = make_engine(url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    sa.text("SELECT sample_id FROM notice_samples WHERE notice_id = :n ORDER BY sample_id"),
+                    {"n": new_id},
+                )
+                .scalars()
+                .all()
+            )
+        assert rows == [s for s, _, _ in refs]
+    finally:
+        engine.dispose()

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from registry.config import RegistrySettings
-from registry.holders.schemas import HoldersOut
+from registry.holders.schemas import HoldersByLicenseOut, HoldersOut
 from registry.licensees.models import Licensee
 from registry.licenses.models import License, LicenseSample
 from registry.licenses.schemas import LicenseIn
@@ -408,6 +408,118 @@ def test_models_name_only_own_licenses(
         headers=as_licensee(token, a),
     )
     assert_problem(r, 422, "body.datasets[0]")
+
+
+def test_holders_licenses_view_counts_and_lists_only_partial_licenses(
+    registry: TestClient, operator: dict[str, str], projection: Projection, token: Any
+) -> None:
+    full, part = new_licensee(registry, operator, "Full Co"), new_licensee(registry, operator, "Part Co")
+    subject, samples = projection.samples(6)
+    consent = projection.grant(subject, samples)
+    l_full = make_license(registry, operator, **license_body(full, consent, samples))["id"]
+    l_part = make_license(registry, operator, **license_body(part, consent, samples[1:4]))["id"]
+    l_ds = make_license(
+        registry,
+        operator,
+        **license_body(part, consent, samples[:1], dataset={"name": "faces", "version": "2"}),
+    )["id"]
+    r = registry.post(
+        "/v1/models",
+        json={
+            "name": "m",
+            "version": "1",
+            "license_ids": [l_part],
+            "shards": [{"shard_id": "s9", "license_ids": [l_ds]}],
+        },
+        headers=as_licensee(token, part),
+    )
+    assert r.status_code == 201, r.text
+    model_id = r.json()["id"]
+    never = new_id("smp")
+    unlicensed = samples[4]  # known to the registry, held by `full` only
+
+    requested = [samples[3], samples[0], samples[1], never, unlicensed, samples[2], samples[5], samples[0]]
+    r = registry.post("/v1/holders", json={"sample_ids": requested, "view": "licenses"}, headers=operator)
+    assert r.status_code == 200, r.text
+    body = HoldersByLicenseOut.model_validate(r.json()).model_dump()
+    by_id = {x["license_id"]: x for x in body["licenses"]}
+    assert set(by_id) == {l_full, l_part, l_ds}
+    # `never` is requested but no license holds it: nobody holds every requested sample.
+    assert by_id[l_full]["all_requested"] is False and by_id[l_full]["sample_count"] == 6
+    assert by_id[l_full]["sample_ids"] == [
+        samples[3],
+        samples[0],
+        samples[1],
+        unlicensed,
+        samples[2],
+        samples[5],
+    ]
+    assert by_id[l_part]["sample_count"] == 3 and by_id[l_part]["sample_ids"] == [
+        samples[3],
+        samples[1],
+        samples[2],
+    ]
+    assert by_id[l_ds]["sample_ids"] == [samples[0]] and by_id[l_ds]["dataset"] == {
+        "name": "faces",
+        "version": "2",
+    }
+    assert (by_id[l_part]["licensee_id"], by_id[l_part]["licensee_name"]) == (part, "Part Co")
+    assert by_id[l_full]["consent_id"] == consent and by_id[l_full]["purpose"] == TRAINING
+    assert by_id[l_full]["status"] == "active"
+    assert [s["sample_id"] for s in body["samples"]] == [
+        samples[3],
+        samples[0],
+        samples[1],
+        unlicensed,
+        samples[2],
+        samples[5],
+    ]
+    assert all(s["kind"] == "face_image" and len(s["sha256"]) == 64 for s in body["samples"])
+    assert body["unknown_sample_ids"] == [never]
+    assert body["models"] == [
+        {
+            "model_id": model_id,
+            "licensee_id": part,
+            "name": "m",
+            "version": "1",
+            "shard_ids": ["s9"],
+            "license_ids": sorted([l_part, l_ds]),
+        }
+    ]
+
+    # Every requested sample held: counted, not listed.
+    r = registry.post("/v1/holders", json={"sample_ids": samples[1:3], "view": "licenses"}, headers=operator)
+    by_id = {x["license_id"]: x for x in r.json()["licenses"]}
+    assert set(by_id) == {l_full, l_part}
+    for lic in (l_full, l_part):
+        assert (by_id[lic]["all_requested"], by_id[lic]["sample_count"], by_id[lic]["sample_ids"]) == (
+            True,
+            2,
+            [],
+        )
+    assert [m["model_id"] for m in r.json()["models"]] == [model_id]
+    assert r.json()["models"][0]["license_ids"] == [l_part] and r.json()["models"][0]["shard_ids"] == []
+
+    # Revoked licenses are still holders (the data is there until deletion is confirmed).
+    projection.revoke(subject, consent, samples, [TRAINING], ended=True)
+    r = registry.post("/v1/holders", json={"sample_ids": samples, "view": "licenses"}, headers=operator)
+    by_id = {x["license_id"]: x for x in r.json()["licenses"]}
+    assert {k: v["status"] for k, v in by_id.items()} == {
+        l_full: "revoked",
+        l_part: "revoked",
+        l_ds: "revoked",
+    }
+    assert by_id[l_full]["all_requested"] is True and by_id[l_part]["all_requested"] is False
+    # The default view is unchanged.
+    r = registry.post("/v1/holders", json={"sample_ids": samples[:1]}, headers=operator)
+    HoldersOut.model_validate(r.json())
+    assert {h["licensee_id"] for h in r.json()["holders"]} == {full, part}
+    r = registry.post("/v1/holders", json={"sample_ids": samples[:1], "view": "pairs"}, headers=operator)
+    assert_problem(r, 422, "body.view")
+    never_only = registry.post(
+        "/v1/holders", json={"sample_ids": [never], "view": "licenses"}, headers=operator
+    )
+    assert never_only.json() == {"licenses": [], "samples": [], "models": [], "unknown_sample_ids": [never]}
 
 
 def test_holders_lookup_of_unheld_samples(

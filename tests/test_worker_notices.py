@@ -4,14 +4,20 @@ filters, acknowledgements, large notices paged, overdue deadlines."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from rescind_common.db import utcnow
-from revocation_worker.notices.service import sweep_overdue
+from revocation_worker.intake.holdings import HoldingsMerger
+from revocation_worker.intake.models import Revocation
+from revocation_worker.intake.resolver import Withdrawal, affected
+from revocation_worker.notices.models import Notice, NoticeSample, RevocationSample
+from revocation_worker.notices.service import create_for_holder, sweep_overdue
 
-from helpers import assert_problem, walk
+from helpers import assert_problem, sha, walk
 from worker_fixtures import *  # noqa: F403
 from worker_fixtures import outbox_events
 
@@ -241,3 +247,139 @@ def test_tiny_deadline_setting(worker: Any) -> None:
     assert abs(gap.total_seconds() - 0.0864) < 0.001
     sweep_overdue(w.ctx)
     assert w.notice(h, nid)["status"] == "overdue"
+
+
+def _fan_out(
+    w: Any, refs: dict[str, dict[str, str]], holders: dict[str, tuple[str, list[str]]], models: list[Any]
+) -> list[Any]:
+    """Notices for one revocation as the resolver makes them, from a registry `licenses` view
+    answer: holders = licensee -> (consent id, samples it holds)."""
+    samples = list(refs)
+    requested = set(samples)
+    licenses = []
+    for n, (lic, (consent, held)) in enumerate(sorted(holders.items())):
+        every = set(held) == requested
+        licenses.append(
+            {
+                "license_id": f"lcs_fan{n}",
+                "licensee_id": lic,
+                "licensee_name": lic,
+                "status": "active",
+                "consent_id": consent,
+                "purpose": "model_training",
+                "dataset": None,
+                "sample_count": len(held),
+                "all_requested": every,
+                "sample_ids": [] if every else held,
+            }
+        )
+    merger = HoldingsMerger()
+    merger.add(
+        samples,
+        {
+            "licenses": licenses,
+            "samples": list(refs.values()),
+            "models": models,
+            "unknown_sample_ids": [],
+        },
+    )
+    told = affected(
+        merger.result(), [Withdrawal("cns_fan", frozenset(samples), frozenset({"model_training"}), None)]
+    )
+    now = utcnow()
+    with w.ctx.session_factory() as session, session.begin():
+        rev = Revocation(
+            id=f"rev_{uuid.uuid4().hex[:20]}",
+            subject_id=f"sub_{uuid.uuid4().hex[:20]}",
+            trigger="subject",
+            consent_count=1,
+            state="resolved",
+            occurred_at=now,
+            created_at=now,
+        )
+        session.add(rev)
+        session.flush()
+        return [create_for_holder(session, w.ctx, rev, h, now).id for h in told]
+
+
+KINDS = ["face_image", "voice_recording", "handwriting"]
+
+
+def test_fan_out_each_licensee_reads_exactly_its_samples(worker: Any, receiver: Any) -> None:
+    w = worker()
+    samples = [f"smp_{uuid.uuid4().hex[:12]}{i:05d}" for i in range(2500)]
+    ref = {
+        s: {"sample_id": s, "sha256": sha(i), "kind": KINDS[i % len(KINDS)]} for i, s in enumerate(samples)
+    }
+    (a, ha), (b, hb), (c, hc), (other, _) = (w.licensee() for _ in range(4))
+    subset = samples[::3]  # c holds a third of them
+    rcv = {lic: receiver() for lic in (a, b, c)}
+    secrets = {lic: w.register(h, rcv[lic].url)[1] for lic, h in ((a, ha), (b, hb), (c, hc))}
+    model = {
+        "model_id": f"mdl_{uuid.uuid4().hex[:12]}",
+        "licensee_id": a,
+        "name": "faces",
+        "version": "2",
+        "shard_ids": [],
+        "license_ids": ["lcs_fan0", "lcs_fan1", "lcs_fan2", "lcs_fan3"],
+    }
+    ids = _fan_out(
+        w,
+        ref,
+        {
+            a: ("cns_fan", samples),
+            b: ("cns_fan", samples),
+            c: ("cns_fan", subset),
+            other: ("cns_else", samples),
+        },
+        [model],
+    )
+    assert len(ids) == 3  # `other` holds them under a consent that stays
+
+    w.deliver()
+    for lic, h in ((a, ha), (b, hb), (c, hc)):
+        expected = sorted(subset if lic == c else samples)
+        (got,) = rcv[lic].wait_for(1)
+        data = got.verify(secrets[lic])["data"]
+        assert data["licensee_id"] == lic
+        assert data["samples"] == [ref[s] for s in expected[:1000]]
+        assert data["sample_count"] == len(expected)
+        assert data["samples_truncated"] is (len(expected) > 1000)
+        assert data["models"] == (
+            [{**{k: model[k] for k in ("model_id", "name", "version")}, "shard_ids": []}] if lic == a else []
+        )
+        (notice,) = w.client.get("/v1/notices", headers=h).json()["items"]
+        assert notice["sample_count"] == len(expected) and notice["samples"] == data["samples"]
+        listed = walk(w.client, f"/v1/notices/{notice['id']}/samples", h, limit=500)
+        assert listed == [ref[s] for s in expected]
+
+    # Stored once: the two full holders keep no rows of their own.
+    with w.ctx.session_factory() as session:
+        rows = dict(
+            session.execute(
+                select(NoticeSample.notice_id, func.count())
+                .where(NoticeSample.notice_id.in_(ids))
+                .group_by(NoticeSample.notice_id)
+            ).all()
+        )
+        shared = session.scalar(
+            select(func.count())
+            .select_from(RevocationSample)
+            .join(Notice, Notice.revocation_id == RevocationSample.revocation_id)
+            .where(Notice.id == ids[0])
+        )
+    assert list(rows.values()) == [len(subset)] and shared == 2500
+
+    (notice_a,) = w.client.get("/v1/notices", headers=ha).json()["items"]
+    bad = w.client.post(
+        f"/v1/notices/{notice_a['id']}/ack",
+        json={"status": "completed", "models": [{"model_id": "mdl_nope", "action": "retrained"}]},
+        headers=ha,
+    )
+    assert_problem(bad, 422, "body.models[0].model_id")
+    ok = w.client.post(
+        f"/v1/notices/{notice_a['id']}/ack",
+        json={"status": "completed", "models": [{"model_id": model["model_id"], "action": "retrained"}]},
+        headers=ha,
+    )
+    assert ok.status_code == 200 and ok.json()["status"] == "acknowledged"

@@ -3,7 +3,15 @@
 from revocation_worker.db import Base, Outbox, ProcessedEvent
 from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.intake.models import Revocation, RevocationPart
-from revocation_worker.notices.models import Delivery, DeliveryAttempt, Notice, NoticeModel, NoticeSample
+from revocation_worker.notices.models import (
+    Delivery,
+    DeliveryAttempt,
+    Notice,
+    NoticeModel,
+    NoticeSample,
+    RevocationSample,
+    RevocationSampleSet,
+)
 
 __all__ = [
     "Base",
@@ -17,4 +25,6 @@ __all__ = [
     "ProcessedEvent",
     "Revocation",
     "RevocationPart",
+    "RevocationSample",
+    "RevocationSampleSet",
 ]

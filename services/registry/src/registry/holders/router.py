@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response
 from registry.context import Ctx
 from registry.db import DbSession
 from registry.holders import service
-from registry.holders.schemas import HoldersIn, HoldersOut
+from registry.holders.schemas import HoldersByLicenseOut, HoldersIn, HoldersOut
 from rescind_common.auth import RequireOperator
 from rescind_common.problems import Problem
 
@@ -16,13 +16,18 @@ router = APIRouter(prefix="/v1/holders", tags=["holders"])
 
 @router.post(
     "",
-    response_model=HoldersOut,
+    response_model=HoldersOut | HoldersByLicenseOut,
     summary="Which licensees hold these samples, under which licenses, in which models (operator)",
+    description="`view: samples` (default) answers HoldersOut, `view: licenses` HoldersByLicenseOut.",
 )
 def lookup_holders(body: HoldersIn, principal: RequireOperator, session: DbSession, ctx: Ctx) -> Response:
     limit = ctx.settings.registry_max_holder_samples
     if len(body.sample_ids) > limit:
         raise Problem(413, f"A lookup names at most {limit} samples.", limit=limit)
+    if body.view == "licenses":
+        # Small whatever the fan-out (licenses + samples, not their product): validated once.
+        out = HoldersByLicenseOut.model_validate(service.lookup_by_license(session, body.sample_ids))
+        return Response(out.model_dump_json(), media_type="application/json")
     # Built from database rows in HoldersOut's shape: serialised as is, not validated again.
     body_out = json.dumps(service.lookup(session, body.sample_ids), separators=(",", ":"))
     return Response(body_out, media_type="application/json")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from registry.licenses.schemas import Dataset, LicenseStatus
@@ -10,6 +12,12 @@ class HoldersIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sample_ids: list[SampleId] = Field(min_length=1, description="Up to RESCIND_REGISTRY_MAX_HOLDER_SAMPLES")
+    view: Literal["samples", "licenses"] = Field(
+        default="samples",
+        description="samples: per licensee, every held (sample, license ids) pair (HoldersOut). "
+        "licenses: per license, how many of the requested samples it holds, listing them only when "
+        "it holds a strict subset (HoldersByLicenseOut): compact for a large fan-out.",
+    )
 
 
 class HeldSample(BaseModel):
@@ -46,6 +54,47 @@ class Holder(BaseModel):
 
 class HoldersOut(BaseModel):
     holders: list[Holder]
+    unknown_sample_ids: list[str] = Field(
+        description="Requested ids the registry has never heard of (no sample, no license)"
+    )
+
+
+class LicenseHolding(BaseModel):
+    license_id: str
+    licensee_id: str
+    licensee_name: str
+    status: LicenseStatus
+    consent_id: str
+    purpose: str
+    dataset: Dataset | None
+    sample_count: int = Field(description="How many of the requested samples this license holds")
+    all_requested: bool = Field(description="It holds every requested sample (sample_ids is then empty)")
+    sample_ids: list[str] = Field(description="The requested samples it holds; empty when all_requested")
+
+
+class SampleRef(BaseModel):
+    sample_id: str
+    sha256: str | None = Field(
+        description="null when the sample is licensed but its registration never arrived"
+    )
+    kind: str | None
+
+
+class LicensedModel(BaseModel):
+    model_id: str
+    licensee_id: str
+    name: str
+    version: str
+    shard_ids: list[str] = Field(description="Shards trained on these licenses; empty: the whole model")
+    license_ids: list[str] = Field(description="Which of the answer's licenses it was trained on")
+
+
+class HoldersByLicenseOut(BaseModel):
+    """The `licenses` view: its size grows with licenses and samples, not with their product."""
+
+    licenses: list[LicenseHolding]
+    samples: list[SampleRef] = Field(description="Each requested sample the registry knows, once")
+    models: list[LicensedModel]
     unknown_sample_ids: list[str] = Field(
         description="Requested ids the registry has never heard of (no sample, no license)"
     )

@@ -96,3 +96,77 @@ def lookup(session: Session, requested: list[str]) -> dict[str, Any]:
     held_ids = {sid for sid, _ in pairs}
     unknown = [s for s in sample_ids if s not in refs and s not in held_ids]
     return {"holders": list(holders.values()), "unknown_sample_ids": unknown}
+
+
+def lookup_by_license(session: Session, requested: list[str]) -> dict[str, Any]:
+    """The `licenses` view as plain data in the shape of HoldersByLicenseOut: one entry per license
+    with its count of requested samples, the samples themselves only for licenses holding a strict
+    subset. 100 licenses each holding all of 10,000 requested samples answer in ~100 entries plus
+    10,000 sample refs, not 1,000,000 pairs; nothing here is per (license x sample) for them."""
+    sample_ids = list(dict.fromkeys(requested))
+    counts = licenses_repo.holding_counts(session, sample_ids)
+    partial = [lic for lic, n in counts.items() if n < len(sample_ids)]
+    held = licenses_repo.held_among(session, partial, sample_ids)
+    licenses = licenses_repo.summaries(session, counts)
+    licensees = licensees_repo.get_many(session, {lic.licensee_id for lic in licenses.values()})
+    refs = projection.sample_refs(session, sample_ids)
+    links = lineage_repo.by_licenses(session, sorted(licenses))
+    models = lineage_repo.get_many(session, {m for m, _, _ in links})
+
+    order = {sid: i for i, sid in enumerate(sample_ids)}
+    out_licenses = []
+    for license_id in sorted(licenses, key=lambda i: (licenses[i].licensee_id, i)):
+        lic = licenses[license_id]
+        all_requested = counts[license_id] >= len(sample_ids)
+        out_licenses.append(
+            {
+                "license_id": lic.id,
+                "licensee_id": lic.licensee_id,
+                "licensee_name": licensees[lic.licensee_id].name,
+                "status": lic.status,
+                "consent_id": lic.consent_id,
+                "purpose": lic.purpose,
+                "dataset": {"name": lic.dataset_name, "version": lic.dataset_version}
+                if lic.dataset_name
+                else None,
+                "sample_count": counts[license_id],
+                "all_requested": all_requested,
+                "sample_ids": []
+                if all_requested
+                else sorted(held.get(license_id, ()), key=order.__getitem__),
+            }
+        )
+
+    per_model: dict[str, tuple[set[str], set[str]]] = {}  # shards, licenses
+    for model_id, license_id, shard in links:
+        shards, lics = per_model.setdefault(model_id, (set(), set()))
+        if shard:
+            shards.add(shard)
+        lics.add(license_id)
+    out_models = [
+        {
+            "model_id": model_id,
+            "licensee_id": models[model_id].licensee_id,
+            "name": models[model_id].name,
+            "version": models[model_id].version,
+            "shard_ids": sorted(per_model[model_id][0]),
+            "license_ids": sorted(per_model[model_id][1]),
+        }
+        for model_id in sorted(per_model)
+    ]
+
+    if len(partial) < len(counts):  # some license holds every requested sample
+        held_ids: set[str] | None = None
+    else:
+        held_ids = {sid for sids in held.values() for sid in sids}
+    samples: list[dict[str, str | None]] = []
+    unknown = []
+    for sid in sample_ids:
+        ref = refs.get(sid)
+        if ref is not None:
+            samples.append({"sample_id": sid, "sha256": ref[0], "kind": ref[1]})
+        elif held_ids is None or sid in held_ids:
+            samples.append({"sample_id": sid, "sha256": None, "kind": None})
+        else:
+            unknown.append(sid)
+    return {"licenses": out_licenses, "samples": samples, "models": out_models, "unknown_sample_ids": unknown}

@@ -186,3 +186,39 @@ def summaries(session: Session, ids: Iterable[str]) -> dict[str, Any]:
             (row.id, row) for row in conn.execute(select(*cols).where(among(session, License.id, part)))
         )
     return out
+
+
+def holding_counts(session: Session, sample_ids: Sequence[str]) -> dict[str, int]:
+    """license id -> how many of these (distinct) samples it holds, revoked or not: one GROUP BY per
+    chunk over ix_license_samples_sample_id_license_id, never the (sample, license) pairs."""
+    out: dict[str, int] = {}
+    conn = session.connection()
+    for part in id_chunks(session, sample_ids):
+        stmt = (
+            select(LicenseSample.license_id, func.count())
+            .where(among(session, LicenseSample.sample_id, part))
+            .group_by(LicenseSample.license_id)
+        )
+        for license_id, n in conn.execute(stmt):
+            out[license_id] = out.get(license_id, 0) + int(n)
+    return out
+
+
+def held_among(
+    session: Session, license_ids: Sequence[str], sample_ids: Sequence[str]
+) -> dict[str, list[str]]:
+    """license id -> which of these samples it holds, for these licenses only (the ones holding a
+    strict subset of a lookup: the others are answered by a count)."""
+    out: dict[str, list[str]] = {}
+    if not license_ids:
+        return out
+    conn = session.connection()
+    for lic_part in id_chunks(session, sorted(license_ids)):
+        for part in id_chunks(session, sample_ids):
+            stmt = select(LicenseSample.license_id, LicenseSample.sample_id).where(
+                among(session, LicenseSample.sample_id, part),
+                among(session, LicenseSample.license_id, lic_part),
+            )
+            for license_id, sample_id in conn.execute(stmt):
+                out.setdefault(license_id, []).append(sample_id)
+    return out

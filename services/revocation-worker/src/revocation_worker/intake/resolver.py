@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+from collections.abc import Set
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 from sqlalchemy import select
@@ -21,8 +21,10 @@ from rescind_common.db import utcnow
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.context import AppContext
 from revocation_worker.events import publish
+from revocation_worker.intake.holdings import HeldModel, Holdings, HoldingsMerger
 from revocation_worker.intake.models import Revocation, RevocationPart
 from revocation_worker.notices import service as notices
+from revocation_worker.notices.service import HolderNotice, RevocationSamples
 
 log = logging.getLogger(__name__)
 
@@ -54,33 +56,18 @@ class RegistryClient:
             self._minted_at = now
         return {"Authorization": f"Bearer {self._token}"}
 
-    def holders(self, sample_ids: list[str]) -> list[dict[str, Any]]:
-        """Merge the registry's answers for every batch into one entry per licensee."""
-        merged: dict[str, dict[str, Any]] = {}
+    def holders(self, sample_ids: list[str]) -> Holdings:
+        """The registry's `licenses` view for every batch, merged: per license a count, sample lists
+        only for licenses holding part of a batch, each sample's ref once."""
+        merger = HoldingsMerger()
         for i in range(0, len(sample_ids), HOLDERS_BATCH):
+            batch = sample_ids[i : i + HOLDERS_BATCH]
             r = self._client.post(
-                "/v1/holders", json={"sample_ids": sample_ids[i : i + HOLDERS_BATCH]}, headers=self._auth()
+                "/v1/holders", json={"sample_ids": batch, "view": "licenses"}, headers=self._auth()
             )
             r.raise_for_status()
-            for h in r.json().get("holders", []):
-                entry = merged.setdefault(
-                    h["licensee_id"],
-                    {"licensee_id": h["licensee_id"], "samples": [], "licenses": {}, "models": {}},
-                )
-                entry["samples"].extend(h.get("samples", []))
-                for lic in h.get("licenses", []):
-                    entry["licenses"][lic["license_id"]] = lic
-                for m in h.get("models", []):
-                    prev = entry["models"].get(m["model_id"])
-                    if prev is None:
-                        entry["models"][m["model_id"]] = dict(m)
-                    else:
-                        for key in ("shard_ids", "sample_ids", "license_ids"):
-                            prev[key] = sorted(set(prev.get(key) or []) | set(m.get(key) or []))
-        return [
-            {**e, "licenses": list(e["licenses"].values()), "models": list(e["models"].values())}
-            for e in merged.values()
-        ]
+            merger.add(batch, r.json())
+        return merger.result()
 
     def close(self) -> None:
         self._client.close()
@@ -116,40 +103,96 @@ def withdrawals_of(session: Session, revocation_id: str) -> list[Withdrawal]:
     return [Withdrawal(cid, frozenset(s), frozenset(p), only) for cid, (s, p, only) in sorted(merged.items())]
 
 
-def affected(holders: list[dict[str, Any]], withdrawals: list[Withdrawal]) -> list[dict[str, Any]]:
-    """Keep only what this revocation withdrew: a licensee holding a sample under ANOTHER consent
-    (or for a purpose still consented, or another licensee when only one was withdrawn) is not told."""
-    by_consent: dict[str, list[Withdrawal]] = {}
-    for w in withdrawals:
-        by_consent.setdefault(w.consent_id, []).append(w)
-    out = []
-    for h in holders:
-        licensee_id = h["licensee_id"]
-        licenses = {lic["license_id"]: lic for lic in h.get("licenses", [])}
-        hit_licenses: set[str] = set()
-        hit_samples: set[str] = set()
-        for s in h.get("samples", []):
-            for license_id in s.get("license_ids", []):
-                lic = licenses.get(license_id)
-                if lic is None:
-                    continue
-                for w in by_consent.get(lic.get("consent_id", ""), []):
-                    if (
-                        s["sample_id"] in w.samples
-                        and lic.get("purpose") in w.purposes
-                        and w.only_licensee_id in (None, licensee_id)
-                    ):
-                        hit_licenses.add(license_id)
-                        hit_samples.add(s["sample_id"])
-        if not hit_samples:
+def affected(holdings: Holdings, withdrawals: list[Withdrawal]) -> list[HolderNotice]:
+    """Keep only what this revocation withdrew: a licensee is told about a sample only when it holds
+    it under a license whose consent is withdrawn for that license's purpose (and for that licensee,
+    when only one was withdrawn); a licensee holding it under ANOTHER consent, for a purpose still
+    consented, or not the one withdrawn is not told. Models: those of the licenses hit.
+
+    A license holding every requested sample is hit by the withdrawals' own sample sets, shared by
+    every such licensee (and by the revocation's RevocationSamples): a fan-out to 100 licensees of
+    10,000 samples holds 10,000 ids once, not 1,000,000."""
+    by_consent: dict[str, list[int]] = {}
+    for i, w in enumerate(withdrawals):
+        by_consent.setdefault(w.consent_id, []).append(i)
+    whole_cache: dict[tuple[int, ...], frozenset[str]] = {}
+
+    def whole(index: tuple[int, ...]) -> frozenset[str]:
+        """The requested samples these withdrawals withdraw (memoised: shared between licensees)."""
+        got = whole_cache.get(index)
+        if got is None:
+            if len(index) == 1:
+                got = withdrawals[index[0]].samples
+            else:
+                got = frozenset().union(*(withdrawals[i].samples for i in index))
+            if not got <= holdings.requested:
+                got = got & holdings.requested
+            whole_cache[index] = got
+        return got
+
+    # licensee -> (hit sample sets with the withdrawals when whole, hit license ids)
+    hits: dict[str, tuple[list[tuple[Set[str], tuple[int, ...] | None]], list[str]]] = {}
+    for license_id in sorted(holdings.licenses):
+        lic = holdings.licenses[license_id]
+        index = tuple(
+            i
+            for i in by_consent.get(lic.consent_id, [])
+            if lic.purpose in withdrawals[i].purposes
+            and withdrawals[i].only_licensee_id in (None, lic.licensee_id)
+        )
+        if not index:
             continue
-        models = [
-            m
-            for m in h.get("models", [])
-            if set(m.get("license_ids", [])) & hit_licenses and set(m.get("sample_ids", [])) & hit_samples
-        ]
-        samples = [s for s in h.get("samples", []) if s["sample_id"] in hit_samples]
-        out.append({**h, "samples": samples, "models": models})
+        pool = whole(index)
+        if lic.sample_ids is None:
+            part: tuple[Set[str], tuple[int, ...] | None] = (pool, index)
+        else:
+            part = ({s for s in lic.sample_ids if s in pool}, None)
+        if part[0]:
+            parts, license_ids = hits.setdefault(lic.licensee_id, ([], []))
+            parts.append(part)
+            license_ids.append(license_id)
+
+    per_licensee: dict[str, Set[str]] = {}
+    for licensee_id, (parts, _) in hits.items():
+        if len(parts) == 1:
+            per_licensee[licensee_id] = parts[0][0]
+        elif all(index is not None for _, index in parts):
+            per_licensee[licensee_id] = whole(tuple(sorted({i for _, index in parts for i in index or ()})))
+        else:
+            per_licensee[licensee_id] = set().union(*(sample_set for sample_set, _ in parts))
+    # The revocation's sample set: the largest licensee set when it contains the others (the usual
+    # fan-out: the withdrawal itself, by reference), else their union.
+    distinct = sorted({id(s): s for s in per_licensee.values()}.values(), key=len, reverse=True)
+    everything: Set[str] = distinct[0] if distinct else frozenset()
+    if any(not s <= everything for s in distinct[1:]):
+        everything = frozenset().union(*distinct)
+    shared = RevocationSamples(everything, {sid: holdings.ref(sid) for sid in everything})
+
+    models_of: dict[str, list[HeldModel]] = {}
+    for model_id in sorted(holdings.models):
+        model = holdings.models[model_id]
+        models_of.setdefault(model.licensee_id, []).append(model)
+    out: list[HolderNotice] = []
+    for licensee_id in sorted(per_licensee):
+        license_ids = hits[licensee_id][1]
+        out.append(
+            {
+                "licensee_id": licensee_id,
+                "sample_ids": per_licensee[licensee_id],
+                "revocation_samples": shared,
+                "license_ids": license_ids,
+                "models": [
+                    {
+                        "model_id": m.model_id,
+                        "name": m.name,
+                        "version": m.version,
+                        "shard_ids": sorted(m.shard_ids),
+                    }
+                    for m in models_of.get(licensee_id, [])
+                    if not m.license_ids.isdisjoint(license_ids)
+                ],
+            }
+        )
     return out
 
 
@@ -162,7 +205,7 @@ def resolve_due(ctx: AppContext, registry: RegistryClient, limit: int = 50) -> i
             withdrawals = withdrawals_of(session, revocation_id)
         samples = sorted({s for w in withdrawals for s in w.samples})
         try:
-            raw = registry.holders(samples) if samples else []
+            raw = registry.holders(samples) if samples else Holdings()
             holders = affected(raw, withdrawals)
             log.info(
                 "revocation %s: %d sample(s), %d licensee(s) hold some, %d hold what it withdrew",

@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from rescind_common.db import JSONType, UTCDateTime, utcnow
@@ -29,6 +29,10 @@ class Notice(Base):
     deadline: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     sample_count: Mapped[int] = mapped_column(Integer, default=0)
+    # True: the notice covers exactly its revocation's sample set (revocation_samples), stored once
+    # for every licensee; False: its samples are its own notice_samples rows (and every notice made
+    # before revocation_samples existed).
+    covers_revocation_samples: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     acknowledged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -40,6 +44,30 @@ class NoticeSample(Base):
     __tablename__ = "notice_samples"
 
     notice_id: Mapped[str] = mapped_column(String(40), ForeignKey("notices.id"), primary_key=True)
+    sample_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+
+
+class RevocationSampleSet(Base):
+    """The samples a revocation's notices cover, once per revocation: a notice that covers all of
+    them (covers_revocation_samples) has no rows of its own. `digest` names the set, so that a
+    second resolution computing a different set never reuses it."""
+
+    __tablename__ = "revocation_sample_sets"
+
+    revocation_id: Mapped[str] = mapped_column(String(40), ForeignKey("revocations.id"), primary_key=True)
+    sample_count: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class RevocationSample(Base):
+    __tablename__ = "revocation_samples"
+
+    revocation_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("revocation_sample_sets.revocation_id"), primary_key=True
+    )
     sample_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(32))

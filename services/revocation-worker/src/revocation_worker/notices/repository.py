@@ -1,17 +1,32 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple, cast
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import Table, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from rescind_common.db import utcnow
 from revocation_worker.endpoints.models import Endpoint
-from revocation_worker.notices.models import Delivery, DeliveryAttempt, Notice, NoticeModel, NoticeSample
+from revocation_worker.notices.models import (
+    Delivery,
+    DeliveryAttempt,
+    Notice,
+    NoticeModel,
+    NoticeSample,
+    RevocationSample,
+    RevocationSampleSet,
+)
 
 CHUNK = 900
+INSERT_BATCH = 1000
+
+
+class SampleRow(NamedTuple):
+    sample_id: str
+    sha256: str
+    kind: str
 
 
 def get_own(session: Session, licensee_id: str, notice_id: str, *, lock: bool = False) -> Notice | None:
@@ -48,11 +63,21 @@ def page(
     return list(session.scalars(stmt.order_by(Notice.id).limit(limit)))
 
 
-def samples_page(session: Session, notice_id: str, after: str | None, limit: int) -> list[NoticeSample]:
-    stmt = select(NoticeSample).where(NoticeSample.notice_id == notice_id)
+def samples_page(session: Session, notice: Notice, after: str | None, limit: int) -> list[SampleRow]:
+    """A notice's samples by sample id: its revocation's shared set when it covers all of it, else
+    its own notice_samples rows (every notice made before the shared sets existed)."""
+    if notice.covers_revocation_samples:
+        cols = (RevocationSample.sample_id, RevocationSample.sha256, RevocationSample.kind)
+        stmt = select(*cols).where(RevocationSample.revocation_id == notice.revocation_id)
+        key = RevocationSample.sample_id
+    else:
+        stmt = select(NoticeSample.sample_id, NoticeSample.sha256, NoticeSample.kind).where(
+            NoticeSample.notice_id == notice.id
+        )
+        key = NoticeSample.sample_id
     if after:
-        stmt = stmt.where(NoticeSample.sample_id > after)
-    return list(session.scalars(stmt.order_by(NoticeSample.sample_id).limit(limit)))
+        stmt = stmt.where(key > after)
+    return [SampleRow(*row) for row in session.execute(stmt.order_by(key).limit(limit))]
 
 
 def models_of(session: Session, notice_id: str) -> list[NoticeModel]:
@@ -63,9 +88,53 @@ def models_of(session: Session, notice_id: str) -> list[NoticeModel]:
     )
 
 
-def insert_samples(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    for i in range(0, len(rows), 1000):
-        session.execute(insert(NoticeSample), list(rows[i : i + 1000]))
+def _insert_rows(session: Session, table: Table, rows: Iterable[tuple[str, str, str, str]]) -> None:
+    """Multi-row inserts of (key, sample_id, sha256, kind): COPY on PostgreSQL (in the session's
+    transaction), executemany batches elsewhere; never one ORM object per row."""
+    columns = [c.name for c in table.columns]
+    if session.get_bind().dialect.name == "postgresql":
+        dbapi = session.connection().connection.driver_connection
+        assert dbapi is not None
+        with dbapi.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    batch: list[dict[str, str]] = []
+    for row in rows:
+        batch.append(dict(zip(columns, row, strict=True)))
+        if len(batch) >= INSERT_BATCH:
+            session.execute(insert(table), batch)
+            batch = []
+    if batch:
+        session.execute(insert(table), batch)
+
+
+def insert_samples(session: Session, notice_id: str, refs: Iterable[tuple[str, str, str]]) -> None:
+    """A notice's own samples: (sample_id, sha256, kind)."""
+    _insert_rows(session, cast(Table, NoticeSample.__table__), ((notice_id, sid, h, k) for sid, h, k in refs))
+
+
+def revocation_sample_set(session: Session, revocation_id: str) -> tuple[int, str] | None:
+    """(sample_count, digest) of the revocation's stored sample set, if it has one."""
+    row = session.execute(
+        select(RevocationSampleSet.sample_count, RevocationSampleSet.digest).where(
+            RevocationSampleSet.revocation_id == revocation_id
+        )
+    ).one_or_none()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+def insert_revocation_samples(
+    session: Session, revocation_id: str, digest: str, refs: Sequence[tuple[str, str, str]]
+) -> None:
+    session.execute(
+        insert(RevocationSampleSet).values(
+            revocation_id=revocation_id, sample_count=len(refs), digest=digest, created_at=utcnow()
+        )
+    )
+    _insert_rows(
+        session, cast(Table, RevocationSample.__table__), ((revocation_id, sid, h, k) for sid, h, k in refs)
+    )
 
 
 def deliveries_of(session: Session, notice_id: str) -> list[Delivery]:

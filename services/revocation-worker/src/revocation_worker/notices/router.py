@@ -49,9 +49,9 @@ def get_notice(notice_id: str, licensee: CurrentLicensee, session: DbSession, ct
 def notice_samples(
     notice_id: str, licensee: CurrentLicensee, session: DbSession, limit: Limit = 500, cursor: Cursor = None
 ) -> Page[SampleRef]:
-    _own(session, licensee.sub, notice_id)
+    notice = _own(session, licensee.sub, notice_id)
     after = cursor and decode_cursor(cursor)
-    rows = repository.samples_page(session, notice_id, after, limit + 1)
+    rows = repository.samples_page(session, notice, after, limit + 1)
     return Page(
         items=[SampleRef(sample_id=s.sample_id, sha256=s.sha256, kind=s.kind) for s in rows[:limit]],
         next_cursor=encode_cursor(rows[limit - 1].sample_id) if len(rows) > limit else None,

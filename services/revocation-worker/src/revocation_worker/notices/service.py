@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import hashlib
+from collections.abc import Mapping, Set
+from functools import cached_property
+from typing import Any, TypedDict
 
 from sqlalchemy.orm import Session
 
@@ -26,12 +29,79 @@ def iso(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+class RevocationSamples:
+    """The samples a revocation's notices cover, with their refs (sample id -> (sha256, kind)): one
+    object shared by every licensee's notice, stored once per revocation when a notice covers all
+    of it."""
+
+    def __init__(self, ids: Set[str], refs: Mapping[str, tuple[str, str]]) -> None:
+        self.ids = ids
+        self.refs = refs
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def ref(self, sample_id: str) -> tuple[str, str]:
+        return self.refs.get(sample_id, ("", "other"))
+
+    @cached_property
+    def sorted_refs(self) -> list[tuple[str, str, str]]:
+        return [(sid, *self.ref(sid)) for sid in sorted(self.ids)]
+
+    @cached_property
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for sid, _, _ in self.sorted_refs:
+            h.update(sid.encode())
+            h.update(b"\n")
+        return h.hexdigest()
+
+
+class HolderNotice(TypedDict):
+    """What one licensee is told (from resolver.affected). `sample_ids` is a subset of
+    `revocation_samples` and is often the very same set object as other licensees' (the whole
+    withdrawal): nothing here is per (licensee x sample) unless the licensee holds only part."""
+
+    licensee_id: str
+    sample_ids: Set[str]
+    revocation_samples: RevocationSamples
+    license_ids: list[str]
+    models: list[dict[str, Any]]
+
+
+def _covers_all(session: Session, revocation: Revocation, shared: RevocationSamples) -> bool:
+    """Store the revocation's sample set on first use; True when the stored set is this one (a
+    resolution retried after part of it committed may compute another: then rows of its own)."""
+    stored = repository.revocation_sample_set(session, revocation.id)
+    if stored is None:
+        repository.insert_revocation_samples(session, revocation.id, shared.digest, shared.sorted_refs)
+        return True
+    return stored == (len(shared), shared.digest)
+
+
 def create_for_holder(
-    session: Session, ctx: AppContext, revocation: Revocation, holder: dict[str, Any], now: dt.datetime
+    session: Session,
+    ctx: AppContext,
+    revocation: Revocation,
+    holder: Mapping[str, Any],
+    now: dt.datetime,
 ) -> Notice:
-    """One notice for one licensee holding some of the revocation's samples."""
+    """One notice for one licensee holding some of the revocation's samples.
+
+    `holder` is a HolderNotice, or a plain mapping with `licensee_id`, `samples` ([{sample_id,
+    sha256, kind}]) and `models` (kept for callers that list samples per licensee)."""
     licensee_id = str(holder["licensee_id"])
-    samples = {s["sample_id"]: s for s in holder.get("samples", [])}
+    shared: RevocationSamples | None = holder.get("revocation_samples")
+    if shared is not None:
+        sample_ids: Set[str] = holder["sample_ids"]
+        sample_count = len(sample_ids)
+        covers = sample_count == len(shared) and (sample_ids is shared.ids or sample_ids <= shared.ids)
+        covers = covers and _covers_all(session, revocation, shared)
+    else:
+        listed = {str(s["sample_id"]): s for s in holder.get("samples", [])}
+        sample_count = len(listed)
+        covers = False
+    models = list(holder.get("models", []))
     deadline = revocation.occurred_at + dt.timedelta(days=ctx.settings.worker_notice_deadline_days)
     notice = Notice(
         id=new_id("ntc"),
@@ -41,24 +111,21 @@ def create_for_holder(
         status="pending",
         deadline=deadline,
         revoked_at=revocation.occurred_at,
-        sample_count=len(samples),
+        sample_count=sample_count,
+        covers_revocation_samples=covers,
         created_at=now,
     )
     session.add(notice)
     session.flush()
-    repository.insert_samples(
-        session,
-        [
-            {
-                "notice_id": notice.id,
-                "sample_id": sid,
-                "sha256": s.get("sha256") or "",
-                "kind": s.get("kind") or "other",
-            }
-            for sid, s in sorted(samples.items())
-        ],
-    )
-    for m in holder.get("models", []):
+    if shared is not None and not covers:
+        repository.insert_samples(session, notice.id, ((sid, *shared.ref(sid)) for sid in sorted(sample_ids)))
+    elif shared is None:
+        repository.insert_samples(
+            session,
+            notice.id,
+            ((sid, s.get("sha256") or "", s.get("kind") or "other") for sid, s in sorted(listed.items())),
+        )
+    for m in models:
         session.add(
             NoticeModel(
                 notice_id=notice.id,
@@ -77,7 +144,7 @@ def create_for_holder(
         revocation_id=revocation.id,
         subject_id=revocation.subject_id,
         notice_created=pb.NoticeCreated(
-            deadline=timestamp(deadline), sample_count=len(samples), model_count=len(holder.get("models", []))
+            deadline=timestamp(deadline), sample_count=sample_count, model_count=len(models)
         ),
     )
     return notice
@@ -86,7 +153,7 @@ def create_for_holder(
 def webhook_body(session: Session, ctx: AppContext, notice: Notice) -> dict[str, Any]:
     """The body is identical on every retry of one notice (its timestamp is the notice's creation)."""
     inline = ctx.settings.worker_inline_samples
-    samples = repository.samples_page(session, notice.id, None, inline)
+    samples = repository.samples_page(session, notice, None, inline)
     return {
         "type": WEBHOOK_TYPE,
         "timestamp": iso(notice.created_at),
@@ -110,7 +177,7 @@ def webhook_body(session: Session, ctx: AppContext, notice: Notice) -> dict[str,
 
 
 def to_out(session: Session, ctx: AppContext, notice: Notice, *, with_deliveries: bool = True) -> NoticeOut:
-    samples = repository.samples_page(session, notice.id, None, ctx.settings.worker_inline_samples)
+    samples = repository.samples_page(session, notice, None, ctx.settings.worker_inline_samples)
     deliveries = repository.deliveries_of(session, notice.id) if with_deliveries else []
     return NoticeOut(
         id=notice.id,

@@ -1,0 +1,423 @@
+"""Revocation fan-out: one subject's 10,000 samples, 100 licensees each licensed all of them
+(1,000,000 license-sample rows), everything withdrawn.
+
+Registry: POST /v1/holders for the 10,000 samples, `view: licenses` (median of 5) beside the
+default `view: samples` (median of RESCIND_BENCH_FANOUT_SAMPLES_RUNS, default 2): wall time,
+response bytes, and the registry process's peak RSS during each (VmHWM, reset first via
+/proc/<pid>/clear_refs; licenses first, as a Python heap never shrinks back).
+
+Worker: in a fresh process each, against that registry and a fresh migrated worker database,
+the resolution of that revocation: holders lookup (HTTP + parse + merge), `affected`, 100
+`create_for_holder` in one transaction + commit; wall time per stage and the process's peak RSS.
+`new` is this code; `legacy` is the code before the licenses view (samples view, per-licensee
+sample lists, one notice_samples row per (licensee, sample) inserted with ORM executemany), kept
+below verbatim so the ratio is measured on the same machine in the same run
+(RESCIND_BENCH_FANOUT_LEGACY=0 skips it: it takes ~1 GB and a minute).
+
+  .venv/bin/python bench/fanout.py      (RESCIND_BENCH_PG_URL; RESCIND_BENCH_FANOUT_LICENSEES,
+                                         RESCIND_BENCH_FANOUT_SAMPLES scale it)
+Writes bench/results/fanout.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+PG_ADMIN = os.environ.get("RESCIND_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+LICENSEES = int(os.environ.get("RESCIND_BENCH_FANOUT_LICENSEES", "100"))
+SAMPLES = int(os.environ.get("RESCIND_BENCH_FANOUT_SAMPLES", "10000"))
+SAMPLES_VIEW_RUNS = int(os.environ.get("RESCIND_BENCH_FANOUT_SAMPLES_RUNS", "2"))
+LEGACY = os.environ.get("RESCIND_BENCH_FANOUT_LEGACY", "1") != "0"
+CONSENT = "cns_bench_fanout"
+PURPOSE = "model_training"
+NOW = "2026-11-28 00:00:00+00"
+
+
+def rss_kb(pid: int | str, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def reset_peak(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def copy_rows(conn: psycopg.Connection[Any], table: str, columns: list[str], rows: Any) -> None:
+    with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def new_db(label: str) -> str:
+    name = f"rescind_bench_{label}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{PG_ADMIN.rpartition('/')[0]}/{name}"
+
+
+def drop_db(url: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.rpartition("/")[2]}" WITH (FORCE)')
+
+
+def load_registry(db_url: str) -> list[str]:
+    from registry.migrate import upgrade
+
+    upgrade(db_url)
+    samples = [f"smp_fan{i:023d}" for i in range(SAMPLES)]
+    licensees = [f"lic_fan{i:05d}" for i in range(LICENSEES)]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        copy_rows(
+            conn,
+            "projected_samples",
+            ["sample_id", "subject_id", "sha256", "kind", "registered_at"],
+            ((s, "sub_fanout", f"{i:064x}", "face_image", NOW) for i, s in enumerate(samples)),
+        )
+        copy_rows(
+            conn, "licensees", ["id", "name", "created_at"], ((lic, f"Buyer {lic}", NOW) for lic in licensees)
+        )
+        copy_rows(
+            conn,
+            "licenses",
+            [
+                *("id", "licensee_id", "consent_id", "subject_id", "purpose", "dataset_name"),
+                *("dataset_version", "status", "sample_count", "revoked_sample_count", "created_at"),
+            ],
+            (
+                (f"lcs_{lic}", lic, CONSENT, "sub_fanout", PURPOSE, "", "", "active", SAMPLES, 0, NOW)
+                for lic in licensees
+            ),
+        )
+        copy_rows(
+            conn,
+            "license_samples",
+            ["license_id", "sample_id"],
+            ((f"lcs_{lic}", s) for lic in licensees for s in samples),
+        )
+        copy_rows(
+            conn,
+            "models",
+            ["id", "licensee_id", "name", "version", "created_at"],
+            ((f"mdl_{lic}", lic, "faces", "1", NOW) for lic in licensees),
+        )
+        copy_rows(
+            conn,
+            "model_licenses",
+            ["model_id", "license_id", "shard_id"],
+            ((f"mdl_{lic}", f"lcs_{lic}", "") for lic in licensees),
+        )
+        conn.execute("VACUUM ANALYZE")
+    return samples
+
+
+# -- the worker side, run in its own process --------------------------------------------------------
+
+
+def legacy_holders(
+    client: httpx.Client, headers: dict[str, str], sample_ids: list[str]
+) -> list[dict[str, Any]]:
+    """RegistryClient.holders before the licenses view (verbatim but for the client)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(sample_ids), 10_000):
+        r = client.post("/v1/holders", json={"sample_ids": sample_ids[i : i + 10_000]}, headers=headers)
+        r.raise_for_status()
+        for h in r.json().get("holders", []):
+            entry = merged.setdefault(
+                h["licensee_id"],
+                {"licensee_id": h["licensee_id"], "samples": [], "licenses": {}, "models": {}},
+            )
+            entry["samples"].extend(h.get("samples", []))
+            for lic in h.get("licenses", []):
+                entry["licenses"][lic["license_id"]] = lic
+            for m in h.get("models", []):
+                prev = entry["models"].get(m["model_id"])
+                if prev is None:
+                    entry["models"][m["model_id"]] = dict(m)
+                else:
+                    for key in ("shard_ids", "sample_ids", "license_ids"):
+                        prev[key] = sorted(set(prev.get(key) or []) | set(m.get(key) or []))
+    return [
+        {**e, "licenses": list(e["licenses"].values()), "models": list(e["models"].values())}
+        for e in merged.values()
+    ]
+
+
+def legacy_affected(holders: list[dict[str, Any]], withdrawals: list[Any]) -> list[dict[str, Any]]:
+    """resolver.affected before the licenses view (verbatim)."""
+    by_consent: dict[str, list[Any]] = {}
+    for w in withdrawals:
+        by_consent.setdefault(w.consent_id, []).append(w)
+    out = []
+    for h in holders:
+        licensee_id = h["licensee_id"]
+        licenses = {lic["license_id"]: lic for lic in h.get("licenses", [])}
+        hit_licenses: set[str] = set()
+        hit_samples: set[str] = set()
+        for s in h.get("samples", []):
+            for license_id in s.get("license_ids", []):
+                lic = licenses.get(license_id)
+                if lic is None:
+                    continue
+                for w in by_consent.get(lic.get("consent_id", ""), []):
+                    if (
+                        s["sample_id"] in w.samples
+                        and lic.get("purpose") in w.purposes
+                        and w.only_licensee_id in (None, licensee_id)
+                    ):
+                        hit_licenses.add(license_id)
+                        hit_samples.add(s["sample_id"])
+        if not hit_samples:
+            continue
+        models = [
+            m
+            for m in h.get("models", [])
+            if set(m.get("license_ids", [])) & hit_licenses and set(m.get("sample_ids", [])) & hit_samples
+        ]
+        samples = [s for s in h.get("samples", []) if s["sample_id"] in hit_samples]
+        out.append({**h, "samples": samples, "models": models})
+    return out
+
+
+def worker_main(mode: str, registry_url: str, db_url: str) -> None:
+    from sqlalchemy import insert
+
+    from rescind_common.db import utcnow
+    from revocation_worker.config import WorkerSettings
+    from revocation_worker.intake.models import Revocation
+    from revocation_worker.intake.resolver import RegistryClient, Withdrawal, affected
+    from revocation_worker.migrate import upgrade
+    from revocation_worker.notices import repository
+    from revocation_worker.notices.models import NoticeSample
+    from revocation_worker.notices.service import create_for_holder
+    from revocation_worker.runner import build_context
+
+    upgrade(db_url)
+    settings = WorkerSettings(
+        worker_database_url=db_url, worker_registry_url=registry_url, kafka_bootstrap="127.0.0.1:1"
+    )
+    ctx = build_context(settings)
+    samples = [f"smp_fan{i:023d}" for i in range(SAMPLES)]
+    withdrawals = [Withdrawal(CONSENT, frozenset(samples), frozenset({PURPOSE}), None)]
+    now = utcnow()
+    with ctx.session_factory() as session, session.begin():
+        session.add(
+            Revocation(
+                id="rev_bench_fanout",
+                subject_id="sub_fanout",
+                trigger="subject",
+                consent_count=1,
+                state="ready",
+                occurred_at=now,
+                created_at=now,
+            )
+        )
+    registry = RegistryClient(ctx)
+    base_kb = rss_kb("self", "VmRSS")
+    t0 = time.perf_counter()
+    holders: Any
+    if mode == "legacy":
+
+        def orm_insert(session: Any, notice_id: str, refs: Any) -> None:  # the old insert_samples
+            rows = [{"notice_id": notice_id, "sample_id": s, "sha256": h, "kind": k} for s, h, k in refs]
+            for i in range(0, len(rows), 1000):
+                session.execute(insert(NoticeSample), rows[i : i + 1000])
+
+        repository.insert_samples = orm_insert  # type: ignore[assignment]
+        # The old answer takes longer than the client's 30 s timeout on a busy machine.
+        with httpx.Client(base_url=registry_url, timeout=600) as slow:
+            raw: Any = legacy_holders(slow, registry._auth(), samples)
+        t1 = time.perf_counter()
+        holders = legacy_affected(raw, withdrawals)
+    else:
+        raw = registry.holders(samples)
+        t1 = time.perf_counter()
+        holders = affected(raw, withdrawals)
+    t2 = time.perf_counter()
+    with ctx.session_factory() as session, session.begin():
+        revocation = session.get(Revocation, "rev_bench_fanout")
+        assert revocation is not None
+        for holder in holders:
+            create_for_holder(session, ctx, revocation, holder, now)
+    t3 = time.perf_counter()
+    with ctx.session_factory() as session:
+        from sqlalchemy import text
+
+        notices = session.scalar(text("SELECT count(*) FROM notices"))
+        own_rows = session.scalar(text("SELECT count(*) FROM notice_samples"))
+        shared_rows = session.scalar(text("SELECT count(*) FROM revocation_samples"))
+    registry.close()
+    ctx.engine.dispose()
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "holders_lookup_s": t1 - t0,
+                "affected_s": t2 - t1,
+                "create_notices_s": t3 - t2,
+                "total_s": t3 - t0,
+                "rss_before_kb": base_kb,
+                "peak_rss_kb": rss_kb("self", "VmHWM"),
+                "notices": notices,
+                "notice_samples_rows": own_rows,
+                "revocation_samples_rows": shared_rows,
+            }
+        )
+    )
+
+
+# -- the driver ---------------------------------------------------------------------------------
+
+
+def main() -> int:
+    from rescind_common.auth import ensure_dev_key, mint_token
+    from rescind_common.embedded_broker import free_port, wait_for_port
+    from rescind_common.settings import RescindSettings
+
+    state = Path(tempfile.mkdtemp(prefix="rescind-bench-fanout-"))
+    registry_db = new_db("fanout_registry")
+    worker_dbs: list[str] = []
+    proc: subprocess.Popen[bytes] | None = None
+    port = free_port()
+    env = {
+        **os.environ,
+        "RESCIND_STATE_DIR": str(state),
+        "RESCIND_REGISTRY_DATABASE_URL": registry_db,
+        "RESCIND_REGISTRY_PORT": str(port),
+        "RESCIND_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+        "RESCIND_LOG_LEVEL": "WARNING",
+    }
+    report: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "shape": {"licensees": LICENSEES, "samples": SAMPLES, "holdings": LICENSEES * SAMPLES},
+    }
+    try:
+        t = time.perf_counter()
+        samples = load_registry(registry_db)
+        print(f"loaded {LICENSEES * SAMPLES:,} holdings in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "registry"), "serve"], env=env)
+        wait_for_port("127.0.0.1", port, timeout=30)
+        settings = RescindSettings(state_dir=state)
+        token = mint_token(
+            ensure_dev_key(settings.dev_auth_key_file),
+            sub="bench-ops",
+            role="operator",
+            issuer=settings.auth_issuer,
+            audience=settings.auth_audience,
+        )
+        registry: dict[str, Any] = {}
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, timeout=300
+        ) as client:
+            client.post("/v1/holders", json={"sample_ids": samples[:10], "view": "licenses"})  # warm-up
+            for view, runs in (("licenses", 5), ("samples", SAMPLES_VIEW_RUNS)):
+                reset_peak(proc.pid)
+                before = rss_kb(proc.pid, "VmRSS")
+                times, sizes, parse = [], [], []
+                for _ in range(runs):
+                    t = time.perf_counter()
+                    r = client.post("/v1/holders", json={"sample_ids": samples, "view": view})
+                    times.append(time.perf_counter() - t)
+                    assert r.status_code == 200, r.text[:300]
+                    sizes.append(len(r.content))
+                    t = time.perf_counter()
+                    r.json()
+                    parse.append(time.perf_counter() - t)
+                registry[view] = {
+                    "runs": runs,
+                    "median_s": statistics.median(times),
+                    "client_parse_s": statistics.median(parse),
+                    "response_bytes": sizes[0],
+                    "rss_before_mb": before / 1024,
+                    "peak_rss_mb": rss_kb(proc.pid, "VmHWM") / 1024,
+                }
+                print(f"holders view={view}: {registry[view]}", file=sys.stderr)
+        report["registry"] = registry
+
+        worker: dict[str, Any] = {}
+        for mode in ("new", "legacy") if LEGACY else ("new",):
+            # A fresh registry process each: a Python heap never gives back what the samples view took.
+            proc.terminate()
+            proc.wait(timeout=20)
+            proc = subprocess.Popen([str(Path(sys.executable).parent / "registry"), "serve"], env=env)
+            wait_for_port("127.0.0.1", port, timeout=30)
+            db = new_db(f"fanout_worker_{mode}")
+            worker_dbs.append(db)
+            reset_peak(proc.pid)
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", mode, f"http://127.0.0.1:{port}", db],
+                env={**env, "RESCIND_STATE_DIR": str(state)},
+                check=False,
+                capture_output=True,
+                text=True,
+            )
+            if out.returncode != 0:
+                raise RuntimeError(f"worker {mode} failed:\n{out.stderr[-3000:]}")
+            worker[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+            worker[mode]["registry_peak_rss_mb"] = rss_kb(proc.pid, "VmHWM") / 1024
+            print(f"worker {mode}: {worker[mode]}", file=sys.stderr)
+        report["worker"] = worker
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=20)
+        for db in [registry_db, *worker_dbs]:
+            drop_db(db)
+
+    out_dir = Path(__file__).parent / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "fanout.json").write_text(json.dumps(report, indent=2))
+    lic, smp = report["registry"]["licenses"], report["registry"]["samples"]
+    print(f"\nfan-out {LICENSEES} licensees x {SAMPLES:,} samples ({LICENSEES * SAMPLES:,} holdings)")
+    print(f"{'figure':<52}{'licenses view':>15}{'samples view':>15}{'ratio':>9}")
+    rows = [
+        ("POST /v1/holders, median s", lic["median_s"], smp["median_s"]),
+        ("response MB", lic["response_bytes"] / 1e6, smp["response_bytes"] / 1e6),
+        ("client json parse s", lic["client_parse_s"], smp["client_parse_s"]),
+        ("registry peak RSS MB", lic["peak_rss_mb"], smp["peak_rss_mb"]),
+    ]
+    for label, a, b in rows:
+        print(f"{label:<52}{a:>15.3f}{b:>15.3f}{b / a if a else float('inf'):>8.1f}x")
+    w = report["worker"]
+    if "legacy" in w:
+        print(f"{'worker':<52}{'new':>15}{'before':>15}{'ratio':>9}")
+        for key, label, scale in (
+            ("holders_lookup_s", "holders lookup (HTTP + parse + merge) s", 1.0),
+            ("affected_s", "affected s", 1.0),
+            ("create_notices_s", "create 100 notices + commit s", 1.0),
+            ("total_s", "resolution total s", 1.0),
+            ("peak_rss_kb", "worker peak RSS MB", 1 / 1024),
+            ("registry_peak_rss_mb", "registry peak RSS during it MB", 1.0),
+            ("notice_samples_rows", "notice_samples rows", 1.0),
+            ("revocation_samples_rows", "revocation_samples rows", 1.0),
+        ):
+            a, b = w["new"][key] * scale, w["legacy"][key] * scale
+            print(f"{label:<52}{a:>15.3f}{b:>15.3f}{(b / a if a else float('inf')):>8.1f}x")
+    else:
+        print(json.dumps(w["new"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--worker":
+        worker_main(sys.argv[2], sys.argv[3], sys.argv[4])
+        sys.exit(0)
+    sys.exit(main())
