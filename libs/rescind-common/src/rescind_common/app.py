@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rescind_common.db import DbAdmission, Overloaded
 from rescind_common.metrics import install_metrics
 from rescind_common.problems import (
     PROBLEM_BASE,
@@ -202,6 +203,7 @@ def create_app(
     rate_limit_per_second: float = 0.0,
     rate_limit_burst: int = 0,
     max_json_items: int | None = None,
+    db_admission: DbAdmission | None = None,
     **kwargs: Any,
 ) -> FastAPI:
     app = FastAPI(
@@ -214,6 +216,19 @@ def create_app(
     install_problem_handlers(app)
     # The largest list or object any endpoint accepts (the service's own item limits); longer is 413.
     app.state.max_json_items = max_json_items
+
+    # Requests that use the database wait at most `db_admission.timeout` for a slot, then get a 503.
+    app.state.db_admission = db_admission
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        return problem_response(
+            503,
+            "The service is at capacity; retry shortly.",
+            type_=PROBLEM_BASE + "overloaded",
+            headers={"Retry-After": str(exc.retry_after)},
+            instance=request.url.path,
+        )
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:

@@ -33,7 +33,13 @@ class ConsentSettings(RescindSettings):
     consent_registry_token: str | None = None
     consent_max_batch_samples: int = Field(default=10_000, ge=1)
     consent_max_sample_ids: int = Field(default=100_000, ge=1)
+    # Pooled connections. At most this many requests use the database at once (admission control);
+    # the others wait up to RESCIND_CONSENT_DB_POOL_TIMEOUT_SECONDS, then get 503 + Retry-After.
     consent_db_pool_size: int = Field(default=10, ge=1)
+    # Connections beyond the pool for work outside requests (expiry scheduler, readiness probes).
+    consent_db_max_overflow: int = Field(default=4, ge=0)
+    # How long a request may wait for a database slot (and a checkout for a connection).
+    consent_db_pool_timeout_seconds: float = Field(default=0.5, gt=0, le=30)
 
     @model_validator(mode="after")
     def _production_needs_real_keys(self) -> ConsentSettings:

@@ -10,6 +10,11 @@ from consent_api.consents.models import Consent, ConsentSample
 from consent_api.samples.repository import chunks
 
 
+def insert_row(session: Session, values: dict[str, Any]) -> None:
+    """One consent row, straight to the database (no ORM object to track and flush)."""
+    session.execute(insert(Consent), [values])
+
+
 def add_samples(session: Session, consent_id: str, sample_ids: Sequence[str]) -> None:
     rows: list[dict[str, Any]] = [{"consent_id": consent_id, "sample_id": s} for s in sample_ids]
     for part in chunks(rows, 1000):

@@ -23,8 +23,7 @@ router = APIRouter(prefix="/v1/consents", tags=["consents"])
 )
 def grant_consent(body: ConsentIn, principal: CurrentSubject, session: DbSession, ctx: Ctx) -> ConsentDetail:
     subject = subjects.current(session, ctx, principal, lock=True)
-    consent = service.grant(session, ctx, subject, body)
-    return service.to_detail(session, consent)
+    return service.grant(session, ctx, subject, body)
 
 
 @router.get("", response_model=Page[ConsentOut], summary="List own consents")

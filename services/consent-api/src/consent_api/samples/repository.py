@@ -39,6 +39,28 @@ def owned(session: Session, subject_id: str, sample_ids: Sequence[str]) -> dict[
     return found
 
 
+def fingerprints(session: Session, subject_id: str, sample_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """id -> (sha256, kind) of those of `sample_ids` the subject owns (columns only, no ORM objects)."""
+    found: dict[str, tuple[str, str]] = {}
+    for part in chunks(sample_ids):
+        rows = session.execute(
+            select(Sample.id, Sample.sha256, Sample.kind).where(
+                Sample.subject_id == subject_id, Sample.id.in_(part)
+            )
+        )
+        found.update({sid: (sha, kind) for sid, sha, kind in rows})
+    return found
+
+
+def owned_ids(session: Session, subject_id: str, sample_ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for part in chunks(sample_ids):
+        found.update(
+            session.scalars(select(Sample.id).where(Sample.subject_id == subject_id, Sample.id.in_(part)))
+        )
+    return found
+
+
 def all_ids(session: Session, subject_id: str) -> list[str]:
     return list(session.scalars(select(Sample.id).where(Sample.subject_id == subject_id).order_by(Sample.id)))
 
