@@ -105,8 +105,8 @@ class Target:
         return {p: proc_cpu(p) for p in [*tree_pids(self.pid), *backends]}
 
 
-def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
-    return sum(v - before.get(p, 0.0) for p, v in after.items())
+def cpu_delta(before: dict[int, float], after: dict[int, float], only: set[int] | None = None) -> float:
+    return sum(v - before.get(p, 0.0) for p, v in after.items() if only is None or p in only)
 
 
 async def closed_loop(
@@ -336,7 +336,12 @@ def measure(stack: Stack, target: Target) -> dict[str, Any]:
         res = asyncio.run(closed_loop(target.url + path, bodies, headers, SECONDS))
         c1 = target.cpu()
         res["cpu_ms_per_grant"] = round(cpu_delta(c0, c1) * 1000 / max(1, res["ok"]), 2)
-        say(f"{target.name} grants {n} clients: {res['per_s']}/s {res['latency_ms']} {res['statuses']}")
+        service = set(tree_pids(target.pid))
+        res["cpu_ms_per_grant_service"] = round(cpu_delta(c0, c1, service) * 1000 / max(1, res["ok"]), 2)
+        say(
+            f"{target.name} grants {n} clients: {res['per_s']}/s {res['latency_ms']} {res['statuses']} "
+            f"cpu ms/grant {res['cpu_ms_per_grant']} (service {res['cpu_ms_per_grant_service']})"
+        )
         out["grants"][n] = res
     if target.name != "bare":
         for rate in RATES:

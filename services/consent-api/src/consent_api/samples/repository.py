@@ -27,8 +27,9 @@ def existing_hashes(session: Session, subject_id: str, hashes: Sequence[str]) ->
 
 
 def insert_many(session: Session, rows: list[dict[str, Any]]) -> None:
+    conn = session.connection()  # Core executemany: no ORM bulk machinery per row
     for part in chunks(rows, 1000):
-        session.execute(insert(Sample), list(part))
+        conn.execute(insert(Sample), list(part))
 
 
 def owned(session: Session, subject_id: str, sample_ids: Sequence[str]) -> dict[str, Sample]:
