@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from conftest import TokenFactory, auth, make_settings
 from fastapi.testclient import TestClient
 
@@ -44,21 +45,25 @@ def writers_blocked(db_url: str) -> Iterator[None]:
             conn.commit()
 
 
-def _small_app(db_url: str, state_dir: Path) -> Any:
+def _small_app(db_url: str, state_dir: Path, max_in_flight: int | None = None) -> Any:
     settings = make_settings(
         db_url,
         state_dir,
         consent_db_pool_size=SLOTS,
         consent_db_max_overflow=1,
         consent_db_pool_timeout_seconds=0.3,
+        consent_max_in_flight=max_in_flight,
     )
     return create_app(settings)
 
 
+# None: the caller waits for a database slot and is refused when none comes free in time;
+# SLOTS: requests in progress are capped too, and the caller is refused before its body is read.
+@pytest.mark.parametrize("max_in_flight", [None, SLOTS], ids=["db-slots", "in-flight-cap"])
 def test_full_service_answers_503_with_retry_after_then_serves_again(
-    db_url: str, state_dir: Path, token: TokenFactory
+    db_url: str, state_dir: Path, token: TokenFactory, max_in_flight: int | None
 ) -> None:
-    app = _small_app(db_url, state_dir)
+    app = _small_app(db_url, state_dir, max_in_flight)
     with TestClient(app) as client:
         busy = [auth(token("subject")) for _ in range(SLOTS)]
         caller = auth(token("subject"))

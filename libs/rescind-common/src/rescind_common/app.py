@@ -125,6 +125,40 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
+class InFlightLimitMiddleware:
+    """Past `limit` requests in progress, answer 503 + Retry-After at once, before the body is read
+    or the token checked. Under overload the event loop is the queue: requests that can only end
+    in a 503 must cost next to nothing, or they take the CPU the admitted ones need to finish."""
+
+    EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+
+    def __init__(self, app: ASGIApp, limit: int, retry_after: int = 1) -> None:
+        self.app = app
+        self.limit = limit
+        self.retry_after = retry_after
+        self.in_flight = 0  # one event loop per process: no lock needed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            busy = problem_response(
+                503,
+                "The service is at capacity; retry shortly.",
+                type_=PROBLEM_BASE + "overloaded",
+                headers={"Retry-After": str(self.retry_after)},
+                instance=scope["path"],
+            )
+            await busy(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
 def _path(base: str, key: str | int | None) -> str:
     if key is None:
         return base
@@ -204,6 +238,7 @@ def create_app(
     rate_limit_burst: int = 0,
     max_json_items: int | None = None,
     db_admission: DbAdmission | None = None,
+    max_in_flight: int = 0,
     **kwargs: Any,
 ) -> FastAPI:
     app = FastAPI(
@@ -242,6 +277,10 @@ def create_app(
         # Outside the body limit: a throttled caller is refused before its body is read.
         app.state.rate_limiter = TokenBucketLimiter(rate_limit_per_second, rate_limit_burst)
         app.add_middleware(RateLimitMiddleware, limiter=app.state.rate_limiter)
+    if max_in_flight > 0:
+        # Outside the rate limiter: refusing costs no token check.
+        retry = db_admission.retry_after if db_admission else 1
+        app.add_middleware(InFlightLimitMiddleware, limit=max_in_flight, retry_after=retry)
     install_metrics(app, service)  # outermost: sees every answer, 413s and 404s included
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
@@ -272,6 +311,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "BodyLimitMiddleware",
     "BodyTooLarge",
+    "InFlightLimitMiddleware",
     "NulGuardMiddleware",
     "Problem",
     "create_app",

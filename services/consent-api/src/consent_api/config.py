@@ -40,6 +40,15 @@ class ConsentSettings(RescindSettings):
     consent_db_max_overflow: int = Field(default=4, ge=0)
     # How long a request may wait for a database slot (and a checkout for a connection).
     consent_db_pool_timeout_seconds: float = Field(default=0.5, gt=0, le=30)
+    # Requests in progress at once (per process) beyond which the answer is 503 + Retry-After at
+    # once, before the body is read or the token checked. None: 4 x the pool size; 0: no limit.
+    consent_max_in_flight: int | None = Field(default=None, ge=0)
+
+    @property
+    def max_in_flight(self) -> int:
+        if self.consent_max_in_flight is None:
+            return 4 * self.consent_db_pool_size
+        return self.consent_max_in_flight
 
     @model_validator(mode="after")
     def _production_needs_real_keys(self) -> ConsentSettings:

@@ -76,6 +76,7 @@ def create_app(settings: ConsentSettings | None = None, *, run_scheduler: bool |
         lifespan=lifespan,
         # Requests never outnumber the pooled connections; the overflow is for the scheduler and probes.
         db_admission=DbAdmission(settings.consent_db_pool_size, settings.consent_db_pool_timeout_seconds),
+        max_in_flight=settings.max_in_flight,
     )
     app.state.ctx = ctx
     app.state.session_factory = ctx.session_factory
