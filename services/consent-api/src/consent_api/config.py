@@ -13,6 +13,8 @@ class ConsentSettings(RescindSettings):
     consent_database_url: str = "sqlite:///.rescind/consent.db"
     consent_host: str = "127.0.0.1"
     consent_port: int = Field(default=8001, ge=1, le=65535)
+    # uvicorn processes of `consent-api serve` (each with its own pool and expiry scheduler).
+    consent_workers: int = Field(default=1, ge=1, le=64)
     # The URL sellers reach this service at; used in receipts ("how to withdraw").
     consent_public_url: str = "http://127.0.0.1:8001"
     # Base64 of 32 random bytes; wraps every per-subject key. Development: generated under state_dir.
