@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rescind_common.db import DbAdmission, Overloaded
 from rescind_common.metrics import install_metrics
 from rescind_common.problems import (
     PROBLEM_BASE,
@@ -124,6 +125,40 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
+class InFlightLimitMiddleware:
+    """Past `limit` requests in progress, answer 503 + Retry-After at once, before the body is read
+    or the token checked. Under overload the event loop is the queue: requests that can only end
+    in a 503 must cost next to nothing, or they take the CPU the admitted ones need to finish."""
+
+    EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+
+    def __init__(self, app: ASGIApp, limit: int, retry_after: int = 1) -> None:
+        self.app = app
+        self.limit = limit
+        self.retry_after = retry_after
+        self.in_flight = 0  # one event loop per process: no lock needed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            busy = problem_response(
+                503,
+                "The service is at capacity; retry shortly.",
+                type_=PROBLEM_BASE + "overloaded",
+                headers={"Retry-After": str(self.retry_after)},
+                instance=scope["path"],
+            )
+            await busy(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
 def _path(base: str, key: str | int | None) -> str:
     if key is None:
         return base
@@ -202,6 +237,8 @@ def create_app(
     rate_limit_per_second: float = 0.0,
     rate_limit_burst: int = 0,
     max_json_items: int | None = None,
+    db_admission: DbAdmission | None = None,
+    max_in_flight: int = 0,
     **kwargs: Any,
 ) -> FastAPI:
     app = FastAPI(
@@ -215,6 +252,19 @@ def create_app(
     # The largest list or object any endpoint accepts (the service's own item limits); longer is 413.
     app.state.max_json_items = max_json_items
 
+    # Requests that use the database wait at most `db_admission.timeout` for a slot, then get a 503.
+    app.state.db_admission = db_admission
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        return problem_response(
+            503,
+            "The service is at capacity; retry shortly.",
+            type_=PROBLEM_BASE + "overloaded",
+            headers={"Retry-After": str(exc.retry_after)},
+            instance=request.url.path,
+        )
+
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
         return problem_response(
@@ -227,6 +277,10 @@ def create_app(
         # Outside the body limit: a throttled caller is refused before its body is read.
         app.state.rate_limiter = TokenBucketLimiter(rate_limit_per_second, rate_limit_burst)
         app.add_middleware(RateLimitMiddleware, limiter=app.state.rate_limiter)
+    if max_in_flight > 0:
+        # Outside the rate limiter: refusing costs no token check.
+        retry = db_admission.retry_after if db_admission else 1
+        app.add_middleware(InFlightLimitMiddleware, limit=max_in_flight, retry_after=retry)
     install_metrics(app, service)  # outermost: sees every answer, 413s and 404s included
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
@@ -257,6 +311,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "BodyLimitMiddleware",
     "BodyTooLarge",
+    "InFlightLimitMiddleware",
     "NulGuardMiddleware",
     "Problem",
     "create_app",

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from rescind_common.keyfiles import create_once
 from rescind_common.problems import Problem
@@ -148,10 +149,12 @@ def mint_token(
 _bearer = HTTPBearer(auto_error=False)
 
 
-def current_principal(
+async def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    # async: usually the rate limiter has verified the token already, and a local-key check is
+    # cheaper than a hop to a worker thread; only a JWKS fetch (network) goes to a thread.
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise _unauthorized("A bearer token is required.")
     verified = request.scope.get("state", {}).get(VERIFIED_STATE_KEY)
@@ -159,7 +162,10 @@ def current_principal(
         principal: Principal = verified[1]
     else:
         verifier: TokenVerifier = request.app.state.token_verifier
-        principal = verifier.verify(credentials.credentials)
+        if verifier.uses_network:
+            principal = await run_in_threadpool(verifier.verify, credentials.credentials)
+        else:
+            principal = verifier.verify(credentials.credentials)
     request.state.principal = principal
     return principal
 
@@ -167,7 +173,7 @@ def current_principal(
 def require_role(*roles: Role) -> Any:
     allowed = set(roles)
 
-    def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if principal.role not in allowed:
             raise Problem(
                 403,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
-from collections.abc import Iterator
+import math
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request
 from sqlalchemy import JSON, DateTime, Engine, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
@@ -54,12 +58,24 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int | None = None,
+    pool_timeout: float = 5.0,
+    echo: bool = False,
+) -> Engine:
+    """`max_overflow` defaults to `pool_size`; `pool_timeout` is how long a checkout may wait for a
+    connection before `sqlalchemy.exc.TimeoutError` (answered 503 + Retry-After)."""
     if is_sqlite(url):
         engine = create_engine(
             url,
             echo=echo,
             connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=pool_size if max_overflow is None else max_overflow,
+            pool_timeout=pool_timeout,
             json_serializer=lambda o: json.dumps(o, separators=(",", ":")),
         )
 
@@ -85,9 +101,9 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
         url,
         echo=echo,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_pre_ping=True,
-        pool_timeout=5,
+        pool_timeout=pool_timeout,
         connect_args={"connect_timeout": 5},
     )
 
@@ -96,18 +112,96 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False, autoflush=True)
 
 
-def get_db_session(request: Request) -> Iterator[Session]:
-    """The request's session (from `app.state.session_factory`): commits when the handler
-    returns, rolls back when it raises. Handlers and services never call `commit()`."""
-    session: Session = request.app.state.session_factory()
+class Overloaded(Exception):
+    """No database slot came free in time: answered 503 + Retry-After at once (admission control)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("overloaded")
+        self.retry_after = retry_after
+
+
+class DbAdmission:
+    """Admission control in front of the database: at most `slots` requests hold a session at once.
+
+    A request waits (on the event loop, holding no thread and no connection) at most `timeout`
+    seconds for a slot, else it is refused with `Overloaded`. With `slots` no larger than the pool
+    and the threadpool larger than `slots`, a request that holds a connection never waits for a
+    thread, and a thread never waits for a connection: nothing sits idle in transaction while
+    requests queue, and an overloaded service answers 503 quickly instead of queueing for seconds.
+    """
+
+    def __init__(self, slots: int, timeout: float, *, thread_headroom: int = 8) -> None:
+        if slots < 1:
+            raise ValueError("slots must be at least 1")
+        self.slots = slots
+        self.timeout = timeout
+        self.retry_after = max(1, math.ceil(timeout))
+        self.thread_headroom = thread_headroom
+        # One semaphore per event loop (TestClient runs a loop per client; uvicorn one per process).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sem: asyncio.Semaphore | None = None
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._sem is None or self._loop is not loop:
+            self._loop, self._sem = loop, asyncio.Semaphore(self.slots)
+            # Every admitted request needs a worker thread for its sync handler and its commit;
+            # sync dependencies (auth) of requests still queueing need some more.
+            limiter = anyio.to_thread.current_default_thread_limiter()
+            limiter.total_tokens = max(limiter.total_tokens, self.slots + self.thread_headroom)
+        return self._sem
+
+    @property
+    def in_use(self) -> int:
+        sem = self._sem
+        return 0 if sem is None else self.slots - sem._value
+
+    async def acquire(self) -> None:
+        sem = self._semaphore()
+        if sem.locked():
+            try:
+                await asyncio.wait_for(sem.acquire(), self.timeout)
+            except TimeoutError:
+                raise Overloaded(self.retry_after) from None
+        else:
+            await sem.acquire()
+
+    def release(self) -> None:
+        assert self._sem is not None
+        self._sem.release()
+
+
+def _finish(session: Session, ok: bool) -> None:
     try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+        if ok:
+            session.commit()
+        else:
+            session.rollback()
     finally:
         session.close()
+
+
+async def get_db_session(request: Request) -> AsyncIterator[Session]:
+    """The request's session (from `app.state.session_factory`): commits when the handler
+    returns, rolls back when it raises. Handlers and services never call `commit()`.
+
+    Behind `app.state.db_admission` (a `DbAdmission`) when the app has one: the slot is taken before
+    the session exists and given back after the commit (or rollback) and close."""
+    admission: DbAdmission | None = getattr(request.app.state, "db_admission", None)
+    if admission is not None:
+        await admission.acquire()
+    try:
+        session: Session = request.app.state.session_factory()
+        try:
+            yield session
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_finish, session, False)
+            raise
+        await anyio.to_thread.run_sync(_finish, session, True)
+    finally:
+        if admission is not None:
+            admission.release()
 
 
 # scope="function": the commit happens before the response is sent. With FastAPI's default

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply database migrations")
     serve = sub.add_parser("serve", help="run the HTTP API (and the expiry scheduler)")
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--workers", type=int, default=None, help="default: RESCIND_CONSENT_WORKERS")
     sub.add_parser("relay", help="publish the outbox to Kafka")
     sub.add_parser("consumer", help="consume notice events (per-licensee status of each revocation)")
     args = parser.parse_args(argv)
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             "consent_api.main:create_app",
             host=settings.consent_host,
             port=settings.consent_port,
-            workers=args.workers,
+            workers=args.workers or settings.consent_workers,
         )
     elif args.command == "relay":
         from consent_api.relay import build_relay

@@ -13,6 +13,8 @@ class ConsentSettings(RescindSettings):
     consent_database_url: str = "sqlite:///.rescind/consent.db"
     consent_host: str = "127.0.0.1"
     consent_port: int = Field(default=8001, ge=1, le=65535)
+    # uvicorn processes of `consent-api serve` (each with its own pool and expiry scheduler).
+    consent_workers: int = Field(default=1, ge=1, le=64)
     # The URL sellers reach this service at; used in receipts ("how to withdraw").
     consent_public_url: str = "http://127.0.0.1:8001"
     # Base64 of 32 random bytes; wraps every per-subject key. Development: generated under state_dir.
@@ -33,7 +35,22 @@ class ConsentSettings(RescindSettings):
     consent_registry_token: str | None = None
     consent_max_batch_samples: int = Field(default=10_000, ge=1)
     consent_max_sample_ids: int = Field(default=100_000, ge=1)
+    # Pooled connections. At most this many requests use the database at once (admission control);
+    # the others wait up to RESCIND_CONSENT_DB_POOL_TIMEOUT_SECONDS, then get 503 + Retry-After.
     consent_db_pool_size: int = Field(default=10, ge=1)
+    # Connections beyond the pool for work outside requests (expiry scheduler, readiness probes).
+    consent_db_max_overflow: int = Field(default=4, ge=0)
+    # How long a request may wait for a database slot (and a checkout for a connection).
+    consent_db_pool_timeout_seconds: float = Field(default=0.5, gt=0, le=30)
+    # Requests in progress at once (per process) beyond which the answer is 503 + Retry-After at
+    # once, before the body is read or the token checked. None: 4 x the pool size; 0: no limit.
+    consent_max_in_flight: int | None = Field(default=None, ge=0)
+
+    @property
+    def max_in_flight(self) -> int:
+        if self.consent_max_in_flight is None:
+            return 4 * self.consent_db_pool_size
+        return self.consent_max_in_flight
 
     @model_validator(mode="after")
     def _production_needs_real_keys(self) -> ConsentSettings:

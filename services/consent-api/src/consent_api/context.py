@@ -23,7 +23,8 @@ class AppContext:
     signer: ReceiptSigner
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
+    # async: a plain attribute read needs no worker thread.
     ctx: AppContext = request.app.state.ctx
     return ctx
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from consent_api.config import ConsentSettings
 from consent_api.db import Outbox
 from rescind_common.db import utcnow
 from rescind_common.ids import new_id
-from rescind_common.outbox import enqueue
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
 PRODUCER = "consent-api"
@@ -45,13 +45,17 @@ def publish(session: Session, settings: ConsentSettings, subject_id: str, **payl
         event_id=event_id, subject_id=subject_id, producer=PRODUCER, occurred_at=timestamp(utcnow())
     )
     getattr(envelope, field).CopyFrom(message)
-    enqueue(
-        session,
-        Outbox,
-        topic=settings.kafka_consent_topic,
-        key=subject_id,
-        event_id=event_id,
-        event_type=field,
-        message=envelope,
+    # Core, on the session's connection, like the other writes of the hot paths: rows land in the
+    # order events are published (the relay publishes in outbox id order), with no ORM flush.
+    session.connection().execute(
+        insert(Outbox),
+        {
+            "event_id": event_id,
+            "topic": settings.kafka_consent_topic,
+            "key": subject_id,
+            "event_type": field,
+            "payload": envelope.SerializeToString(),
+            "created_at": utcnow(),
+        },
     )
     return event_id

@@ -22,7 +22,7 @@ from consent_api.samples.router import router as samples_router
 from consent_api.subjects.router import router as profile_router
 from rescind_common.app import create_app as create_base_app
 from rescind_common.auth import TokenVerifier
-from rescind_common.db import make_engine, make_session_factory, ping
+from rescind_common.db import DbAdmission, make_engine, make_session_factory, ping
 from rescind_common.kafka import broker_reachable
 
 SERVICE = "consent-api"
@@ -31,7 +31,12 @@ VERSION = "0.1.0"
 
 def create_app(settings: ConsentSettings | None = None, *, run_scheduler: bool | None = None) -> FastAPI:
     settings = settings or ConsentSettings()
-    engine = make_engine(settings.consent_database_url, pool_size=settings.consent_db_pool_size)
+    engine = make_engine(
+        settings.consent_database_url,
+        pool_size=settings.consent_db_pool_size,
+        max_overflow=settings.consent_db_max_overflow,
+        pool_timeout=settings.consent_db_pool_timeout_seconds,
+    )
     ctx = AppContext(
         settings=settings,
         engine=engine,
@@ -69,6 +74,9 @@ def create_app(settings: ConsentSettings | None = None, *, run_scheduler: bool |
             "/v1/revocations": settings.max_batch_body_bytes,
         },
         lifespan=lifespan,
+        # Requests never outnumber the pooled connections; the overflow is for the scheduler and probes.
+        db_admission=DbAdmission(settings.consent_db_pool_size, settings.consent_db_pool_timeout_seconds),
+        max_in_flight=settings.max_in_flight,
     )
     app.state.ctx = ctx
     app.state.session_factory = ctx.session_factory

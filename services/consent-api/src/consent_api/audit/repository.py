@@ -1,11 +1,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from consent_api.audit.models import AuditEntry
+from consent_api.subjects.models import Subject
+
+
+def insert_entry(session: Session, values: dict[str, Any]) -> None:
+    # Core, on the session's connection: no ORM object to track and flush.
+    session.connection().execute(insert(AuditEntry), values)
+
+
+def set_head(session: Session, subject_id: str, seq: int, head: str) -> None:
+    session.connection().execute(
+        update(Subject).where(Subject.id == subject_id).values(audit_seq=seq, audit_head=head)
+    )
 
 
 def entries_for(session: Session, subject_id: str, after_seq: int = 0, limit: int = 500) -> list[AuditEntry]:

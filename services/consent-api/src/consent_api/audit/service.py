@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from consent_api.audit import repository
 from consent_api.audit.models import AuditEntry
@@ -66,21 +67,23 @@ def append(
         entity_id=entity_id,
         data=data,
     )
-    entry = AuditEntry(
-        subject_id=subject.id,
-        seq=seq,
-        at=at,
-        actor=actor,
-        action=action,
-        entity_id=entity_id,
-        data=data,
-        prev_hash=subject.audit_head,
-        hash=digest,
-    )
-    session.add(entry)
-    subject.audit_seq = seq
-    subject.audit_head = digest
-    return entry
+    values: dict[str, Any] = {
+        "subject_id": subject.id,
+        "seq": seq,
+        "at": at,
+        "actor": actor,
+        "action": action,
+        "entity_id": entity_id,
+        "data": data,
+        "prev_hash": subject.audit_head,
+        "hash": digest,
+    }
+    repository.insert_entry(session, values)
+    repository.set_head(session, subject.id, seq, digest)
+    # The row is updated already; keep the loaded subject in step without a second UPDATE at flush.
+    set_committed_value(subject, "audit_seq", seq)
+    set_committed_value(subject, "audit_head", digest)
+    return AuditEntry(**values)
 
 
 def verify(session: Session) -> dict[str, Any]:

@@ -10,10 +10,16 @@ from consent_api.consents.models import Consent, ConsentSample
 from consent_api.samples.repository import chunks
 
 
+def insert_row(session: Session, values: dict[str, Any]) -> None:
+    """One consent row, straight to the database (no ORM object to track and flush)."""
+    session.connection().execute(insert(Consent), values)
+
+
 def add_samples(session: Session, consent_id: str, sample_ids: Sequence[str]) -> None:
     rows: list[dict[str, Any]] = [{"consent_id": consent_id, "sample_id": s} for s in sample_ids]
+    conn = session.connection()
     for part in chunks(rows, 1000):
-        session.execute(insert(ConsentSample), list(part))
+        conn.execute(insert(ConsentSample), list(part))
 
 
 def get(session: Session, subject_id: str, consent_id: str, *, lock: bool = False) -> Consent | None:

@@ -3,15 +3,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from consent_api.consents import repository, service
 from consent_api.consents.schemas import ConsentDetail, ConsentIn, ConsentOut, ConsentStatus
-from consent_api.context import Ctx
+from consent_api.context import AppContext, Ctx
 from consent_api.db import DbSession
 from consent_api.revocations import service as revocations
 from consent_api.revocations.schemas import ConsentRevokeIn, RevocationOut
 from consent_api.subjects import service as subjects
-from rescind_common.auth import CurrentSubject
+from rescind_common.auth import CurrentSubject, Principal
 from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
 from rescind_common.problems import Problem
 
@@ -21,10 +23,17 @@ router = APIRouter(prefix="/v1/consents", tags=["consents"])
 @router.post(
     "", status_code=201, response_model=ConsentDetail, summary="Grant consent; returns a signed receipt"
 )
-def grant_consent(body: ConsentIn, principal: CurrentSubject, session: DbSession, ctx: Ctx) -> ConsentDetail:
+async def grant_consent(
+    body: ConsentIn, principal: CurrentSubject, session: DbSession, ctx: Ctx
+) -> ConsentDetail:
+    # async: the database work takes one worker-thread hop and the answer is checked on the event
+    # loop (a sync endpoint would need a second hop for that, while holding its connection).
+    return await run_in_threadpool(_grant, session, ctx, principal, body)
+
+
+def _grant(session: Session, ctx: AppContext, principal: Principal, body: ConsentIn) -> ConsentDetail:
     subject = subjects.current(session, ctx, principal, lock=True)
-    consent = service.grant(session, ctx, subject, body)
-    return service.to_detail(session, consent)
+    return service.grant(session, ctx, subject, body)
 
 
 @router.get("", response_model=Page[ConsentOut], summary="List own consents")
@@ -61,14 +70,19 @@ def get_consent(consent_id: str, principal: CurrentSubject, session: DbSession, 
     response_model=RevocationOut,
     summary="Revoke a consent, whole or some of its samples",
 )
-def revoke_consent(
+async def revoke_consent(
     consent_id: str,
     principal: CurrentSubject,
     session: DbSession,
     ctx: Ctx,
     body: ConsentRevokeIn | None = None,
 ) -> RevocationOut:
+    return await run_in_threadpool(_revoke, session, ctx, principal, consent_id, body or ConsentRevokeIn())
+
+
+def _revoke(
+    session: Session, ctx: AppContext, principal: Principal, consent_id: str, body: ConsentRevokeIn
+) -> RevocationOut:
     subject = subjects.current(session, ctx, principal, lock=True)
-    body = body or ConsentRevokeIn()
     revocation = revocations.revoke_consent(session, ctx, subject, consent_id, body.sample_ids, body.reason)
     return revocations.to_out(revocation)

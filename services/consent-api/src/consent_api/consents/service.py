@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.orm import Session
 
 from consent_api.audit import service as audit
@@ -19,7 +21,8 @@ from rescind_common.problems import Problem, field_error
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
 
-def grant(session: Session, ctx: AppContext, subject: Subject, body: ConsentIn) -> Consent:
+def grant(session: Session, ctx: AppContext, subject: Subject, body: ConsentIn) -> ConsentDetail:
+    """Grant; the answer is built from what was written (nothing is read back)."""
     now = utcnow()
     if body.expires_at is not None and body.expires_at <= now:
         raise Problem(
@@ -53,7 +56,7 @@ def grant(session: Session, ctx: AppContext, subject: Subject, body: ConsentIn) 
         limit = ctx.settings.consent_max_sample_ids
         if len(sample_ids) > limit:
             raise Problem(413, f"A consent names at most {limit} samples.", limit=limit)
-    found = samples_repo.owned(session, subject.id, sample_ids)
+    found = samples_repo.fingerprints(session, subject.id, sample_ids)
     if len(found) != len(sample_ids):
         index = {sid: i for i, sid in enumerate(body.sample_ids or [])}
         missing = [sid for sid in sample_ids if sid not in found]
@@ -85,27 +88,27 @@ def grant(session: Session, ctx: AppContext, subject: Subject, body: ConsentIn) 
         expires_at=body.expires_at,
         compensation=compensation,
         sample_ids=sample_ids,
-        sample_sha256s=[s.sha256 for s in samples],
-        kinds=[s.kind for s in samples],
+        sample_sha256s=[sha for sha, _ in samples],
+        kinds=[kind for _, kind in samples],
     )
-    consent = Consent(
-        id=consent_id,
-        subject_id=subject.id,
-        status="active",
-        purposes=purposes,
-        revoked_purposes=[],
-        excluded_licensees=[],
-        licensee_id=body.licensee_id,
-        expires_at=body.expires_at,
-        compensation=compensation,
-        sample_count=len(sample_ids),
-        active_sample_count=len(sample_ids),
-        receipt_id=receipt_id,
-        receipt=ctx.signer.sign(claims),
-        created_at=now,
-    )
-    session.add(consent)
-    session.flush()
+    row: dict[str, Any] = {
+        "id": consent_id,
+        "subject_id": subject.id,
+        "status": "active",
+        "purposes": purposes,
+        "revoked_purposes": [],
+        "excluded_licensees": [],
+        "licensee_id": body.licensee_id,
+        "expires_at": body.expires_at,
+        "compensation": compensation,
+        "sample_count": len(sample_ids),
+        "active_sample_count": len(sample_ids),
+        "receipt_id": receipt_id,
+        "receipt": ctx.signer.sign(claims),
+        "created_at": now,
+        "ended_at": None,
+    }
+    repository.insert_row(session, row)
     repository.add_samples(session, consent_id, sample_ids)
 
     granted = pb.ConsentGranted(
@@ -132,7 +135,10 @@ def grant(session: Session, ctx: AppContext, subject: Subject, body: ConsentIn) 
             "receipt_id": receipt_id,
         },
     )
-    return consent
+    # As GET /v1/consents/{id} would answer: sample ids in id order, none revoked yet.
+    return ConsentDetail(
+        **to_out(Consent(**row)).model_dump(), sample_ids=sorted(sample_ids), revoked_sample_ids=[]
+    )
 
 
 def to_out(consent: Consent) -> ConsentOut:

@@ -10,12 +10,18 @@ from consent_api.revocations.models import Revocation, RevocationItem
 from consent_api.samples.repository import chunks
 
 
+def insert_row(session: Session, values: dict[str, Any]) -> None:
+    """One revocation row, straight to the database (no ORM object to track and flush)."""
+    session.connection().execute(insert(Revocation), values)
+
+
 def add_items(session: Session, revocation_id: str, consent_id: str, sample_ids: Sequence[str]) -> None:
     rows: list[dict[str, Any]] = [
         {"revocation_id": revocation_id, "consent_id": consent_id, "sample_id": s} for s in sample_ids
     ]
+    conn = session.connection()
     for part in chunks(rows, 1000):
-        session.execute(insert(RevocationItem), list(part))
+        conn.execute(insert(RevocationItem), list(part))
 
 
 def get(session: Session, subject_id: str, revocation_id: str) -> Revocation | None:

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from consent_api.context import Ctx
+from consent_api.context import AppContext, Ctx
 from consent_api.db import DbSession
 from consent_api.revocations import repository, service
 from consent_api.revocations.schemas import RevocationIn, RevocationOut
 from consent_api.subjects import service as subjects
-from rescind_common.auth import CurrentSubject
+from rescind_common.auth import CurrentSubject, Principal
 from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
 from rescind_common.problems import Problem
 
@@ -15,8 +17,15 @@ router = APIRouter(prefix="/v1/revocations", tags=["revocations"])
 
 
 @router.post("", status_code=202, response_model=RevocationOut, summary="Revoke by scope")
-def create_revocation(
+async def create_revocation(
     body: RevocationIn, principal: CurrentSubject, session: DbSession, ctx: Ctx
+) -> RevocationOut:
+    # async: one worker-thread hop for the database work; the answer is checked on the event loop.
+    return await run_in_threadpool(_revoke_by_scope, session, ctx, principal, body)
+
+
+def _revoke_by_scope(
+    session: Session, ctx: AppContext, principal: Principal, body: RevocationIn
 ) -> RevocationOut:
     subject = subjects.current(session, ctx, principal, lock=True)
     return service.to_out(service.revoke_by_scope(session, ctx, subject, body))

@@ -4,6 +4,7 @@ gets its ConsentRevoked event(s) in the outbox, in the same transaction."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -59,24 +60,12 @@ def revoke(
     """Record the revocation, end or shrink each target consent, enqueue events, audit. Subject is locked.
     `revocation_id` lets a caller name the revocation in an event it enqueues first (ConsentExpired)."""
     now = utcnow()
-    revocation = Revocation(
-        id=revocation_id or new_id("rev"),
-        subject_id=subject.id,
-        scope=scope,
-        trigger=trigger,
-        consent_id=consent_id,
-        licensee_id=licensee_id,
-        purpose=purpose,
-        created_at=now,
-        consent_ids=[],
-        sample_count=0,
-    )
+    rev_id = revocation_id or new_id("rev")
+    reason_sealed: bytes | None = None
     if reason:
         key = subjects.data_key(session, ctx, subject, create=True)
         assert key is not None
-        revocation.reason_sealed = subjects.seal_json(key, subject.id, "reason", reason)
-    session.add(revocation)
-    session.flush()
+        reason_sealed = subjects.seal_json(key, subject.id, "reason", reason)
 
     touched: list[tuple[Target, list[str], list[str], bool]] = []
     for t in targets:
@@ -99,25 +88,40 @@ def revoke(
             withdrawn_samples, withdrawn_purposes = active, [t.purpose]
             ended = len(live_purposes) == 1
             if ended:
-                consents_repo.mark_samples_revoked(session, c.id, active, revocation.id, now)
+                consents_repo.mark_samples_revoked(session, c.id, active, rev_id, now)
                 c.active_sample_count = 0
         else:
             withdrawn_samples = active if t.sample_ids is None else [s for s in active if s in t.sample_ids]
             if not withdrawn_samples:
                 continue
             withdrawn_purposes = live_purposes
-            consents_repo.mark_samples_revoked(session, c.id, withdrawn_samples, revocation.id, now)
+            consents_repo.mark_samples_revoked(session, c.id, withdrawn_samples, rev_id, now)
             c.active_sample_count = len(active) - len(withdrawn_samples)
             ended = c.active_sample_count == 0
         if ended:
             c.status = end_status
             c.ended_at = now
-        repository.add_items(session, revocation.id, c.id, withdrawn_samples)
         touched.append((t, withdrawn_samples, withdrawn_purposes, ended))
 
-    revocation.consent_ids = [t.consent.id for t, *_ in touched]
-    revocation.sample_count = len({s for _, samples, _, _ in touched for s in samples})
-    revocation.status = "pending" if touched else "completed"
+    # Written once, complete (no insert-then-update); its items follow (they reference it).
+    values: dict[str, Any] = {
+        "id": rev_id,
+        "subject_id": subject.id,
+        "scope": scope,
+        "trigger": trigger,
+        "consent_id": consent_id,
+        "licensee_id": licensee_id,
+        "purpose": purpose,
+        "reason_sealed": reason_sealed,
+        "status": "pending" if touched else "completed",
+        "consent_ids": [t.consent.id for t, *_ in touched],
+        "sample_count": len({s for _, samples, _, _ in touched for s in samples}),
+        "created_at": now,
+    }
+    repository.insert_row(session, values)
+    for t, withdrawn_samples, _, _ in touched:
+        repository.add_items(session, rev_id, t.consent.id, withdrawn_samples)
+    revocation = Revocation(**values)
 
     for t, samples, purposes, ended in touched:
         parts = [samples[i : i + EVENT_CHUNK] for i in range(0, len(samples), EVENT_CHUNK)]
@@ -234,7 +238,7 @@ def revoke_by_scope(session: Session, ctx: AppContext, subject: Subject, body: R
     else:
         assert body.sample_ids is not None
         ids = list(dict.fromkeys(body.sample_ids))
-        owned = samples_repo.owned(session, subject.id, ids)
+        owned = samples_repo.owned_ids(session, subject.id, ids)
         unknown = [(i, s) for i, s in enumerate(body.sample_ids) if s not in owned]
         if unknown:
             raise Problem(

@@ -27,8 +27,9 @@ def existing_hashes(session: Session, subject_id: str, hashes: Sequence[str]) ->
 
 
 def insert_many(session: Session, rows: list[dict[str, Any]]) -> None:
+    conn = session.connection()  # Core executemany: no ORM bulk machinery per row
     for part in chunks(rows, 1000):
-        session.execute(insert(Sample), list(part))
+        conn.execute(insert(Sample), list(part))
 
 
 def owned(session: Session, subject_id: str, sample_ids: Sequence[str]) -> dict[str, Sample]:
@@ -36,6 +37,28 @@ def owned(session: Session, subject_id: str, sample_ids: Sequence[str]) -> dict[
     for part in chunks(sample_ids):
         for s in session.scalars(select(Sample).where(Sample.subject_id == subject_id, Sample.id.in_(part))):
             found[s.id] = s
+    return found
+
+
+def fingerprints(session: Session, subject_id: str, sample_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """id -> (sha256, kind) of those of `sample_ids` the subject owns (columns only, no ORM objects)."""
+    found: dict[str, tuple[str, str]] = {}
+    for part in chunks(sample_ids):
+        rows = session.execute(
+            select(Sample.id, Sample.sha256, Sample.kind).where(
+                Sample.subject_id == subject_id, Sample.id.in_(part)
+            )
+        )
+        found.update({sid: (sha, kind) for sid, sha, kind in rows})
+    return found
+
+
+def owned_ids(session: Session, subject_id: str, sample_ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for part in chunks(sample_ids):
+        found.update(
+            session.scalars(select(Sample.id).where(Sample.subject_id == subject_id, Sample.id.in_(part)))
+        )
     return found
 
 
