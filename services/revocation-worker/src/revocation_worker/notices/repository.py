@@ -68,6 +68,24 @@ def insert_samples(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         session.execute(insert(NoticeSample), list(rows[i : i + 1000]))
 
 
+def insert_rows(session: Session, model: type[Any], rows: Sequence[dict[str, Any]]) -> None:
+    """Multi-row INSERT of plain rows (no ORM objects), 1,000 rows per statement."""
+    for i in range(0, len(rows), 1000):
+        session.execute(insert(model), list(rows[i : i + 1000]))
+
+
+def insert_notices(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    insert_rows(session, Notice, rows)
+
+
+def insert_models(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    insert_rows(session, NoticeModel, rows)
+
+
+def insert_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    insert_rows(session, Delivery, rows)
+
+
 def deliveries_of(session: Session, notice_id: str) -> list[Delivery]:
     return list(
         session.scalars(select(Delivery).where(Delivery.notice_id == notice_id).order_by(Delivery.id))
