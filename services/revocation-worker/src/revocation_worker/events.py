@@ -104,6 +104,7 @@ def outbox_row(
 
 
 def publish_many(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Add many events to the outbox in the caller's transaction, in order (multi-row INSERTs)."""
+    """Add many events to the outbox in the caller's transaction, in order (1,000 rows per
+    executemany, which psycopg pipelines)."""
     for i in range(0, len(rows), 1000):
         session.execute(insert(Outbox), list(rows[i : i + 1000]))

