@@ -264,6 +264,8 @@ def _holders_for(
     samples = sorted({s for p in group for s in p.samples})
     try:
         raw = registry.holders(samples) if samples else []
+        raw_by_licensee = {str(h["licensee_id"]): h for h in raw}
+        narrow = _narrower(raw) if len(group) > 1 else None
     except httpx.HTTPStatusError as exc:
         if len(group) > 1 and exc.response.status_code in _BAD_REQUEST:
             # One revocation's bad sample id must not hold back the rest: halve until it is alone.
@@ -272,10 +274,8 @@ def _holders_for(
             told_b, failed_b = _holders_for(registry, group[mid:])
             return told_a | told_b, failed_a | failed_b
         return {}, dict.fromkeys((p.id for p in group), _describe(exc))
-    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:  # or a malformed answer
         return {}, dict.fromkeys((p.id for p in group), _describe(exc))
-    raw_by_licensee = {str(h.get("licensee_id")): h for h in raw}
-    narrow = _narrower(raw) if len(group) > 1 else None
     told: dict[str, list[dict[str, Any]]] = {}
     failed: dict[str, str] = {}
     for p in group:
