@@ -3,11 +3,33 @@ over the registry's `licenses` view of the holders lookup)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from registry.config import RegistrySettings
+from registry.main import create_app as create_registry_app
+from rescind_common.auth import ensure_dev_key, mint_token
+from rescind_common.db import make_engine, make_session_factory
+from rescind_common.embedded_broker import free_port
+from revocation_worker.intake import handler as intake
 from revocation_worker.intake.holdings import Holdings, HoldingsMerger
-from revocation_worker.intake.resolver import Withdrawal, affected
+from revocation_worker.intake.models import Revocation
+from revocation_worker.intake.resolver import RegistryClient, Withdrawal, affected, resolve_due
+
+from helpers import walk
+from registry_fixtures import Projection, make_registry_settings, new_registry_db
+from worker_fixtures import *  # noqa: F403
+from worker_fixtures import WorkerHarness, outbox_events, wait_until
 
 TRAINING = frozenset({"model_training"})
 
@@ -180,3 +202,346 @@ def test_two_withdrawn_consents_union_and_a_license_under_each() -> None:
 
 def test_nothing_held_tells_nobody() -> None:
     assert affected(Holdings(), [Withdrawal("cns_1", frozenset({"smp_1"}), TRAINING, None)]) == []
+
+
+# -- resolving in batches, against a real registry over HTTP -----------------------------------
+
+
+class RegistryServer:
+    """The registry app under uvicorn in a thread, on a fixed port: stop() is an outage that
+    start() ends (same URL)."""
+
+    def __init__(self, settings: RegistrySettings) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> RegistryServer:
+        config = uvicorn.Config(
+            create_registry_app(self.settings), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="registry", daemon=True)
+        self._thread.start()
+        wait_until(lambda: self._server is not None and self._server.started, 20, "the registry to start")
+        return self
+
+    def stop(self) -> None:
+        assert self._server is not None and self._thread is not None
+        self._server.should_exit = True
+        self._thread.join(20)
+        assert not self._thread.is_alive(), "the registry did not stop"
+
+
+@dataclass
+class Revoked:
+    """One revocation fed to the worker, and what each licensee must be told about it."""
+
+    subject_id: str
+    consent_id: str
+    sample_id: str
+    told: dict[str, set[str]]  # licensee id -> model ids
+    id: str = ""  # the revocation's id, once fed to the worker
+
+
+class Market:
+    """Licensees, sellers' samples and consents (through the registry's projection handler),
+    licenses and models (through the registry API): the registry the worker asks."""
+
+    def __init__(self, settings: RegistrySettings, projection: Projection, api: TestClient) -> None:
+        self.projection = projection
+        self.api = api
+        key = ensure_dev_key(settings.dev_auth_key_file)
+        self._mint = lambda role, sub: {
+            "Authorization": "Bearer "
+            + mint_token(
+                key, sub=sub, role=role, issuer=settings.auth_issuer, audience=settings.auth_audience
+            )
+        }
+        self.ops = self._mint("operator", "ops-resolver-test")
+
+    def post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        r = self.api.post(path, json=body, headers=headers)
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    def licensees(self, n: int) -> list[str]:
+        return [self.post("/v1/licensees", {"name": f"Buyer {i}"}, self.ops)["id"] for i in range(n)]
+
+    def seller(self, n_samples: int, holders: list[str]) -> tuple[str, str, list[str], dict[str, str]]:
+        """A subject with samples, one consent over them, licensed whole to each of `holders`:
+        (subject id, consent id, sample ids, license id per licensee)."""
+        subject_id, samples = self.projection.samples(n_samples)
+        consent_id = self.projection.grant(subject_id, samples)
+        licenses = {
+            lic: self.post(
+                "/v1/licenses",
+                {
+                    "licensee_id": lic,
+                    "consent_id": consent_id,
+                    "purpose": "model_training",
+                    "sample_ids": samples,
+                },
+                self.ops,
+            )["id"]
+            for lic in holders
+        }
+        return subject_id, consent_id, samples, licenses
+
+    def model(
+        self, licensee_id: str, name: str, license_ids: list[str], shards: dict[str, list[str]] | None = None
+    ) -> str:
+        body: dict[str, Any] = {"name": name, "version": "1", "license_ids": license_ids}
+        if shards:
+            body["shards"] = [{"shard_id": s, "license_ids": lids} for s, lids in shards.items()]
+        return str(self.post("/v1/models", body, self._mint("licensee", licensee_id))["id"])
+
+
+@dataclass
+class ResolverWorld:
+    registry: RegistryServer
+    market: Market
+
+
+@pytest.fixture(scope="module")
+def resolver_world(
+    worker_db_url: str, pg_database: Any, state_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ResolverWorld]:
+    """A registry on the worker's backend, served over HTTP, with its own database."""
+    backend = "postgresql" if worker_db_url.startswith("postgresql") else "sqlite"
+    url = new_registry_db(backend, pg_database, tmp_path_factory.mktemp("resolver-registry"))
+    settings = make_registry_settings(url, state_dir)
+    engine = make_engine(url, pool_size=2)
+    server = RegistryServer(settings).start()
+    with TestClient(create_registry_app(settings)) as api:
+        yield ResolverWorld(server, Market(settings, Projection(make_session_factory(engine)), api))
+    server.stop()
+    engine.dispose()
+
+
+def scenario(world: ResolverWorld, n: int, licensees: list[str]) -> list[Revoked]:
+    """`n` sellers, each with 2 samples under one consent licensed to 2 or 3 of `licensees`; each
+    licensee trained an 'even' and an 'odd' model on the licenses of even / odd sellers, and the
+    first licensee a sharded model with one shard per seller. Each revocation withdraws the first
+    sample of one seller: its holders are told about that sample only, and about the models
+    trained on that seller's license (the sharded one naming only that seller's shard)."""
+    m = world.market
+    sellers = []
+    for i in range(n):
+        holders = [licensees[(i + k) % len(licensees)] for k in range(2 + i % 2)]
+        sellers.append(m.seller(2, holders))
+    models: dict[tuple[str, int], str] = {}
+    for lic in licensees:
+        for parity in (0, 1):
+            held = [
+                licenses[lic]
+                for i, (_, _, _, licenses) in enumerate(sellers)
+                if i % 2 == parity and lic in licenses
+            ]
+            if held:
+                models[(lic, parity)] = m.model(lic, f"faces-{parity}", held)
+    sharded_lic = licensees[0]
+    shards = {f"shard-{i}": [ls[sharded_lic]] for i, (_, _, _, ls) in enumerate(sellers) if sharded_lic in ls}
+    sharded = m.model(sharded_lic, "sharded", [], shards)
+    out = []
+    for i, (subject_id, consent_id, samples, licenses) in enumerate(sellers):
+        told = {lic: {models[(lic, i % 2)]} for lic in licenses}
+        if sharded_lic in licenses:
+            told[sharded_lic].add(sharded)
+        out.append(Revoked(subject_id, consent_id, samples[0], told))
+    return out
+
+
+def revoke(w: WorkerHarness, revoked: list[Revoked]) -> list[Revoked]:
+    """Feed each withdrawal to the worker as its consent consumer would (the revocation turns ready)."""
+    for r in revoked:
+        event = Projection.revoke_event(
+            r.subject_id, r.consent_id, [r.sample_id], ["model_training"], ended=False
+        )
+        with w.ctx.session_factory() as session, session.begin():
+            assert intake.apply(session, event)
+        r.id = event.consent_revoked.revocation_id
+    return revoked
+
+
+def states(w: WorkerHarness, ids: list[str]) -> dict[str, Revocation]:
+    with w.ctx.session_factory() as session:
+        rows = {r.id: r for r in session.scalars(select(Revocation).where(Revocation.id.in_(ids)))}
+        session.expunge_all()
+    return rows
+
+
+def notices_of(w: WorkerHarness, licensees: list[str]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Every notice each licensee sees, by (revocation id, licensee id)."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for lic in licensees:
+        for n in walk(w.client, "/v1/notices", w.headers("licensee", lic), 100):
+            out.setdefault((n["revocation_id"], lic), []).append(n)
+    return out
+
+
+def assert_told_exactly(
+    w: WorkerHarness, revoked: list[Revoked], licensees: list[str], shards: bool = True
+) -> None:
+    seen = notices_of(w, licensees)
+    for r in revoked:
+        for lic in licensees:
+            got = seen.get((r.id, lic), [])
+            if lic not in r.told:
+                assert got == [], (r.id, lic)
+                continue
+            assert len(got) == 1, (r.id, lic, got)
+            assert [s["sample_id"] for s in got[0]["samples"]] == [r.sample_id]
+            assert {m["model_id"] for m in got[0]["models"]} == r.told[lic]
+            for m in got[0]["models"]:
+                # The sharded model names exactly the shard of this seller's license.
+                assert len(m["shard_ids"]) == (1 if m["shard_ids"] else 0), m
+        resolved = [
+            e for _, e in outbox_events(w.ctx, r.id) if e.WhichOneof("payload") == "revocation_resolved"
+        ]
+        assert len(resolved) == 1, (r.id, resolved)
+        assert list(resolved[0].revocation_resolved.licensee_ids) == sorted(r.told)
+    made = {n["id"] for (rid, _), ns in seen.items() for n in ns if rid in {r.id for r in revoked}}
+    created = [
+        e.notice_id
+        for lic in licensees
+        for _, e in outbox_events(w.ctx, lic)
+        if e.WhichOneof("payload") == "notice_created" and e.notice_id in made
+    ]
+    assert sorted(created) == sorted(made), "one NoticeCreated per notice"
+
+
+def settle(w: WorkerHarness, ids: list[str]) -> None:
+    """Leave nothing of this test due for the next one (they share the worker database)."""
+    with w.ctx.session_factory() as session, session.begin():
+        session.execute(
+            update(Revocation)
+            .where(Revocation.id.in_(ids), Revocation.state == "ready")
+            .values(state="abandoned")
+        )
+
+
+def test_many_revocations_resolved_in_one_pass_tell_exactly_their_holders(
+    worker: Any, resolver_world: ResolverWorld
+) -> None:
+    w = worker(worker_registry_url=resolver_world.registry.url)
+    licensees = resolver_world.market.licensees(5)
+    # An endpoint for one licensee: its notices get a delivery each.
+    w.register(w.headers("licensee", licensees[1]), "http://127.0.0.1:9/hook")
+    revoked = revoke(w, scenario(resolver_world, 24, licensees))
+    registry = RegistryClient(w.ctx)
+    calls: list[int] = []
+    real = registry.holders
+    registry.holders = lambda ids: calls.append(len(ids)) or real(ids)  # type: ignore[method-assign]
+    try:
+        assert resolve_due(w.ctx, registry) == 24
+    finally:
+        registry.close()
+    # One lookup for the batch; the revocations touching the sharded model are asked again alone
+    # (a shared answer would name every seller's shard).
+    assert calls[0] == 24 and all(n == 1 for n in calls[1:]), calls
+    assert {s.state for s in states(w, [r.id for r in revoked]).values()} == {"resolved"}
+    assert_told_exactly(w, revoked, licensees)
+    ops = walk(w.client, "/v1/operator/notices", w.operator, 100, licensee_id=licensees[1])
+    assert ops and all(n["licensee_id"] == licensees[1] for n in ops)
+    for n in ops:
+        assert len(w.notice(w.headers("licensee", licensees[1]), n["id"])["deliveries"]) == 1
+
+
+def test_registry_outage_loses_nothing(worker: Any, resolver_world: ResolverWorld) -> None:
+    w = worker(worker_registry_url=resolver_world.registry.url)
+    licensees = resolver_world.market.licensees(4)
+    revoked = scenario(resolver_world, 12, licensees)
+    resolver_world.registry.stop()
+    try:
+        revoke(w, revoked)
+        registry = RegistryClient(w.ctx)
+        assert resolve_due(w.ctx, registry) == 0
+        down = states(w, [r.id for r in revoked])
+        assert all(s.state == "ready" and s.resolve_attempts == 1 and s.last_error for s in down.values())
+        assert notices_of(w, licensees) == {}
+    finally:
+        resolver_world.registry.start()
+    done = 0
+
+    def resolved() -> bool:
+        nonlocal done
+        done += resolve_due(w.ctx, registry)
+        return done == len(revoked)
+
+    wait_until(resolved, 20, "every revocation resolved once the registry is back")
+    registry.close()
+    assert_told_exactly(w, revoked, licensees)
+
+
+def test_a_malformed_revocation_does_not_hold_back_the_batch(
+    worker: Any, resolver_world: ResolverWorld
+) -> None:
+    w = worker(worker_registry_url=resolver_world.registry.url)
+    licensees = resolver_world.market.licensees(3)
+    revoked = revoke(w, scenario(resolver_world, 9, licensees))
+    # A withdrawal naming a sample id the registry refuses outright (422 for the whole lookup).
+    bad = Projection.revoke_event("sub_bad", "cns_bad", ["not-a-sample-id"], ["model_training"], ended=True)
+    with w.ctx.session_factory() as session, session.begin():
+        intake.apply(session, bad)
+    bad_id = bad.consent_revoked.revocation_id
+    registry = RegistryClient(w.ctx)
+    try:
+        assert resolve_due(w.ctx, registry) == 9
+    finally:
+        registry.close()
+    assert_told_exactly(w, revoked, licensees)
+    left = states(w, [bad_id])[bad_id]
+    assert left.state == "ready" and left.resolve_attempts == 1 and "422" in (left.last_error or "")
+    settle(w, [bad_id])
+
+
+def test_racing_resolvers_never_tell_twice(
+    worker: Any, resolver_world: ResolverWorld, worker_db_url: str
+) -> None:
+    if not worker_db_url.startswith("postgresql"):
+        pytest.skip("several resolvers run on PostgreSQL; SQLite is one process")
+    w = worker(worker_registry_url=resolver_world.registry.url, worker_db_pool_size=8)
+    licensees = resolver_world.market.licensees(4)
+    revoked = scenario(resolver_world, 30, licensees)
+    # Withdrawals of samples nobody holds: resolving one twice would show as a second
+    # RevocationResolved (there is no notice whose uniqueness would catch it).
+    for _ in range(10):
+        subject_id, samples = resolver_world.market.projection.samples(1)
+        consent_id = resolver_world.market.projection.grant(subject_id, samples)
+        revoked.append(Revoked(subject_id, consent_id, samples[0], {}))
+    revoke(w, revoked)
+    start = threading.Barrier(2)
+    totals: list[int] = []
+    errors: list[BaseException] = []
+
+    def resolver() -> None:
+        registry = RegistryClient(w.ctx)
+        total = 0
+        try:
+            start.wait(10)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                # No lease: both resolvers claim the same revocations and race to make notices.
+                total += resolve_due(w.ctx, registry, limit=len(revoked), lease=dt.timedelta(0))
+                if all(s.state == "resolved" for s in states(w, [r.id for r in revoked]).values()):
+                    break
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            registry.close()
+            totals.append(total)
+
+    threads = [threading.Thread(target=resolver) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert sum(totals) == len(revoked), totals  # what REVOCATIONS_RESOLVED counts
+    assert_told_exactly(w, revoked, licensees)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from rescind_common.db import utcnow
@@ -23,17 +26,9 @@ def timestamp(value: dt.datetime) -> Timestamp:
     return ts
 
 
-def publish(
-    session: Session,
-    settings: WorkerSettings,
-    *,
-    licensee_id: str,
-    notice_id: str = "",
-    revocation_id: str = "",
-    subject_id: str = "",
-    key: str | None = None,
-    **payload: object,
-) -> str:
+def _envelope(
+    *, licensee_id: str, notice_id: str, revocation_id: str, subject_id: str, payload: dict[str, object]
+) -> tuple[str, str, pb.NoticeEvent]:
     (field, message), *rest = payload.items()
     assert not rest, "one payload per event"
     event_id = new_id("evt")
@@ -47,6 +42,27 @@ def publish(
         producer=PRODUCER,
     )
     getattr(envelope, field).CopyFrom(message)
+    return event_id, field, envelope
+
+
+def publish(
+    session: Session,
+    settings: WorkerSettings,
+    *,
+    licensee_id: str,
+    notice_id: str = "",
+    revocation_id: str = "",
+    subject_id: str = "",
+    key: str | None = None,
+    **payload: object,
+) -> str:
+    event_id, field, envelope = _envelope(
+        licensee_id=licensee_id,
+        notice_id=notice_id,
+        revocation_id=revocation_id,
+        subject_id=subject_id,
+        payload=payload,
+    )
     enqueue(
         session,
         Outbox,
@@ -57,3 +73,38 @@ def publish(
         message=envelope,
     )
     return event_id
+
+
+def outbox_row(
+    settings: WorkerSettings,
+    *,
+    licensee_id: str,
+    notice_id: str = "",
+    revocation_id: str = "",
+    subject_id: str = "",
+    key: str | None = None,
+    **payload: object,
+) -> dict[str, Any]:
+    """The outbox row `publish` would add, as plain data for `publish_many` (same event, same key)."""
+    event_id, field, envelope = _envelope(
+        licensee_id=licensee_id,
+        notice_id=notice_id,
+        revocation_id=revocation_id,
+        subject_id=subject_id,
+        payload=payload,
+    )
+    return {
+        "event_id": event_id,
+        "topic": settings.kafka_notice_topic,
+        "key": key or licensee_id,
+        "event_type": field,
+        "payload": envelope.SerializeToString(),
+        "created_at": utcnow(),
+    }
+
+
+def publish_many(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Add many events to the outbox in the caller's transaction, in order (1,000 rows per
+    executemany, which psycopg pipelines)."""
+    for i in range(0, len(rows), 1000):
+        session.execute(insert(Outbox), list(rows[i : i + 1000]))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -35,6 +37,21 @@ def page(
     if after:
         stmt = stmt.where(Endpoint.id > after)
     return list(session.scalars(stmt.order_by(Endpoint.id).limit(limit)))
+
+
+def active_ids_for_many(session: Session, licensee_ids: Collection[str]) -> dict[str, list[str]]:
+    """Active endpoint ids per licensee, for many licensees in one query per 900 licensees."""
+    out: dict[str, list[str]] = {}
+    ids = sorted(set(licensee_ids))
+    for i in range(0, len(ids), 900):
+        rows = session.execute(
+            select(Endpoint.licensee_id, Endpoint.id)
+            .where(Endpoint.licensee_id.in_(ids[i : i + 900]), Endpoint.status == "active")
+            .order_by(Endpoint.licensee_id, Endpoint.id)
+        )
+        for licensee_id, endpoint_id in rows:
+            out.setdefault(licensee_id, []).append(endpoint_id)
+    return out
 
 
 def active_for(session: Session, licensee_id: str) -> list[Endpoint]:

@@ -9,19 +9,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-from collections.abc import Set
+from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from rescind_common.auth import ensure_dev_key, mint_token
 from rescind_common.db import utcnow
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.context import AppContext
-from revocation_worker.events import publish
-from revocation_worker.intake.holdings import HeldModel, Holdings, HoldingsMerger
+from revocation_worker.events import outbox_row, publish_many
+from revocation_worker.intake.holdings import HeldLicense, HeldModel, Holdings, HoldingsMerger
 from revocation_worker.intake.models import Revocation, RevocationPart
 from revocation_worker.notices import service as notices
 from revocation_worker.notices.service import HolderNotice, RevocationSamples
@@ -29,6 +30,10 @@ from revocation_worker.notices.service import HolderNotice, RevocationSamples
 log = logging.getLogger(__name__)
 
 HOLDERS_BATCH = 10_000
+# Revocations claimed per pass, and how long a claim hides them from other resolvers (longer
+# than a holders lookup may take: the registry client's timeout is 30 s).
+BATCH = 200
+CLAIM_LEASE = dt.timedelta(seconds=60)
 
 
 class RegistryClient:
@@ -73,15 +78,35 @@ class RegistryClient:
         self._client.close()
 
 
-def due(session: Session, now: dt.datetime, limit: int) -> list[str]:
-    return list(
-        session.scalars(
-            select(Revocation.id)
-            .where(Revocation.state == "ready", Revocation.next_resolve_at <= now)
-            .order_by(Revocation.next_resolve_at)
-            .limit(limit)
-        )
+def due(session: Session, now: dt.datetime, limit: int, *, skip_locked: bool = False) -> list[str]:
+    stmt = (
+        select(Revocation.id)
+        .where(Revocation.state == "ready", Revocation.next_resolve_at <= now)
+        .order_by(Revocation.next_resolve_at)
+        .limit(limit)
     )
+    if skip_locked:
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list(session.scalars(stmt))
+
+
+def claim(session: Session, now: dt.datetime, limit: int, lease: dt.timedelta) -> list[str]:
+    """Take up to `limit` due revocations for `lease`, in the caller's transaction.
+
+    On PostgreSQL rows another resolver is claiming right now are skipped (SKIP LOCKED), and
+    moving next_resolve_at past the lease hides the claimed rows from every other resolver until
+    it ends (a crashed resolver's claims come back then). On SQLite, BEGIN IMMEDIATE serialises
+    claims. The lease only saves duplicate work: notices are made under a row lock that re-checks
+    the state, so a revocation whose lease ran out is still never resolved twice."""
+    ids = due(session, now, limit, skip_locked=True)
+    if ids:
+        session.execute(
+            update(Revocation)
+            .where(Revocation.id.in_(ids))
+            .values(next_resolve_at=now + lease)
+            .execution_options(synchronize_session=False)
+        )
+    return ids
 
 
 @dataclass(frozen=True)
@@ -95,8 +120,23 @@ class Withdrawal:
 
 
 def withdrawals_of(session: Session, revocation_id: str) -> list[Withdrawal]:
+    return merge_parts(parts_of_many(session, [revocation_id])[revocation_id])
+
+
+def parts_of_many(session: Session, revocation_ids: Sequence[str]) -> dict[str, list[RevocationPart]]:
+    """Every revocation's parts, one query per 900 revocations (none for a revocation without)."""
+    parts: dict[str, list[RevocationPart]] = {rid: [] for rid in revocation_ids}
+    ids = sorted(set(revocation_ids))
+    for i in range(0, len(ids), 900):
+        stmt = select(RevocationPart).where(RevocationPart.revocation_id.in_(ids[i : i + 900]))
+        for part in session.scalars(stmt):
+            parts[part.revocation_id].append(part)
+    return parts
+
+
+def merge_parts(parts: Sequence[RevocationPart]) -> list[Withdrawal]:
     merged: dict[str, tuple[set[str], set[str], str | None]] = {}
-    for part in session.scalars(select(RevocationPart).where(RevocationPart.revocation_id == revocation_id)):
+    for part in parts:
         samples, purposes, _ = merged.setdefault(part.consent_id, (set(), set(), part.only_licensee_id))
         samples.update(part.sample_ids)
         purposes.update(part.purposes)
@@ -196,60 +236,257 @@ def affected(holdings: Holdings, withdrawals: list[Withdrawal]) -> list[HolderNo
     return out
 
 
-def resolve_due(ctx: AppContext, registry: RegistryClient, limit: int = 50) -> int:
-    with ctx.session_factory() as session:
-        ids = due(session, utcnow(), limit)
-    done = 0
-    for revocation_id in ids:
-        with ctx.session_factory() as session:
-            withdrawals = withdrawals_of(session, revocation_id)
-        samples = sorted({s for w in withdrawals for s in w.samples})
-        try:
-            raw = registry.holders(samples) if samples else Holdings()
-            holders = affected(raw, withdrawals)
-            log.info(
-                "revocation %s: %d sample(s), %d licensee(s) hold some, %d hold what it withdrew",
-                revocation_id,
-                len(samples),
-                len(raw),
-                len(holders),
-            )
+@dataclass(frozen=True)
+class _Pending:
+    """A claimed revocation on its way to notices."""
 
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
-            _retry_later(ctx, revocation_id, f"{type(exc).__name__}: {exc}")
-            continue
-        with ctx.session_factory() as session, session.begin():
-            revocation = session.get(Revocation, revocation_id, with_for_update=True)
-            if revocation is None or revocation.state != "ready":
-                continue  # another worker got there first
-            now = utcnow()
-            for holder in holders:
-                notices.create_for_holder(session, ctx, revocation, holder, now)
-            publish(
-                session,
-                ctx.settings,
-                licensee_id="",
-                key=revocation.id,
-                revocation_id=revocation.id,
-                subject_id=revocation.subject_id,
-                revocation_resolved=pb.RevocationResolved(
-                    notice_count=len(holders), licensee_ids=sorted(h["licensee_id"] for h in holders)
-                ),
-            )
-            revocation.state = "resolved"
-            revocation.resolved_at = now
-            done += 1
-            log.info("revocation %s resolved: %d licensee(s) to notify", revocation_id, len(holders))
+    id: str
+    withdrawals: list[Withdrawal]
+    samples: list[str]
+
+
+def resolve_due(
+    ctx: AppContext, registry: RegistryClient, limit: int = BATCH, *, lease: dt.timedelta = CLAIM_LEASE
+) -> int:
+    """Resolve up to `limit` due revocations in batches; returns how many this call resolved.
+
+    Per batch: one claim, one query for the parts, one holders lookup for the union of their
+    samples, then every notice and RevocationResolved event in one transaction. A revocation that
+    cannot be resolved now (registry down, bad data) is retried later with backoff, never lost,
+    and never holds back the others."""
+    with ctx.session_factory() as session, session.begin():
+        ids = claim(session, utcnow(), limit, lease)
+        parts = parts_of_many(session, ids) if ids else {}
+    if not ids:
+        return 0
+    failed: dict[str, str] = {}
+    pending: list[_Pending] = []
+    for rid in ids:
+        try:
+            ws = merge_parts(parts[rid])
+            pending.append(_Pending(rid, ws, sorted({s for w in ws for s in w.samples})))
+        except (TypeError, ValueError, AttributeError) as exc:  # a malformed part
+            failed[rid] = f"bad revocation parts: {type(exc).__name__}: {exc}"
+    done = 0
+    for group in _groups(pending):
+        told, lookup_failed = _holders_for(registry, group)
+        failed.update(lookup_failed)
+        if told:
+            resolved, commit_failed = _commit(ctx, told)
+            done += resolved
+            failed.update(commit_failed)
+    _retry_later(ctx, failed)
     return done
 
 
-def _retry_later(ctx: AppContext, revocation_id: str, error: str) -> None:
+def _groups(pending: list[_Pending]) -> Iterator[list[_Pending]]:
+    """Revocations in lookup groups of at most HOLDERS_BATCH samples in all (a bigger revocation
+    goes alone), so one batch never holds more than about one lookup's worth of holdings."""
+    group: list[_Pending] = []
+    size = 0
+    for p in pending:
+        if group and size + len(p.samples) > HOLDERS_BATCH:
+            yield group
+            group, size = [], 0
+        group.append(p)
+        size += len(p.samples)
+    if group:
+        yield group
+
+
+# Answers that blame the request (a malformed sample id), not the registry: worth splitting the batch.
+_BAD_REQUEST = frozenset({400, 413, 422})
+
+
+def _holders_for(
+    registry: RegistryClient, group: list[_Pending]
+) -> tuple[dict[str, list[HolderNotice]], dict[str, str]]:
+    """One holders lookup for the union of the group's samples, then each revocation's own
+    holders (`affected`). Returns (holders to tell per revocation, error per revocation to retry)."""
+    samples = sorted({s for p in group for s in p.samples})
+    try:
+        raw = registry.holders(samples) if samples else Holdings()
+        narrow = _narrower(raw) if len(group) > 1 else None
+    except httpx.HTTPStatusError as exc:
+        if len(group) > 1 and exc.response.status_code in _BAD_REQUEST:
+            # One revocation's bad sample id must not hold back the rest: halve until it is alone.
+            mid = len(group) // 2
+            told_a, failed_a = _holders_for(registry, group[:mid])
+            told_b, failed_b = _holders_for(registry, group[mid:])
+            return told_a | told_b, failed_a | failed_b
+        return {}, dict.fromkeys((p.id for p in group), _describe(exc))
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:  # or a malformed answer
+        return {}, dict.fromkeys((p.id for p in group), _describe(exc))
+    told: dict[str, list[HolderNotice]] = {}
+    failed: dict[str, str] = {}
+    for p in group:
+        try:
+            if narrow is None:
+                holders = affected(raw, p.withdrawals)
+            else:
+                own, widened = narrow(p.samples)
+                if widened:
+                    # A sharded model's shard ids in the shared answer may include shards of licenses
+                    # this revocation does not touch: asked alone, its notice names exactly its shards.
+                    again, err = _holders_for(registry, [p])
+                    told.update(again)
+                    failed.update(err)
+                    continue
+                holders = affected(own, p.withdrawals)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a malformed answer or part
+            failed[p.id] = _describe(exc)
+            continue
+        told[p.id] = holders
+    return told, failed
+
+
+def _narrower(raw: Holdings) -> Callable[[list[str]], tuple[Holdings, bool]]:
+    """The shared answer cut down to one revocation's samples: only the licenses holding some of
+    them and their models (what `affected` keeps is the same; its cost no longer grows with the
+    size of the batch). Also True when a sharded model of those licenses is linked to licenses
+    outside them: its shard ids may then be wider than this revocation's own lookup would give."""
+    whole = [lic for lic in raw.licenses.values() if lic.sample_ids is None]
+    by_sample: dict[str, list[HeldLicense]] = {}
+    for lic in raw.licenses.values():
+        for sid in lic.sample_ids or ():
+            by_sample.setdefault(sid, []).append(lic)
+    models_by_license: dict[str, list[HeldModel]] = {}
+    for model in raw.models.values():
+        for license_id in model.license_ids:
+            models_by_license.setdefault(license_id, []).append(model)
+
+    def narrow(samples: list[str]) -> tuple[Holdings, bool]:
+        wanted = frozenset(samples)
+        held: dict[str, set[str]] = {}
+        for sid in samples:
+            for lic in by_sample.get(sid, []):
+                held.setdefault(lic.license_id, set()).add(sid)
+        licenses = {lic.license_id: lic for lic in whole}
+        for license_id, sids in held.items():
+            lic = raw.licenses[license_id]
+            licenses[license_id] = HeldLicense(
+                license_id=lic.license_id,
+                licensee_id=lic.licensee_id,
+                licensee_name=lic.licensee_name,
+                status=lic.status,
+                consent_id=lic.consent_id,
+                purpose=lic.purpose,
+                sample_ids=None if sids == wanted else sids,
+            )
+        models = {m.model_id: m for lid in licenses for m in models_by_license.get(lid, [])}
+        widened = any(m.shard_ids and not m.license_ids <= licenses.keys() for m in models.values())
+        return Holdings(requested=wanted, licenses=licenses, refs=raw.refs, models=models), widened
+
+    return narrow
+
+
+# The database itself failing is not one revocation's fault: give up the pass (the claims'
+# lease brings the revocations back) instead of trying each revocation alone.
+_DATABASE_DOWN = (OperationalError, InterfaceError)
+
+
+def _commit(ctx: AppContext, told: dict[str, list[HolderNotice]]) -> tuple[int, dict[str, str]]:
+    """Notices for every revocation of `told` in one transaction; when that fails (one malformed
+    revocation), each revocation in its own transaction, so the others still go through."""
+    try:
+        return _create_notices(ctx, told), {}
+    except _DATABASE_DOWN:
+        raise
+    except Exception as exc:
+        if len(told) == 1:
+            return 0, dict.fromkeys(told, _describe(exc))
+        log.warning("batch of %d revocations failed (%s); resolving each alone", len(told), _describe(exc))
+    done = 0
+    failed: dict[str, str] = {}
+    for rid, holders in told.items():
+        try:
+            done += _create_notices(ctx, {rid: holders})
+        except _DATABASE_DOWN:
+            raise
+        except Exception as exc:
+            failed[rid] = _describe(exc)
+    return done, failed
+
+
+def _create_notices(ctx: AppContext, told: dict[str, list[HolderNotice]]) -> int:
     with ctx.session_factory() as session, session.begin():
-        revocation = session.get(Revocation, revocation_id, with_for_update=True)
-        if revocation is None:
-            return
-        revocation.resolve_attempts += 1
-        delay = min(60.0, 0.5 * 2 ** min(revocation.resolve_attempts, 10)) * (1 + random.random() * 0.2)
-        revocation.next_resolve_at = utcnow() + dt.timedelta(seconds=delay)
-        revocation.last_error = error[:500]
-    log.warning("holders lookup for %s failed (%s); retrying in %.1fs", revocation_id, error, delay)
+        # Ordered row locks (no deadlock between resolvers); a revocation no longer ready was
+        # resolved by another resolver whose lease had outlived ours.
+        revocations = list(
+            session.scalars(
+                select(Revocation)
+                .where(Revocation.id.in_(sorted(told)), Revocation.state == "ready")
+                .order_by(Revocation.id)
+                .with_for_update()
+            )
+        )
+        if not revocations:
+            return 0
+        now = utcnow()
+        notices.create_many(session, ctx, [(r, told[r.id]) for r in revocations], now)
+        publish_many(
+            session,
+            [
+                outbox_row(
+                    ctx.settings,
+                    licensee_id="",
+                    key=r.id,
+                    revocation_id=r.id,
+                    subject_id=r.subject_id,
+                    revocation_resolved=pb.RevocationResolved(
+                        notice_count=len(told[r.id]),
+                        licensee_ids=sorted(str(h["licensee_id"]) for h in told[r.id]),
+                    ),
+                )
+                for r in revocations
+            ],
+        )
+        session.execute(
+            update(Revocation)
+            .where(Revocation.id.in_([r.id for r in revocations]))
+            .values(state="resolved", resolved_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    for r in revocations:
+        log.info("revocation %s resolved: %d licensee(s) to notify", r.id, len(told[r.id]))
+    return len(revocations)
+
+
+def _describe(exc: BaseException) -> str:
+    """Short and free of row data (a database error's text would quote every parameter)."""
+    orig = getattr(exc, "orig", None)
+    if isinstance(exc, SQLAlchemyError) and orig is not None:
+        return f"{type(orig).__name__}: {str(orig).splitlines()[0] if str(orig) else ''}"[:500]
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _retry_later(ctx: AppContext, errors: dict[str, str]) -> None:
+    """Back off each revocation that could not be resolved now (by its own attempt count)."""
+    if not errors:
+        return
+    delays: list[float] = []
+    with ctx.session_factory() as session, session.begin():
+        now = utcnow()
+        for revocation in session.scalars(
+            select(Revocation)
+            .where(Revocation.id.in_(sorted(errors)), Revocation.state == "ready")
+            .order_by(Revocation.id)
+            .with_for_update()
+        ):
+            revocation.resolve_attempts += 1
+            delay = min(60.0, 0.5 * 2 ** min(revocation.resolve_attempts, 10)) * (1 + random.random() * 0.2)
+            revocation.next_resolve_at = now + dt.timedelta(seconds=delay)
+            revocation.last_error = errors[revocation.id][:500]
+            delays.append(delay)
+    by_error: dict[str, list[str]] = {}
+    for rid, error in errors.items():
+        by_error.setdefault(error, []).append(rid)
+    for error, rids in by_error.items():
+        log.warning(
+            "%d revocation(s) not resolved (%s), e.g. %s; retrying in %.1f-%.1fs",
+            len(rids),
+            error,
+            ", ".join(sorted(rids)[:3]),
+            min(delays, default=0.0),
+            max(delays, default=0.0),
+        )
