@@ -32,7 +32,10 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from sqlalchemy.orm import Session
@@ -53,8 +56,13 @@ from revocation_worker.metrics import (
 )
 from revocation_worker.notices import repository
 from revocation_worker.notices import service as notices
+from revocation_worker.notices.models import Notice
 
 log = logging.getLogger(__name__)
+
+# Webhook bodies are built this many notices at a time, in a pool of this many threads.
+BODY_GROUP = 16
+BODY_THREADS = 3
 
 
 def lease_for(timeout: float) -> dt.timedelta:
@@ -71,6 +79,20 @@ class Job:
     url: str
     body: bytes
     secrets: list[str]
+
+
+@dataclass
+class Leased:
+    """A delivery this process holds the lease of; its body is built next."""
+
+    delivery_id: int
+    endpoint_id: str
+    url: str
+    secrets: list[str]
+    notice: Notice
+
+    def job(self, body: bytes) -> Job:
+        return Job(self.delivery_id, self.endpoint_id, self.notice.id, self.url, body, self.secrets)
 
 
 @dataclass
@@ -112,6 +134,7 @@ class Deliverer:
     _wake: asyncio.Event | None = None
     _record_wake: asyncio.Event | None = None
     _closing: bool = False
+    _bodies_executor: ThreadPoolExecutor | None = None
 
     def wake(self) -> None:
         """Claim now (thread-safe; a no-op before the loop runs or after it ended)."""
@@ -124,6 +147,15 @@ class Deliverer:
     # -- claiming (database, in a thread) ---------------------------------------
 
     def claim(self) -> list[Job]:
+        """Lease due deliveries and build their jobs (the loop does the same in two steps, so
+        that the first POSTs start before every body is built)."""
+        leases = self.lease()
+        bodies = self.bodies([x.notice for x in leases])
+        return [x.job(bodies[x.notice.id]) for x in leases if x.notice.id in bodies]
+
+    def lease(self) -> list[Leased]:
+        """One transaction: lease due deliveries (respecting the per-endpoint and global caps),
+        load their endpoints and notices in one query each, note when the next retry is due."""
         s = self.ctx.settings
         capacity = s.worker_endpoint_concurrency
         room = s.worker_delivery_concurrency - sum(self.inflight.values())
@@ -132,8 +164,7 @@ class Deliverer:
             return []  # the recorder wakes the loop when capacity frees up
         per_endpoint = {e: capacity - n for e, n in self.inflight.items()}
         now = utcnow()
-        jobs: list[Job] = []
-        bodies: dict[str, bytes] = {}
+        out: list[Leased] = []
         secrets: dict[str, list[str]] = {}
         with self.ctx.session_factory() as session, session.begin():
             claimed = repository.claim_due(
@@ -158,23 +189,21 @@ class Deliverer:
                 if endpoint is None or notice is None:
                     gone.append(c.id)
                     continue
-                if c.notice_id not in bodies:
-                    body = notices.webhook_body(session, self.ctx, notice)
-                    bodies[c.notice_id] = json.dumps(body, separators=(",", ":")).encode()
                 if c.endpoint_id not in secrets:
                     secrets[c.endpoint_id] = endpoints.signing_secrets(self.ctx, endpoint, now)
-                jobs.append(
-                    Job(
-                        delivery_id=c.id,
-                        endpoint_id=c.endpoint_id,
-                        notice_id=c.notice_id,
-                        url=endpoint.url,
-                        body=bodies[c.notice_id],
-                        secrets=secrets[c.endpoint_id],
-                    )
-                )
+                out.append(Leased(c.id, c.endpoint_id, endpoint.url, secrets[c.endpoint_id], notice))
             delivery_repo.cancel(session, gone)
-        return jobs
+        return out
+
+    def bodies(self, notices_: list[Notice]) -> dict[str, bytes]:
+        """Each distinct notice's webhook body, built once (a notice's body never changes)."""
+        out: dict[str, bytes] = {}
+        with self.ctx.session_factory() as session:
+            for notice in notices_:
+                if notice.id not in out:
+                    body = notices.webhook_body(session, self.ctx, session.merge(notice, load=False))
+                    out[notice.id] = json.dumps(body, separators=(",", ":")).encode()
+        return out
 
     # -- sending (event loop) ----------------------------------------------------
 
@@ -193,6 +222,35 @@ class Deliverer:
         except aiohttp.ClientError as exc:
             return Outcome(None, f"{type(exc).__name__}: {exc}"[:300], time.perf_counter() - start)
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _build_and_send(self, http: aiohttp.ClientSession, leases: list[Leased]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            bodies = await loop.run_in_executor(self._body_pool(), self.bodies, [x.notice for x in leases])
+        except Exception as exc:
+            log.warning(
+                "building %d webhook bodies failed (%s: %s); their leases will expire, then a retry",
+                len(leases),
+                type(exc).__name__,
+                exc,
+            )
+            bodies = {}
+        for x in leases:
+            body = bodies.get(x.notice.id)
+            if body is None:
+                self._release_endpoint(x.endpoint_id)
+                continue
+            self._spawn(self.run_job(http, x.job(body)))
+
+    def _body_pool(self) -> ThreadPoolExecutor:
+        if self._bodies_executor is None:
+            self._bodies_executor = ThreadPoolExecutor(BODY_THREADS, thread_name_prefix="webhook-bodies")
+        return self._bodies_executor
+
     async def run_job(self, http: aiohttp.ClientSession, job: Job) -> None:
         try:
             outcome = await self.send(http, job)
@@ -210,9 +268,12 @@ class Deliverer:
             self._record_wake.set()
 
     def _release(self, job: Job) -> None:
-        self.inflight[job.endpoint_id] -= 1
-        if self.inflight[job.endpoint_id] <= 0:
-            del self.inflight[job.endpoint_id]
+        self._release_endpoint(job.endpoint_id)
+
+    def _release_endpoint(self, endpoint_id: str) -> None:
+        self.inflight[endpoint_id] -= 1
+        if self.inflight[endpoint_id] <= 0:
+            del self.inflight[endpoint_id]
 
     # -- recording (database, in a thread) -----------------------------------------
 
@@ -403,19 +464,22 @@ class Deliverer:
                 while not stop.is_set():
                     wake.clear()
                     try:
-                        jobs = await asyncio.to_thread(self.claim)
+                        leases = await asyncio.to_thread(self.lease)
                     except Exception as exc:
                         log.warning("claiming deliveries failed: %s: %s", type(exc).__name__, exc)
-                        jobs = []
-                    for job in jobs:
-                        self.inflight[job.endpoint_id] = self.inflight.get(job.endpoint_id, 0) + 1
-                        task = asyncio.create_task(self.run_job(http, job))
-                        self.tasks.add(task)
-                        task.add_done_callback(self.tasks.discard)
+                        leases = []
+                    for x in leases:
+                        self.inflight[x.endpoint_id] = self.inflight.get(x.endpoint_id, 0) + 1
+                    # Bodies are built a few notices at a time in a small pool, and each group is
+                    # sent as soon as it is ready: the first POSTs never wait for the last body.
+                    for i in range(0, len(leases), BODY_GROUP):
+                        self._spawn(self._build_and_send(http, leases[i : i + BODY_GROUP]))
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), timeout=self._sleep_for())
-                if self.tasks:
-                    await asyncio.wait(self.tasks, timeout=s.worker_delivery_timeout_seconds + 5)
+                # Let POSTs in flight finish and be recorded (body groups spawn POSTs meanwhile).
+                give_up = time.monotonic() + s.worker_delivery_timeout_seconds + 5
+                while self.tasks and time.monotonic() < give_up:
+                    await asyncio.wait(set(self.tasks), timeout=give_up - time.monotonic())
         finally:
             self._closing = True
             self._record_wake.set()
@@ -423,6 +487,9 @@ class Deliverer:
                 await asyncio.wait_for(recorder, timeout=30)
             stopper.cancel()
             self._loop = None
+            if self._bodies_executor is not None:
+                self._bodies_executor.shutdown(wait=False)
+                self._bodies_executor = None
 
 
 def backoff(failures: int, schedule: list[float], jitter: float) -> float:
