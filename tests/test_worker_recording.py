@@ -188,24 +188,8 @@ def test_worker_killed_between_post_and_record_redelivers_with_the_same_webhook_
     lic, h = w.licensee()
     _, secret = w.register(h, rcv.url)
     nid = w.make_notice(lic)
-    env = {
-        **os.environ,
-        "RESCIND_WORKER_DATABASE_URL": worker_db_url,
-        "RESCIND_STATE_DIR": str(state_dir),
-        "RESCIND_WORKER_ALLOW_NETWORKS": '["127.0.0.0/8"]',
-        "RESCIND_WORKER_ALLOW_HTTP": "true",
-        "RESCIND_WORKER_POLL_INTERVAL_SECONDS": "0.05",
-        "RESCIND_WORKER_PUBLIC_URL": w.settings.worker_public_url,
-    }
-    env.pop("RESCIND_METRICS_PORT", None)
     log = tmp_path / "worker.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "revocation_worker", "worker", "--role", "delivery"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+    proc = delivery_process(w, worker_db_url, state_dir, log)
     try:
         try:
             wait_until(lambda: rcv.hanging == 1 or proc.poll() is not None, 60, "the worker's POST")
@@ -238,3 +222,63 @@ def test_worker_killed_between_post_and_record_redelivers_with_the_same_webhook_
     assert second.verify(secret) == first.verify(secret)  # the same body
     assert notice["deliveries"][0]["attempts"] == 1
     assert len(events(w, lic, "notice_delivered")) == 1
+
+
+def delivery_process(w: Any, worker_db_url: str, state_dir: Path, log: Path, **env: str) -> Any:
+    """`revocation-worker worker --role delivery` on this test's database, as a process."""
+    full = {
+        **os.environ,
+        "RESCIND_WORKER_DATABASE_URL": worker_db_url,
+        "RESCIND_STATE_DIR": str(state_dir),
+        "RESCIND_WORKER_ALLOW_NETWORKS": '["127.0.0.0/8"]',
+        "RESCIND_WORKER_ALLOW_HTTP": "true",
+        "RESCIND_WORKER_POLL_INTERVAL_SECONDS": "0.05",
+        "RESCIND_WORKER_PUBLIC_URL": w.settings.worker_public_url,
+        **env,
+    }
+    full.pop("RESCIND_METRICS_PORT", None)
+    with log.open("wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "revocation_worker", "worker", "--role", "delivery"],
+            env=full,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+
+
+def test_intake_role_wakes_a_delivery_process_at_once(
+    worker: Any, receiver: Any, worker_db_url: str, state_dir: Path, tmp_path: Path
+) -> None:
+    """With the roles split, new notices reach the delivery process by NOTIFY, not by its
+    fallback timer (set to a minute here)."""
+    if not worker_db_url.startswith("postgresql"):
+        return  # the delivery role polls on SQLite
+    from revocation_worker.runner import Worker
+
+    w = worker()
+    rcv = receiver(lambda n, r: 200)
+    lic, h = w.licensee()
+    _, secret = w.register(h, rcv.url)
+    first = w.make_notice(lic)
+    log = tmp_path / "worker.log"
+    proc = delivery_process(w, worker_db_url, state_dir, log, RESCIND_WORKER_IDLE_WAKE_SECONDS="60")
+    try:
+        rcv.wait_for(1, timeout=60)  # claimed at start-up; it LISTENs from then on
+        w.wait_status(h, first, "delivered")
+        intake = Worker(w.ctx, consume=False, relay=False, role="intake")
+        second = w.make_notice(lic)
+        intake.wake_delivery()  # what the resolver does after making notices
+        intake.join(0.1)
+        got = rcv.wait_for(2, timeout=20)
+        assert proc.poll() is None, log.read_text()
+        assert got[1].webhook_id == f"msg_{second}"
+        assert got[1].verify(secret)["data"]["notice_id"] == second
+        w.wait_status(h, second, "delivered")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, log.read_text()

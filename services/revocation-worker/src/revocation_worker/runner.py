@@ -19,9 +19,11 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Literal
 
 import psycopg
+from kafka.consumer.fetcher import ConsumerRecord
 
 from rescind_common.consumer import EventConsumer
 from rescind_common.db import make_engine, make_session_factory
@@ -100,11 +102,15 @@ class Worker:
         # woken by NOTIFY (PostgreSQL) or polls (SQLite).
         self.deliverer = Deliverer(ctx, signalled=role == "all")
         self.registry = RegistryClient(ctx) if self.intake else None
-        # The consumer signals after each batch when it can (its `on_batch` hook); otherwise
-        # the resolver keeps polling every `worker_poll_interval_seconds`.
+        # The consumer wakes the resolver after each batch (its `on_batch` hook) or, without that
+        # hook, after each record its handler committed; the resolver then only falls back to
+        # `worker_idle_wake_seconds` (retried registry lookups).
         self.consumer_signals = False
-        if self.consumer is not None and hasattr(self.consumer, "on_batch"):
-            setattr(self.consumer, "on_batch", self._on_consumer_batch)  # noqa: B010
+        if self.consumer is not None:
+            if hasattr(self.consumer, "on_batch"):
+                setattr(self.consumer, "on_batch", self._on_consumer_batch)  # noqa: B010
+            else:
+                self.consumer.handler = self._waking(self.consumer.handler)
             self.consumer_signals = True
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -129,6 +135,13 @@ class Worker:
             return
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(event.set)
+
+    def _waking(self, handler: Callable[[ConsumerRecord], None]) -> Callable[[ConsumerRecord], None]:
+        def handle(record: ConsumerRecord) -> None:
+            handler(record)  # its transaction committed: the revocation may be ready now
+            self.wake_resolver()
+
+        return handle
 
     def _on_consumer_batch(self, n: int) -> None:
         if n:
