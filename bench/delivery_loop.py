@@ -226,14 +226,14 @@ def idle_cpu(
     )
     try:
         # Start-up (imports take seconds of CPU on a busy machine, topic checks, the consumer group
-        # join) is over once two consecutive seconds cost under 5% of a core; at most 120 s.
+        # join) is over once two consecutive seconds cost under 20% of a core; at most 60 s.
         time.sleep(5)
-        quiet, last, give_up = 0, proc_cpu(proc.pid), time.monotonic() + 120
+        quiet, last, give_up = 0, proc_cpu(proc.pid), time.monotonic() + 60
         while quiet < 2 and time.monotonic() < give_up:
             assert proc.poll() is None, f"{variant} worker exited with {proc.returncode}"
             time.sleep(1)
             now = proc_cpu(proc.pid)
-            quiet = quiet + 1 if now - last < 0.05 else 0
+            quiet = quiet + 1 if now - last < 0.2 else 0
             last = now
         before = proc_cpu(proc.pid)
         time.sleep(seconds)
