@@ -195,6 +195,10 @@ class Deliverer:
             delivery_repo.cancel(session, gone)
         return out
 
+    def give_back(self, delivery_ids: list[int]) -> None:
+        with self.ctx.session_factory() as session, session.begin():
+            delivery_repo.release(session, delivery_ids)
+
     def bodies(self, notices_: list[Notice]) -> dict[str, bytes]:
         """Each distinct notice's webhook body, built once (a notice's body never changes)."""
         out: dict[str, bytes] = {}
@@ -233,12 +237,16 @@ class Deliverer:
             bodies = await loop.run_in_executor(self._body_pool(), self.bodies, [x.notice for x in leases])
         except Exception as exc:
             log.warning(
-                "building %d webhook bodies failed (%s: %s); their leases will expire, then a retry",
+                "building %d webhook bodies failed (%s: %s); giving their leases back",
                 len(leases),
                 type(exc).__name__,
                 exc,
             )
             bodies = {}
+            try:
+                await loop.run_in_executor(self._body_pool(), self.give_back, [x.delivery_id for x in leases])
+            except Exception as exc:  # the database is away: the leases expire instead
+                log.warning("giving %d leases back failed: %s: %s", len(leases), type(exc).__name__, exc)
         for x in leases:
             body = bodies.get(x.notice.id)
             if body is None:

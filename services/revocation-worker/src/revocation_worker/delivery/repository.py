@@ -52,6 +52,17 @@ def cancel(session: Session, ids: Sequence[int]) -> None:
         )
 
 
+def release(session: Session, ids: Sequence[int]) -> None:
+    """Give leases back (nothing was sent): the deliveries are due again at once."""
+    if ids:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(list(ids)), Delivery.status == "pending")
+            .values(lease_until=None, lease_owner=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
 def add_attempts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """One multi-row INSERT for every attempt of a recording pass."""
     if rows:
