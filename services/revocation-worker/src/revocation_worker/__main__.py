@@ -20,7 +20,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply database migrations")
     serve = sub.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--workers", type=int, default=1)
-    sub.add_parser("worker", help="consume revocations, deliver webhooks, sweep deadlines, relay events")
+    worker = sub.add_parser(
+        "worker", help="consume revocations, deliver webhooks, sweep deadlines, relay events"
+    )
+    worker.add_argument(
+        "--role",
+        choices=["all", "intake", "delivery"],
+        default="all",
+        help="all (default): everything in this process; intake: consumer, resolver, sweeper and "
+        "relay; delivery: the webhook delivery loop alone (its own process and GIL)",
+    )
     args = parser.parse_args(argv)
 
     settings = WorkerSettings()
@@ -43,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from revocation_worker.runner import main as run_worker
 
-        run_worker(settings)
+        run_worker(settings, role=args.role)
     return 0
 
 

@@ -34,7 +34,10 @@ class WorkerSettings(RescindSettings):
     worker_delivery_timeout_seconds: float = Field(default=10.0, gt=0)
     worker_delivery_concurrency: int = Field(default=500, ge=1)
     worker_endpoint_concurrency: int = Field(default=10, ge=1)
+    # Where nothing signals new work (another process on SQLite, a consumer without the batch
+    # hook), loops poll this often; where something does, they still look every idle-wake seconds.
     worker_poll_interval_seconds: float = Field(default=0.1, gt=0)
+    worker_idle_wake_seconds: float = Field(default=1.0, gt=0)
     worker_sweep_interval_seconds: float = Field(default=5.0, gt=0)
     # Secret rotation: the old secret keeps signing (next to the new one) this long.
     worker_rotation_grace_seconds: float = Field(default=24 * 3600.0, ge=0)

@@ -1,5 +1,14 @@
 """`revocation-worker worker`: the consumer, the resolver, the delivery loop, the overdue sweeper
-and the outbox relay, in one process. Stops on SIGTERM/SIGINT, committing consumer offsets."""
+and the outbox relay. Stops on SIGTERM/SIGINT, committing consumer offsets.
+
+Roles (`--role`): `all` (default) runs everything in one process; `intake` runs the consumer,
+resolver, sweeper and relay; `delivery` runs the delivery loop alone, so that it has a GIL of its
+own. Loops sleep until signalled: the consumer wakes the resolver after each batch, the resolver
+wakes the delivery loop when it made notices. Across processes that signal is a PostgreSQL
+`NOTIFY` (the delivery role LISTENs); on SQLite the delivery role polls instead. A fallback timer
+(`worker_idle_wake_seconds`) catches what nothing signals (expired leases, retries due later,
+deliveries made by the API).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +18,10 @@ import datetime as dt
 import logging
 import signal
 import threading
+import time
+from typing import Literal
+
+import psycopg
 
 from rescind_common.consumer import EventConsumer
 from rescind_common.db import make_engine, make_session_factory
@@ -26,6 +39,12 @@ from revocation_worker.notices.service import sweep_overdue
 from revocation_worker.secrets import SecretBox
 
 log = logging.getLogger(__name__)
+
+Role = Literal["all", "intake", "delivery"]
+ROLES: tuple[Role, ...] = ("all", "intake", "delivery")
+# The PostgreSQL channel on which the intake role tells the delivery role "new deliveries".
+DELIVERY_CHANNEL = "rescind_worker_deliveries"
+RESOLVE_BATCH = 50
 
 
 def build_context(settings: WorkerSettings) -> AppContext:
@@ -67,31 +86,112 @@ def build_relay(ctx: AppContext) -> OutboxRelay:
 
 
 class Worker:
-    def __init__(self, ctx: AppContext, *, consume: bool = True, relay: bool = True) -> None:
+    def __init__(
+        self, ctx: AppContext, *, consume: bool = True, relay: bool = True, role: Role = "all"
+    ) -> None:
         self.ctx = ctx
-        self.consumer = build_consumer(ctx) if consume else None
-        self.relay = build_relay(ctx) if relay else None
-        self.deliverer = Deliverer(ctx)
-        self.registry = RegistryClient(ctx)
+        self.role = role
+        self.intake = role in ("all", "intake")
+        self.delivery = role in ("all", "delivery")
+        self.pg = ctx.engine.dialect.name == "postgresql"
+        self.consumer = build_consumer(ctx) if consume and self.intake else None
+        self.relay = build_relay(ctx) if relay and self.intake else None
+        # In one process the resolver wakes the delivery loop directly; the delivery role is
+        # woken by NOTIFY (PostgreSQL) or polls (SQLite).
+        self.deliverer = Deliverer(ctx, signalled=role == "all")
+        self.registry = RegistryClient(ctx) if self.intake else None
+        # The consumer wakes the resolver after each committed batch; the resolver then only falls
+        # back to `worker_idle_wake_seconds` (retried registry lookups).
+        self.consumer_signals = False
+        if self.consumer is not None:
+            self.consumer.on_batch = self._on_consumer_batch
+            self.consumer_signals = True
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._resolver_wake: asyncio.Event | None = None
+        self._stopping = threading.Event()
+
+    # -- wakeups (thread-safe) -----------------------------------------------------
+
+    def wake_resolver(self) -> None:
+        self._set_threadsafe(self._resolver_wake)
+
+    def wake_delivery(self) -> None:
+        if self.delivery:
+            self.deliverer.wake()
+        elif self.pg:
+            self._notify_delivery()
+
+    def _set_threadsafe(self, event: asyncio.Event | None) -> None:
+        loop = self._loop
+        if loop is None or event is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(event.set)
+
+    def _on_consumer_batch(self, n: int) -> None:
+        if n:
+            self.wake_resolver()
+
+    def _notify_delivery(self) -> None:
+        try:
+            with self.ctx.engine.connect() as conn:
+                conn.exec_driver_sql(f"NOTIFY {DELIVERY_CHANNEL}")
+                conn.commit()
+        except Exception as exc:  # the delivery role's fallback timer still finds the work
+            log.warning("NOTIFY %s failed: %s: %s", DELIVERY_CHANNEL, type(exc).__name__, exc)
+
+    def _listen(self) -> None:
+        """Delivery role on PostgreSQL: wake the loop on every NOTIFY; while the connection is
+        down, the loop polls instead."""
+        url = self.ctx.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {DELIVERY_CHANNEL}")
+                    self.deliverer.signalled = True
+                    self.deliverer.wake()  # anything made while we were not listening
+                    while not self._stopping.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            self.deliverer.wake()  # idempotent: a burst is one claim
+            except Exception as exc:
+                self.deliverer.signalled = False
+                log.warning("LISTEN %s failed (%s: %s); polling", DELIVERY_CHANNEL, type(exc).__name__, exc)
+                self._stopping.wait(2.0)
+        self.deliverer.signalled = False
+
+    # -- loops ---------------------------------------------------------------------
 
     async def _periodic(self, stop: asyncio.Event) -> None:
+        assert self._resolver_wake is not None and self.registry is not None
+        wake = self._resolver_wake
+        s = self.ctx.settings
+        registry = self.registry
         last_sweep = 0.0
         loop = asyncio.get_running_loop()
         while not stop.is_set():
+            wake.clear()
+            n = 0
             try:
-                n = await asyncio.to_thread(resolve_due, self.ctx, self.registry)
+                n = await asyncio.to_thread(resolve_due, self.ctx, registry, RESOLVE_BATCH)
                 if n:
                     REVOCATIONS_RESOLVED.inc(n)
-                if loop.time() - last_sweep > self.ctx.settings.worker_sweep_interval_seconds:
+                    if self.delivery:
+                        self.wake_delivery()
+                    else:
+                        await asyncio.to_thread(self.wake_delivery)
+                if loop.time() - last_sweep > s.worker_sweep_interval_seconds:
                     last_sweep = loop.time()
                     await asyncio.to_thread(self._sweep)
             except Exception as exc:
                 log.warning("resolver/sweeper pass failed: %s: %s", type(exc).__name__, exc)
+            if n >= RESOLVE_BATCH:
+                continue  # more are ready
+            longest = s.worker_idle_wake_seconds if self.consumer_signals else s.worker_poll_interval_seconds
+            until_sweep = last_sweep + s.worker_sweep_interval_seconds - loop.time()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.ctx.settings.worker_poll_interval_seconds)
+                await asyncio.wait_for(wake.wait(), timeout=max(0.001, min(longest, until_sweep)))
 
     def _sweep(self) -> None:
         sweep_overdue(self.ctx)
@@ -104,30 +204,50 @@ class Worker:
     async def run_async(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._resolver_wake = asyncio.Event()
+        stop = self._stop
         for name, target in (("consumer", self.consumer), ("relay", self.relay)):
             if target is not None:
                 t = threading.Thread(target=target.run, name=f"worker-{name}", daemon=True)
                 t.start()
                 self._threads.append(t)
-        await asyncio.gather(self.deliverer.run(self._stop), self._periodic(self._stop))
+        if self.role == "delivery" and self.pg:
+            t = threading.Thread(target=self._listen, name="worker-listen", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+        async def wake_on_stop() -> None:
+            await stop.wait()
+            if self._resolver_wake is not None:
+                self._resolver_wake.set()
+
+        loops = [wake_on_stop()]
+        if self.delivery:
+            loops.append(self.deliverer.run(stop))
+        if self.intake:
+            loops.append(self._periodic(stop))
+        await asyncio.gather(*loops)
 
     def stop(self) -> None:
+        self._stopping.set()
         if self.consumer is not None:
             self.consumer.stop_event.set()
         if self.relay is not None:
             self.relay.stop_event.set()
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        self._set_threadsafe(self._stop)
 
     def join(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout=timeout)
-        self.registry.close()
+            t.join(timeout=max(0.1, deadline - time.monotonic()))
+        if self.registry is not None:
+            self.registry.close()
 
 
-def main(settings: WorkerSettings) -> None:
+def main(settings: WorkerSettings, role: Role = "all") -> None:
     ctx = build_context(settings)
-    worker = Worker(ctx)
+    worker = Worker(ctx, role=role)
+    log.info("worker started (role %s)", role)
 
     def on_signal(signum: int, frame: object) -> None:
         log.info("stopping on signal %d", signum)

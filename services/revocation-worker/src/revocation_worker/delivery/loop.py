@@ -1,15 +1,24 @@
-"""The delivery loop: lease due deliveries, POST them concurrently, record each outcome.
+"""The delivery loop: lease due deliveries, POST them concurrently, record outcomes in batches.
 
 - One pooled aiohttp session per process; a global concurrency cap, and at most
   `worker_endpoint_concurrency` in flight per endpoint, so a slow or dead endpoint never
   delays other licensees (its backlog waits, theirs does not).
+- Claiming is one transaction: lease due deliveries (UPDATE ... RETURNING), load their endpoints
+  and notices in one query each, build each distinct notice's body once.
+- A finished POST goes to an in-process queue; the recorder writes every outcome pending at
+  that moment in ONE transaction (a multi-row insert of attempts, the deliveries, endpoints and
+  notices updated together, the NoticeDelivered/NoticeFailed/EndpointDisabled events in the same
+  transaction). Until it commits the delivery stays leased: a crash between the POST and the
+  record means the lease expires and the receiver sees a redelivery with the same `webhook-id`.
 - Only 2xx is success. Failures back off along `worker_retry_schedule_seconds` with jitter,
   honouring Retry-After, for `worker_retry_window_seconds` (72 h); then the delivery is dead
   (the operator can re-drive it). 410 Gone disables the endpoint at once; an endpoint failing
   without a success for `worker_disable_after_seconds` is disabled. Ops are told by metric and
   by an EndpointDisabled event.
-- Leases: a crashed worker's deliveries are picked up again when their lease expires; the
-  receiver then sees a redelivery with the same `webhook-id`.
+- The loop sleeps until woken (`wake()`: new notices, freed capacity, a recorded batch), until
+  the earliest pending retry is due, or at most `worker_idle_wake_seconds` (leases of crashed
+  workers, deliveries made by the API). Run with nobody to wake it (`signalled=False`), it polls
+  every `worker_poll_interval_seconds` instead.
 """
 
 from __future__ import annotations
@@ -23,7 +32,10 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from sqlalchemy.orm import Session
@@ -31,10 +43,10 @@ from sqlalchemy.orm import Session
 from rescind_common.db import utcnow
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.context import AppContext
+from revocation_worker.delivery import repository as delivery_repo
 from revocation_worker.delivery.client import UnsafeURL, check_literal_host, make_session, post
 from revocation_worker.delivery.signing import sign_headers, webhook_id
 from revocation_worker.endpoints import service as endpoints
-from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.events import publish
 from revocation_worker.metrics import (
     DELIVERY_ATTEMPTS,
@@ -44,9 +56,13 @@ from revocation_worker.metrics import (
 )
 from revocation_worker.notices import repository
 from revocation_worker.notices import service as notices
-from revocation_worker.notices.models import Delivery, Notice
+from revocation_worker.notices.models import Notice
 
 log = logging.getLogger(__name__)
+
+# Webhook bodies are built this many notices at a time, in a pool of this many threads.
+BODY_GROUP = 16
+BODY_THREADS = 3
 
 
 def lease_for(timeout: float) -> dt.timedelta:
@@ -66,6 +82,20 @@ class Job:
 
 
 @dataclass
+class Leased:
+    """A delivery this process holds the lease of; its body is built next."""
+
+    delivery_id: int
+    endpoint_id: str
+    url: str
+    secrets: list[str]
+    notice: Notice
+
+    def job(self, body: bytes) -> Job:
+        return Job(self.delivery_id, self.endpoint_id, self.notice.id, self.url, body, self.secrets)
+
+
+@dataclass
 class Outcome:
     status_code: int | None
     error: str | None
@@ -74,23 +104,68 @@ class Outcome:
 
 
 @dataclass
+class _Observed:
+    """Metrics of one recording pass, applied only once its transaction committed."""
+
+    attempts: list[str] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)
+
+    def apply(self) -> None:
+        for label in self.attempts:
+            DELIVERY_ATTEMPTS.labels(label).inc()
+        for latency in self.latencies:
+            REVOCATION_TO_DELIVERY.observe(latency)
+        for reason in self.disabled:
+            ENDPOINTS_DISABLED.labels(reason).inc()
+
+
+@dataclass
 class Deliverer:
     ctx: AppContext
+    # True when something calls `wake()` on new work (the worker's resolver, a LISTEN thread);
+    # otherwise the loop polls every `worker_poll_interval_seconds`.
+    signalled: bool = False
     inflight: dict[str, int] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _done: list[tuple[Job, Outcome]] = field(default_factory=list)
+    _next_due: dt.datetime | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _wake: asyncio.Event | None = None
+    _record_wake: asyncio.Event | None = None
+    _closing: bool = False
+    _bodies_executor: ThreadPoolExecutor | None = None
+
+    def wake(self) -> None:
+        """Claim now (thread-safe; a no-op before the loop runs or after it ended)."""
+        loop, event = self._loop, self._wake
+        if loop is None or event is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(event.set)
 
     # -- claiming (database, in a thread) ---------------------------------------
 
     def claim(self) -> list[Job]:
+        """Lease due deliveries and build their jobs (the loop does the same in two steps, so
+        that the first POSTs start before every body is built)."""
+        leases = self.lease()
+        bodies = self.bodies([x.notice for x in leases])
+        return [x.job(bodies[x.notice.id]) for x in leases if x.notice.id in bodies]
+
+    def lease(self) -> list[Leased]:
+        """One transaction: lease due deliveries (respecting the per-endpoint and global caps),
+        load their endpoints and notices in one query each, note when the next retry is due."""
         s = self.ctx.settings
         capacity = s.worker_endpoint_concurrency
         room = s.worker_delivery_concurrency - sum(self.inflight.values())
+        self._next_due = None
         if room <= 0:
-            return []
+            return []  # the recorder wakes the loop when capacity frees up
         per_endpoint = {e: capacity - n for e, n in self.inflight.items()}
         now = utcnow()
-        jobs: list[Job] = []
-        bodies: dict[str, bytes] = {}
+        out: list[Leased] = []
+        secrets: dict[str, list[str]] = {}
         with self.ctx.session_factory() as session, session.begin():
             claimed = repository.claim_due(
                 session,
@@ -101,26 +176,38 @@ class Deliverer:
                 default_capacity=capacity,
                 limit=room,
             )
-            for d in claimed:
-                endpoint = session.get(Endpoint, d.endpoint_id)
-                notice = session.get(Notice, d.notice_id)
+            if len(claimed) < room:
+                self._next_due = delivery_repo.next_due_at(session, now)
+            if not claimed:
+                return []
+            by_endpoint = delivery_repo.endpoints_by_id(session, (c.endpoint_id for c in claimed))
+            by_notice = delivery_repo.notices_by_id(session, (c.notice_id for c in claimed))
+            gone: list[int] = []
+            for c in claimed:
+                endpoint = by_endpoint.get(c.endpoint_id)
+                notice = by_notice.get(c.notice_id)
                 if endpoint is None or notice is None:
-                    d.status = "cancelled"
+                    gone.append(c.id)
                     continue
-                if d.notice_id not in bodies:
-                    body = notices.webhook_body(session, self.ctx, notice)
-                    bodies[d.notice_id] = json.dumps(body, separators=(",", ":")).encode()
-                jobs.append(
-                    Job(
-                        delivery_id=d.id,
-                        endpoint_id=d.endpoint_id,
-                        notice_id=d.notice_id,
-                        url=endpoint.url,
-                        body=bodies[d.notice_id],
-                        secrets=endpoints.signing_secrets(self.ctx, endpoint, now),
-                    )
-                )
-        return jobs
+                if c.endpoint_id not in secrets:
+                    secrets[c.endpoint_id] = endpoints.signing_secrets(self.ctx, endpoint, now)
+                out.append(Leased(c.id, c.endpoint_id, endpoint.url, secrets[c.endpoint_id], notice))
+            delivery_repo.cancel(session, gone)
+        return out
+
+    def give_back(self, delivery_ids: list[int]) -> None:
+        with self.ctx.session_factory() as session, session.begin():
+            delivery_repo.release(session, delivery_ids)
+
+    def bodies(self, notices_: list[Notice]) -> dict[str, bytes]:
+        """Each distinct notice's webhook body, built once (a notice's body never changes)."""
+        out: dict[str, bytes] = {}
+        with self.ctx.session_factory() as session:
+            for notice in notices_:
+                if notice.id not in out:
+                    body = notices.webhook_body(session, self.ctx, session.merge(notice, load=False))
+                    out[notice.id] = json.dumps(body, separators=(",", ":")).encode()
+        return out
 
     # -- sending (event loop) ----------------------------------------------------
 
@@ -139,94 +226,150 @@ class Deliverer:
         except aiohttp.ClientError as exc:
             return Outcome(None, f"{type(exc).__name__}: {exc}"[:300], time.perf_counter() - start)
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _build_and_send(self, http: aiohttp.ClientSession, leases: list[Leased]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            bodies = await loop.run_in_executor(self._body_pool(), self.bodies, [x.notice for x in leases])
+        except Exception as exc:
+            log.warning(
+                "building %d webhook bodies failed (%s: %s); giving their leases back",
+                len(leases),
+                type(exc).__name__,
+                exc,
+            )
+            bodies = {}
+            try:
+                await loop.run_in_executor(self._body_pool(), self.give_back, [x.delivery_id for x in leases])
+            except Exception as exc:  # the database is away: the leases expire instead
+                log.warning("giving %d leases back failed: %s: %s", len(leases), type(exc).__name__, exc)
+        for x in leases:
+            body = bodies.get(x.notice.id)
+            if body is None:
+                self._release_endpoint(x.endpoint_id)
+                continue
+            self._spawn(self.run_job(http, x.job(body)))
+
+    def _body_pool(self) -> ThreadPoolExecutor:
+        if self._bodies_executor is None:
+            self._bodies_executor = ThreadPoolExecutor(BODY_THREADS, thread_name_prefix="webhook-bodies")
+        return self._bodies_executor
+
     async def run_job(self, http: aiohttp.ClientSession, job: Job) -> None:
         try:
             outcome = await self.send(http, job)
             DELIVERY_LATENCY.observe(outcome.duration)
-            await asyncio.to_thread(self.record, job, outcome)
         except Exception:
             log.exception(
                 "delivery %s failed unexpectedly; its lease will expire and it will be retried",
                 job.delivery_id,
             )
-        finally:
-            self.inflight[job.endpoint_id] -= 1
-            if self.inflight[job.endpoint_id] <= 0:
-                del self.inflight[job.endpoint_id]
+            self._release(job)
+            return
+        # Still counted in flight (and leased) until the recorder has written it.
+        self._done.append((job, outcome))
+        if self._record_wake is not None:
+            self._record_wake.set()
+
+    def _release(self, job: Job) -> None:
+        self._release_endpoint(job.endpoint_id)
+
+    def _release_endpoint(self, endpoint_id: str) -> None:
+        self.inflight[endpoint_id] -= 1
+        if self.inflight[endpoint_id] <= 0:
+            del self.inflight[endpoint_id]
 
     # -- recording (database, in a thread) -----------------------------------------
 
     def record(self, job: Job, outcome: Outcome) -> None:
-        with self.ctx.session_factory() as session, session.begin():
-            self._record(session, job, outcome)
+        """Record one outcome in its own transaction (raises when that fails)."""
+        self._record_committed([(job, outcome)])
 
-    def _record(self, session: Session, job: Job, outcome: Outcome) -> None:
+    def record_many(self, batch: list[tuple[Job, Outcome]]) -> None:
+        """Record every outcome in one transaction. If that fails (a deadlock with an
+        acknowledgement, one bad row), record them one by one so the rest still land; an outcome
+        that cannot be recorded keeps its lease, which expires, and the delivery is retried."""
+        if not batch:
+            return
+        try:
+            self._record_committed(batch)
+            return
+        except Exception as exc:
+            if len(batch) == 1:
+                log.warning(
+                    "recording delivery %s failed (%s: %s); its lease will expire and it will be retried",
+                    batch[0][0].delivery_id,
+                    type(exc).__name__,
+                    exc,
+                )
+                return
+            log.warning(
+                "recording %d outcomes together failed (%s: %s); recording them one by one",
+                len(batch),
+                type(exc).__name__,
+                exc,
+            )
+        for item in batch:
+            self.record_many([item])
+
+    def _record_committed(self, batch: list[tuple[Job, Outcome]]) -> None:
+        observed = _Observed()
+        with self.ctx.session_factory() as session, session.begin():
+            self._record(session, batch, observed)
+        observed.apply()
+
+    def _record(self, session: Session, batch: list[tuple[Job, Outcome]], observed: _Observed) -> None:
         s = self.ctx.settings
         now = utcnow()
-        d = session.get(Delivery, job.delivery_id, with_for_update=True)
-        if d is None:
-            return
-        repository.add_attempt(
-            session, d.id, now, outcome.status_code, outcome.error, int(outcome.duration * 1000)
+        # Lock order (deliveries, endpoints, notices; each by id) is the same in every pass.
+        deliveries = delivery_repo.lock_deliveries(session, (job.delivery_id for job, _ in batch))
+        by_endpoint = delivery_repo.endpoints_by_id(
+            session, (d.endpoint_id for d in deliveries.values()), lock=True
         )
-        d.attempts += 1
-        d.last_attempt_at = now
-        d.first_attempt_at = d.first_attempt_at or now
-        d.last_status_code = outcome.status_code
-        d.last_error = outcome.error
-        d.lease_until = None
-        d.lease_owner = None
-        endpoint = session.get(Endpoint, d.endpoint_id, with_for_update=True)
-        notice = session.get(Notice, d.notice_id, with_for_update=True)
-        ok = outcome.status_code is not None and 200 <= outcome.status_code < 300
-        DELIVERY_ATTEMPTS.labels(_outcome_label(outcome, ok)).inc()
-        if ok:
-            d.status = "succeeded"
-            d.succeeded_at = now
-            if endpoint is not None:
-                endpoint.failing_since = None
-                endpoint.last_success_at = now
-            if notice is not None and notice.delivered_at is None:
-                notice.delivered_at = now
-                if notice.status in ("pending", "failed"):
-                    notice.status = "delivered"
-                latency = (now - notice.revoked_at).total_seconds()
-                REVOCATION_TO_DELIVERY.observe(max(0.0, latency))
-                publish(
-                    session,
-                    s,
-                    licensee_id=notice.licensee_id,
-                    notice_id=notice.id,
-                    revocation_id=notice.revocation_id,
-                    subject_id=notice.subject_id,
-                    notice_delivered=pb.NoticeDelivered(
-                        endpoint_id=d.endpoint_id, attempts=d.attempts, latency_seconds=latency
-                    ),
-                )
-            return
-        if d.status != "pending":
-            return  # acknowledged or cancelled meanwhile
-        if endpoint is not None:
-            endpoint.failing_since = endpoint.failing_since or now
-            if outcome.status_code == 410:
-                endpoints.disable(session, self.ctx, endpoint, "the endpoint answered 410 Gone")
-                ENDPOINTS_DISABLED.labels("gone").inc()
-            elif (now - endpoint.failing_since).total_seconds() > s.worker_disable_after_seconds:
-                endpoints.disable(session, self.ctx, endpoint, "the endpoint kept failing")
-                ENDPOINTS_DISABLED.labels("failing").inc()
-        delay = backoff(d.attempts, s.worker_retry_schedule_seconds, s.worker_retry_jitter)
-        if outcome.retry_after is not None:
-            delay = max(delay, min(outcome.retry_after, s.worker_max_retry_after_seconds))
-        next_at = now + dt.timedelta(seconds=delay)
-        if (next_at - d.first_attempt_at).total_seconds() > s.worker_retry_window_seconds:
-            d.status = "dead"
-            log.warning(
-                "delivery of %s to %s is dead after %d attempts", d.notice_id, d.endpoint_id, d.attempts
+        by_notice = delivery_repo.notices_by_id(
+            session, (d.notice_id for d in deliveries.values()), lock=True
+        )
+        attempts: list[dict[str, object]] = []
+        for job, outcome in batch:
+            d = deliveries.get(job.delivery_id)
+            if d is None:
+                continue
+            attempts.append(
+                {
+                    "delivery_id": d.id,
+                    "at": now,
+                    "status_code": outcome.status_code,
+                    "error": outcome.error,
+                    "duration_ms": int(outcome.duration * 1000),
+                }
             )
-            if notice is not None and notice.delivered_at is None and notice.status == "pending":
-                others = [x for x in repository.deliveries_of(session, notice.id) if x.id != d.id]
-                if all(x.status in ("dead", "cancelled") for x in others):
-                    notice.status = "failed"
+            d.attempts += 1
+            d.last_attempt_at = now
+            d.first_attempt_at = d.first_attempt_at or now
+            d.last_status_code = outcome.status_code
+            d.last_error = outcome.error
+            d.lease_until = None
+            d.lease_owner = None
+            endpoint = by_endpoint.get(d.endpoint_id)
+            notice = by_notice.get(d.notice_id)
+            ok = outcome.status_code is not None and 200 <= outcome.status_code < 300
+            observed.attempts.append(_outcome_label(outcome, ok))
+            if ok:
+                d.status = "succeeded"
+                d.succeeded_at = now
+                if endpoint is not None:
+                    endpoint.failing_since = None
+                    endpoint.last_success_at = now
+                if notice is not None and notice.delivered_at is None:
+                    notice.delivered_at = now
+                    if notice.status in ("pending", "failed"):
+                        notice.status = "delivered"
+                    latency = (now - notice.revoked_at).total_seconds()
+                    observed.latencies.append(max(0.0, latency))
                     publish(
                         session,
                         s,
@@ -234,37 +377,127 @@ class Deliverer:
                         notice_id=notice.id,
                         revocation_id=notice.revocation_id,
                         subject_id=notice.subject_id,
-                        notice_failed=pb.NoticeFailed(
-                            reason=f"undeliverable: {outcome.error or outcome.status_code}"
+                        notice_delivered=pb.NoticeDelivered(
+                            endpoint_id=d.endpoint_id, attempts=d.attempts, latency_seconds=latency
                         ),
                     )
-        else:
-            d.next_attempt_at = next_at
+                continue
+            if d.status != "pending":
+                continue  # acknowledged or cancelled meanwhile
+            if endpoint is not None:
+                endpoint.failing_since = endpoint.failing_since or now
+                if endpoint.status != "disabled":
+                    if outcome.status_code == 410:
+                        endpoints.disable(session, self.ctx, endpoint, "the endpoint answered 410 Gone")
+                        observed.disabled.append("gone")
+                    elif (now - endpoint.failing_since).total_seconds() > s.worker_disable_after_seconds:
+                        endpoints.disable(session, self.ctx, endpoint, "the endpoint kept failing")
+                        observed.disabled.append("failing")
+            delay = backoff(d.attempts, s.worker_retry_schedule_seconds, s.worker_retry_jitter)
+            if outcome.retry_after is not None:
+                delay = max(delay, min(outcome.retry_after, s.worker_max_retry_after_seconds))
+            next_at = now + dt.timedelta(seconds=delay)
+            if (next_at - d.first_attempt_at).total_seconds() > s.worker_retry_window_seconds:
+                d.status = "dead"
+                log.warning(
+                    "delivery of %s to %s is dead after %d attempts", d.notice_id, d.endpoint_id, d.attempts
+                )
+                if notice is not None and notice.delivered_at is None and notice.status == "pending":
+                    others = [x for x in repository.deliveries_of(session, notice.id) if x.id != d.id]
+                    if all(x.status in ("dead", "cancelled") for x in others):
+                        notice.status = "failed"
+                        publish(
+                            session,
+                            s,
+                            licensee_id=notice.licensee_id,
+                            notice_id=notice.id,
+                            revocation_id=notice.revocation_id,
+                            subject_id=notice.subject_id,
+                            notice_failed=pb.NoticeFailed(
+                                reason=f"undeliverable: {outcome.error or outcome.status_code}"
+                            ),
+                        )
+            else:
+                d.next_attempt_at = next_at
+        delivery_repo.add_attempts(session, attempts)
+
+    async def _recorder(self) -> None:
+        assert self._record_wake is not None
+        while True:
+            await self._record_wake.wait()
+            self._record_wake.clear()
+            while self._done:
+                batch, self._done = self._done, []
+                try:
+                    await asyncio.to_thread(self.record_many, batch)
+                except Exception:
+                    log.exception("recording %d outcomes failed; their leases will expire", len(batch))
+                finally:
+                    for job, _ in batch:
+                        self._release(job)
+                # Capacity is free again, and a failure retried "at once" is due now.
+                if self._wake is not None:
+                    self._wake.set()
+            if self._closing:
+                return
 
     # -- the loop ----------------------------------------------------------------
 
+    def _sleep_for(self) -> float:
+        s = self.ctx.settings
+        longest = s.worker_idle_wake_seconds if self.signalled else s.worker_poll_interval_seconds
+        if self._next_due is None:
+            return longest
+        return min(longest, max(0.0, (self._next_due - utcnow()).total_seconds()) + 0.001)
+
     async def run(self, stop: asyncio.Event) -> None:
         s = self.ctx.settings
-        async with make_session(
-            self.ctx.policy,
-            concurrency=s.worker_delivery_concurrency,
-            timeout=s.worker_delivery_timeout_seconds,
-        ) as http:
-            while not stop.is_set():
-                try:
-                    jobs = await asyncio.to_thread(self.claim)
-                except Exception as exc:
-                    log.warning("claiming deliveries failed: %s: %s", type(exc).__name__, exc)
-                    jobs = []
-                for job in jobs:
-                    self.inflight[job.endpoint_id] = self.inflight.get(job.endpoint_id, 0) + 1
-                    task = asyncio.create_task(self.run_job(http, job))
-                    self.tasks.add(task)
-                    task.add_done_callback(self.tasks.discard)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=s.worker_poll_interval_seconds)
-            if self.tasks:
-                await asyncio.wait(self.tasks, timeout=s.worker_delivery_timeout_seconds + 5)
+        self._loop = asyncio.get_running_loop()
+        wake = self._wake = asyncio.Event()
+        self._record_wake = asyncio.Event()
+        self._closing = False
+        recorder = asyncio.create_task(self._recorder())
+
+        async def stop_wakes() -> None:
+            await stop.wait()
+            wake.set()
+
+        stopper = asyncio.create_task(stop_wakes())
+        try:
+            async with make_session(
+                self.ctx.policy,
+                concurrency=s.worker_delivery_concurrency,
+                timeout=s.worker_delivery_timeout_seconds,
+            ) as http:
+                while not stop.is_set():
+                    wake.clear()
+                    try:
+                        leases = await asyncio.to_thread(self.lease)
+                    except Exception as exc:
+                        log.warning("claiming deliveries failed: %s: %s", type(exc).__name__, exc)
+                        leases = []
+                    for x in leases:
+                        self.inflight[x.endpoint_id] = self.inflight.get(x.endpoint_id, 0) + 1
+                    # Bodies are built a few notices at a time in a small pool, and each group is
+                    # sent as soon as it is ready: the first POSTs never wait for the last body.
+                    for i in range(0, len(leases), BODY_GROUP):
+                        self._spawn(self._build_and_send(http, leases[i : i + BODY_GROUP]))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), timeout=self._sleep_for())
+                # Let POSTs in flight finish and be recorded (body groups spawn POSTs meanwhile).
+                give_up = time.monotonic() + s.worker_delivery_timeout_seconds + 5
+                while self.tasks and time.monotonic() < give_up:
+                    await asyncio.wait(set(self.tasks), timeout=give_up - time.monotonic())
+        finally:
+            self._closing = True
+            self._record_wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(recorder, timeout=30)
+            stopper.cancel()
+            self._loop = None
+            if self._bodies_executor is not None:
+                self._bodies_executor.shutdown(wait=False)
+                self._bodies_executor = None
 
 
 def backoff(failures: int, schedule: list[float], jitter: float) -> float:

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy import Table, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from rescind_common.db import utcnow
@@ -244,6 +245,15 @@ def cancel_pending_for_notice(session: Session, notice_id: str) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A leased delivery: what the delivery loop needs to build and send it."""
+
+    id: int
+    endpoint_id: str
+    notice_id: str
+
+
 def claim_due(
     session: Session,
     *,
@@ -253,10 +263,10 @@ def claim_due(
     per_endpoint: dict[str, int],
     default_capacity: int,
     limit: int,
-) -> list[Delivery]:
+) -> list[Claimed]:
     """Lease due deliveries, at most `capacity` per endpoint, so that one endpoint's backlog can
     never crowd out other licensees. Safe with several workers: a lease is taken with a
-    conditional UPDATE and only rows carrying our owner token are returned."""
+    conditional UPDATE, and only the rows that UPDATE changed (RETURNING) are ours."""
     ranked = (
         select(
             Delivery.id.label("id"),
@@ -288,7 +298,7 @@ def claim_due(
             break
     if not chosen:
         return []
-    session.execute(
+    leased = session.execute(
         update(Delivery)
         .where(
             Delivery.id.in_(chosen),
@@ -296,10 +306,10 @@ def claim_due(
             or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
         )
         .values(lease_until=now + lease, lease_owner=owner)
-    )
-    return list(
-        session.scalars(select(Delivery).where(and_(Delivery.id.in_(chosen), Delivery.lease_owner == owner)))
-    )
+        .returning(Delivery.id, Delivery.endpoint_id, Delivery.notice_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return sorted((Claimed(int(i), str(e), str(n)) for i, e, n in leased), key=lambda c: c.id)
 
 
 def add_attempt(

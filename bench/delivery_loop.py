@@ -1,0 +1,360 @@
+"""The revocation-worker's delivery loop on its own, this tree's code beside a base revision's.
+
+K notices (default 3,000) for 12 licensees, one endpoint each at a local aiohttp receiver
+(bench/receiver.py, which verifies every signature), are delivered by `Deliverer.run` in a child
+process until every delivery succeeded. Per variant and round: deliveries/s (from the child's
+first claim to the last delivery recorded) and the child's CPU ms per delivery (user + system,
+imports excluded). Then the idle CPU of `revocation-worker worker` over 10 s (an empty database,
+an embedded broker), per variant (and per role where the variant has roles).
+
+The base variant is `git archive <rev>` of services/revocation-worker/src put first on PYTHONPATH
+(default rev: 0908bca, before batched recording); both run in the same run, rounds alternating.
+
+  .venv/bin/python bench/delivery_loop.py [--notices 3000] [--rounds 2] [--base REV] [--idle 10]
+
+Needs PostgreSQL on 127.0.0.1:5432 (RESCIND_TEST_PG_URL); creates and drops its own database.
+Writes bench/results/delivery_loop.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import inspect
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SRC = ROOT / "services" / "revocation-worker" / "src"
+DEFAULT_BASE = "0908bca"
+LICENSEES = 12
+
+
+def pg_admin_url() -> str:
+    return os.environ.get("RESCIND_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def worker_env(db_url: str, key: str, state_dir: str, pythonpath: str | None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "RESCIND_WORKER_DATABASE_URL": db_url,
+        "RESCIND_WORKER_SECRET_KEY": key,
+        "RESCIND_STATE_DIR": state_dir,
+        "RESCIND_WORKER_ALLOW_NETWORKS": '["127.0.0.0/8"]',
+        "RESCIND_WORKER_ALLOW_HTTP": "true",
+        "RESCIND_LOG_LEVEL": "WARNING",
+    }
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+# -- the child: one Deliverer until SIGTERM ---------------------------------------------------------
+
+
+def child() -> None:
+    from revocation_worker.config import WorkerSettings
+    from revocation_worker.delivery.loop import Deliverer
+    from revocation_worker.runner import build_context
+
+    ctx = build_context(WorkerSettings())
+    kwargs: dict[str, Any] = {}
+    if "signalled" in inspect.signature(Deliverer).parameters:
+        kwargs["signalled"] = True  # as in `revocation-worker worker`: the recorder wakes the claimer
+    deliverer = Deliverer(ctx, **kwargs)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        print(json.dumps({"ready": True}), flush=True)
+        await deliverer.run(stop)
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    asyncio.run(main())
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(json.dumps({"cpu_s": cpu}), flush=True)
+
+
+# -- the driver --------------------------------------------------------------------------------------
+
+
+def export_base(rev: str, into: Path) -> Path:
+    tar = into / "base.tar"
+    with tar.open("wb") as f:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "archive", rev, "services/revocation-worker/src"], stdout=f, check=True
+        )
+    with tarfile.open(tar) as t:
+        t.extractall(into, filter="data")
+    return into / "services" / "revocation-worker" / "src"
+
+
+def seed(db_url: str, key: str, state_dir: str, receiver: str, n: int) -> None:
+    """12 licensees with one endpoint each (secrets told to the receiver) and n notices."""
+    os.environ.update(worker_env(db_url, key, state_dir, None))
+    from rescind_common.db import utcnow
+    from revocation_worker.config import WorkerSettings
+    from revocation_worker.endpoints.models import Endpoint
+    from revocation_worker.intake.models import Revocation
+    from revocation_worker.notices.service import create_for_holder
+    from revocation_worker.runner import build_context
+    from revocation_worker.secrets import new_secret
+
+    ctx = build_context(WorkerSettings())
+    secrets: dict[str, str] = {}
+    licensees = [f"lic_bench{i:02d}" for i in range(LICENSEES)]
+    with ctx.session_factory() as session, session.begin():
+        for lic in licensees:
+            if session.get(Endpoint, f"ep_{lic}") is None:
+                secret = new_secret()
+                secrets[lic] = secret
+                session.add(
+                    Endpoint(
+                        id=f"ep_{lic}",
+                        licensee_id=lic,
+                        url=f"{receiver}/hook/{lic}",
+                        status="active",
+                        secret_sealed=ctx.secrets.seal(secret, f"ep_{lic}"),
+                        created_at=utcnow(),
+                    )
+                )
+    if secrets:
+        httpx.post(f"{receiver}/_secrets", json=secrets, timeout=10).raise_for_status()
+    now = utcnow()
+    for start in range(0, n, 500):
+        with ctx.session_factory() as session, session.begin():
+            for i in range(start, min(n, start + 500)):
+                rev = Revocation(
+                    id=f"rev_{uuid.uuid4().hex[:20]}",
+                    subject_id=f"sub_{uuid.uuid4().hex[:20]}",
+                    trigger="subject",
+                    consent_count=1,
+                    state="resolved",
+                    occurred_at=now,
+                    created_at=now,
+                )
+                session.add(rev)
+                session.flush()
+                holder = {
+                    "licensee_id": licensees[i % LICENSEES],
+                    "samples": [
+                        {
+                            "sample_id": f"smp_{uuid.uuid4().hex[:16]}",
+                            "sha256": "0" * 64,
+                            "kind": "face_image",
+                        }
+                    ],
+                    "models": [{"model_id": f"mdl_{i % 40:04d}", "name": "faces", "version": "3"}],
+                }
+                create_for_holder(session, ctx, rev, holder, now)
+    ctx.engine.dispose()
+
+
+def counts(db_url: str) -> tuple[int, int]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'pending') "
+            "FROM deliveries"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def deliver(variant: str, src: Path, env: dict[str, str], db_url: str, n: int) -> dict[str, Any]:
+    done_before, pending = counts(db_url)
+    assert pending == n, (pending, n)
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--child"],
+        env={**env, "PYTHONPATH": f"{src}{os.pathsep}{env.get('PYTHONPATH', '')}"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    json.loads(proc.stdout.readline())  # ready: imports done, the loop starts now
+    start = time.perf_counter()
+    while True:
+        done, pending = counts(db_url)
+        if done - done_before >= n:
+            break
+        if time.perf_counter() - start > 300:
+            raise RuntimeError(f"{variant}: only {done - done_before} of {n} delivered in 300 s")
+        time.sleep(0.02)
+    wall = time.perf_counter() - start
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    cpu = json.loads(out.strip().splitlines()[-1])["cpu_s"]
+    return {
+        "variant": variant,
+        "deliveries": n,
+        "wall_s": round(wall, 3),
+        "deliveries_per_s": round(n / wall, 1),
+        "cpu_s": round(cpu, 3),
+        "cpu_ms_per_delivery": round(cpu * 1000 / n, 3),
+    }
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu(
+    variant: str, src: Path, env: dict[str, str], role: str | None, seconds: float
+) -> dict[str, Any]:
+    args = [sys.executable, "-m", "revocation_worker", "worker"] + (["--role", role] if role else [])
+    proc = subprocess.Popen(
+        args,
+        env={**env, "PYTHONPATH": f"{src}{os.pathsep}{env.get('PYTHONPATH', '')}"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # Start-up (imports take seconds of CPU on a busy machine, topic checks, the consumer group
+        # join) is over once two consecutive seconds cost under 20% of a core; at most 60 s.
+        time.sleep(5)
+        quiet, last, give_up = 0, proc_cpu(proc.pid), time.monotonic() + 60
+        while quiet < 2 and time.monotonic() < give_up:
+            assert proc.poll() is None, f"{variant} worker exited with {proc.returncode}"
+            time.sleep(1)
+            now = proc_cpu(proc.pid)
+            quiet = quiet + 1 if now - last < 0.2 else 0
+            last = now
+        before = proc_cpu(proc.pid)
+        time.sleep(seconds)
+        used = proc_cpu(proc.pid) - before
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return {
+        "variant": variant,
+        "role": role or "all",
+        "seconds": seconds,
+        "cpu_s": round(used, 3),
+        "core_percent": round(100 * used / seconds, 2),
+    }
+
+
+def driver(args: argparse.Namespace) -> None:
+    from rescind_common.embedded_broker import EmbeddedBroker, free_port
+    from revocation_worker.migrate import upgrade
+
+    admin = pg_admin_url()
+    name = f"bench_delivery_{os.getpid()}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    db_url = admin.rsplit("/", 1)[0] + f"/{name}"
+    key = base64.b64encode(os.urandom(32)).decode()
+    port = free_port()
+    receiver_url = f"http://127.0.0.1:{port}"
+    receiver = subprocess.Popen([sys.executable, str(HERE / "receiver.py"), str(port)])
+    results: dict[str, Any] = {"notices": args.notices, "base": args.base, "runs": [], "idle": []}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            upgrade(db_url)
+            variants = {"base": export_base(args.base, Path(tmp)), "new": SRC}
+            env = worker_env(db_url, key, tmp, None)
+            for _ in range(100):
+                try:
+                    httpx.get(f"{receiver_url}/_count", timeout=1)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            for r in range(args.rounds):
+                for variant in ("base", "new") if r % 2 == 0 else ("new", "base"):
+                    seed(db_url, key, tmp, receiver_url, args.notices)
+                    row = deliver(variant, variants[variant], env, db_url, args.notices)
+                    row["round"] = r
+                    results["runs"].append(row)
+                    print(json.dumps(row), flush=True)
+            if args.idle > 0:
+                with EmbeddedBroker(free_port()) as broker:
+                    ienv = {**env, "RESCIND_KAFKA_BOOTSTRAP": broker.bootstrap}
+                    # The last: the delivery role polling every 0.1 s instead of waiting for NOTIFY.
+                    polls = {"RESCIND_WORKER_IDLE_WAKE_SECONDS": "0.1"}
+                    for variant, role, extra in (
+                        ("base", None, {}),
+                        ("new", None, {}),
+                        ("new", "intake", {}),
+                        ("new", "delivery", {}),
+                        ("new", "delivery", polls),
+                    ):
+                        row = idle_cpu(variant, variants[variant], {**ienv, **extra}, role, args.idle)
+                        row["polls"] = bool(extra)
+                        results["idle"].append(row)
+                        print(json.dumps(row), flush=True)
+    finally:
+        receiver.terminate()
+        receiver.wait(10)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    if results["runs"]:
+        summary: dict[str, Any] = {}
+        for variant in ("base", "new"):
+            rows = [r for r in results["runs"] if r["variant"] == variant]
+            summary[variant] = {
+                "deliveries_per_s": round(sum(r["deliveries_per_s"] for r in rows) / len(rows), 1),
+                "cpu_ms_per_delivery": round(sum(r["cpu_ms_per_delivery"] for r in rows) / len(rows), 3),
+            }
+        summary["ratio"] = {
+            "deliveries_per_s": round(
+                summary["new"]["deliveries_per_s"] / summary["base"]["deliveries_per_s"], 2
+            ),
+            "cpu_ms_per_delivery": round(
+                summary["base"]["cpu_ms_per_delivery"] / summary["new"]["cpu_ms_per_delivery"], 2
+            ),
+        }
+        results["summary"] = summary
+        print()
+        print(f"{'variant':8} {'deliveries/s':>13} {'CPU ms/delivery':>16}")
+        for variant in ("base", "new"):
+            v = summary[variant]
+            print(f"{variant:8} {v['deliveries_per_s']:>13} {v['cpu_ms_per_delivery']:>16}")
+        ratio = summary["ratio"]
+        print(
+            f"ratio    {ratio['deliveries_per_s']:>12}x {ratio['cpu_ms_per_delivery']:>15}x (CPU: base / new)"
+        )
+    for row in results["idle"]:
+        how = " (0.1 s polls)" if row.get("polls") else ""
+        print(f"idle {row['variant']:4} --role {row['role']:8} {row['core_percent']:6.2f}% of a core{how}")
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "delivery_loop.json").write_text(json.dumps(results, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--notices", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--base", default=DEFAULT_BASE)
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU measured (0: skip)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child()
+    else:
+        driver(args)
+
+
+if __name__ == "__main__":
+    main()
