@@ -389,7 +389,9 @@ class EventConsumer:
                 except Exception:
                     log.exception("on_batch hook failed")
         now = time.monotonic()
-        if now - self._lag_observed_at >= LAG_INTERVAL:
+        # After every batch (the lag just changed) and otherwise once a second: idle polls every
+        # 500 ms need not ask for positions each time.
+        if items or now - self._lag_observed_at >= LAG_INTERVAL:
             self._lag_observed_at = now
             self._observe_lag(consumer)
         return done
