@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import insert
+from sqlalchemy import Insert, insert
 from sqlalchemy.orm import Session
 
 from consent_api.config import ConsentSettings
@@ -38,24 +38,30 @@ def timestamp(value: dt.datetime) -> Timestamp:
 
 def publish(session: Session, settings: ConsentSettings, subject_id: str, **payload: object) -> str:
     """Enqueue one ConsentEvent with exactly one payload field set; return its event id."""
+    event_id, statement = outbox_insert(settings, subject_id, **payload)
+    # Core, on the session's connection, like the other writes of the hot paths: rows land in the
+    # order events are published (the relay publishes in outbox id order), with no ORM flush.
+    session.connection().execute(statement)
+    return event_id
+
+
+def outbox_insert(settings: ConsentSettings, subject_id: str, **payload: object) -> tuple[str, Insert]:
+    """(event id, the outbox INSERT) for one ConsentEvent with exactly one payload field set; the
+    caller executes it in the business transaction (alone, or folded with other writes)."""
     (field, message), *rest = payload.items()
     assert not rest, "one payload per event"
     event_id = new_id("evt")
+    now = utcnow()
     envelope = pb.ConsentEvent(
-        event_id=event_id, subject_id=subject_id, producer=PRODUCER, occurred_at=timestamp(utcnow())
+        event_id=event_id, subject_id=subject_id, producer=PRODUCER, occurred_at=timestamp(now)
     )
     getattr(envelope, field).CopyFrom(message)
-    # Core, on the session's connection, like the other writes of the hot paths: rows land in the
-    # order events are published (the relay publishes in outbox id order), with no ORM flush.
-    session.connection().execute(
-        insert(Outbox),
-        {
-            "event_id": event_id,
-            "topic": settings.kafka_consent_topic,
-            "key": subject_id,
-            "event_type": field,
-            "payload": envelope.SerializeToString(),
-            "created_at": utcnow(),
-        },
+    statement = insert(Outbox).values(
+        event_id=event_id,
+        topic=settings.kafka_consent_topic,
+        key=subject_id,
+        event_type=field,
+        payload=envelope.SerializeToString(),
+        created_at=now,
     )
-    return event_id
+    return event_id, statement

@@ -3,22 +3,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Insert, Update, insert, select, update
 from sqlalchemy.orm import Session
 
 from consent_api.audit.models import AuditEntry
 from consent_api.subjects.models import Subject
 
 
-def insert_entry(session: Session, values: dict[str, Any]) -> None:
-    # Core, on the session's connection: no ORM object to track and flush.
-    session.connection().execute(insert(AuditEntry), values)
+def entry_insert(values: dict[str, Any]) -> Insert:
+    # Core: no ORM object to track and flush.
+    return insert(AuditEntry).values(**values)
 
 
-def set_head(session: Session, subject_id: str, seq: int, head: str) -> None:
-    session.connection().execute(
-        update(Subject).where(Subject.id == subject_id).values(audit_seq=seq, audit_head=head)
-    )
+def head_update(subject_id: str, seq: int, head: str) -> Update:
+    return update(Subject).where(Subject.id == subject_id).values(audit_seq=seq, audit_head=head)
 
 
 def entries_for(session: Session, subject_id: str, after_seq: int = 0, limit: int = 500) -> list[AuditEntry]:

@@ -3,23 +3,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Insert, insert, select, update
 from sqlalchemy.orm import Session
 
 from consent_api.consents.models import Consent, ConsentSample
 from consent_api.samples.repository import chunks
 
+# Consent-sample links written by one multi-row INSERT (2 parameters each, far below the driver's
+# 65,535); longer lists go in chunks of this size.
+SAMPLES_PER_STATEMENT = 1000
+
 
 def insert_row(session: Session, values: dict[str, Any]) -> None:
     """One consent row, straight to the database (no ORM object to track and flush)."""
-    session.connection().execute(insert(Consent), values)
+    session.connection().execute(row_insert(values))
+
+
+def row_insert(values: dict[str, Any]) -> Insert:
+    return insert(Consent).values(**values)
 
 
 def add_samples(session: Session, consent_id: str, sample_ids: Sequence[str]) -> None:
     rows: list[dict[str, Any]] = [{"consent_id": consent_id, "sample_id": s} for s in sample_ids]
     conn = session.connection()
-    for part in chunks(rows, 1000):
+    for part in chunks(rows, SAMPLES_PER_STATEMENT):
         conn.execute(insert(ConsentSample), list(part))
+
+
+def samples_insert(consent_id: str, sample_ids: Sequence[str]) -> Insert:
+    """One multi-row INSERT of the links (at most SAMPLES_PER_STATEMENT of them)."""
+    assert 0 < len(sample_ids) <= SAMPLES_PER_STATEMENT
+    return insert(ConsentSample).values([{"consent_id": consent_id, "sample_id": s} for s in sample_ids])
 
 
 def get(session: Session, subject_id: str, consent_id: str, *, lock: bool = False) -> Consent | None:

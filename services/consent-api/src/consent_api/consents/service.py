@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Insert, Update
 from sqlalchemy.orm import Session
 
 from consent_api.audit import service as audit
@@ -11,11 +12,11 @@ from consent_api.consents import repository
 from consent_api.consents.models import Consent
 from consent_api.consents.schemas import Compensation, ConsentDetail, ConsentIn, ConsentOut
 from consent_api.context import AppContext
-from consent_api.events import publish, timestamp
+from consent_api.events import outbox_insert, timestamp
 from consent_api.receipts import claims as receipt_claims
 from consent_api.samples import repository as samples_repo
 from consent_api.subjects.models import Subject
-from rescind_common.db import utcnow
+from rescind_common.db import execute_together, utcnow
 from rescind_common.ids import new_id
 from rescind_common.problems import Problem, field_error
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
@@ -108,9 +109,6 @@ def grant(session: Session, ctx: AppContext, subject: Subject, body: ConsentIn) 
         "created_at": now,
         "ended_at": None,
     }
-    repository.insert_row(session, row)
-    repository.add_samples(session, consent_id, sample_ids)
-
     granted = pb.ConsentGranted(
         consent_id=consent_id,
         sample_ids=sample_ids,
@@ -120,9 +118,8 @@ def grant(session: Session, ctx: AppContext, subject: Subject, body: ConsentIn) 
     )
     if body.expires_at:
         granted.expires_at.CopyFrom(timestamp(body.expires_at))
-    publish(session, ctx.settings, subject.id, consent_granted=granted)
-    audit.append(
-        session,
+    _, outbox = outbox_insert(ctx.settings, subject.id, consent_granted=granted)
+    _, audit_writes = audit.append_statements(
         subject,
         actor="subject",
         action="consent.granted",
@@ -135,6 +132,16 @@ def grant(session: Session, ctx: AppContext, subject: Subject, body: ConsentIn) 
             "receipt_id": receipt_id,
         },
     )
+    # The consent, its samples, its event and its audit entry in one round trip on PostgreSQL
+    # (none of these writes reads another's rows).
+    writes: list[Insert | Update] = [repository.row_insert(row)]
+    if len(sample_ids) <= repository.SAMPLES_PER_STATEMENT:
+        writes.append(repository.samples_insert(consent_id, sample_ids))
+    else:
+        execute_together(session, writes)
+        repository.add_samples(session, consent_id, sample_ids)
+        writes = []
+    execute_together(session, [*writes, outbox, *audit_writes])
     # As GET /v1/consents/{id} would answer: sample ids in id order, none revoked yet.
     return ConsentDetail(
         **to_out(Consent(**row)).model_dump(), sample_ids=sorted(sample_ids), revoked_sample_ids=[]
