@@ -9,8 +9,7 @@ from sqlalchemy.orm import Session
 from consent_api.consents.models import Consent, ConsentSample
 from consent_api.samples.repository import chunks
 
-# Consent-sample links written by one multi-row INSERT (2 parameters each, far below the driver's
-# 65,535); longer lists go in chunks of this size.
+# Consent-sample links written per executemany.
 SAMPLES_PER_STATEMENT = 1000
 
 
@@ -30,10 +29,10 @@ def add_samples(session: Session, consent_id: str, sample_ids: Sequence[str]) ->
         conn.execute(insert(ConsentSample), list(part))
 
 
-def samples_insert(consent_id: str, sample_ids: Sequence[str]) -> Insert:
-    """One multi-row INSERT of the links (at most SAMPLES_PER_STATEMENT of them)."""
-    assert 0 < len(sample_ids) <= SAMPLES_PER_STATEMENT
-    return insert(ConsentSample).values([{"consent_id": consent_id, "sample_id": s} for s in sample_ids])
+def sample_insert(consent_id: str, sample_id: str) -> Insert:
+    """The link of a one-sample consent, as one statement (single-row VALUES: its compiled form is
+    cached; a multi-row VALUES statement is compiled afresh for every call)."""
+    return insert(ConsentSample).values(consent_id=consent_id, sample_id=sample_id)
 
 
 def get(session: Session, subject_id: str, consent_id: str, *, lock: bool = False) -> Consent | None:

@@ -132,15 +132,13 @@ def grant(session: Session, ctx: AppContext, subject: Subject, body: ConsentIn) 
             "receipt_id": receipt_id,
         },
     )
-    # The consent, its samples, its event and its audit entry in one round trip on PostgreSQL
-    # (none of these writes reads another's rows).
+    # The consent, its sample (when one; more go in one executemany first), its event and its audit
+    # entry in one round trip on PostgreSQL (none of these writes reads another's rows).
     writes: list[Insert | Update] = [repository.row_insert(row)]
-    if len(sample_ids) <= repository.SAMPLES_PER_STATEMENT:
-        writes.append(repository.samples_insert(consent_id, sample_ids))
+    if len(sample_ids) == 1:
+        writes.append(repository.sample_insert(consent_id, sample_ids[0]))
     else:
-        execute_together(session, writes)
         repository.add_samples(session, consent_id, sample_ids)
-        writes = []
     execute_together(session, [*writes, outbox, *audit_writes])
     # As GET /v1/consents/{id} would answer: sample ids in id order, none revoked yet.
     return ConsentDetail(
