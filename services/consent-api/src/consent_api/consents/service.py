@@ -132,14 +132,14 @@ def grant(session: Session, ctx: AppContext, subject: Subject, body: ConsentIn) 
             "receipt_id": receipt_id,
         },
     )
-    # The consent, its sample (when one; more go in one executemany first), its event and its audit
+    # The consent, its sample (when one; more go in one executemany after), its event and its audit
     # entry in one round trip on PostgreSQL (none of these writes reads another's rows).
     writes: list[Insert | Update] = [repository.row_insert(row)]
     if len(sample_ids) == 1:
         writes.append(repository.sample_insert(consent_id, sample_ids[0]))
-    else:
-        repository.add_samples(session, consent_id, sample_ids)
     execute_together(session, [*writes, outbox, *audit_writes])
+    if len(sample_ids) > 1:
+        repository.add_samples(session, consent_id, sample_ids)  # after the consent row (foreign key)
     # As GET /v1/consents/{id} would answer: sample ids in id order, none revoked yet.
     return ConsentDetail(
         **to_out(Consent(**row)).model_dump(), sample_ids=sorted(sample_ids), revoked_sample_ids=[]
