@@ -12,14 +12,14 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import Insert, Update, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from consent_api.audit import repository
 from consent_api.audit.models import AuditEntry
 from consent_api.subjects.models import Subject
-from rescind_common.db import execute_together, utcnow
+from rescind_common.db import Write, execute_together, utcnow
 
 GENESIS = "0" * 64
 
@@ -62,7 +62,7 @@ def append(
 
 def append_statements(
     subject: Subject, *, actor: str, action: str, entity_id: str, data: dict[str, Any]
-) -> tuple[AuditEntry, list[Insert | Update]]:
+) -> tuple[AuditEntry, list[Write]]:
     """The entry and the writes that append it (the entry, the new chain head), for the caller to
     execute in its transaction, alone or folded with its own writes (`execute_together`). The caller
     holds the subject row lock and must execute them: the loaded subject already shows the new head."""
@@ -89,7 +89,7 @@ def append_statements(
         "prev_hash": subject.audit_head,
         "hash": digest,
     }
-    statements: list[Insert | Update] = [
+    statements: list[Write] = [
         repository.entry_insert(values),
         repository.head_update(subject.id, seq, digest),
     ]

@@ -3,11 +3,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Insert, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from consent_api.consents.models import Consent, ConsentSample
 from consent_api.samples.repository import chunks
+from rescind_common.db import Write, insert_template, params
 
 # Consent-sample links written per executemany.
 SAMPLES_PER_STATEMENT = 1000
@@ -15,11 +16,16 @@ SAMPLES_PER_STATEMENT = 1000
 
 def insert_row(session: Session, values: dict[str, Any]) -> None:
     """One consent row, straight to the database (no ORM object to track and flush)."""
-    session.connection().execute(row_insert(values))
+    session.connection().execute(insert(Consent), values)
 
 
-def row_insert(values: dict[str, Any]) -> Insert:
-    return insert(Consent).values(**values)
+_CONSENT_INSERT = insert_template(Consent, "consent")
+_LINK_INSERT = insert_template(ConsentSample, "link")
+
+
+def row_insert(values: dict[str, Any]) -> Write:
+    """The consent row (every column given) as a write for `execute_together`."""
+    return _CONSENT_INSERT, params("consent", values)
 
 
 def add_samples(session: Session, consent_id: str, sample_ids: Sequence[str]) -> None:
@@ -29,10 +35,10 @@ def add_samples(session: Session, consent_id: str, sample_ids: Sequence[str]) ->
         conn.execute(insert(ConsentSample), list(part))
 
 
-def sample_insert(consent_id: str, sample_id: str) -> Insert:
-    """The link of a one-sample consent, as one statement (single-row VALUES: its compiled form is
-    cached; a multi-row VALUES statement is compiled afresh for every call)."""
-    return insert(ConsentSample).values(consent_id=consent_id, sample_id=sample_id)
+def sample_insert(consent_id: str, sample_id: str) -> Write:
+    """The link of a one-sample consent, as a write for `execute_together`."""
+    link = {"consent_id": consent_id, "sample_id": sample_id, "revoked_at": None, "revocation_id": None}
+    return _LINK_INSERT, params("link", link)
 
 
 def get(session: Session, subject_id: str, consent_id: str, *, lock: bool = False) -> Consent | None:

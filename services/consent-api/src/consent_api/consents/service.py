@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Insert, Update
 from sqlalchemy.orm import Session
 
 from consent_api.audit import service as audit
@@ -16,7 +15,7 @@ from consent_api.events import outbox_insert, timestamp
 from consent_api.receipts import claims as receipt_claims
 from consent_api.samples import repository as samples_repo
 from consent_api.subjects.models import Subject
-from rescind_common.db import execute_together, utcnow
+from rescind_common.db import Write, execute_together, utcnow
 from rescind_common.ids import new_id
 from rescind_common.problems import Problem, field_error
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
@@ -134,7 +133,7 @@ def grant(session: Session, ctx: AppContext, subject: Subject, body: ConsentIn) 
     )
     # The consent, its sample (when one; more go in one executemany after), its event and its audit
     # entry in one round trip on PostgreSQL (none of these writes reads another's rows).
-    writes: list[Insert | Update] = [repository.row_insert(row)]
+    writes: list[Write] = [repository.row_insert(row)]
     if len(sample_ids) == 1:
         writes.append(repository.sample_insert(consent_id, sample_ids[0]))
     execute_together(session, [*writes, outbox, *audit_writes])
