@@ -139,9 +139,25 @@ def grant(session: Session, ctx: AppContext, subject: Subject, body: ConsentIn) 
     execute_together(session, [*writes, outbox, *audit_writes])
     if len(sample_ids) > 1:
         repository.add_samples(session, consent_id, sample_ids)  # after the consent row (foreign key)
-    # As GET /v1/consents/{id} would answer: sample ids in id order, none revoked yet.
+    # As GET /v1/consents/{id} would answer (to_out + to_detail, without an ORM object in between):
+    # sample ids in id order, none revoked yet.
     return ConsentDetail(
-        **to_out(Consent(**row)).model_dump(), sample_ids=sorted(sample_ids), revoked_sample_ids=[]
+        id=consent_id,
+        status="active",
+        purposes=purposes,
+        revoked_purposes=[],
+        licensee_id=body.licensee_id,
+        excluded_licensees=[],
+        expires_at=body.expires_at,
+        compensation=Compensation(**compensation) if compensation else None,
+        sample_count=len(sample_ids),
+        active_sample_count=len(sample_ids),
+        created_at=now,
+        ended_at=None,
+        receipt_id=receipt_id,
+        receipt=row["receipt"],
+        sample_ids=sorted(sample_ids),
+        revoked_sample_ids=[],
     )
 
 
