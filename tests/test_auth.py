@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import time
 import uuid
 
 import jwt
@@ -14,7 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from rescind_common.auth import ensure_dev_key
+from rescind_common.auth import TOKEN_CACHE_TTL, Principal, TokenVerifier, ensure_dev_key
+from rescind_common.problems import Problem
 
 from helpers import assert_problem, bearer, register
 
@@ -211,3 +213,69 @@ def test_public_endpoints_need_no_token(client):
     assert client.get("/healthz").status_code == 200
     r = client.get("/.well-known/jwks.json")
     assert r.status_code == 200 and r.json()["keys"]
+
+
+# Verified tokens are cached (per exact token string) so a repeat skips the signature check. The cache
+# must never let through what a first sight would refuse.
+
+
+def test_cached_token_is_refused_once_it_expires(client, token, settings):
+    leeway = settings.auth_leeway_seconds
+    # Lapses (exp + leeway) about 1.5 s from now.
+    tok = token("subject", ttl=dt.timedelta(seconds=1.5 - leeway))
+    assert client.get("/v1/consents", headers=bearer(tok)).status_code == 200
+    assert client.get("/v1/consents", headers=bearer(tok)).status_code == 200  # served from the cache
+    time.sleep(2.0)
+    r = client.get("/v1/consents", headers=bearer(tok))
+    assert_401(r)
+    assert "expired" in r.json()["detail"].lower()
+
+
+def test_changed_signature_is_refused_while_the_genuine_token_is_cached(client, token):
+    real = token("subject")
+    assert client.get("/v1/consents", headers=bearer(real)).status_code == 200
+    header, payload, sig = real.split(".")
+    raw = bytearray(base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4)))
+    raw[-1] ^= 1
+    assert_401(client.get("/v1/consents", headers=bearer(f"{header}.{payload}.{_b64(bytes(raw))}")))
+    assert_401(client.get("/v1/consents", headers=bearer(f"{header}.{payload}.")))
+    assert client.get("/v1/consents", headers=bearer(real)).status_code == 200
+
+
+def test_tampered_payload_is_refused_while_the_genuine_token_is_cached(client, token):
+    real = token("subject")
+    assert client.get("/v1/consents", headers=bearer(real)).status_code == 200
+    header, payload, sig = real.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["sub"] = "someone-else"
+    assert_401(
+        client.get("/v1/consents", headers=bearer(f"{header}.{_b64(json.dumps(claims).encode())}.{sig}"))
+    )
+
+
+def test_token_verifier_caches_successes_only_and_is_bounded(settings, token):
+    verifier = TokenVerifier(settings.model_copy(update={"auth_token_cache_size": 2}))
+    checks: list[str] = []
+    full = verifier._verify
+
+    def counting(tok: str) -> Principal:
+        checks.append(tok)
+        return full(tok)
+
+    verifier._verify = counting  # type: ignore[method-assign]
+    a, b, c = token("subject"), token("subject"), token("subject")
+    first = verifier.verify(a)
+    assert verifier.verify(a) is first and checks == [a]  # the repeat is served from the cache
+    bad = a[:-2] + ("AA" if not a.endswith("AA") else "BB")
+    for _ in range(2):  # a failure is checked in full every time, never remembered
+        with pytest.raises(Problem):
+            verifier.verify(bad)
+    assert checks == [a, bad, bad]
+    verifier.verify(b)
+    verifier.verify(c)  # evicts a, the least recently used
+    verifier.verify(a)
+    assert checks == [a, bad, bad, b, c, a]
+    # Lapsed entries are checked in full again (and an expired token then refused by PyJWT).
+    verifier.clock = lambda: time.time() + TOKEN_CACHE_TTL + 1
+    verifier.verify(a)
+    assert checks[-1] == a and len(checks) == 7

@@ -225,3 +225,19 @@ def test_granting_over_another_sellers_samples_is_refused(client, seller, token)
     assert fields == {"body.sample_ids[1]", "body.sample_ids[2]"}
     assert get_json(client, "/v1/consents", attacker)["items"] == []  # nothing created
     assert get_json(client, "/v1/consents", seller)["items"] == []
+
+
+def test_receipt_is_byte_for_byte_what_pyjwt_signs(client, seller):
+    """Receipts are built without PyJWT's per-call overhead; they stay exactly what it would sign:
+    same protected header (alg, kid, typ), same claims JSON, same Ed25519 signature."""
+    sids = register(client, seller, 2)
+    c = client.post(
+        "/v1/consents", json={"sample_ids": sids, "purposes": ["model_training"]}, headers=seller
+    ).json()
+    signer = client.app.state.ctx.signer
+    header = jwt.get_unverified_header(c["receipt"])
+    assert header == {"alg": "EdDSA", "kid": signer.kid, "typ": "JWT"}
+    claims = signer.verify(c["receipt"])
+    expected = jwt.encode(claims, signer._key, algorithm="EdDSA", headers={"kid": signer.kid, "typ": "JWT"})
+    assert c["receipt"] == expected
+    assert signer.sign(claims) == expected

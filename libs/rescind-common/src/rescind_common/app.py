@@ -76,9 +76,14 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.path_limits.get(scope["path"], self.default_limit)
-        too_large = problem_response(
-            413, f"The request body exceeds {limit} bytes.", instance=scope["path"], limit=limit
-        )
+
+        async def too_large(scope: Scope, receive: Receive, send: Send) -> None:
+            # Rendered only when needed: building a problem response costs more than the checks.
+            response = problem_response(
+                413, f"The request body exceeds {limit} bytes.", instance=scope["path"], limit=limit
+            )
+            await response(scope, receive, send)
+
         declared: int | None = None
         for name, value in scope.get("headers", []):
             if name == b"content-length":

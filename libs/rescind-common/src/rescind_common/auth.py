@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -59,8 +63,14 @@ def ensure_dev_key(path: Path) -> ec.EllipticCurvePrivateKey:
     return key
 
 
+# How long a verified token is trusted without a new signature check, at most (its `exp` comes first).
+TOKEN_CACHE_TTL = 300.0
+
+
 class TokenVerifier:
-    """Verifies signature, `exp`, `iss`, `aud` and the pinned algorithm; extracts `sub` and `role`."""
+    """Verifies signature, `exp`, `iss`, `aud` and the pinned algorithm; extracts `sub` and `role`.
+
+    Successful verifications are cached per exact token string (see `verify`)."""
 
     def __init__(self, settings: RescindSettings) -> None:
         self.algorithms = [a for a in settings.auth_algorithms if a.lower() != "none"]
@@ -79,13 +89,56 @@ class TokenVerifier:
             self._key = ensure_dev_key(settings.dev_auth_key_file).public_key()
         else:
             raise ValueError("no token verification key configured")
+        # Verified tokens, keyed by the exact token string: a repeat costs a dict lookup instead of
+        # an ES256 check (~1 ms of CPU). Only successes are kept, each until its `exp` (+ leeway, as
+        # PyJWT allows) and at most `TOKEN_CACHE_TTL` seconds (a key dropped from the JWKS stops
+        # working within that), least recently used first out past `auth_token_cache_size`.
+        self.cache_size = settings.auth_token_cache_size
+        self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self.clock: Callable[[], float] = time.time
 
     @property
     def uses_network(self) -> bool:
         """True when verifying may fetch keys (JWKS): callers on an event loop use a thread."""
         return self._jwks is not None
 
+    def cached(self, token: str) -> Principal | None:
+        """The principal of a token verified earlier and not yet lapsed; None otherwise (no I/O)."""
+        if self.cache_size <= 0:
+            return None
+        now = self.clock()
+        with self._cache_lock:
+            hit = self._cache.get(token)
+            if hit is None:
+                return None
+            if now < hit[1]:
+                self._cache.move_to_end(token)
+                return hit[0]
+            del self._cache[token]
+        return None
+
     def verify(self, token: str) -> Principal:
+        hit = self.cached(token)
+        if hit is not None:
+            return hit
+        # First sight (or lapsed): every check, exactly as uncached. Failures raise and are not kept.
+        principal = self._verify(token)
+        if self.cache_size <= 0:
+            return principal
+        now = self.clock()
+        exp = principal.claims["exp"]  # required, and numeric: PyJWT checked it
+        # PyJWT refuses once `exp <= now - leeway`, so a cached entry ends at exp + leeway.
+        until = min(float(exp) + self.leeway, now + TOKEN_CACHE_TTL)
+        if now < until:
+            with self._cache_lock:
+                self._cache[token] = (principal, until)
+                self._cache.move_to_end(token)
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -162,7 +215,10 @@ async def current_principal(
         principal: Principal = verified[1]
     else:
         verifier: TokenVerifier = request.app.state.token_verifier
-        if verifier.uses_network:
+        cached = verifier.cached(credentials.credentials)
+        if cached is not None:
+            principal = cached
+        elif verifier.uses_network:
             principal = await run_in_threadpool(verifier.verify, credentials.credentials)
         else:
             principal = verifier.verify(credentials.credentials)

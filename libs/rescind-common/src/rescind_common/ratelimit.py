@@ -116,10 +116,12 @@ class RateLimitMiddleware:
         if token and verifier is not None:
             principal: Principal | None
             try:
-                if verifier.uses_network:  # a JWKS fetch must not block the event loop
-                    principal = await anyio.to_thread.run_sync(verifier.verify, token)
-                else:
-                    principal = verifier.verify(token)
+                principal = verifier.cached(token)
+                if principal is None:
+                    if verifier.uses_network:  # a JWKS fetch must not block the event loop
+                        principal = await anyio.to_thread.run_sync(verifier.verify, token)
+                    else:
+                        principal = verifier.verify(token)
             except Exception:
                 principal = None  # the endpoint's own dependency answers 401 (if it needs a token)
             if principal is not None:

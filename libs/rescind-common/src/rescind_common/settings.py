@@ -37,6 +37,8 @@ class RescindSettings(BaseSettings):
     auth_public_key_file: Path | None = None
     auth_private_key_file: Path | None = None
     auth_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    # Verified tokens kept (until their exp, at most 5 min) so a repeat skips the signature check; 0: off.
+    auth_token_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
 
     # Request bodies above this are refused with 413 (batch endpoints have their own limit).
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

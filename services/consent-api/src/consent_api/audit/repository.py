@@ -1,24 +1,31 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from consent_api.audit.models import AuditEntry
 from consent_api.subjects.models import Subject
+from rescind_common.db import Write, insert_template, params
+
+_ENTRY_INSERT = insert_template(AuditEntry, "audit")
+_SUBJECTS = cast(Table, Subject.__table__)
+_HEAD_UPDATE = (
+    update(_SUBJECTS)
+    .where(_SUBJECTS.c.id == bindparam("head_subject_id"))
+    .values(audit_seq=bindparam("head_seq"), audit_head=bindparam("head_hash"))
+)
 
 
-def insert_entry(session: Session, values: dict[str, Any]) -> None:
-    # Core, on the session's connection: no ORM object to track and flush.
-    session.connection().execute(insert(AuditEntry), values)
+def entry_insert(values: dict[str, Any]) -> Write:
+    # Core: no ORM object to track and flush.
+    return _ENTRY_INSERT, params("audit", values)
 
 
-def set_head(session: Session, subject_id: str, seq: int, head: str) -> None:
-    session.connection().execute(
-        update(Subject).where(Subject.id == subject_id).values(audit_seq=seq, audit_head=head)
-    )
+def head_update(subject_id: str, seq: int, head: str) -> Write:
+    return _HEAD_UPDATE, {"head_subject_id": subject_id, "head_seq": seq, "head_hash": head}
 
 
 def entries_for(session: Session, subject_id: str, after_seq: int = 0, limit: int = 500) -> list[AuditEntry]:

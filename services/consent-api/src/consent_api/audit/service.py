@@ -19,7 +19,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from consent_api.audit import repository
 from consent_api.audit.models import AuditEntry
 from consent_api.subjects.models import Subject
-from rescind_common.db import utcnow
+from rescind_common.db import Write, execute_together, utcnow
 
 GENESIS = "0" * 64
 
@@ -55,6 +55,17 @@ def append(
     session: Session, subject: Subject, *, actor: str, action: str, entity_id: str, data: dict[str, Any]
 ) -> AuditEntry:
     """Append to the subject's chain. The caller holds the subject row lock."""
+    entry, statements = append_statements(subject, actor=actor, action=action, entity_id=entity_id, data=data)
+    execute_together(session, statements)
+    return entry
+
+
+def append_statements(
+    subject: Subject, *, actor: str, action: str, entity_id: str, data: dict[str, Any]
+) -> tuple[AuditEntry, list[Write]]:
+    """The entry and the writes that append it (the entry, the new chain head), for the caller to
+    execute in its transaction, alone or folded with its own writes (`execute_together`). The caller
+    holds the subject row lock and must execute them: the loaded subject already shows the new head."""
     seq = subject.audit_seq + 1
     at = utcnow()
     digest = entry_hash(
@@ -78,12 +89,14 @@ def append(
         "prev_hash": subject.audit_head,
         "hash": digest,
     }
-    repository.insert_entry(session, values)
-    repository.set_head(session, subject.id, seq, digest)
-    # The row is updated already; keep the loaded subject in step without a second UPDATE at flush.
+    statements: list[Write] = [
+        repository.entry_insert(values),
+        repository.head_update(subject.id, seq, digest),
+    ]
+    # The row is updated by those; keep the loaded subject in step without a second UPDATE at flush.
     set_committed_value(subject, "audit_seq", seq)
     set_committed_value(subject, "audit_head", digest)
-    return AuditEntry(**values)
+    return AuditEntry(**values), statements
 
 
 def verify(session: Session) -> dict[str, Any]:

@@ -8,6 +8,10 @@ from sqlalchemy.orm import Session
 
 from consent_api.consents.models import Consent, ConsentSample
 from consent_api.samples.repository import chunks
+from rescind_common.db import Write, insert_template, params
+
+# Consent-sample links written per executemany.
+SAMPLES_PER_STATEMENT = 1000
 
 
 def insert_row(session: Session, values: dict[str, Any]) -> None:
@@ -15,11 +19,26 @@ def insert_row(session: Session, values: dict[str, Any]) -> None:
     session.connection().execute(insert(Consent), values)
 
 
+_CONSENT_INSERT = insert_template(Consent, "consent")
+_LINK_INSERT = insert_template(ConsentSample, "link")
+
+
+def row_insert(values: dict[str, Any]) -> Write:
+    """The consent row (every column given) as a write for `execute_together`."""
+    return _CONSENT_INSERT, params("consent", values)
+
+
 def add_samples(session: Session, consent_id: str, sample_ids: Sequence[str]) -> None:
     rows: list[dict[str, Any]] = [{"consent_id": consent_id, "sample_id": s} for s in sample_ids]
     conn = session.connection()
-    for part in chunks(rows, 1000):
+    for part in chunks(rows, SAMPLES_PER_STATEMENT):
         conn.execute(insert(ConsentSample), list(part))
+
+
+def sample_insert(consent_id: str, sample_id: str) -> Write:
+    """The link of a one-sample consent, as a write for `execute_together`."""
+    link = {"consent_id": consent_id, "sample_id": sample_id, "revoked_at": None, "revocation_id": None}
+    return _LINK_INSERT, params("link", link)
 
 
 def get(session: Session, subject_id: str, consent_id: str, *, lock: bool = False) -> Consent | None:

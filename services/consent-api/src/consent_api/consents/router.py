@@ -4,7 +4,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from consent_api.consents import repository, service
 from consent_api.consents.schemas import ConsentDetail, ConsentIn, ConsentOut, ConsentStatus
@@ -14,6 +13,7 @@ from consent_api.revocations import service as revocations
 from consent_api.revocations.schemas import ConsentRevokeIn, RevocationOut
 from consent_api.subjects import service as subjects
 from rescind_common.auth import CurrentSubject, Principal
+from rescind_common.db import run_and_commit
 from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
 from rescind_common.problems import Problem
 
@@ -26,9 +26,9 @@ router = APIRouter(prefix="/v1/consents", tags=["consents"])
 async def grant_consent(
     body: ConsentIn, principal: CurrentSubject, session: DbSession, ctx: Ctx
 ) -> ConsentDetail:
-    # async: the database work takes one worker-thread hop and the answer is checked on the event
-    # loop (a sync endpoint would need a second hop for that, while holding its connection).
-    return await run_in_threadpool(_grant, session, ctx, principal, body)
+    # async: the database work and the commit take one worker-thread hop and the answer is checked
+    # on the event loop (a sync endpoint would need more hops, while holding its connection).
+    return await run_and_commit(session, _grant, session, ctx, principal, body)
 
 
 def _grant(session: Session, ctx: AppContext, principal: Principal, body: ConsentIn) -> ConsentDetail:
@@ -77,7 +77,9 @@ async def revoke_consent(
     ctx: Ctx,
     body: ConsentRevokeIn | None = None,
 ) -> RevocationOut:
-    return await run_in_threadpool(_revoke, session, ctx, principal, consent_id, body or ConsentRevokeIn())
+    return await run_and_commit(
+        session, _revoke, session, ctx, principal, consent_id, body or ConsentRevokeIn()
+    )
 
 
 def _revoke(

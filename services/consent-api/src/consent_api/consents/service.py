@@ -11,11 +11,11 @@ from consent_api.consents import repository
 from consent_api.consents.models import Consent
 from consent_api.consents.schemas import Compensation, ConsentDetail, ConsentIn, ConsentOut
 from consent_api.context import AppContext
-from consent_api.events import publish, timestamp
+from consent_api.events import outbox_insert, timestamp
 from consent_api.receipts import claims as receipt_claims
 from consent_api.samples import repository as samples_repo
 from consent_api.subjects.models import Subject
-from rescind_common.db import utcnow
+from rescind_common.db import Write, execute_together, utcnow
 from rescind_common.ids import new_id
 from rescind_common.problems import Problem, field_error
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
@@ -108,9 +108,6 @@ def grant(session: Session, ctx: AppContext, subject: Subject, body: ConsentIn) 
         "created_at": now,
         "ended_at": None,
     }
-    repository.insert_row(session, row)
-    repository.add_samples(session, consent_id, sample_ids)
-
     granted = pb.ConsentGranted(
         consent_id=consent_id,
         sample_ids=sample_ids,
@@ -120,9 +117,8 @@ def grant(session: Session, ctx: AppContext, subject: Subject, body: ConsentIn) 
     )
     if body.expires_at:
         granted.expires_at.CopyFrom(timestamp(body.expires_at))
-    publish(session, ctx.settings, subject.id, consent_granted=granted)
-    audit.append(
-        session,
+    _, outbox = outbox_insert(ctx.settings, subject.id, consent_granted=granted)
+    _, audit_writes = audit.append_statements(
         subject,
         actor="subject",
         action="consent.granted",
@@ -135,9 +131,33 @@ def grant(session: Session, ctx: AppContext, subject: Subject, body: ConsentIn) 
             "receipt_id": receipt_id,
         },
     )
-    # As GET /v1/consents/{id} would answer: sample ids in id order, none revoked yet.
+    # The consent, its sample (when one; more go in one executemany after), its event and its audit
+    # entry in one round trip on PostgreSQL (none of these writes reads another's rows).
+    writes: list[Write] = [repository.row_insert(row)]
+    if len(sample_ids) == 1:
+        writes.append(repository.sample_insert(consent_id, sample_ids[0]))
+    execute_together(session, [*writes, outbox, *audit_writes])
+    if len(sample_ids) > 1:
+        repository.add_samples(session, consent_id, sample_ids)  # after the consent row (foreign key)
+    # As GET /v1/consents/{id} would answer (to_out + to_detail, without an ORM object in between):
+    # sample ids in id order, none revoked yet.
     return ConsentDetail(
-        **to_out(Consent(**row)).model_dump(), sample_ids=sorted(sample_ids), revoked_sample_ids=[]
+        id=consent_id,
+        status="active",
+        purposes=purposes,
+        revoked_purposes=[],
+        licensee_id=body.licensee_id,
+        excluded_licensees=[],
+        expires_at=body.expires_at,
+        compensation=Compensation(**compensation) if compensation else None,
+        sample_count=len(sample_ids),
+        active_sample_count=len(sample_ids),
+        created_at=now,
+        ended_at=None,
+        receipt_id=receipt_id,
+        receipt=row["receipt"],
+        sample_ids=sorted(sample_ids),
+        revoked_sample_ids=[],
     )
 
 

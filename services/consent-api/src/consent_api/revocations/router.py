@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from consent_api.context import AppContext, Ctx
 from consent_api.db import DbSession
@@ -10,6 +9,7 @@ from consent_api.revocations import repository, service
 from consent_api.revocations.schemas import RevocationIn, RevocationOut
 from consent_api.subjects import service as subjects
 from rescind_common.auth import CurrentSubject, Principal
+from rescind_common.db import run_and_commit
 from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
 from rescind_common.problems import Problem
 
@@ -20,8 +20,9 @@ router = APIRouter(prefix="/v1/revocations", tags=["revocations"])
 async def create_revocation(
     body: RevocationIn, principal: CurrentSubject, session: DbSession, ctx: Ctx
 ) -> RevocationOut:
-    # async: one worker-thread hop for the database work; the answer is checked on the event loop.
-    return await run_in_threadpool(_revoke_by_scope, session, ctx, principal, body)
+    # async: one worker-thread hop for the database work and the commit; the answer is checked on
+    # the event loop.
+    return await run_and_commit(session, _revoke_by_scope, session, ctx, principal, body)
 
 
 def _revoke_by_scope(
