@@ -942,7 +942,6 @@ def run_rate(
     pool.prepare(int(rate * seconds) + 10, rate)
     settled = receipts.settle(quiet=2, cap=30)
     receipts.pull()
-    log_offset = (stack.tmp / "worker.log").stat().st_size
     prof_pids = {
         n: stack.pid(n)
         for n in (
@@ -1027,7 +1026,7 @@ def run_rate(
         "median_told_last_fifth_ms": _ms(late_med),
         "backlog_growing": growing,
         "sustained": sustained,
-        "stages_ms": phase_stages(stack, stack.tmp / "worker.log", log_offset, ok, receipts),
+        "stages_ms": phase_stages(stack, ok, receipts),
         "cpu_s_during_window": cpu_delta(cpu0, cpu1),
         "cpu_s_window_plus_drain": cpu_delta(cpu0, cpu2),
         "server_side_http": http_delta(http0, http2),
@@ -1149,12 +1148,10 @@ def cpu_ms_per_op(delta: dict[str, float], ops: int, keys: list[str] | None = No
     return out
 
 
-def phase_stages(
-    stack: Stack, log: Path, offset: int, sends: list[Sent], receipts: Receipts
-) -> dict[str, Any]:
+def phase_stages(stack: Stack, sends: list[Sent], receipts: Receipts) -> dict[str, Any]:
     """Where each revocation's time went, from timestamps the services record anyway: consent-api's
     outbox (published_at, set by the relay), the worker's revocations (created_at: intake committed;
-    resolved_at: notices committed), the worker's log (holders answer received) and the receiver."""
+    resolved_at: notices committed) and the receiver."""
     by_rev = {s.revocation_id: s for s in sends if s.revocation_id}
     if not by_rev:
         return {}
@@ -1162,7 +1159,6 @@ def phase_stages(
     published: dict[str, float] = {}
     intake: dict[str, float] = {}
     resolved: dict[str, float] = {}
-    holders: dict[str, float] = {}
     since = dt.datetime.fromtimestamp(min(s.wall0 for s in by_rev.values()) - 1, dt.UTC)
     with psycopg.connect(stack.db_url("consent")) as conn:
         for payload, at in conn.execute(
@@ -1182,24 +1178,12 @@ def phase_stages(
             intake[rev] = created.timestamp()
             if done is not None:
                 resolved[rev] = done.timestamp()
-    with open(log, "rb") as f:
-        f.seek(offset)
-        for raw in f:
-            line = raw.decode(errors="replace")
-            if "hold some" not in line:
-                continue
-            with contextlib.suppress(ValueError, KeyError, IndexError):
-                rec = json.loads(line)
-                rev = rec["msg"].split()[1].rstrip(":")
-                if rev in by_rev:
-                    ts = dt.datetime.strptime(rec["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
-                    holders.setdefault(rev, ts.timestamp())
     stages: dict[str, list[float]] = collections.defaultdict(list)
     for rev, s in by_rev.items():
         chain = [("api_commit_and_relay_publish", s.wall0, published.get(rev))]
         chain.append(("kafka_and_worker_intake", published.get(rev), intake.get(rev)))
-        chain.append(("resolver_wait_and_holders_lookup", intake.get(rev), holders.get(rev)))
-        chain.append(("notices_committed", holders.get(rev), resolved.get(rev)))
+        # The resolver claims ready revocations in batches: wait, holders lookup and notices together.
+        chain.append(("resolver_batch_and_notices_committed", intake.get(rev), resolved.get(rev)))
         told = [receipts.first.get((rev, lid)) for lid in s.unit.licensees]
         last = None if None in told else max(t for t in told if t is not None) - s.t0 + s.wall0
         chain.append(("delivery_claim_post_verify", resolved.get(rev), last))
