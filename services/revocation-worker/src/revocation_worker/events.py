@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 
 from rescind_common.db import utcnow
 from rescind_common.ids import new_id
-from rescind_common.outbox import enqueue
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.config import WorkerSettings
 from revocation_worker.db import Outbox
@@ -56,23 +55,18 @@ def publish(
     key: str | None = None,
     **payload: object,
 ) -> str:
-    event_id, field, envelope = _envelope(
+    """Add one event to the outbox in the caller's transaction; its event id."""
+    row = outbox_row(
+        settings,
         licensee_id=licensee_id,
         notice_id=notice_id,
         revocation_id=revocation_id,
         subject_id=subject_id,
-        payload=payload,
+        key=key,
+        **payload,
     )
-    enqueue(
-        session,
-        Outbox,
-        topic=settings.kafka_notice_topic,
-        key=key or licensee_id,
-        event_id=event_id,
-        event_type=field,
-        message=envelope,
-    )
-    return event_id
+    publish_many(session, [row])
+    return str(row["event_id"])
 
 
 def outbox_row(

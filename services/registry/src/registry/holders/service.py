@@ -47,17 +47,7 @@ def lookup(session: Session, requested: list[str]) -> dict[str, Any]:
     for license_id in sorted(licenses):
         lic = licenses[license_id]
         holder = holders[lic.licensee_id]
-        holder["licenses"].append(
-            {
-                "license_id": lic.id,
-                "status": lic.status,
-                "consent_id": lic.consent_id,
-                "purpose": lic.purpose,
-                "dataset": {"name": lic.dataset_name, "version": lic.dataset_version}
-                if lic.dataset_name
-                else None,
-            }
-        )
+        holder["licenses"].append(_license_fields(lic))
         for sid in by_license[license_id]:
             holder["samples"].setdefault(sid, []).append(license_id)
 
@@ -120,15 +110,9 @@ def lookup_by_license(session: Session, requested: list[str]) -> dict[str, Any]:
         all_requested = counts[license_id] >= len(sample_ids)
         out_licenses.append(
             {
-                "license_id": lic.id,
+                **_license_fields(lic),
                 "licensee_id": lic.licensee_id,
                 "licensee_name": licensees[lic.licensee_id].name,
-                "status": lic.status,
-                "consent_id": lic.consent_id,
-                "purpose": lic.purpose,
-                "dataset": {"name": lic.dataset_name, "version": lic.dataset_version}
-                if lic.dataset_name
-                else None,
                 "sample_count": counts[license_id],
                 "all_requested": all_requested,
                 "sample_ids": []
@@ -170,3 +154,14 @@ def lookup_by_license(session: Session, requested: list[str]) -> dict[str, Any]:
         else:
             unknown.append(sid)
     return {"licenses": out_licenses, "samples": samples, "models": out_models, "unknown_sample_ids": unknown}
+
+
+def _license_fields(lic: Any) -> dict[str, Any]:
+    """What both views say of a license (a `licenses_repo.summaries` row)."""
+    return {
+        "license_id": lic.id,
+        "status": lic.status,
+        "consent_id": lic.consent_id,
+        "purpose": lic.purpose,
+        "dataset": {"name": lic.dataset_name, "version": lic.dataset_version} if lic.dataset_name else None,
+    }
