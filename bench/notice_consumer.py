@@ -11,6 +11,7 @@ the same span (from /proc, when PostgreSQL runs on this machine; else shown as n
 
     .venv/bin/python bench/notice_consumer.py                # this tree
     .venv/bin/python bench/notice_consumer.py --baseline REF # this tree and git REF (e.g. main)
+    .venv/bin/python bench/notice_consumer.py --burst 8      # one revocation's events at a time
 
 With --baseline the script exports REF with `git archive` into a temporary directory (nothing in
 the working tree changes) and runs itself there too, so that both figures come from one machine
@@ -94,7 +95,7 @@ def backend_cpu(conn: Any, database: str) -> dict[int, float]:
     return out
 
 
-def measure(n: int) -> dict[str, float | None]:
+def measure(n: int, burst: int = 0) -> dict[str, float | None]:
     """One run in this process, with whatever `consent_api` and `rescind_common` are importable."""
     import psycopg
 
@@ -138,37 +139,44 @@ def measure(n: int) -> dict[str, float | None]:
             while not consumer.poll_once(timeout_ms=500):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the consumer did not join its group in 120 s")
-            for key, value in events(n):
-                producer.send(topic, key=key, value=value)
-            producer.flush(timeout=60)
+            # Every record on the broker first (a backlog drained in polls of up to 500), or, with
+            # `burst`, a few at a time as at a steady low rate: the clocks run only while polling.
+            pending = events(n)
+            step = burst or n
+            done, elapsed, cpu, pg = 0, 0.0, 0.0, 0.0
+            for start in range(0, n, step):
+                for key, value in pending[start : start + step]:
+                    producer.send(topic, key=key, value=value)
+                producer.flush(timeout=60)
+                target = min(n, start + step)
+                pg_before = backend_cpu(admin_conn, name)
+                started, cpu_started = time.monotonic(), time.process_time()
+                while done < target and time.monotonic() < started + 600:
+                    done += consumer.poll_once(timeout_ms=500)
+                elapsed += time.monotonic() - started
+                cpu += time.process_time() - cpu_started
+                pg_after = backend_cpu(admin_conn, name)
+                pg += sum(t - pg_before.get(pid, 0.0) for pid, t in pg_after.items())
             producer.close(timeout=5)
-            # From the moment every record is on the broker to the moment the last one is committed.
-            pg_before = backend_cpu(admin_conn, name)
-            done, started, cpu_started = 0, time.monotonic(), time.process_time()
-            while done < n and time.monotonic() < started + 600:
-                done += consumer.poll_once(timeout_ms=500)
-            elapsed, cpu = time.monotonic() - started, time.process_time() - cpu_started
-            pg_after = backend_cpu(admin_conn, name)
             consumer.stop_event.set()
             consumer._close()
-        pg = sum(t - pg_before.get(pid, 0.0) for pid, t in pg_after.items()) if pg_after else None
         return {
             "records": done,
             "seconds": round(elapsed, 3),
             "records_per_s": round(done / elapsed, 1),
             "cpu_ms_per_event": round(cpu * 1000 / done, 3),
-            "pg_cpu_ms_per_event": None if pg is None else round(pg * 1000 / done, 3),
+            "pg_cpu_ms_per_event": round(pg * 1000 / done, 3) if pg_after else None,
         }
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def run_in(tree: Path, n: int) -> dict[str, float | None]:
+def run_in(tree: Path, n: int, burst: int) -> dict[str, float | None]:
     """This script in a fresh interpreter whose imports come from `tree`."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(tree / s) for s in SOURCES)}
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--one", str(n)],
+        [sys.executable, str(Path(__file__).resolve()), "--one", str(n), "--burst", str(burst)],
         env=env,
         cwd=tree,
         check=True,
@@ -196,16 +204,25 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--baseline", metavar="REF", help="also measure git REF (exported, not checked out)")
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        metavar="K",
+        help="publish K events at a time and poll them in before the next K (8: one revocation "
+        "at a time, small polls as at a low steady rate); default: all at once, a backlog",
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one)))
+        print(json.dumps(measure(args.one, args.burst)))
         return
-    rows = {"this tree": run_in(REPO, EVENTS)}
+    rows = {"this tree": run_in(REPO, EVENTS, args.burst)}
     if args.baseline:
         with tempfile.TemporaryDirectory() as tmp:
-            rows[args.baseline] = run_in(export(args.baseline, Path(tmp)), EVENTS)
-    print(f"consent-api notice consumer, {EVENTS} events, {PARTITIONS} partitions, PostgreSQL")
+            rows[args.baseline] = run_in(export(args.baseline, Path(tmp)), EVENTS, args.burst)
+    shape = f"{args.burst} at a time" if args.burst else "all at once"
+    print(f"consent-api notice consumer, {EVENTS} events ({shape}), {PARTITIONS} partitions, PostgreSQL")
     print(f"  {'':<12} {'events/s':>9}  {'CPU ms/event':>12}  {'PG CPU ms/event':>15}")
     for label, r in rows.items():
         print(
