@@ -250,3 +250,108 @@ def test_revocation_list_paginates(client, seller):
     revs = [revoke(client, seller, grant(client, seller, [s])["id"])["id"] for s in sids]
     listed = [r["id"] for r in walk(client, "/v1/revocations", seller, limit=1)]
     assert len(listed) == len(set(listed)) == 3 and set(listed) == set(revs)
+
+
+def test_notice_statuses_from_one_batch_match_applying_the_events_one_at_a_time(client, seller, db_url):
+    """What the seller reads on each revocation does not depend on how the consumer's polls cut
+    the notice topic: one scrambled batch with repeats gives what one event at a time gives."""
+    import random
+
+    from consent_api.notices import handler
+    from rescind_common.db import make_engine, make_session_factory
+    from rescind_common.ids import new_id
+    from rescind_common.proto.rescind.v1 import notice_events_pb2 as npb
+
+    payloads = {
+        "pending": ("notice_created", npb.NoticeCreated()),
+        "delivered": ("notice_delivered", npb.NoticeDelivered()),
+        "acknowledged": ("notice_acknowledged", npb.NoticeAcknowledged()),
+        "overdue": ("notice_overdue", npb.NoticeOverdue()),
+        "failed": ("notice_failed", npb.NoticeFailed()),
+    }
+    # Per revocation, per licensee, what the worker said, in the order it said it.
+    script = [
+        {
+            "lic_a": ["pending", "delivered", "acknowledged"],
+            "lic_b": ["pending", "failed", "delivered"],
+            "lic_c": ["pending", "delivered", "overdue"],
+        },
+        {
+            "lic_a": ["pending", "failed"],
+            "lic_b": ["pending", "delivered", "failed", "delivered", "acknowledged"],
+        },
+        {"lic_a": ["pending", "delivered", "overdue", "acknowledged"], "lic_c": ["pending"]},
+        {"lic_b": ["pending", "delivered"]},
+    ]
+
+    def revocation() -> str:
+        return revoke(client, seller, grant(client, seller, register(client, seller))["id"])["id"]
+
+    def stream(revocations: list[str]) -> list[npb.NoticeEvent]:
+        """The script's events for these revocations, scrambled, with repeats (same event id)."""
+        out = []
+        for rev, notices in zip(revocations, script, strict=True):
+            resolved = npb.NoticeEvent(event_id=new_id("evt"), revocation_id=rev)
+            resolved.revocation_resolved.CopyFrom(npb.RevocationResolved(notice_count=len(notices)))
+            out.append(resolved)
+            for lic, statuses in notices.items():
+                notice = new_id("ntc")
+                for status in statuses:
+                    e = npb.NoticeEvent(
+                        event_id=new_id("evt"), revocation_id=rev, licensee_id=lic, notice_id=notice
+                    )
+                    field, message = payloads[status]
+                    getattr(e, field).CopyFrom(message)
+                    out.append(e)
+        rng = random.Random(7)
+        out += rng.sample(out, len(out) // 2)
+        rng.shuffle(out)
+        return out
+
+    def seen(revocations: list[str]) -> list[tuple[str, list[tuple[str, str]]]]:
+        out = []
+        for rev in revocations:
+            got = get_json(client, f"/v1/revocations/{rev}", seller)
+            out.append((got["status"], [(n["licensee_id"], n["status"]) for n in got["notices"]]))
+        return out
+
+    in_batch = [revocation() for _ in script]
+    one_by_one = [revocation() for _ in script]
+    batch = stream(in_batch)
+    # The same events for the other revocations: same order, same repeats.
+    renamed: dict[str, str] = {}
+    to_other = dict(zip(in_batch, one_by_one, strict=True))
+    singles = []
+    for e in batch:
+        copy = npb.NoticeEvent()
+        copy.CopyFrom(e)
+        copy.event_id = renamed.setdefault(e.event_id, new_id("evt"))
+        copy.revocation_id = to_other[e.revocation_id]
+        singles.append(copy)
+
+    engine = make_engine(db_url, pool_size=1)
+    sessions = make_session_factory(engine)
+    try:
+        with sessions() as session, session.begin():
+            applied = handler.apply_events(session, batch)
+        assert sum(applied) == len({e.event_id for e in batch})
+        for e in singles:
+            with sessions() as session, session.begin():
+                handler.apply(session, e)
+    finally:
+        engine.dispose()
+
+    # Out of order, a status never moves back; among equals (failed/delivered) the later one wins.
+    expected = []
+    for rev, notices in zip(in_batch, script, strict=True):
+        final: dict[str, str] = {}
+        firsts = {e.event_id: e for e in reversed(batch) if e.revocation_id == rev and e.licensee_id}
+        for e in sorted(firsts.values(), key=batch.index):
+            new = handler.STATUS[e.WhichOneof("payload")]
+            if e.licensee_id not in final or handler.RANK[new] >= handler.RANK[final[e.licensee_id]]:
+                final[e.licensee_id] = new
+        assert set(final) == set(notices)
+        expected.append(sorted(final.items()))
+    assert [notices for _, notices in seen(in_batch)] == expected
+    assert seen(in_batch) == seen(one_by_one)
+    assert {status for status, _ in seen(in_batch)} >= {"overdue", "failed"}

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from consent_api.notices.models import RevocationNotice, RevocationResolution
@@ -29,3 +31,58 @@ def resolutions(session: Session, revocation_ids: Sequence[str]) -> dict[str, Re
         select(RevocationResolution).where(RevocationResolution.revocation_id.in_(list(revocation_ids)))
     )
     return {r.revocation_id: r for r in rows}
+
+
+# Keys per SELECT ... FOR UPDATE: two bind parameters each, well under every driver's limit.
+CHUNK = 1000
+
+NOTICES = RevocationNotice.__table__
+RESOLUTIONS = RevocationResolution.__table__
+
+
+def lock_statuses(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The current status of the notices among `keys` (sorted) that have a row, locked in key order
+    so that two consumers on overlapping notices (a rebalance) cannot deadlock."""
+    pk = tuple_(NOTICES.c.revocation_id, NOTICES.c.licensee_id)
+    out: dict[tuple[str, str], str] = {}
+    for start in range(0, len(keys), CHUNK):
+        stmt = (
+            select(NOTICES.c.revocation_id, NOTICES.c.licensee_id, NOTICES.c.status)
+            .where(pk.in_(keys[start : start + CHUNK]))
+            .order_by(NOTICES.c.revocation_id, NOTICES.c.licensee_id)
+            .with_for_update()
+        )
+        out.update(((r, lic), s) for r, lic, s in session.execute(stmt))
+    return out
+
+
+def _insert(session: Session, table: Any) -> Any:
+    return (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def _rank(rank: Mapping[str, int], status: Any) -> Any:
+    return case(dict(rank), value=status, else_=-1)
+
+
+def _upsert(session: Session, rank: Mapping[str, int]) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE, with the rank rule in SQL too: rows were locked and folded
+    from their current status, so it always holds, except for a row another transaction created
+    after the SELECT, which a status from this batch then never moves back."""
+    stmt = _insert(session, NOTICES)
+    existing, new = NOTICES.c.status, stmt.excluded.status
+    return stmt.on_conflict_do_update(
+        index_elements=[NOTICES.c.revocation_id, NOTICES.c.licensee_id],
+        set_={"status": new, "updated_at": stmt.excluded.updated_at},
+        where=((new == "delivered") & (existing == "failed")) | (_rank(rank, new) >= _rank(rank, existing)),
+    )
+
+
+def add_resolutions(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert resolutions (one executemany of a cached statement); one already there stays."""
+    session.execute(_insert(session, RESOLUTIONS).on_conflict_do_nothing(), list(rows))
+
+
+def upsert_notices(session: Session, rows: Sequence[dict[str, Any]], rank: Mapping[str, int]) -> None:
+    """Write notices' statuses: new rows inserted, existing ones updated where `rank` allows.
+    Executemany of one cached statement: a multi-row VALUES would be compiled anew each time."""
+    session.execute(_upsert(session, rank), list(rows))

@@ -1,0 +1,247 @@
+"""CPU per event of consent-api's notice-topic consumer, on PostgreSQL and a Tansu broker.
+
+Publishes RESCIND_BENCH_EVENTS notice events (default 8,000) shaped like the worker's for one
+revocation: a RevocationResolved, then per licensee (three) a NoticeCreated and a NoticeDelivered,
+and one NoticeAcknowledged — eight per revocation, keyed by licensee over 6 partitions. Then times
+`consent_api.consumer.build_consumer(...).poll_once()` from the moment they are all on the broker
+to the last one committed (the group join is not timed: a first event is consumed before the clock
+starts), and reports events/s, this process's CPU (`time.process_time()` around the polls: decode,
+handler, SQLAlchemy, driver, Kafka client) and the CPU of the database's PostgreSQL backends over
+the same span (from /proc, when PostgreSQL runs on this machine; else shown as n/a).
+
+    .venv/bin/python bench/notice_consumer.py                # this tree
+    .venv/bin/python bench/notice_consumer.py --baseline REF # this tree and git REF (e.g. main)
+    .venv/bin/python bench/notice_consumer.py --burst 8      # one revocation's events at a time
+
+With --baseline the script exports REF with `git archive` into a temporary directory (nothing in
+the working tree changes) and runs itself there too, so that both figures come from one machine
+in one run. Never part of `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+PG_ADMIN = os.environ.get("RESCIND_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+EVENTS = int(os.environ.get("RESCIND_BENCH_EVENTS", "8000"))
+PARTITIONS = 6
+LICENSEES = 3
+REPO = Path(__file__).resolve().parent.parent
+SOURCES = ["libs/rescind-common/src", "services/consent-api/src"]
+PROTO = "libs/rescind-common/src/rescind_common/proto"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def events(n: int) -> list[tuple[bytes, bytes]]:
+    """(key, value) pairs: n notice events, eight per revocation, in the order the worker emits them."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from rescind_common.ids import new_id
+    from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
+
+    def envelope(revocation: str, licensee: str = "", notice: str = "", **payload: Any) -> bytes:
+        now = Timestamp()
+        now.GetCurrentTime()
+        event = pb.NoticeEvent(
+            event_id=new_id("evt"),
+            revocation_id=revocation,
+            licensee_id=licensee,
+            notice_id=notice,
+            producer="bench",
+            occurred_at=now,
+        )
+        ((field, message),) = payload.items()
+        getattr(event, field).CopyFrom(message)
+        return event.SerializeToString()
+
+    out: list[tuple[bytes, bytes]] = []
+    while len(out) < n:
+        revocation = new_id("rev")
+        notices = [(new_id("lic"), new_id("ntc")) for _ in range(LICENSEES)]
+        resolved = pb.RevocationResolved(notice_count=LICENSEES)
+        out.append((revocation.encode(), envelope(revocation, revocation_resolved=resolved)))
+        for licensee, notice in notices:
+            out.append(
+                (licensee.encode(), envelope(revocation, licensee, notice, notice_created=pb.NoticeCreated()))
+            )
+        for licensee, notice in notices:
+            value = envelope(revocation, licensee, notice, notice_delivered=pb.NoticeDelivered())
+            out.append((licensee.encode(), value))
+        licensee, notice = notices[0]
+        value = envelope(revocation, licensee, notice, notice_acknowledged=pb.NoticeAcknowledged())
+        out.append((licensee.encode(), value))
+    return out[:n]
+
+
+def backend_cpu(conn: Any, database: str) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving `database` ({} when /proc cannot tell)."""
+    out: dict[int, float] = {}
+    for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    return out
+
+
+def measure(n: int, burst: int = 0) -> dict[str, float | None]:
+    """One run in this process, with whatever `consent_api` and `rescind_common` are importable."""
+    import psycopg
+
+    from consent_api.config import ConsentSettings
+    from consent_api.consumer import build_consumer
+    from consent_api.migrate import upgrade
+    from rescind_common.embedded_broker import EmbeddedBroker
+    from rescind_common.kafka import ensure_topics, make_admin, make_producer
+
+    name = f"rescind_bench_notices_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{PG_ADMIN.rpartition('/')[0]}/{name}"
+    try:
+        upgrade(url)
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker,
+            psycopg.connect(PG_ADMIN, autocommit=True) as admin_conn,
+        ):
+            topic = f"bench.notice.{uuid.uuid4().hex[:8]}"
+            admin = make_admin(broker.bootstrap, "bench-admin")
+            try:
+                ensure_topics(admin, [topic], partitions=PARTITIONS, replication_factor=1)
+            finally:
+                admin.close()
+            settings = ConsentSettings(
+                consent_database_url=url,
+                state_dir=Path(tmp),
+                kafka_bootstrap=broker.bootstrap,
+                kafka_notice_topic=topic,
+                kafka_topic_partitions=PARTITIONS,
+                consent_consumer_group=f"bench-{uuid.uuid4().hex[:6]}",
+            )
+            consumer = build_consumer(settings)
+            producer = make_producer(broker.bootstrap, "bench")
+            # A first event, consumed before the clock starts: the group join is not timed.
+            ((key, value),) = events(1)
+            producer.send(topic, key=key, value=value).get(timeout=30)
+            deadline = time.monotonic() + 120
+            while not consumer.poll_once(timeout_ms=500):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the consumer did not join its group in 120 s")
+            # Every record on the broker first (a backlog drained in polls of up to 500), or, with
+            # `burst`, a few at a time as at a steady low rate: the clocks run only while polling.
+            pending = events(n)
+            step = burst or n
+            done, elapsed, cpu, pg = 0, 0.0, 0.0, 0.0
+            for start in range(0, n, step):
+                for key, value in pending[start : start + step]:
+                    producer.send(topic, key=key, value=value)
+                producer.flush(timeout=60)
+                target = min(n, start + step)
+                pg_before = backend_cpu(admin_conn, name)
+                started, cpu_started = time.monotonic(), time.process_time()
+                while done < target and time.monotonic() < started + 600:
+                    done += consumer.poll_once(timeout_ms=500)
+                elapsed += time.monotonic() - started
+                cpu += time.process_time() - cpu_started
+                pg_after = backend_cpu(admin_conn, name)
+                pg += sum(t - pg_before.get(pid, 0.0) for pid, t in pg_after.items())
+            producer.close(timeout=5)
+            consumer.stop_event.set()
+            consumer._close()
+        return {
+            "records": done,
+            "seconds": round(elapsed, 3),
+            "records_per_s": round(done / elapsed, 1),
+            "cpu_ms_per_event": round(cpu * 1000 / done, 3),
+            "pg_cpu_ms_per_event": round(pg * 1000 / done, 3) if pg_after else None,
+        }
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_in(tree: Path, n: int, burst: int) -> dict[str, float | None]:
+    """This script in a fresh interpreter whose imports come from `tree`."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(tree / s) for s in SOURCES)}
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--one", str(n), "--burst", str(burst)],
+        env=env,
+        cwd=tree,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, float | None] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def export(ref: str, into: Path) -> Path:
+    """`git archive REF` unpacked into `into`, plus this tree's generated protobuf code (not in git)."""
+    archive = subprocess.run(["git", "archive", ref], cwd=REPO, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    shutil.copytree(REPO / PROTO, into / PROTO, dirs_exist_ok=True)
+    return into
+
+
+def ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--baseline", metavar="REF", help="also measure git REF (exported, not checked out)")
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        metavar="K",
+        help="publish K events at a time and poll them in before the next K (8: one revocation "
+        "at a time, small polls as at a low steady rate); default: all at once, a backlog",
+    )
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.burst)))
+        return
+    rows = {"this tree": run_in(REPO, EVENTS, args.burst)}
+    if args.baseline:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows[args.baseline] = run_in(export(args.baseline, Path(tmp)), EVENTS, args.burst)
+    shape = f"{args.burst} at a time" if args.burst else "all at once"
+    print(f"consent-api notice consumer, {EVENTS} events ({shape}), {PARTITIONS} partitions, PostgreSQL")
+    print(f"  {'':<12} {'events/s':>9}  {'CPU ms/event':>12}  {'PG CPU ms/event':>15}")
+    for label, r in rows.items():
+        print(
+            f"  {label:<12} {r['records_per_s']:>9.1f}  {ms(r['cpu_ms_per_event']):>12}"
+            f"  {ms(r['pg_cpu_ms_per_event']):>15}  ({r['records']} in {r['seconds']} s)"
+        )
+    if args.baseline:
+        new, old = rows["this tree"], rows[args.baseline]
+        assert (
+            new["records_per_s"]
+            and old["records_per_s"]
+            and new["cpu_ms_per_event"]
+            and old["cpu_ms_per_event"]
+        )
+        print(
+            f"  ratio        {new['records_per_s'] / old['records_per_s']:>8.1f}x"
+            f"  {old['cpu_ms_per_event'] / new['cpu_ms_per_event']:>11.1f}x less"
+        )
+
+
+if __name__ == "__main__":
+    main()
