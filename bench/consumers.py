@@ -1,13 +1,24 @@
-"""Records per second of one consumer: the registry projection, on PostgreSQL and a Tansu broker.
+"""Records per second and CPU per record of one consumer: the registry projection, on PostgreSQL
+and a Tansu broker.
 
-Publishes RESCIND_BENCH_EVENTS consent events (default 5,000: per subject a SampleRegistered with
-two samples, a ConsentGranted and a ConsentRevoked that ends it, keyed by subject over 6
-partitions), then times `registry.consumer.build_consumer(...).poll_once()` from the moment they are all on
-the broker to the last one committed. The group join is not timed (a first event is consumed
-before the clock starts).
+Two workloads (`--mode`), RESCIND_BENCH_EVENTS events each (default 5,000), keyed by subject over 6
+partitions:
+- `mixed` (default): per subject a SampleRegistered with two samples, a ConsentGranted and a
+  ConsentRevoked that ends it, all timed;
+- `revocations`: the samples and grants are consumed first (not timed), then each consent is
+  licensed to 3 licensees (rows written straight into the registry's tables), then one
+  ConsentRevoked per consent withdrawing 1 of its 2 samples for every purpose (the shape of a
+  seller's revocation in the whole-stack bench) is timed: every event touches license_samples.
+
+Timed: `registry.consumer.build_consumer(...).poll_once()` from the moment the records are all on
+the broker to the last one committed (RESCIND_BENCH_POLL_RECORDS per poll, default 500). The group
+join is not timed (a first event is consumed before the clock starts). Besides records/s it
+reports CPU per record: of the consumer's process (all its threads) and of the PostgreSQL backends
+serving it (from /proc; the database's connections).
 
     .venv/bin/python bench/consumers.py                # this tree
     .venv/bin/python bench/consumers.py --baseline REF # this tree and git REF (e.g. main), side by side
+    .venv/bin/python bench/consumers.py --mode revocations --baseline main
 
 With --baseline the script exports REF with `git archive` into a temporary directory (nothing in
 the working tree changes) and runs itself there too, so that both figures come from one machine
@@ -29,14 +40,22 @@ from pathlib import Path
 
 PG_ADMIN = os.environ.get("RESCIND_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 EVENTS = int(os.environ.get("RESCIND_BENCH_EVENTS", "5000"))
+# Records per poll (the consumer's default 500). 1 is the trickle of a live stack at tens of
+# revocations per second, where a poll rarely holds more than one record.
+POLL_RECORDS = int(os.environ.get("RESCIND_BENCH_POLL_RECORDS", "500"))
 PARTITIONS = 6
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ["libs/rescind-common/src", "services/registry/src"]
 PROTO = "libs/rescind-common/src/rescind_common/proto"
 
 
-def events(n: int) -> list[tuple[bytes, bytes]]:
-    """(key, value) pairs: n consent events, three per subject, in the order consent-api emits them."""
+Subject = tuple[str, str, list[str]]  # subject id, consent id, sample ids
+
+
+def events(n: int, subjects: list[Subject] | None = None) -> list[tuple[bytes, bytes]]:
+    """(key, value) pairs: n consent events, three per subject, in the order consent-api emits them.
+    With `subjects` (an empty list to fill), only the first two of each (the revocations are
+    `revocations(subjects)`)."""
     from google.protobuf.timestamp_pb2 import Timestamp
 
     from rescind_common.ids import new_id, new_ids
@@ -67,7 +86,7 @@ def events(n: int) -> list[tuple[bytes, bytes]]:
             chunk_count=1,
             consent_count=1,
         )
-        for value in (
+        values = [
             envelope(subject, sample_registered=pb.SampleRegistered(samples=refs)),
             envelope(
                 subject,
@@ -75,13 +94,95 @@ def events(n: int) -> list[tuple[bytes, bytes]]:
                     consent_id=consent, sample_ids=samples, purposes=["model_training"]
                 ),
             ),
-            envelope(subject, consent_revoked=revoked),
-        ):
-            out.append((subject.encode(), value))
-    return out[:n]
+        ]
+        if subjects is None:
+            values.append(envelope(subject, consent_revoked=revoked))
+        else:
+            subjects.append((subject, consent, samples))
+        out += [(subject.encode(), value) for value in values]
+    return out if subjects is not None else out[:n]
 
 
-def measure(n: int) -> dict[str, float]:
+def revocations(subjects: list[Subject]) -> list[tuple[bytes, bytes]]:
+    """One ConsentRevoked per consent: its first sample withdrawn for every purpose."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from rescind_common.ids import new_id
+    from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
+
+    out: list[tuple[bytes, bytes]] = []
+    for subject, consent, samples in subjects:
+        now = Timestamp()
+        now.GetCurrentTime()
+        event = pb.ConsentEvent(event_id=new_id("evt"), subject_id=subject, producer="bench", occurred_at=now)
+        event.consent_revoked.CopyFrom(
+            pb.ConsentRevoked(
+                revocation_id=new_id("rev"),
+                consent_id=consent,
+                sample_ids=samples[:1],
+                purposes=["model_training"],
+                chunk_count=1,
+                consent_count=1,
+            )
+        )
+        out.append((subject.encode(), event.SerializeToString()))
+    return out
+
+
+LICENSEES = 3
+
+
+def add_licenses(url: str, subjects: list[Subject]) -> None:
+    """Each consent licensed to LICENSEES licensees, straight into the registry's tables."""
+    import datetime as dt
+
+    import psycopg
+
+    from rescind_common.ids import new_id
+
+    now = dt.datetime.now(dt.UTC)
+    licensees = [new_id("lic") for _ in range(LICENSEES)]
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO licensees (id, name, created_at) VALUES (%s, %s, %s)",
+            [(lic, f"bench {i}", now) for i, lic in enumerate(licensees)],
+        )
+        licenses, samples = [], []
+        for subject, consent, sample_ids in subjects:
+            for lic in licensees:
+                lid = new_id("lcs")
+                licenses.append((lid, lic, consent, subject, "model_training", len(sample_ids), now))
+                samples += [(lid, s) for s in sample_ids]
+        cur.executemany(
+            "INSERT INTO licenses (id, licensee_id, consent_id, subject_id, purpose, dataset_name,"
+            " dataset_version, status, sample_count, revoked_sample_count, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, '', '', 'active', %s, 0, %s)",
+            licenses,
+        )
+        cur.executemany("INSERT INTO license_samples (license_id, sample_id) VALUES (%s, %s)", samples)
+        cur.execute("ANALYZE")
+
+
+def backend_cpu(admin: str, database: str) -> dict[int, float]:
+    """pid -> CPU seconds (user + system) of the PostgreSQL backends connected to `database`."""
+    import psycopg
+
+    with psycopg.connect(admin, autocommit=True) as conn:
+        pids = [
+            r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,))
+        ]
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # not on this machine, or gone
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def measure(n: int, mode: str) -> dict[str, float]:
     """One run in this process, with whatever `registry` and `rescind_common` are importable."""
     import psycopg
 
@@ -111,7 +212,9 @@ def measure(n: int) -> dict[str, float]:
                 kafka_consent_topic=topic,
                 kafka_topic_partitions=PARTITIONS,
             )
-            consumer = build_consumer(settings, group_id=f"bench-{uuid.uuid4().hex[:6]}")
+            consumer = build_consumer(
+                settings, group_id=f"bench-{uuid.uuid4().hex[:6]}", max_poll_records=POLL_RECORDS
+            )
             producer = make_producer(broker.bootstrap, "bench")
             # A first event, consumed before the clock starts: the group join is not timed.
             ((key, value),) = events(1)
@@ -120,28 +223,51 @@ def measure(n: int) -> dict[str, float]:
             while not consumer.poll_once(timeout_ms=500):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the consumer did not join its group in 120 s")
-            for key, value in events(n):
+            if mode == "revocations":
+                subjects: list[Subject] = []
+                setup = events(2 * n, subjects)
+                for key, value in setup:
+                    producer.send(topic, key=key, value=value)
+                producer.flush(timeout=60)
+                done, deadline = 0, time.monotonic() + 600
+                while done < len(setup) and time.monotonic() < deadline:
+                    done += consumer.poll_once(timeout_ms=500)
+                add_licenses(url, subjects)
+                timed = revocations(subjects)
+            else:
+                timed = events(n)
+            n = len(timed)
+            for key, value in timed:
                 producer.send(topic, key=key, value=value)
             producer.flush(timeout=60)
             producer.close(timeout=5)
             # From the moment every record is on the broker to the moment the last one is committed.
-            done, started = 0, time.monotonic()
+            backends = backend_cpu(PG_ADMIN, name)
+            done, started, cpu = 0, time.monotonic(), time.process_time()
             while done < n and time.monotonic() < started + 600:
                 done += consumer.poll_once(timeout_ms=500)
-            elapsed = time.monotonic() - started
+            elapsed, cpu = time.monotonic() - started, time.process_time() - cpu
+            after = backend_cpu(PG_ADMIN, name)
+            pg_cpu = sum(t - backends.get(pid, 0.0) for pid, t in after.items())
             consumer.stop_event.set()
             consumer._close()
-        return {"records": done, "seconds": round(elapsed, 3), "records_per_s": round(done / elapsed, 1)}
+        return {
+            "records": done,
+            "seconds": round(elapsed, 3),
+            "records_per_s": round(done / elapsed, 1),
+            "cpu_ms_per_record": round(1000 * cpu / max(done, 1), 3),
+            "pg_cpu_ms_per_record": round(1000 * pg_cpu / max(done, 1), 3),
+        }
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def run_in(tree: Path, n: int) -> dict[str, float]:
+def run_in(tree: Path, n: int, mode: str) -> dict[str, float]:
     """This script in a fresh interpreter whose imports come from `tree`."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(tree / s) for s in SOURCES)}
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--one", str(n)],
+        [sys.executable, str(Path(__file__).resolve()), "--one", str(n), "--mode", mode],
         env=env,
         cwd=tree,
         check=True,
@@ -166,20 +292,33 @@ def main() -> None:
     )
     parser.add_argument("--baseline", metavar="REF", help="also measure git REF (exported, not checked out)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=["mixed", "revocations"], default="mixed")
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one)))
+        print(json.dumps(measure(args.one, args.mode)))
         return
-    rows = {"this tree": run_in(REPO, EVENTS)}
+    rows = {"this tree": run_in(REPO, EVENTS, args.mode)}
     if args.baseline:
         with tempfile.TemporaryDirectory() as tmp:
-            rows[args.baseline] = run_in(export(args.baseline, Path(tmp)), EVENTS)
-    print(f"registry projection consumer, {EVENTS} events, {PARTITIONS} partitions, PostgreSQL")
+            rows[args.baseline] = run_in(export(args.baseline, Path(tmp)), EVENTS, args.mode)
+    print(
+        f"registry projection consumer, {args.mode}, {EVENTS} events, {PARTITIONS} partitions,"
+        f" up to {POLL_RECORDS} records per poll, PostgreSQL"
+    )
+    print(f"  {'':<12} {'records/s':>9}  {'CPU ms/record':>13}  {'PostgreSQL ms/record':>20}")
     for label, r in rows.items():
-        print(f"  {label:<12} {r['records_per_s']:>9.1f} records/s  ({r['records']} in {r['seconds']} s)")
+        print(
+            f"  {label:<12} {r['records_per_s']:>9.1f}  {r['cpu_ms_per_record']:>13.3f}"
+            f"  {r['pg_cpu_ms_per_record']:>20.3f}  ({r['records']} in {r['seconds']} s)"
+        )
     if args.baseline:
-        ratio = rows["this tree"]["records_per_s"] / rows[args.baseline]["records_per_s"]
-        print(f"  ratio        {ratio:>9.1f} x")
+        new, old = rows["this tree"], rows[args.baseline]
+        print(
+            f"  {'ratio':<12} {new['records_per_s'] / old['records_per_s']:>8.2f}x"
+            f"  {old['cpu_ms_per_record'] / new['cpu_ms_per_record']:>12.2f}x"
+            f"  {old['pg_cpu_ms_per_record'] / max(new['pg_cpu_ms_per_record'], 1e-9):>19.2f}x"
+            "  (CPU: baseline / this tree)"
+        )
 
 
 if __name__ == "__main__":

@@ -826,3 +826,112 @@ def test_withdrawing_one_licensee_from_an_open_consent_spares_the_others(
     assert r.status_code == 409 and any(e["field"] == "body.licensee_id" for e in r.json()["errors"])
     newcomer = new_licensee(registry, operator, "Cyan")
     make_license(registry, operator, **license_body(newcomer, consent, samples[:1]))
+
+
+def _revocation_world(
+    registry: TestClient, operator: dict[str, str], projection: Projection, licensees: list[str]
+) -> tuple[list[str], list[str], list[pb.ConsentEvent]]:
+    """Three consents licensed to two licensees, and the revocations of one poll: two ordered parts
+    of the first consent (one sample for every purpose, then the rest for one purpose, then the end),
+    one licensee withdrawn from the second, the third ended; plus a consent granted and revoked in
+    the same poll and one revoked without a grant. Returns (licenses, samples, events), the ids in
+    the same order in every world so that two worlds compare position by position."""
+    acme, bolt = licensees
+    s1, one = projection.samples(3)
+    s2, two = projection.samples(2)
+    s3, three = projection.samples(2)
+    c1 = projection.grant(s1, one, purposes=(TRAINING, "evaluation"))
+    c2, c3 = projection.grant(s2, two), projection.grant(s3, three)
+    licenses = [
+        make_license(registry, operator, **license_body(who, consent, samples, purpose=purpose))["id"]
+        for who, consent, samples, purpose in (
+            (acme, c1, one, TRAINING),
+            (acme, c1, one, "evaluation"),
+            (bolt, c1, one[:2], TRAINING),
+            (acme, c2, two, TRAINING),
+            (bolt, c2, two, TRAINING),
+            (acme, c3, three, TRAINING),
+            (bolt, c3, three[1:], TRAINING),
+        )
+    ]
+    s4, four = new_id("sub"), new_ids("smp", 2)
+    late = projection.grant_event(s4, four)
+    c4 = late.consent_granted.consent_id
+    p = projection
+    events = [
+        p.revoke_event(s1, c1, one[:1], [TRAINING, "evaluation"], ended=False),
+        p.revoke_event(s2, c2, two, [TRAINING], ended=False, only_licensee_id=acme),
+        p.revoke_event(s1, c1, one[1:], ["evaluation"], ended=False),
+        p.samples_event(s4, four),
+        late,
+        p.revoke_event(s3, c3, three, [TRAINING], ended=True),
+        p.revoke_event(s4, c4, four[:1], [TRAINING], ended=False),
+        p.revoke_event(s1, c1, one[1:], [TRAINING], ended=True),
+        p.revoke_event(new_id("sub"), new_id("cns"), four[1:], [TRAINING], ended=True),
+    ]
+    return licenses, [*one, *two, *three, *four], events
+
+
+def _seen(
+    registry: TestClient,
+    operator: dict[str, str],
+    licenses: list[str],
+    samples: list[str],
+    events: list[pb.ConsentEvent],
+) -> Any:
+    """What licensees and operators see of a world, its ids replaced by their positions."""
+    names = {lid: f"license{i}" for i, lid in enumerate(licenses)}
+    names |= {sid: f"sample{i}" for i, sid in enumerate(samples)}
+    revoked = [(i, e.consent_revoked) for i, e in enumerate(events) if e.HasField("consent_revoked")]
+    names |= {msg.revocation_id: f"revocation{i}" for i, msg in revoked}
+    names |= {msg.consent_id: f"consent{i}" for i, msg in revoked}
+
+    def canon(value: Any) -> Any:
+        if isinstance(value, dict):
+            # Times differ between worlds; whether one is set does not.
+            return {
+                k: (v is not None if k.endswith("_at") else canon(v))
+                for k, v in value.items()
+                if k != "sha256"
+            }
+        if isinstance(value, list):
+            return sorted((canon(v) for v in value), key=repr)
+        return names.get(value, value) if isinstance(value, str) else value
+
+    seen: dict[str, Any] = {}
+    for lid in licenses:
+        seen[names[lid]] = registry.get(f"/v1/licenses/{lid}", headers=operator).json()
+        seen[names[lid] + "/samples"] = registry.get(f"/v1/licenses/{lid}/samples", headers=operator).json()
+    for view in ("samples", "licenses"):
+        r = registry.post("/v1/holders", json={"sample_ids": samples, "view": view}, headers=operator)
+        assert r.status_code == 200, r.text
+        seen[f"holders/{view}"] = r.json()
+    return canon(seen)
+
+
+def test_revocations_in_one_poll_match_them_applied_one_at_a_time(
+    registry: TestClient, operator: dict[str, str], projection: Projection
+) -> None:
+    from registry.projection.service import apply_events
+
+    licensees = [new_licensee(registry, operator, "Acme"), new_licensee(registry, operator, "Bolt")]
+    one_by_one = _revocation_world(registry, operator, projection, licensees)
+    together = _revocation_world(registry, operator, projection, licensees)
+
+    assert [projection.apply(e) for e in one_by_one[2]] == [True] * len(one_by_one[2])
+    with projection.sessions() as session, session.begin():
+        assert apply_events(session, together[2]) == [True] * len(together[2])
+
+    expected = _seen(registry, operator, *one_by_one)
+    assert _seen(registry, operator, *together) == expected
+    # What the poll did, as a buyer notices it: revoked licenses and which revocation took which sample.
+    statuses = [expected[f"license{i}"]["status"] for i in range(7)]
+    assert statuses == ["revoked", "revoked", "revoked", "revoked", "active", "revoked", "revoked"]
+    first = {s["sample_id"]: s["revocation_id"] for s in expected["license1/samples"]["items"]}
+    assert first == {"sample0": "revocation0", "sample1": "revocation2", "sample2": "revocation2"}
+    training = {s["sample_id"]: s["revocation_id"] for s in expected["license0/samples"]["items"]}
+    assert training == {"sample0": "revocation0", "sample1": "revocation7", "sample2": "revocation7"}
+    assert (
+        expected["license3"]["revoked_sample_count"] == 2
+        and expected["license4"]["revoked_sample_count"] == 0
+    )

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -84,10 +85,20 @@ def claim_events(session: Session, model: Any, rows: Sequence[dict[str, Any]]) -
     such consumers lock in the same order."""
     if not rows:
         return set()
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.flush()  # the statement runs on the connection, past the ORM's autoflush
+    conn = session.connection()
+    stmt = _claim_statement(model.__table__, conn.dialect.name == "postgresql")
     ordered = sorted({row["event_id"]: row for row in rows}.values(), key=lambda row: str(row["event_id"]))
-    stmt = insert(model).values(ordered).on_conflict_do_nothing(index_elements=["event_id"])
-    return {str(i) for i in session.scalars(stmt.returning(model.event_id))}
+    # One statement built once per table: the rows go as parameters (one multi-row INSERT per
+    # batch, "insertmanyvalues"), so it is compiled once, not for every poll.
+    return {str(i) for i in conn.execute(stmt, ordered).scalars()}
+
+
+@functools.cache
+def _claim_statement(table: Any, postgres: bool) -> Any:
+    insert = postgresql.insert if postgres else sqlite.insert
+    stmt = insert(table).on_conflict_do_nothing(index_elements=["event_id"])
+    return stmt.returning(table.c.event_id)
 
 
 def apply_new(

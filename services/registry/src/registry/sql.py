@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, any_, literal
+from sqlalchemy import ColumnElement, Connection, String, any_, bindparam, literal
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,22 @@ def is_postgres(session: Session) -> bool:
 
 def id_chunks(session: Session, ids: Sequence[str]) -> Iterable[Sequence[str]]:
     return chunks(ids, POSTGRES_CHUNK if is_postgres(session) else SQLITE_CHUNK)
+
+
+def is_postgres_conn(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def chunk_size(postgres: bool) -> int:
+    return POSTGRES_CHUNK if postgres else SQLITE_CHUNK
+
+
+def member(postgres: bool, column: Any, name: str) -> ColumnElement[bool]:
+    """`column` among the ids bound to `name` at execution time: unlike `among`, the statement does
+    not hold the ids, so it can be built once and its compiled form reused (give it a chunk)."""
+    if postgres:
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(String)))
+    return column.in_(bindparam(name, expanding=True))
 
 
 def among(session: Session, column: Any, ids: Sequence[str]) -> ColumnElement[bool]:

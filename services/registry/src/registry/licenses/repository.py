@@ -1,15 +1,26 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Connection, Row, Select, Table, Update, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from registry.licenses.models import License, LicenseSample
 from registry.projection.models import ProjectedSample
-from registry.sql import INSERT_BATCH, among, chunks, id_chunks, insert_ignoring_duplicates
+from registry.sql import (
+    INSERT_BATCH,
+    among,
+    chunk_size,
+    chunks,
+    id_chunks,
+    insert_ignoring_duplicates,
+    is_postgres_conn,
+    member,
+)
 
 
 def get(session: Session, license_id: str) -> License | None:
@@ -105,53 +116,84 @@ def samples_page(
     return [(ls, ps) for ls, ps in rows]
 
 
-def ids_for_consent(
-    session: Session, consent_id: str, purposes: Sequence[str] | None = None, licensee_id: str | None = None
-) -> list[str]:
-    stmt = select(License.id).where(License.consent_id == consent_id)
-    if purposes is not None:
-        stmt = stmt.where(License.purpose.in_(list(purposes)))
-    if licensee_id is not None:
-        stmt = stmt.where(License.licensee_id == licensee_id)
-    return list(session.scalars(stmt.order_by(License.id)))
+LICENSES = cast(Table, License.__table__)
+LICENSE_SAMPLES = cast(Table, LicenseSample.__table__)
+
+
+@cache
+def _revocation_statements(postgres: bool) -> dict[str, Select[Any] | Update]:
+    lic, ls = LICENSES.c, LICENSE_SAMPLES.c
+    withdraw = update(LICENSE_SAMPLES).values(
+        revoked_at=bindparam("b_at", type_=ls.revoked_at.type), revocation_id=bindparam("b_revocation_id")
+    )
+    of_licenses = (member(postgres, ls.license_id, "b_license_ids"), ls.revoked_at.is_(None))
+    return {
+        "lock": select(
+            lic.id,
+            lic.consent_id,
+            lic.purpose,
+            lic.licensee_id,
+            lic.status,
+            lic.sample_count,
+            lic.revoked_sample_count,
+            lic.revoked_at,
+        )
+        .where(member(postgres, lic.consent_id, "ids"))
+        .order_by(lic.id)
+        .with_for_update(),
+        "withdraw_all": withdraw.where(*of_licenses).returning(ls.license_id),
+        "withdraw_some": withdraw.where(
+            *of_licenses, member(postgres, ls.sample_id, "b_sample_ids")
+        ).returning(ls.license_id),
+        "counts": update(LICENSES)
+        .where(lic.id == bindparam("b_id"))
+        .values(
+            revoked_sample_count=bindparam("b_revoked_sample_count"),
+            status=bindparam("b_status"),
+            revoked_at=bindparam("b_revoked_at", type_=lic.revoked_at.type),
+        ),
+    }
+
+
+def lock_for_consents(conn: Connection, consent_ids: Sequence[str]) -> list[Row[Any]]:
+    """The licenses under these consents (id, consent_id, purpose, licensee_id, status,
+    sample_count, revoked_sample_count, revoked_at), locked in id order (after their consents: the order
+    license creation takes)."""
+    if not consent_ids:
+        return []
+    stmt = _revocation_statements(is_postgres_conn(conn))["lock"]
+    return list(conn.execute(stmt, {"ids": list(consent_ids)}))
 
 
 def revoke_samples(
-    session: Session,
+    conn: Connection,
     license_ids: Sequence[str],
     sample_ids: Sequence[str] | None,
     revocation_id: str,
     at: dt.datetime,
-) -> None:
-    """Mark these samples (None: all) of these licenses withdrawn; earlier withdrawals keep theirs."""
-    for lic_part in id_chunks(session, license_ids):
-        base = (
-            update(LicenseSample)
-            .where(among(session, LicenseSample.license_id, lic_part), LicenseSample.revoked_at.is_(None))
-            .values(revoked_at=at, revocation_id=revocation_id)
-        )
+) -> Counter[str]:
+    """Mark these samples (None: all) of these licenses withdrawn; earlier withdrawals keep theirs.
+    Returns license id -> how many of its samples were withdrawn now."""
+    postgres = is_postgres_conn(conn)
+    statements = _revocation_statements(postgres)
+    size = chunk_size(postgres)
+    params = {"b_at": at, "b_revocation_id": revocation_id}
+    out: Counter[str] = Counter()
+    for lic_part in chunks(license_ids, size):
+        params["b_license_ids"] = list(lic_part)
         if sample_ids is None:
-            session.execute(base)
+            out.update(conn.execute(statements["withdraw_all"], params).scalars())
             continue
-        for part in id_chunks(session, sample_ids):
-            session.execute(base.where(among(session, LicenseSample.sample_id, part)))
+        for part in chunks(sample_ids, size):
+            params["b_sample_ids"] = list(part)
+            out.update(conn.execute(statements["withdraw_some"], params).scalars())
+    return out
 
 
-def refresh_status(session: Session, license_ids: Sequence[str], at: dt.datetime) -> None:
-    """Recount withdrawn samples; a license whose every sample is withdrawn is revoked."""
-    for part in id_chunks(session, license_ids):
-        revoked = dict(
-            session.execute(
-                select(LicenseSample.license_id, func.count())
-                .where(among(session, LicenseSample.license_id, part), LicenseSample.revoked_at.is_not(None))
-                .group_by(LicenseSample.license_id)
-            ).all()
-        )
-        for lic in session.scalars(select(License).where(among(session, License.id, part)).with_for_update()):
-            lic.revoked_sample_count = int(revoked.get(lic.id, 0))
-            if lic.revoked_sample_count >= lic.sample_count and lic.status != "revoked":
-                lic.status = "revoked"
-                lic.revoked_at = at
+def set_counts(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """b_id, b_revoked_sample_count, b_status, b_revoked_at per license."""
+    if rows:
+        conn.execute(_revocation_statements(is_postgres_conn(conn))["counts"], list(rows))
 
 
 def holdings(session: Session, sample_ids: Sequence[str]) -> list[tuple[str, str]]:

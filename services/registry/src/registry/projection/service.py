@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from registry.licenses import repository as licenses_repo
 from registry.projection import repository
-from registry.projection.models import ProcessedEvent, ProjectedConsent
+from registry.projection.models import ProcessedEvent
 from rescind_common.consumer import apply_new
 from rescind_common.db import utcnow
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
@@ -78,11 +79,17 @@ def apply_event(session: Session, event: pb.ConsentEvent) -> bool:
 
 
 def apply_events(session: Session, events: Sequence[pb.ConsentEvent]) -> list[bool]:
-    """Apply events in order in the caller's transaction, as `apply_event` on each in turn would:
-    one True/False per event (False: applied before, or repeated earlier in `events`)."""
+    """Apply events in the caller's transaction, as `apply_event` on each in turn would: one
+    True/False per event (False: applied before, or repeated earlier in `events`).
+
+    The new events' effects are gathered and written a few statements at a time (`_Batch`): events
+    on different consents are independent, those on one consent keep their order."""
     for event in events:
         check_event(event)
-    return apply_new(session, ProcessedEvent, events, _processed_row, _apply)
+    batch = _Batch(session.connection())
+    applied = apply_new(session, ProcessedEvent, events, _processed_row, batch.add)
+    batch.flush()
+    return applied
 
 
 def _occurred(event: pb.ConsentEvent) -> dt.datetime | None:
@@ -99,29 +106,75 @@ def _processed_row(event: pb.ConsentEvent) -> dict[str, Any]:
     }
 
 
-def _apply(session: Session, event: pb.ConsentEvent) -> None:
-    kind = event.WhichOneof("payload")
-    occurred = _occurred(event)
-    now = utcnow()
-    if kind == "sample_registered":
-        _sample_registered(session, event.subject_id, event.sample_registered, now)
-    elif kind == "consent_granted":
-        _consent_granted(session, event.subject_id, event.consent_granted, occurred or now, now)
-    elif kind == "consent_revoked":
-        _consent_revoked(session, event.subject_id, event.consent_revoked, now)
-    elif kind == "consent_expired":
-        _consent_expired(session, event.subject_id, event.consent_expired, now)
-    elif kind == "subject_erased":
-        # Its consents were revoked by the ConsentRevoked events of the same revocation.
-        erased = event.subject_erased
-        repository.add_erasure(session, erased.revocation_id, event.subject_id, erased.sample_count, occurred)
-    else:
-        # A payload newer than this reader: skipping it (and remembering that) is what old readers do.
-        log.info("skipping event %s with an unknown payload", event.event_id)
+MAX_PENDING = 500  # consents gathered before they are written (bounds the id lists)
 
 
-def _sample_registered(session: Session, subject_id: str, msg: pb.SampleRegistered, now: dt.datetime) -> None:
-    rows = [
+class _Batch:
+    """The effects of a run of events, written together by `flush()`: samples, then grants, then
+    revocations, each kind in a few statements whatever the number of events.
+
+    Moving an event's effect later is safe only past events of other consents, so a grant waits in
+    the batch only while its consent has no grant or revocation waiting, and a revocation only while
+    its consent has no revocation waiting (a grant of it runs first at the flush, as it came first);
+    otherwise the batch is flushed before it. Expiries are rare: they flush and run alone."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.samples: list[dict[str, Any]] = []
+        self.grants: dict[str, tuple[str, pb.ConsentGranted, dt.datetime, dt.datetime]] = {}
+        self.revocations: dict[str, tuple[str, pb.ConsentRevoked, dt.datetime]] = {}
+        self.erasures: list[dict[str, Any]] = []
+
+    def add(self, _session: Session, event: pb.ConsentEvent) -> None:
+        kind = event.WhichOneof("payload")
+        now = utcnow()
+        if kind == "sample_registered":
+            self.samples += _sample_rows(event.subject_id, event.sample_registered, now)
+        elif kind == "consent_granted":
+            msg = event.consent_granted
+            if msg.consent_id in self.grants or msg.consent_id in self.revocations:
+                self.flush()
+            self.grants[msg.consent_id] = (event.subject_id, msg, _occurred(event) or now, now)
+        elif kind == "consent_revoked":
+            revoked = event.consent_revoked
+            if revoked.consent_id in self.revocations:
+                self.flush()
+            self.revocations[revoked.consent_id] = (event.subject_id, revoked, now)
+        elif kind == "consent_expired":
+            self.flush()
+            _consent_expired(self.conn, event.subject_id, event.consent_expired, now)
+        elif kind == "subject_erased":
+            # Its consents were revoked by the ConsentRevoked events of the same revocation.
+            erased = event.subject_erased
+            self.erasures.append(
+                {
+                    "revocation_id": erased.revocation_id,
+                    "subject_id": event.subject_id,
+                    "sample_count": erased.sample_count,
+                    "occurred_at": _occurred(event),
+                }
+            )
+        else:
+            # A payload newer than this reader: skipping it (and remembering that) is what old readers do.
+            log.info("skipping event %s with an unknown payload", event.event_id)
+        if len(self.grants) + len(self.revocations) >= MAX_PENDING:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.samples:
+            repository.add_sample_rows(self.conn, self.samples)
+        if self.erasures:
+            repository.add_erasures(self.conn, self.erasures)
+        if self.grants:
+            _consents_granted(self.conn, self.grants)
+        if self.revocations:
+            _consents_revoked(self.conn, self.revocations)
+        self.samples, self.erasures = [], []
+        self.grants, self.revocations = {}, {}
+
+
+def _sample_rows(subject_id: str, msg: pb.SampleRegistered, now: dt.datetime) -> list[dict[str, Any]]:
+    return [
         {
             "sample_id": s.sample_id,
             "subject_id": subject_id,
@@ -132,116 +185,204 @@ def _sample_registered(session: Session, subject_id: str, msg: pb.SampleRegister
         for s in msg.samples
         if s.sample_id
     ]
-    repository.add_samples(session, rows)
 
 
-def _stub(
-    session: Session, subject_id: str, consent_id: str, purposes: list[str], licensee: str
-) -> ProjectedConsent:
-    """A consent first seen through its revocation (events reordered by a replay): record what
-    the revocation says so that it is never mistaken for an active consent."""
-    consent = ProjectedConsent(
-        consent_id=consent_id,
-        subject_id=subject_id,
-        licensee_id=licensee or None,
-        purposes=purposes,
-        revoked_purposes=[],
-        excluded_licensees=[],
-        status="active",
-        updated_at=utcnow(),
-    )
-    session.add(consent)
-    session.flush()
-    return consent
+def _new_consent(
+    consent_id: str, subject_id: str, licensee: str, purposes: list[str], now: dt.datetime
+) -> dict[str, Any]:
+    """Every column of a projected consent, active, not granted as far as we know."""
+    return {
+        "consent_id": consent_id,
+        "subject_id": subject_id,
+        "licensee_id": licensee or None,
+        "purposes": purposes,
+        "revoked_purposes": [],
+        "excluded_licensees": [],
+        "status": "active",
+        "expires_at": None,
+        "granted_at": None,
+        "ended_at": None,
+        "ended_by": None,
+        "updated_at": now,
+    }
 
 
-def _consent_granted(
-    session: Session, subject_id: str, msg: pb.ConsentGranted, granted_at: dt.datetime, now: dt.datetime
+def _consents_granted(
+    conn: Connection, grants: dict[str, tuple[str, pb.ConsentGranted, dt.datetime, dt.datetime]]
 ) -> None:
-    expires_at = _time(msg.expires_at) if msg.HasField("expires_at") else None
-    consent = repository.get_consent(session, msg.consent_id, lock=True)
-    if consent is None:
-        session.add(
-            ProjectedConsent(
-                consent_id=msg.consent_id,
-                subject_id=subject_id,
-                licensee_id=msg.licensee_id or None,
-                purposes=list(dict.fromkeys(msg.purposes)),
-                revoked_purposes=[],
-                excluded_licensees=[],
-                status="active",
-                expires_at=expires_at,
-                granted_at=granted_at,
-                updated_at=now,
+    known = repository.lock_consent_states(conn, sorted(grants))
+    new: list[dict[str, Any]] = []
+    filled: list[dict[str, Any]] = []
+    samples: list[dict[str, Any]] = []
+    for consent_id, (subject_id, msg, granted_at, now) in grants.items():
+        expires_at = _time(msg.expires_at) if msg.HasField("expires_at") else None
+        purposes = list(dict.fromkeys(msg.purposes))
+        if consent_id in known:
+            # A revocation got here first: fill in the grant's facts, keep what the revocation ended.
+            filled.append(
+                {
+                    "b_id": consent_id,
+                    "b_licensee_id": msg.licensee_id or None,
+                    "b_purposes": purposes,
+                    "b_expires_at": expires_at,
+                    "b_granted_at": granted_at,
+                    "b_updated_at": now,
+                }
             )
-        )
-        session.flush()
-    else:
-        # A revocation got here first: fill in the grant's facts, keep what the revocation ended.
-        consent.licensee_id = msg.licensee_id or None
-        consent.purposes = list(dict.fromkeys(msg.purposes))
-        consent.expires_at = expires_at
-        consent.granted_at = granted_at
-        consent.updated_at = now
-    repository.add_consent_samples(session, msg.consent_id, list(dict.fromkeys(msg.sample_ids)))
+        else:
+            row = _new_consent(consent_id, subject_id, msg.licensee_id, purposes, now)
+            row.update(expires_at=expires_at, granted_at=granted_at)
+            new.append(row)
+        samples += _consent_sample_rows(consent_id, msg.sample_ids)
+    repository.insert_consents(conn, new)
+    repository.set_granted(conn, filled)
+    repository.insert_consent_samples(conn, samples)
 
 
-def _consent_revoked(session: Session, subject_id: str, msg: pb.ConsentRevoked, now: dt.datetime) -> None:
-    # Locking the consent row serialises this with license creation (which locks it too), so a
-    # license is either refused or recorded before its samples are marked withdrawn.
-    consent = repository.get_consent(session, msg.consent_id, lock=True)
-    if consent is None:
-        consent = _stub(session, subject_id, msg.consent_id, list(msg.purposes), msg.licensee_id)
-    trigger = TRIGGER_FROM_PB.get(msg.trigger, "subject")
-    revoked_purposes = list(consent.revoked_purposes or [])
-    live = [p for p in consent.purposes if p not in revoked_purposes]
-    purposes = list(dict.fromkeys(msg.purposes))
-    sample_ids = list(dict.fromkeys(msg.sample_ids))
-    if consent.granted_at is None:
-        # Not granted as far as we know: remember which samples this revocation named.
-        repository.add_consent_samples(session, consent.consent_id, sample_ids)
-
-    if msg.only_licensee_id:
-        # One licensee withdrawn from a consent open to any licensee: only its licenses are revoked,
-        # and it can no longer be licensed under this consent; the others keep theirs.
-        excluded = list(consent.excluded_licensees or [])
-        if msg.only_licensee_id not in excluded:
-            consent.excluded_licensees = [*excluded, msg.only_licensee_id]
-        affected = licenses_repo.ids_for_consent(
-            session, consent.consent_id, licensee_id=msg.only_licensee_id
-        )
-        licenses_repo.revoke_samples(session, affected, sample_ids, msg.revocation_id, now)
-    elif msg.consent_ended:
-        # Whatever this chunk names, an ended consent covers nothing any more.
-        if consent.status == "active":
-            consent.status = "expired" if trigger == "expiry" else "revoked"
-            consent.ended_at = now
-            consent.ended_by = msg.revocation_id
-        repository.revoke_consent_samples(session, consent.consent_id, None, msg.revocation_id, now)
-        affected = licenses_repo.ids_for_consent(session, consent.consent_id)
-        licenses_repo.revoke_samples(session, affected, None, msg.revocation_id, now)
-    elif not purposes or set(live) <= set(purposes):
-        # These samples are withdrawn for every purpose (consent-api names all live purposes then).
-        repository.revoke_consent_samples(session, consent.consent_id, sample_ids, msg.revocation_id, now)
-        affected = licenses_repo.ids_for_consent(session, consent.consent_id)
-        licenses_repo.revoke_samples(session, affected, sample_ids, msg.revocation_id, now)
-    else:
-        # Some purposes withdrawn; the samples stay consented for the others.
-        consent.revoked_purposes = [*revoked_purposes, *(p for p in purposes if p not in revoked_purposes)]
-        affected = licenses_repo.ids_for_consent(session, consent.consent_id, purposes)
-        licenses_repo.revoke_samples(session, affected, sample_ids, msg.revocation_id, now)
-    consent.updated_at = now
-    licenses_repo.refresh_status(session, affected, now)
+def _consent_sample_rows(consent_id: str, sample_ids: Sequence[str]) -> list[dict[str, Any]]:
+    return [{"consent_id": consent_id, "sample_id": s, "revoked": False} for s in dict.fromkeys(sample_ids)]
 
 
-def _consent_expired(session: Session, subject_id: str, msg: pb.ConsentExpired, now: dt.datetime) -> None:
-    consent = repository.get_consent(session, msg.consent_id, lock=True)
-    if consent is None:
-        consent = _stub(session, subject_id, msg.consent_id, [], "")
-    consent.status = "expired"
-    if consent.ended_at is None:
-        consent.ended_at = _time(msg.expired_at) if msg.HasField("expired_at") else now
-    consent.ended_by = consent.ended_by or msg.revocation_id or None
-    consent.updated_at = now
+def _consents_revoked(
+    conn: Connection, revocations: dict[str, tuple[str, pb.ConsentRevoked, dt.datetime]]
+) -> None:
+    """Revocations of distinct consents. Per consent, as consent-api means them:
+    - `only_licensee_id`: that licensee's licenses lose the samples, and it can no longer be licensed
+      under this (open) consent; the others keep theirs;
+    - `consent_ended`: every sample of the consent and of its licenses is withdrawn;
+    - every live purpose named (or none): these samples are withdrawn for every purpose;
+    - else: these purposes are withdrawn; the licenses for them lose these samples."""
+    ids = sorted(revocations)
+    known = repository.lock_consent_states(conn, ids)
+    stubs: list[dict[str, Any]] = []
+    states: list[dict[str, Any]] = []
+    add_samples: list[dict[str, Any]] = []
+    revoke_all: list[dict[str, Any]] = []
+    revoke_some: list[dict[str, Any]] = []
+    # consent id -> (purposes or None: all, licensee or None: all, samples or None: all, revocation, at)
+    licenses: dict[str, tuple[set[str] | None, str | None, list[str] | None, str, dt.datetime]] = {}
+    for consent_id in ids:
+        subject_id, msg, now = revocations[consent_id]
+        row = known.get(consent_id)
+        if row is None:
+            # A consent first seen through its revocation (events reordered by a replay): record what
+            # the revocation says so that it is never mistaken for an active consent.
+            state = _new_consent(consent_id, subject_id, msg.licensee_id, list(msg.purposes), now)
+        else:
+            state = row._asdict()
+        trigger = TRIGGER_FROM_PB.get(msg.trigger, "subject")
+        revoked_purposes = list(state["revoked_purposes"] or [])
+        excluded = list(state["excluded_licensees"] or [])
+        live = [p for p in state["purposes"] if p not in revoked_purposes]
+        purposes = list(dict.fromkeys(msg.purposes))
+        sample_ids = list(dict.fromkeys(msg.sample_ids))
+        at, revocation_id = now, msg.revocation_id
+        if state["granted_at"] is None:
+            # Not granted as far as we know: remember which samples this revocation named.
+            add_samples += _consent_sample_rows(consent_id, sample_ids)
+
+        if msg.only_licensee_id:
+            if msg.only_licensee_id not in excluded:
+                excluded.append(msg.only_licensee_id)
+            licenses[consent_id] = (None, msg.only_licensee_id, sample_ids, revocation_id, at)
+        elif msg.consent_ended:
+            # Whatever this chunk names, an ended consent covers nothing any more.
+            if state["status"] == "active":
+                state.update(
+                    status="expired" if trigger == "expiry" else "revoked",
+                    ended_at=now,
+                    ended_by=revocation_id,
+                )
+            revoke_all.append({"b_id": consent_id, "b_revocation_id": revocation_id, "b_at": at})
+            licenses[consent_id] = (None, None, None, revocation_id, at)
+        elif not purposes or set(live) <= set(purposes):
+            # Samples the grant never mentioned (an out-of-order revocation) are recorded as withdrawn.
+            add_samples += _consent_sample_rows(consent_id, sample_ids)
+            revoke_some += [
+                {"b_id": consent_id, "b_sample_id": s, "b_revocation_id": revocation_id, "b_at": at}
+                for s in sample_ids
+            ]
+            licenses[consent_id] = (None, None, sample_ids, revocation_id, at)
+        else:
+            revoked_purposes += [p for p in purposes if p not in revoked_purposes]
+            licenses[consent_id] = (set(purposes), None, sample_ids, revocation_id, at)
+        state.update(revoked_purposes=revoked_purposes, excluded_licensees=excluded, updated_at=now)
+        if row is None:
+            stubs.append(state)
+        else:
+            states.append(_state_params(state))
+    repository.insert_consents(conn, stubs)
+    repository.set_states(conn, states)
+    # A sample named twice (an unknown consent's samples also withdrawn) is inserted once.
+    unique = {(r["consent_id"], r["sample_id"]): r for r in add_samples}
+    repository.insert_consent_samples(conn, list(unique.values()))
+    repository.revoke_all_consent_samples(conn, revoke_all)
+    repository.revoke_consent_samples(conn, revoke_some)
+    _revoke_licenses(conn, licenses)
+
+
+def _revoke_licenses(
+    conn: Connection,
+    plans: dict[str, tuple[set[str] | None, str | None, list[str] | None, str, dt.datetime]],
+) -> None:
+    """Withdraw the samples from the licenses each revocation reaches; a license whose every sample
+    is withdrawn turns revoked."""
+    affected: dict[str, list[Any]] = {}
+    for lic in licenses_repo.lock_for_consents(conn, sorted(plans)):
+        purposes, licensee, _samples, _rev, _at = plans[lic.consent_id]
+        if (purposes is None or lic.purpose in purposes) and (
+            licensee is None or lic.licensee_id == licensee
+        ):
+            affected.setdefault(lic.consent_id, []).append(lic)
+    counts: list[dict[str, Any]] = []
+    for consent_id, rows in affected.items():
+        _purposes, _licensee, sample_ids, revocation_id, at = plans[consent_id]
+        if sample_ids is not None and not sample_ids:
+            withdrawn: dict[str, int] = {}
+        else:
+            withdrawn = licenses_repo.revoke_samples(
+                conn, [r.id for r in rows], sample_ids, revocation_id, at
+            )
+        for lic in rows:
+            count = lic.revoked_sample_count + withdrawn.get(lic.id, 0)
+            ends = count >= lic.sample_count and lic.status != "revoked"
+            if count != lic.revoked_sample_count or ends:
+                counts.append(
+                    {
+                        "b_id": lic.id,
+                        "b_revoked_sample_count": count,
+                        "b_status": "revoked" if ends else lic.status,
+                        "b_revoked_at": at if ends else lic.revoked_at,
+                    }
+                )
+    licenses_repo.set_counts(conn, counts)
+
+
+def _consent_expired(conn: Connection, subject_id: str, msg: pb.ConsentExpired, now: dt.datetime) -> None:
     # Its samples and licenses are withdrawn by the ConsentRevoked events of `revocation_id`
     # (trigger EXPIRY); marking the consent expired already stops new licenses.
+    row = repository.lock_consent_states(conn, [msg.consent_id]).get(msg.consent_id)
+    state = _new_consent(msg.consent_id, subject_id, "", [], now) if row is None else row._asdict()
+    state.update(
+        status="expired",
+        ended_at=state["ended_at"] or (_time(msg.expired_at) if msg.HasField("expired_at") else now),
+        ended_by=state["ended_by"] or msg.revocation_id or None,
+        updated_at=now,
+    )
+    if row is None:
+        repository.insert_consents(conn, [state])
+    else:
+        repository.set_states(conn, [_state_params(state)])
+
+
+def _state_params(state: dict[str, Any]) -> dict[str, Any]:
+    """A consent's state after a revocation or expiry, as `repository.set_states` takes it."""
+    return {
+        "b_id": state["consent_id"],
+        "b_revoked_purposes": state["revoked_purposes"],
+        "b_excluded_licensees": state["excluded_licensees"],
+        "b_status": state["status"],
+        "b_ended_at": state["ended_at"],
+        "b_ended_by": state["ended_by"],
+        "b_updated_at": state["updated_at"],
+    }
