@@ -201,13 +201,9 @@ class Deliverer:
 
     def bodies(self, notices_: list[Notice]) -> dict[str, bytes]:
         """Each distinct notice's webhook body, built once (a notice's body never changes)."""
-        out: dict[str, bytes] = {}
         with self.ctx.session_factory() as session:
-            for notice in notices_:
-                if notice.id not in out:
-                    body = notices.webhook_body(session, self.ctx, session.merge(notice, load=False))
-                    out[notice.id] = json.dumps(body, separators=(",", ":")).encode()
-        return out
+            built = notices.webhook_bodies(session, self.ctx, notices_)
+        return {nid: json.dumps(body, separators=(",", ":")).encode() for nid, body in built.items()}
 
     # -- sending (event loop) ----------------------------------------------------
 

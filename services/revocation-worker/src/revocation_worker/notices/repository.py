@@ -89,6 +89,67 @@ def models_of(session: Session, notice_id: str) -> list[NoticeModel]:
     )
 
 
+class ModelRow(NamedTuple):
+    model_id: str
+    name: str
+    version: str
+    shard_ids: list[str]
+
+
+def first_samples_of(session: Session, notices: Sequence[Notice], limit: int) -> dict[str, list[SampleRow]]:
+    """`samples_page(session, notice, None, limit)` for many notices in one query per source (the
+    revocation's shared set for notices covering it, their own rows for the others): the first
+    `limit` by sample id of each, numbered by a window function (PostgreSQL and SQLite alike)."""
+    out: dict[str, list[SampleRow]] = {n.id: [] for n in notices}
+    by_revocation: dict[str, list[str]] = {}
+    own: list[str] = []
+    for n in notices:
+        if n.covers_revocation_samples:
+            by_revocation.setdefault(n.revocation_id, []).append(n.id)
+        else:
+            own.append(n.id)
+    if limit <= 0:
+        return out
+    rs, ns = RevocationSample.__table__.c, NoticeSample.__table__.c
+    for keys, cols in (
+        (sorted(by_revocation), (rs.revocation_id, rs.sample_id, rs.sha256, rs.kind)),
+        (sorted(set(own)), (ns.notice_id, ns.sample_id, ns.sha256, ns.kind)),
+    ):
+        key, sample_id = cols[0], cols[1]
+        for i in range(0, len(keys), CHUNK):
+            ranked = (
+                select(*cols, func.row_number().over(partition_by=key, order_by=sample_id).label("rn"))
+                .where(key.in_(keys[i : i + CHUNK]))
+                .subquery()
+            )
+            rows = session.execute(
+                select(*(ranked.c[c.name] for c in cols))
+                .where(ranked.c.rn <= limit)
+                .order_by(ranked.c[key.name], ranked.c.rn)
+            )
+            for k, sid, sha, kind in rows:
+                row = SampleRow(sid, sha, kind)
+                for notice_id in by_revocation.get(k, ()) if key is rs.revocation_id else (k,):
+                    out[notice_id].append(row)
+    return out
+
+
+def models_of_many(session: Session, notice_ids: Sequence[str]) -> dict[str, list[ModelRow]]:
+    """`models_of` for many notices in one query (per 900 ids), each notice's by model id."""
+    out: dict[str, list[ModelRow]] = {i: [] for i in notice_ids}
+    wanted = sorted(set(notice_ids))
+    c = NoticeModel.__table__.c
+    for i in range(0, len(wanted), CHUNK):
+        rows = session.execute(
+            select(c.notice_id, c.model_id, c.name, c.version, c.shard_ids)
+            .where(c.notice_id.in_(wanted[i : i + CHUNK]))
+            .order_by(c.notice_id, c.model_id)
+        )
+        for notice_id, model_id, name, version, shard_ids in rows:
+            out[notice_id].append(ModelRow(model_id, name, version, shard_ids))
+    return out
+
+
 def _insert_rows(session: Session, table: Table, rows: Iterable[tuple[str, str, str, str]]) -> None:
     """Multi-row inserts of (key, sample_id, sha256, kind): COPY on PostgreSQL (in the session's
     transaction), executemany batches elsewhere; never one ORM object per row."""
