@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, func, insert, or_, select, update
+from sqlalchemy import Select, Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from rescind_common.db import utcnow
@@ -96,40 +96,64 @@ class ModelRow(NamedTuple):
     shard_ids: list[str]
 
 
+def _first_samples_stmt(table: Table, key: str) -> Select[tuple[str, str, str, str]]:
+    """The first :limit samples by id of each of :keys (`table.key`), numbered by a window function
+    (PostgreSQL and SQLite alike); built once, bound per call."""
+    c = table.c
+    ranked = (
+        select(
+            c[key],
+            c.sample_id,
+            c.sha256,
+            c.kind,
+            func.row_number().over(partition_by=c[key], order_by=c.sample_id).label("rn"),
+        )
+        .where(c[key].in_(bindparam("keys", expanding=True)))
+        .subquery()
+    )
+    r = ranked.c
+    return (
+        select(r[key], r.sample_id, r.sha256, r.kind).where(r.rn <= bindparam("limit")).order_by(r[key], r.rn)
+    )
+
+
+_SHARED_FIRST = _first_samples_stmt(cast(Table, RevocationSample.__table__), "revocation_id")
+_OWN_FIRST = _first_samples_stmt(cast(Table, NoticeSample.__table__), "notice_id")
+_MODELS_OF = (
+    select(
+        NoticeModel.__table__.c.notice_id,
+        NoticeModel.__table__.c.model_id,
+        NoticeModel.__table__.c.name,
+        NoticeModel.__table__.c.version,
+        NoticeModel.__table__.c.shard_ids,
+    )
+    .where(NoticeModel.__table__.c.notice_id.in_(bindparam("ids", expanding=True)))
+    .order_by(NoticeModel.__table__.c.notice_id, NoticeModel.__table__.c.model_id)
+)
+
+
 def first_samples_of(session: Session, notices: Sequence[Notice], limit: int) -> dict[str, list[SampleRow]]:
     """`samples_page(session, notice, None, limit)` for many notices in one query per source (the
-    revocation's shared set for notices covering it, their own rows for the others): the first
-    `limit` by sample id of each, numbered by a window function (PostgreSQL and SQLite alike)."""
+    revocation's shared set for notices covering it, their own rows for the others)."""
     out: dict[str, list[SampleRow]] = {n.id: [] for n in notices}
     by_revocation: dict[str, list[str]] = {}
-    own: list[str] = []
+    own: set[str] = set()
     for n in notices:
         if n.covers_revocation_samples:
             by_revocation.setdefault(n.revocation_id, []).append(n.id)
         else:
-            own.append(n.id)
+            own.add(n.id)
     if limit <= 0:
         return out
-    rs, ns = RevocationSample.__table__.c, NoticeSample.__table__.c
-    for keys, cols in (
-        (sorted(by_revocation), (rs.revocation_id, rs.sample_id, rs.sha256, rs.kind)),
-        (sorted(set(own)), (ns.notice_id, ns.sample_id, ns.sha256, ns.kind)),
-    ):
-        key, sample_id = cols[0], cols[1]
+    sources: list[tuple[Select[Any], list[str], bool]] = [
+        (_SHARED_FIRST, sorted(by_revocation), True),
+        (_OWN_FIRST, sorted(own), False),
+    ]
+    for stmt, keys, shared in sources:
         for i in range(0, len(keys), CHUNK):
-            ranked = (
-                select(*cols, func.row_number().over(partition_by=key, order_by=sample_id).label("rn"))
-                .where(key.in_(keys[i : i + CHUNK]))
-                .subquery()
-            )
-            rows = session.execute(
-                select(*(ranked.c[c.name] for c in cols))
-                .where(ranked.c.rn <= limit)
-                .order_by(ranked.c[key.name], ranked.c.rn)
-            )
-            for k, sid, sha, kind in rows:
+            for k, sid, sha, kind in session.execute(stmt, {"keys": keys[i : i + CHUNK], "limit": limit}):
                 row = SampleRow(sid, sha, kind)
-                for notice_id in by_revocation.get(k, ()) if key is rs.revocation_id else (k,):
+                for notice_id in by_revocation[k] if shared else (k,):
                     out[notice_id].append(row)
     return out
 
@@ -138,14 +162,10 @@ def models_of_many(session: Session, notice_ids: Sequence[str]) -> dict[str, lis
     """`models_of` for many notices in one query (per 900 ids), each notice's by model id."""
     out: dict[str, list[ModelRow]] = {i: [] for i in notice_ids}
     wanted = sorted(set(notice_ids))
-    c = NoticeModel.__table__.c
     for i in range(0, len(wanted), CHUNK):
-        rows = session.execute(
-            select(c.notice_id, c.model_id, c.name, c.version, c.shard_ids)
-            .where(c.notice_id.in_(wanted[i : i + CHUNK]))
-            .order_by(c.notice_id, c.model_id)
-        )
-        for notice_id, model_id, name, version, shard_ids in rows:
+        for notice_id, model_id, name, version, shard_ids in session.execute(
+            _MODELS_OF, {"ids": wanted[i : i + CHUNK]}
+        ):
             out[notice_id].append(ModelRow(model_id, name, version, shard_ids))
     return out
 
@@ -359,16 +379,17 @@ def claim_due(
             break
     if not chosen:
         return []
+    deliveries = cast(Table, Delivery.__table__)  # a Core UPDATE: no ORM bulk-update machinery
+    d = deliveries.c
     leased = session.execute(
-        update(Delivery)
+        update(deliveries)
         .where(
-            Delivery.id.in_(chosen),
-            Delivery.status == "pending",
-            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+            d.id.in_(chosen),
+            d.status == "pending",
+            or_(d.lease_until.is_(None), d.lease_until < now),
         )
         .values(lease_until=now + lease, lease_owner=owner)
-        .returning(Delivery.id, Delivery.endpoint_id, Delivery.notice_id)
-        .execution_options(synchronize_session=False)
+        .returning(d.id, d.endpoint_id, d.notice_id)
     ).all()
     return sorted((Claimed(int(i), str(e), str(n)) for i, e, n in leased), key=lambda c: c.id)
 
