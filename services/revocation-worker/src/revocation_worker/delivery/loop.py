@@ -57,7 +57,6 @@ from revocation_worker.metrics import (
 )
 from revocation_worker.notices import repository
 from revocation_worker.notices import service as notices
-from revocation_worker.notices.models import Notice
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,7 @@ class Leased:
     endpoint_id: str
     url: str
     secrets: list[str]
-    notice: Notice
+    notice: repository.NoticeLike
 
     def job(self, body: bytes) -> Job:
         return Job(self.delivery_id, self.endpoint_id, self.notice.id, self.url, body, self.secrets)
@@ -182,7 +181,7 @@ class Deliverer:
             if not claimed:
                 return []
             by_endpoint = delivery_repo.endpoints_by_id(session, (c.endpoint_id for c in claimed))
-            by_notice = delivery_repo.notices_by_id(session, (c.notice_id for c in claimed))
+            by_notice = repository.notice_rows(session, (c.notice_id for c in claimed))
             gone: list[int] = []
             for c in claimed:
                 endpoint = by_endpoint.get(c.endpoint_id)
@@ -200,7 +199,7 @@ class Deliverer:
         with self.ctx.session_factory() as session, session.begin():
             delivery_repo.release(session, delivery_ids)
 
-    def bodies(self, notices_: list[Notice]) -> dict[str, bytes]:
+    def bodies(self, notices_: list[repository.NoticeLike]) -> dict[str, bytes]:
         """Each distinct notice's webhook body, built once (a notice's body never changes)."""
         with self.ctx.session_factory() as session:
             built = notices.webhook_bodies(session, self.ctx, notices_)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from sqlalchemy import Select, Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
@@ -89,6 +89,55 @@ def models_of(session: Session, notice_id: str) -> list[NoticeModel]:
     )
 
 
+class NoticeLike(Protocol):
+    """What building a webhook body reads of a notice: a `Notice` or a plain `NoticeRow`."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def revocation_id(self) -> str: ...
+    @property
+    def licensee_id(self) -> str: ...
+    @property
+    def deadline(self) -> dt.datetime: ...
+    @property
+    def revoked_at(self) -> dt.datetime: ...
+    @property
+    def sample_count(self) -> int: ...
+    @property
+    def covers_revocation_samples(self) -> bool: ...
+    @property
+    def created_at(self) -> dt.datetime: ...
+
+
+class NoticeRow(NamedTuple):
+    """A notice as the delivery loop reads it (no ORM object)."""
+
+    id: str
+    revocation_id: str
+    licensee_id: str
+    deadline: dt.datetime
+    revoked_at: dt.datetime
+    sample_count: int
+    covers_revocation_samples: bool
+    created_at: dt.datetime
+
+
+_NOTICE_ROWS = select(*(cast(Table, Notice.__table__).c[name] for name in NoticeRow._fields)).where(
+    cast(Table, Notice.__table__).c.id.in_(bindparam("ids", expanding=True))
+)
+
+
+def notice_rows(session: Session, ids: Iterable[str]) -> dict[str, NoticeRow]:
+    """Notices by id as plain rows, for building their webhook bodies."""
+    wanted = sorted(set(ids))
+    out: dict[str, NoticeRow] = {}
+    for i in range(0, len(wanted), CHUNK):
+        for row in session.execute(_NOTICE_ROWS, {"ids": wanted[i : i + CHUNK]}):
+            out[row[0]] = NoticeRow(*row)
+    return out
+
+
 class ModelRow(NamedTuple):
     model_id: str
     name: str
@@ -132,7 +181,9 @@ _MODELS_OF = (
 )
 
 
-def first_samples_of(session: Session, notices: Sequence[Notice], limit: int) -> dict[str, list[SampleRow]]:
+def first_samples_of(
+    session: Session, notices: Sequence[NoticeLike], limit: int
+) -> dict[str, list[SampleRow]]:
     """`samples_page(session, notice, None, limit)` for many notices in one query per source (the
     revocation's shared set for notices covering it, their own rows for the others)."""
     out: dict[str, list[SampleRow]] = {n.id: [] for n in notices}

@@ -263,7 +263,9 @@ def webhook_body(session: Session, ctx: AppContext, notice: Notice) -> dict[str,
     return _body(ctx, notice, samples, repository.models_of(session, notice.id))
 
 
-def webhook_bodies(session: Session, ctx: AppContext, notices: Sequence[Notice]) -> dict[str, dict[str, Any]]:
+def webhook_bodies(
+    session: Session, ctx: AppContext, notices: Sequence[repository.NoticeLike]
+) -> dict[str, dict[str, Any]]:
     """`webhook_body` of each notice (by id), with one query for all their samples and one for all
     their models instead of two per notice."""
     distinct = list({n.id: n for n in notices}.values())
@@ -284,7 +286,10 @@ class _ModelLike(Protocol):
 
 
 def _body(
-    ctx: AppContext, notice: Notice, samples: Sequence[repository.SampleRow], models: Sequence[_ModelLike]
+    ctx: AppContext,
+    notice: repository.NoticeLike,
+    samples: Sequence[repository.SampleRow],
+    models: Sequence[_ModelLike],
 ) -> dict[str, Any]:
     url = f"{ctx.settings.worker_public_url}/v1/notices/{notice.id}"
     return {
