@@ -11,6 +11,7 @@ The base variant is `git archive <rev>` of services/revocation-worker/src put fi
 (default rev: 0908bca, before batched recording); both run in the same run, rounds alternating.
 
   .venv/bin/python bench/delivery_loop.py [--notices 3000] [--rounds 2] [--base REV] [--idle 10]
+      [--pyspy /path/to/py-spy]  (collapsed stacks in bench/results/profiles/delivery_loop_<variant>.txt)
 
 Needs PostgreSQL on 127.0.0.1:5432 (RESCIND_TEST_PG_URL); creates and drops its own database.
 Writes bench/results/delivery_loop.json.
@@ -176,7 +177,9 @@ def counts(db_url: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def deliver(variant: str, src: Path, env: dict[str, str], db_url: str, n: int) -> dict[str, Any]:
+def deliver(
+    variant: str, src: Path, env: dict[str, str], db_url: str, n: int, pyspy: str | None = None
+) -> dict[str, Any]:
     done_before, pending = counts(db_url)
     assert pending == n, (pending, n)
     proc = subprocess.Popen(
@@ -187,6 +190,16 @@ def deliver(variant: str, src: Path, env: dict[str, str], db_url: str, n: int) -
     )
     assert proc.stdout is not None
     json.loads(proc.stdout.readline())  # ready: imports done, the loop starts now
+    spy = None
+    if pyspy:  # collapsed stacks of the child while it delivers (py-spy is not a project dependency)
+        out_file = HERE / "results" / "profiles" / f"delivery_loop_{variant}.txt"
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        spy_args = ["record", "--pid", str(proc.pid), "--format", "raw", "--rate", "200", "-o", str(out_file)]
+        spy = subprocess.Popen(
+            [pyspy, *spy_args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     start = time.perf_counter()
     while True:
         done, pending = counts(db_url)
@@ -196,6 +209,9 @@ def deliver(variant: str, src: Path, env: dict[str, str], db_url: str, n: int) -
             raise RuntimeError(f"{variant}: only {done - done_before} of {n} delivered in 300 s")
         time.sleep(0.02)
     wall = time.perf_counter() - start
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     cpu = json.loads(out.strip().splitlines()[-1])["cpu_s"]
@@ -281,7 +297,7 @@ def driver(args: argparse.Namespace) -> None:
             for r in range(args.rounds):
                 for variant in ("base", "new") if r % 2 == 0 else ("new", "base"):
                     seed(db_url, key, tmp, receiver_url, args.notices)
-                    row = deliver(variant, variants[variant], env, db_url, args.notices)
+                    row = deliver(variant, variants[variant], env, db_url, args.notices, args.pyspy)
                     row["round"] = r
                     results["runs"].append(row)
                     print(json.dumps(row), flush=True)
@@ -348,6 +364,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--base", default=DEFAULT_BASE)
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU measured (0: skip)")
+    parser.add_argument("--pyspy", metavar="PATH", help="py-spy binary: profile each delivering child")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -47,7 +47,8 @@ from revocation_worker.delivery import repository as delivery_repo
 from revocation_worker.delivery.client import UnsafeURL, check_literal_host, make_session, post
 from revocation_worker.delivery.signing import sign_headers, webhook_id
 from revocation_worker.endpoints import service as endpoints
-from revocation_worker.events import publish
+from revocation_worker.endpoints.models import Endpoint
+from revocation_worker.events import outbox_row, publish_many
 from revocation_worker.metrics import (
     DELIVERY_ATTEMPTS,
     DELIVERY_LATENCY,
@@ -56,7 +57,6 @@ from revocation_worker.metrics import (
 )
 from revocation_worker.notices import repository
 from revocation_worker.notices import service as notices
-from revocation_worker.notices.models import Notice
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class Leased:
     endpoint_id: str
     url: str
     secrets: list[str]
-    notice: Notice
+    notice: repository.NoticeLike
 
     def job(self, body: bytes) -> Job:
         return Job(self.delivery_id, self.endpoint_id, self.notice.id, self.url, body, self.secrets)
@@ -181,7 +181,7 @@ class Deliverer:
             if not claimed:
                 return []
             by_endpoint = delivery_repo.endpoints_by_id(session, (c.endpoint_id for c in claimed))
-            by_notice = delivery_repo.notices_by_id(session, (c.notice_id for c in claimed))
+            by_notice = repository.notice_rows(session, (c.notice_id for c in claimed))
             gone: list[int] = []
             for c in claimed:
                 endpoint = by_endpoint.get(c.endpoint_id)
@@ -199,15 +199,11 @@ class Deliverer:
         with self.ctx.session_factory() as session, session.begin():
             delivery_repo.release(session, delivery_ids)
 
-    def bodies(self, notices_: list[Notice]) -> dict[str, bytes]:
+    def bodies(self, notices_: list[repository.NoticeLike]) -> dict[str, bytes]:
         """Each distinct notice's webhook body, built once (a notice's body never changes)."""
-        out: dict[str, bytes] = {}
         with self.ctx.session_factory() as session:
-            for notice in notices_:
-                if notice.id not in out:
-                    body = notices.webhook_body(session, self.ctx, session.merge(notice, load=False))
-                    out[notice.id] = json.dumps(body, separators=(",", ":")).encode()
-        return out
+            built = notices.webhook_bodies(session, self.ctx, notices_)
+        return {nid: json.dumps(body, separators=(",", ":")).encode() for nid, body in built.items()}
 
     # -- sending (event loop) ----------------------------------------------------
 
@@ -323,21 +319,24 @@ class Deliverer:
         observed.apply()
 
     def _record(self, session: Session, batch: list[tuple[Job, Outcome]], observed: _Observed) -> None:
+        """Deliveries, endpoints and notices are read as plain rows (locked) and written back with
+        one executemany UPDATE each, attempts and events with one multi-row INSERT each: no ORM
+        unit of work, except the rare endpoint being disabled (`endpoints.disable`)."""
         s = self.ctx.settings
         now = utcnow()
         # Lock order (deliveries, endpoints, notices; each by id) is the same in every pass.
-        deliveries = delivery_repo.lock_deliveries(session, (job.delivery_id for job, _ in batch))
-        by_endpoint = delivery_repo.endpoints_by_id(
-            session, (d.endpoint_id for d in deliveries.values()), lock=True
-        )
-        by_notice = delivery_repo.notices_by_id(
-            session, (d.notice_id for d in deliveries.values()), lock=True
-        )
+        deliveries = delivery_repo.lock_delivery_states(session, (job.delivery_id for job, _ in batch))
+        rows = deliveries.values()
+        by_endpoint = delivery_repo.lock_endpoint_states(session, (d.endpoint_id for d in rows))
+        by_notice = delivery_repo.lock_notice_states(session, (d.notice_id for d in rows))
         attempts: list[dict[str, object]] = []
+        events: list[dict[str, Any]] = []
+        recorded: dict[int, delivery_repo.DeliveryState] = {}
         for job, outcome in batch:
             d = deliveries.get(job.delivery_id)
             if d is None:
                 continue
+            recorded[d.id] = d
             attempts.append(
                 {
                     "delivery_id": d.id,
@@ -352,8 +351,6 @@ class Deliverer:
             d.first_attempt_at = d.first_attempt_at or now
             d.last_status_code = outcome.status_code
             d.last_error = outcome.error
-            d.lease_until = None
-            d.lease_owner = None
             endpoint = by_endpoint.get(d.endpoint_id)
             notice = by_notice.get(d.notice_id)
             ok = outcome.status_code is not None and 200 <= outcome.status_code < 300
@@ -364,35 +361,44 @@ class Deliverer:
                 if endpoint is not None:
                     endpoint.failing_since = None
                     endpoint.last_success_at = now
+                    endpoint.changed = True
                 if notice is not None and notice.delivered_at is None:
                     notice.delivered_at = now
+                    notice.changed = True
                     if notice.status in ("pending", "failed"):
                         notice.status = "delivered"
                     latency = (now - notice.revoked_at).total_seconds()
                     observed.latencies.append(max(0.0, latency))
-                    publish(
-                        session,
-                        s,
-                        licensee_id=notice.licensee_id,
-                        notice_id=notice.id,
-                        revocation_id=notice.revocation_id,
-                        subject_id=notice.subject_id,
-                        notice_delivered=pb.NoticeDelivered(
-                            endpoint_id=d.endpoint_id, attempts=d.attempts, latency_seconds=latency
-                        ),
+                    events.append(
+                        outbox_row(
+                            s,
+                            licensee_id=notice.licensee_id,
+                            notice_id=notice.id,
+                            revocation_id=notice.revocation_id,
+                            subject_id=notice.subject_id,
+                            notice_delivered=pb.NoticeDelivered(
+                                endpoint_id=d.endpoint_id, attempts=d.attempts, latency_seconds=latency
+                            ),
+                        )
                     )
                 continue
             if d.status != "pending":
                 continue  # acknowledged or cancelled meanwhile
             if endpoint is not None:
-                endpoint.failing_since = endpoint.failing_since or now
+                if endpoint.failing_since is None:
+                    endpoint.failing_since = now
+                    endpoint.changed = True
                 if endpoint.status != "disabled":
+                    reason, label = "", ""
                     if outcome.status_code == 410:
-                        endpoints.disable(session, self.ctx, endpoint, "the endpoint answered 410 Gone")
-                        observed.disabled.append("gone")
+                        reason, label = "the endpoint answered 410 Gone", "gone"
                     elif (now - endpoint.failing_since).total_seconds() > s.worker_disable_after_seconds:
-                        endpoints.disable(session, self.ctx, endpoint, "the endpoint kept failing")
-                        observed.disabled.append("failing")
+                        reason, label = "the endpoint kept failing", "failing"
+                    orm_endpoint = session.get(Endpoint, endpoint.id) if reason else None
+                    if orm_endpoint is not None:  # rare: the ORM object (locked above) for `disable`
+                        endpoints.disable(session, self.ctx, orm_endpoint, reason)
+                        endpoint.status = "disabled"
+                        observed.disabled.append(label)
             delay = backoff(d.attempts, s.worker_retry_schedule_seconds, s.worker_retry_jitter)
             if outcome.retry_after is not None:
                 delay = max(delay, min(outcome.retry_after, s.worker_max_retry_after_seconds))
@@ -403,23 +409,32 @@ class Deliverer:
                     "delivery of %s to %s is dead after %d attempts", d.notice_id, d.endpoint_id, d.attempts
                 )
                 if notice is not None and notice.delivered_at is None and notice.status == "pending":
-                    others = [x for x in repository.deliveries_of(session, notice.id) if x.id != d.id]
-                    if all(x.status in ("dead", "cancelled") for x in others):
+                    # The others as stored, or as this pass leaves them.
+                    others = delivery_repo.delivery_statuses_of(session, notice.id)
+                    others.update({i: x.status for i, x in recorded.items() if x.notice_id == notice.id})
+                    others.pop(d.id, None)
+                    if all(st in ("dead", "cancelled") for st in others.values()):
                         notice.status = "failed"
-                        publish(
-                            session,
-                            s,
-                            licensee_id=notice.licensee_id,
-                            notice_id=notice.id,
-                            revocation_id=notice.revocation_id,
-                            subject_id=notice.subject_id,
-                            notice_failed=pb.NoticeFailed(
-                                reason=f"undeliverable: {outcome.error or outcome.status_code}"
-                            ),
+                        notice.changed = True
+                        events.append(
+                            outbox_row(
+                                s,
+                                licensee_id=notice.licensee_id,
+                                notice_id=notice.id,
+                                revocation_id=notice.revocation_id,
+                                subject_id=notice.subject_id,
+                                notice_failed=pb.NoticeFailed(
+                                    reason=f"undeliverable: {outcome.error or outcome.status_code}"
+                                ),
+                            )
                         )
             else:
                 d.next_attempt_at = next_at
+        delivery_repo.write_deliveries(session, list(recorded.values()))
+        delivery_repo.write_endpoints(session, [e for e in by_endpoint.values() if e.changed])
+        delivery_repo.write_notices(session, [n for n in by_notice.values() if n.changed])
         delivery_repo.add_attempts(session, attempts)
+        publish_many(session, events)
 
     async def _recorder(self) -> None:
         assert self._record_wake is not None

@@ -4,13 +4,61 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.notices.models import Delivery, DeliveryAttempt, Notice
+
+_DELIVERIES = cast(Table, Delivery.__table__)
+_NOTICES = cast(Table, Notice.__table__)
+_ENDPOINTS = cast(Table, Endpoint.__table__)
+_ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
+
+
+@dataclass
+class EndpointState:
+    """What recording an outcome reads and writes of an endpoint."""
+
+    id: str
+    status: str
+    failing_since: dt.datetime | None
+    last_success_at: dt.datetime | None
+    changed: bool = False
+
+
+@dataclass
+class DeliveryState:
+    """What recording an outcome reads and writes of a delivery (plain row, no ORM object)."""
+
+    id: int
+    notice_id: str
+    endpoint_id: str
+    status: str
+    attempts: int
+    first_attempt_at: dt.datetime | None
+    next_attempt_at: dt.datetime
+    succeeded_at: dt.datetime | None
+    last_attempt_at: dt.datetime | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+
+
+@dataclass
+class NoticeState:
+    """What recording an outcome reads and writes of a notice."""
+
+    id: str
+    licensee_id: str
+    revocation_id: str
+    subject_id: str
+    status: str
+    delivered_at: dt.datetime | None
+    revoked_at: dt.datetime
+    changed: bool = False
 
 
 def endpoints_by_id(session: Session, ids: Iterable[str], *, lock: bool = False) -> dict[str, Endpoint]:
@@ -45,10 +93,9 @@ def lock_deliveries(session: Session, ids: Iterable[int]) -> dict[int, Delivery]
 def cancel(session: Session, ids: Sequence[int]) -> None:
     if ids:
         session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(list(ids)))
+            update(_DELIVERIES)
+            .where(_DELIVERIES.c.id.in_(list(ids)))
             .values(status="cancelled", lease_until=None, lease_owner=None)
-            .execution_options(synchronize_session=False)
         )
 
 
@@ -56,17 +103,16 @@ def release(session: Session, ids: Sequence[int]) -> None:
     """Give leases back (nothing was sent): the deliveries are due again at once."""
     if ids:
         session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(list(ids)), Delivery.status == "pending")
+            update(_DELIVERIES)
+            .where(_DELIVERIES.c.id.in_(list(ids)), _DELIVERIES.c.status == "pending")
             .values(lease_until=None, lease_owner=None)
-            .execution_options(synchronize_session=False)
         )
 
 
 def add_attempts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """One multi-row INSERT for every attempt of a recording pass."""
     if rows:
-        session.execute(insert(DeliveryAttempt), list(rows))
+        session.execute(insert(_ATTEMPTS), list(rows))
 
 
 def next_due_at(session: Session, after: dt.datetime) -> dt.datetime | None:
@@ -77,3 +123,130 @@ def next_due_at(session: Session, after: dt.datetime) -> dt.datetime | None:
             Delivery.status == "pending", Delivery.next_attempt_at > after
         )
     )
+
+
+def lock_delivery_states(session: Session, ids: Iterable[int]) -> dict[int, DeliveryState]:
+    """The deliveries' recording state, row-locked in id order (every recorder locks alike)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    c = _DELIVERIES.c
+    rows = session.execute(
+        select(
+            c.id,
+            c.notice_id,
+            c.endpoint_id,
+            c.status,
+            c.attempts,
+            c.first_attempt_at,
+            c.next_attempt_at,
+            c.succeeded_at,
+        )
+        .where(c.id.in_(wanted))
+        .order_by(c.id)
+        .with_for_update()
+    )
+    return {int(r[0]): DeliveryState(*r) for r in rows}
+
+
+def lock_notice_states(session: Session, ids: Iterable[str]) -> dict[str, NoticeState]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    c = _NOTICES.c
+    rows = session.execute(
+        select(c.id, c.licensee_id, c.revocation_id, c.subject_id, c.status, c.delivered_at, c.revoked_at)
+        .where(c.id.in_(wanted))
+        .order_by(c.id)
+        .with_for_update()
+    )
+    return {str(r[0]): NoticeState(*r) for r in rows}
+
+
+def delivery_statuses_of(session: Session, notice_id: str) -> dict[int, str]:
+    c = _DELIVERIES.c
+    rows = session.execute(select(c.id, c.status).where(c.notice_id == notice_id))
+    return {int(i): str(st) for i, st in rows}
+
+
+_WRITE_DELIVERY = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        attempts=bindparam("b_attempts"),
+        first_attempt_at=bindparam("b_first"),
+        last_attempt_at=bindparam("b_last"),
+        next_attempt_at=bindparam("b_next"),
+        succeeded_at=bindparam("b_succeeded"),
+        last_status_code=bindparam("b_code"),
+        last_error=bindparam("b_error"),
+        lease_until=None,
+        lease_owner=None,
+    )
+)
+
+_WRITE_NOTICE = (
+    update(_NOTICES)
+    .where(_NOTICES.c.id == bindparam("b_id"))
+    .values(status=bindparam("b_status"), delivered_at=bindparam("b_delivered"))
+)
+
+
+def write_deliveries(session: Session, states: Sequence[DeliveryState]) -> None:
+    """One executemany UPDATE for every recorded delivery (its lease released)."""
+    if states:
+        session.execute(
+            _WRITE_DELIVERY,
+            [
+                {
+                    "b_id": d.id,
+                    "b_status": d.status,
+                    "b_attempts": d.attempts,
+                    "b_first": d.first_attempt_at,
+                    "b_last": d.last_attempt_at,
+                    "b_next": d.next_attempt_at,
+                    "b_succeeded": d.succeeded_at,
+                    "b_code": d.last_status_code,
+                    "b_error": d.last_error,
+                }
+                for d in states
+            ],
+        )
+
+
+def write_notices(session: Session, states: Sequence[NoticeState]) -> None:
+    if states:
+        session.execute(
+            _WRITE_NOTICE,
+            [{"b_id": n.id, "b_status": n.status, "b_delivered": n.delivered_at} for n in states],
+        )
+
+
+def lock_endpoint_states(session: Session, ids: Iterable[str]) -> dict[str, EndpointState]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    c = _ENDPOINTS.c
+    rows = session.execute(
+        select(c.id, c.status, c.failing_since, c.last_success_at)
+        .where(c.id.in_(wanted))
+        .order_by(c.id)
+        .with_for_update()
+    )
+    return {str(r[0]): EndpointState(*r) for r in rows}
+
+
+_WRITE_ENDPOINT = (
+    update(_ENDPOINTS)
+    .where(_ENDPOINTS.c.id == bindparam("b_id"))
+    .values(failing_since=bindparam("b_failing"), last_success_at=bindparam("b_success"))
+)
+
+
+def write_endpoints(session: Session, states: Sequence[EndpointState]) -> None:
+    if states:
+        session.execute(
+            _WRITE_ENDPOINT,
+            [{"b_id": e.id, "b_failing": e.failing_since, "b_success": e.last_success_at} for e in states],
+        )

@@ -3,9 +3,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, Protocol, cast
 
-from sqlalchemy import Table, func, insert, or_, select, update
+from sqlalchemy import Select, Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from rescind_common.db import utcnow
@@ -87,6 +87,138 @@ def models_of(session: Session, notice_id: str) -> list[NoticeModel]:
             select(NoticeModel).where(NoticeModel.notice_id == notice_id).order_by(NoticeModel.model_id)
         )
     )
+
+
+class NoticeLike(Protocol):
+    """What building a webhook body reads of a notice: a `Notice` or a plain `NoticeRow`."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def revocation_id(self) -> str: ...
+    @property
+    def licensee_id(self) -> str: ...
+    @property
+    def deadline(self) -> dt.datetime: ...
+    @property
+    def revoked_at(self) -> dt.datetime: ...
+    @property
+    def sample_count(self) -> int: ...
+    @property
+    def covers_revocation_samples(self) -> bool: ...
+    @property
+    def created_at(self) -> dt.datetime: ...
+
+
+class NoticeRow(NamedTuple):
+    """A notice as the delivery loop reads it (no ORM object)."""
+
+    id: str
+    revocation_id: str
+    licensee_id: str
+    deadline: dt.datetime
+    revoked_at: dt.datetime
+    sample_count: int
+    covers_revocation_samples: bool
+    created_at: dt.datetime
+
+
+_NOTICE_ROWS = select(*(cast(Table, Notice.__table__).c[name] for name in NoticeRow._fields)).where(
+    cast(Table, Notice.__table__).c.id.in_(bindparam("ids", expanding=True))
+)
+
+
+def notice_rows(session: Session, ids: Iterable[str]) -> dict[str, NoticeRow]:
+    """Notices by id as plain rows, for building their webhook bodies."""
+    wanted = sorted(set(ids))
+    out: dict[str, NoticeRow] = {}
+    for i in range(0, len(wanted), CHUNK):
+        for row in session.execute(_NOTICE_ROWS, {"ids": wanted[i : i + CHUNK]}):
+            out[row[0]] = NoticeRow(*row)
+    return out
+
+
+class ModelRow(NamedTuple):
+    model_id: str
+    name: str
+    version: str
+    shard_ids: list[str]
+
+
+def _first_samples_stmt(table: Table, key: str) -> Select[tuple[str, str, str, str]]:
+    """The first :limit samples by id of each of :keys (`table.key`), numbered by a window function
+    (PostgreSQL and SQLite alike); built once, bound per call."""
+    c = table.c
+    ranked = (
+        select(
+            c[key],
+            c.sample_id,
+            c.sha256,
+            c.kind,
+            func.row_number().over(partition_by=c[key], order_by=c.sample_id).label("rn"),
+        )
+        .where(c[key].in_(bindparam("keys", expanding=True)))
+        .subquery()
+    )
+    r = ranked.c
+    return (
+        select(r[key], r.sample_id, r.sha256, r.kind).where(r.rn <= bindparam("limit")).order_by(r[key], r.rn)
+    )
+
+
+_SHARED_FIRST = _first_samples_stmt(cast(Table, RevocationSample.__table__), "revocation_id")
+_OWN_FIRST = _first_samples_stmt(cast(Table, NoticeSample.__table__), "notice_id")
+_MODELS_OF = (
+    select(
+        NoticeModel.__table__.c.notice_id,
+        NoticeModel.__table__.c.model_id,
+        NoticeModel.__table__.c.name,
+        NoticeModel.__table__.c.version,
+        NoticeModel.__table__.c.shard_ids,
+    )
+    .where(NoticeModel.__table__.c.notice_id.in_(bindparam("ids", expanding=True)))
+    .order_by(NoticeModel.__table__.c.notice_id, NoticeModel.__table__.c.model_id)
+)
+
+
+def first_samples_of(
+    session: Session, notices: Sequence[NoticeLike], limit: int
+) -> dict[str, list[SampleRow]]:
+    """`samples_page(session, notice, None, limit)` for many notices in one query per source (the
+    revocation's shared set for notices covering it, their own rows for the others)."""
+    out: dict[str, list[SampleRow]] = {n.id: [] for n in notices}
+    by_revocation: dict[str, list[str]] = {}
+    own: set[str] = set()
+    for n in notices:
+        if n.covers_revocation_samples:
+            by_revocation.setdefault(n.revocation_id, []).append(n.id)
+        else:
+            own.add(n.id)
+    if limit <= 0:
+        return out
+    sources: list[tuple[Select[Any], list[str], bool]] = [
+        (_SHARED_FIRST, sorted(by_revocation), True),
+        (_OWN_FIRST, sorted(own), False),
+    ]
+    for stmt, keys, shared in sources:
+        for i in range(0, len(keys), CHUNK):
+            for k, sid, sha, kind in session.execute(stmt, {"keys": keys[i : i + CHUNK], "limit": limit}):
+                row = SampleRow(sid, sha, kind)
+                for notice_id in by_revocation[k] if shared else (k,):
+                    out[notice_id].append(row)
+    return out
+
+
+def models_of_many(session: Session, notice_ids: Sequence[str]) -> dict[str, list[ModelRow]]:
+    """`models_of` for many notices in one query (per 900 ids), each notice's by model id."""
+    out: dict[str, list[ModelRow]] = {i: [] for i in notice_ids}
+    wanted = sorted(set(notice_ids))
+    for i in range(0, len(wanted), CHUNK):
+        for notice_id, model_id, name, version, shard_ids in session.execute(
+            _MODELS_OF, {"ids": wanted[i : i + CHUNK]}
+        ):
+            out[notice_id].append(ModelRow(model_id, name, version, shard_ids))
+    return out
 
 
 def _insert_rows(session: Session, table: Table, rows: Iterable[tuple[str, str, str, str]]) -> None:
@@ -298,16 +430,17 @@ def claim_due(
             break
     if not chosen:
         return []
+    deliveries = cast(Table, Delivery.__table__)  # a Core UPDATE: no ORM bulk-update machinery
+    d = deliveries.c
     leased = session.execute(
-        update(Delivery)
+        update(deliveries)
         .where(
-            Delivery.id.in_(chosen),
-            Delivery.status == "pending",
-            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+            d.id.in_(chosen),
+            d.status == "pending",
+            or_(d.lease_until.is_(None), d.lease_until < now),
         )
         .values(lease_until=now + lease, lease_owner=owner)
-        .returning(Delivery.id, Delivery.endpoint_id, Delivery.notice_id)
-        .execution_options(synchronize_session=False)
+        .returning(d.id, d.endpoint_id, d.notice_id)
     ).all()
     return sorted((Claimed(int(i), str(e), str(n)) for i, e, n in leased), key=lambda c: c.id)
 

@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence, Set
 from functools import cached_property
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
 from sqlalchemy.orm import Session
 
@@ -259,8 +259,39 @@ def create_many(
 
 def webhook_body(session: Session, ctx: AppContext, notice: Notice) -> dict[str, Any]:
     """The body is identical on every retry of one notice (its timestamp is the notice's creation)."""
-    inline = ctx.settings.worker_inline_samples
-    samples = repository.samples_page(session, notice, None, inline)
+    samples = repository.samples_page(session, notice, None, ctx.settings.worker_inline_samples)
+    return _body(ctx, notice, samples, repository.models_of(session, notice.id))
+
+
+def webhook_bodies(
+    session: Session, ctx: AppContext, notices: Sequence[repository.NoticeLike]
+) -> dict[str, dict[str, Any]]:
+    """`webhook_body` of each notice (by id), with one query for all their samples and one for all
+    their models instead of two per notice."""
+    distinct = list({n.id: n for n in notices}.values())
+    samples = repository.first_samples_of(session, distinct, ctx.settings.worker_inline_samples)
+    models = repository.models_of_many(session, [n.id for n in distinct])
+    return {n.id: _body(ctx, n, samples[n.id], models[n.id]) for n in distinct}
+
+
+class _ModelLike(Protocol):
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def shard_ids(self) -> list[str]: ...
+
+
+def _body(
+    ctx: AppContext,
+    notice: repository.NoticeLike,
+    samples: Sequence[repository.SampleRow],
+    models: Sequence[_ModelLike],
+) -> dict[str, Any]:
+    url = f"{ctx.settings.worker_public_url}/v1/notices/{notice.id}"
     return {
         "type": WEBHOOK_TYPE,
         "timestamp": iso(notice.created_at),
@@ -273,12 +304,12 @@ def webhook_body(session: Session, ctx: AppContext, notice: Notice) -> dict[str,
             "samples": [{"sample_id": s.sample_id, "sha256": s.sha256, "kind": s.kind} for s in samples],
             "sample_count": notice.sample_count,
             "samples_truncated": notice.sample_count > len(samples),
-            "samples_url": f"{ctx.settings.worker_public_url}/v1/notices/{notice.id}/samples",
+            "samples_url": f"{url}/samples",
             "models": [
                 {"model_id": m.model_id, "name": m.name, "version": m.version, "shard_ids": m.shard_ids}
-                for m in repository.models_of(session, notice.id)
+                for m in models
             ],
-            "ack_url": f"{ctx.settings.worker_public_url}/v1/notices/{notice.id}/ack",
+            "ack_url": f"{url}/ack",
         },
     }
 

@@ -1,0 +1,221 @@
+"""The revocation-worker's consumer intake alone: `ConsentEventHandler.apply_batch`, this tree
+beside a base revision, on PostgreSQL, in one run.
+
+N ConsentRevoked events (default 2,000: three in four revocations one event, the others two
+consents, one of them in two chunks, so 3 events; parts of a multi-part revocation land in
+different polls), applied in polls of 500 (the consumer's max_poll_records), one transaction per
+poll, every poll then repeated once (a redelivery: nothing applied). Per variant and round:
+events/s and the process's CPU ms per event (imports and set-up excluded), and a check that both
+variants leave the same revocation states and part counts.
+
+The base variant is `git archive <rev>` of services/revocation-worker/src put first on PYTHONPATH.
+
+  .venv/bin/python bench/intake_batch.py [--events 2000] [--poll 500] [--rounds 3] [--base main]
+
+Needs PostgreSQL on 127.0.0.1:5432 (RESCIND_TEST_PG_URL); creates and drops its own databases.
+Writes bench/results/intake_batch.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SRC = ROOT / "services" / "revocation-worker" / "src"
+
+
+def pg_admin_url() -> str:
+    return os.environ.get("RESCIND_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def events(n: int, seed: str) -> list[bytes]:
+    """n serialized ConsentRevoked events; the parts of multi-part revocations spread apart."""
+    import datetime as dt
+
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
+
+    ts = Timestamp()
+    ts.FromDatetime(dt.datetime.now(dt.UTC))
+    out: list[pb.ConsentEvent] = []
+    late: list[pb.ConsentEvent] = []
+    i = 0
+    while len(out) + len(late) < n:
+        rev = f"rev_{seed}_{i:06d}"
+        sub = f"sub_{seed}_{i:06d}"
+        # Every fourth: two consents, the first in two chunks.
+        one, three = [("a", 0, 1, 1)], [("a", 0, 2, 2), ("a", 1, 2, 2), ("b", 0, 1, 2)]
+        shapes = three if i % 4 == 3 else one
+        for j, (consent, chunk, chunks, consents) in enumerate(shapes):
+            event = pb.ConsentEvent(
+                event_id=f"evt_{seed}_{i:06d}_{j}",
+                subject_id=sub,
+                producer="bench",
+                occurred_at=ts,
+                consent_revoked=pb.ConsentRevoked(
+                    revocation_id=rev,
+                    consent_id=f"cns_{seed}_{i:06d}{consent}",
+                    sample_ids=[f"smp_{seed}_{i:06d}_{j}"],
+                    consent_ended=True,
+                    purposes=["model_training"],
+                    trigger=pb.REVOCATION_TRIGGER_SUBJECT,
+                    chunk_index=chunk,
+                    chunk_count=chunks,
+                    consent_count=consents,
+                ),
+            )
+            (late if j == 2 else out).append(event)
+        i += 1
+    # The last part of each multi-part revocation arrives a poll or more later.
+    mixed = out + late
+    return [e.SerializeToString() for e in mixed[:n]]
+
+
+def child(db_url: str, n: int, poll: int, seed: str) -> None:
+    from rescind_common.db import make_engine, make_session_factory
+    from revocation_worker.intake.handler import ConsentEventHandler
+
+    engine = make_engine(db_url, pool_size=2)
+    factory = make_session_factory(engine)
+    handler = ConsentEventHandler(factory)
+    decoded = [handler.decode(v) for v in events(n, seed)]
+    with factory() as session:  # connect and warm up outside the clock
+        session.connection()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    applied = 0
+    for i in range(0, n, poll):
+        chunk = decoded[i : i + poll]
+        for _ in range(2):  # the poll, then its redelivery
+            with factory() as session, session.begin():
+                applied += sum(handler.apply_batch(session, chunk))
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    engine.dispose()
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "applied": applied}), flush=True)
+
+
+def export_base(rev: str, into: Path) -> Path:
+    tar = into / "base.tar"
+    with tar.open("wb") as f:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "archive", rev, "services/revocation-worker/src"], stdout=f, check=True
+        )
+    with tarfile.open(tar) as t:
+        t.extractall(into, filter="data")
+    return into / "services" / "revocation-worker" / "src"
+
+
+def outcome(db_url: str) -> dict[str, int]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT r.state, count(*),"
+            " sum((SELECT count(*) FROM revocation_parts p WHERE p.revocation_id = r.id))"
+            " FROM revocations r GROUP BY r.state"
+        ).fetchall()
+    return {f"{state}": int(count) for state, count, _ in rows} | {
+        f"{state}_parts": int(parts) for state, _, parts in rows
+    }
+
+
+def run_variant(variant: str, src: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from revocation_worker.migrate import upgrade
+
+    admin = pg_admin_url()
+    name = f"bench_intake_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    db_url = admin.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        upgrade(db_url)
+        sizes = ["--events", str(args.events), "--poll", str(args.poll)]
+        env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        out = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--child", db_url, *sizes],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        states = outcome(db_url)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return {
+        "variant": variant,
+        "events": args.events,
+        "applied": got["applied"],
+        "events_per_s": round(args.events / got["wall_s"], 1),
+        "cpu_ms_per_event": round(got["cpu_s"] * 1000 / args.events, 4),
+        "states": states,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--poll", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--base", default="main")
+    parser.add_argument("--child", metavar="DB_URL", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.events, args.poll, "b")
+        return
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        variants = {"base": export_base(args.base, Path(tmp)), "new": SRC}
+        for r in range(args.rounds):
+            for variant in ("base", "new") if r % 2 == 0 else ("new", "base"):
+                row = run_variant(variant, variants[variant], args) | {"round": r}
+                runs.append(row)
+                print(json.dumps(row), flush=True)
+    states = {json.dumps(r["states"], sort_keys=True) for r in runs}
+    assert len(states) == 1, f"the variants disagree: {states}"
+    summary: dict[str, Any] = {}
+    for variant in ("base", "new"):
+        rows = sorted((r for r in runs if r["variant"] == variant), key=lambda r: r["cpu_ms_per_event"])
+        mid = rows[len(rows) // 2]
+        summary[variant] = {"events_per_s": mid["events_per_s"], "cpu_ms_per_event": mid["cpu_ms_per_event"]}
+    summary["ratio"] = {
+        "events_per_s": round(summary["new"]["events_per_s"] / summary["base"]["events_per_s"], 2),
+        "cpu_ms_per_event": round(
+            summary["base"]["cpu_ms_per_event"] / summary["new"]["cpu_ms_per_event"], 2
+        ),
+    }
+    print()
+    print(f"{'variant':8} {'events/s':>10} {'CPU ms/event':>13}   (median of {args.rounds})")
+    for variant in ("base", "new"):
+        v = summary[variant]
+        print(f"{variant:8} {v['events_per_s']:>10} {v['cpu_ms_per_event']:>13}")
+    ratio = summary["ratio"]
+    print(f"ratio    {ratio['events_per_s']:>9}x {ratio['cpu_ms_per_event']:>12}x (CPU: base / new)")
+    print(f"end state (both): {runs[0]['states']}")
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "intake_batch.json").write_text(
+        json.dumps({"base": args.base, "poll": args.poll, "runs": runs, "summary": summary}, indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The intake handler's queries: a batch's revocations and parts, read and written a batch at a time."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any, cast
+
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.orm import Session
+
+from revocation_worker.intake.models import Revocation, RevocationPart
+
+CHUNK = 900  # ids per IN list (SQLite's bound-parameter limit, with room to spare)
+
+_REVOCATIONS = cast(Table, Revocation.__table__)
+_PARTS = cast(Table, RevocationPart.__table__)
+
+
+def lock_revocations(session: Session, ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+    """(state, consent_count) of those of these revocations that exist, row-locked in id order."""
+    found: dict[str, tuple[str, int]] = {}
+    wanted = sorted(set(ids))
+    for i in range(0, len(wanted), CHUNK):
+        stmt = (
+            select(_REVOCATIONS.c.id, _REVOCATIONS.c.state, _REVOCATIONS.c.consent_count)
+            .where(_REVOCATIONS.c.id.in_(wanted[i : i + CHUNK]))
+            .order_by(_REVOCATIONS.c.id)
+            .with_for_update()
+        )
+        for rid, state, count in session.execute(stmt):
+            found[str(rid)] = (str(state), int(count))
+    return found
+
+
+def part_keys(session: Session, revocation_ids: Sequence[str]) -> dict[tuple[str, str, int], int]:
+    """Every stored part of these revocations: (revocation, consent, chunk index) -> chunk_count."""
+    found: dict[tuple[str, str, int], int] = {}
+    wanted = sorted(set(revocation_ids))
+    c = _PARTS.c
+    for i in range(0, len(wanted), CHUNK):
+        stmt = select(c.revocation_id, c.consent_id, c.chunk_index, c.chunk_count).where(
+            c.revocation_id.in_(wanted[i : i + CHUNK])
+        )
+        for rid, consent_id, chunk_index, chunk_count in session.execute(stmt):
+            found[(str(rid), str(consent_id), int(chunk_index))] = int(chunk_count)
+    return found
+
+
+def insert_revocations(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(_REVOCATIONS), list(rows))
+
+
+def insert_parts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(_PARTS), list(rows))
+
+
+def mark_ready(session: Session, ids: Sequence[str], now: dt.datetime) -> None:
+    """Revocations still collecting whose every part is now in: ready for the resolver."""
+    for i in range(0, len(ids), CHUNK):
+        session.execute(
+            update(Revocation)
+            .where(Revocation.id.in_(ids[i : i + CHUNK]), Revocation.state == "collecting")
+            .values(state="ready", next_resolve_at=now)
+        )
