@@ -501,11 +501,11 @@ def test_a_malformed_revocation_does_not_hold_back_the_batch(
     settle(w, [bad_id])
 
 
+# Several resolvers run on PostgreSQL only (SQLite is the one-process embedded default).
+@pytest.mark.parametrize("worker_db_url", ["postgresql"], indirect=True)
 def test_racing_resolvers_never_tell_twice(
     worker: Any, resolver_world: ResolverWorld, worker_db_url: str
 ) -> None:
-    if not worker_db_url.startswith("postgresql"):
-        pytest.skip("several resolvers run on PostgreSQL; SQLite is one process")
     w = worker(worker_registry_url=resolver_world.registry.url, worker_db_pool_size=8)
     licensees = resolver_world.market.licensees(4)
     revoked = scenario(resolver_world, 30, licensees)
