@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from rescind_common.db import utcnow
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
+from revocation_worker.config import WorkerSettings
 from revocation_worker.context import AppContext
 from revocation_worker.delivery import repository as delivery_repo
 from revocation_worker.delivery.client import UnsafeURL, check_literal_host, make_session, post
@@ -370,12 +371,9 @@ class Deliverer:
                     latency = (now - notice.revoked_at).total_seconds()
                     observed.latencies.append(max(0.0, latency))
                     events.append(
-                        outbox_row(
+                        _notice_event(
                             s,
-                            licensee_id=notice.licensee_id,
-                            notice_id=notice.id,
-                            revocation_id=notice.revocation_id,
-                            subject_id=notice.subject_id,
+                            notice,
                             notice_delivered=pb.NoticeDelivered(
                                 endpoint_id=d.endpoint_id, attempts=d.attempts, latency_seconds=latency
                             ),
@@ -417,12 +415,9 @@ class Deliverer:
                         notice.status = "failed"
                         notice.changed = True
                         events.append(
-                            outbox_row(
+                            _notice_event(
                                 s,
-                                licensee_id=notice.licensee_id,
-                                notice_id=notice.id,
-                                revocation_id=notice.revocation_id,
-                                subject_id=notice.subject_id,
+                                notice,
                                 notice_failed=pb.NoticeFailed(
                                     reason=f"undeliverable: {outcome.error or outcome.status_code}"
                                 ),
@@ -513,6 +508,18 @@ class Deliverer:
             if self._bodies_executor is not None:
                 self._bodies_executor.shutdown(wait=False)
                 self._bodies_executor = None
+
+
+def _notice_event(settings: WorkerSettings, notice: Any, **payload: Any) -> dict[str, Any]:
+    """The outbox row of a notice event (`notice`: a recorded notice row with its ids)."""
+    return outbox_row(
+        settings,
+        licensee_id=notice.licensee_id,
+        notice_id=notice.id,
+        revocation_id=notice.revocation_id,
+        subject_id=notice.subject_id,
+        **payload,
+    )
 
 
 def backoff(failures: int, schedule: list[float], jitter: float) -> float:
