@@ -8,6 +8,7 @@ one-partition topic before the consumer joins, so that they arrive together in o
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import socket
 import threading
 import uuid
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,16 +29,18 @@ from registry.consumer import ProjectionHandler
 from registry.projection.models import ProcessedEvent, ProjectedConsent, ProjectedSample
 from rescind_common.consumer import (
     DEAD_LETTERED,
+    PROCESSED_PRUNED,
     BatchHandler,
     EventConsumer,
     dead_letter_topic,
 )
-from rescind_common.db import make_engine, make_session_factory
+from rescind_common.db import make_engine, make_session_factory, utcnow
 from rescind_common.embedded_broker import EmbeddedBroker, free_port
 from rescind_common.ids import new_id, new_ids
 from rescind_common.kafka import ensure_topics, make_admin, make_producer
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as npb
+from rescind_common.settings import RescindSettings
 from revocation_worker.intake.handler import ConsentEventHandler
 from revocation_worker.intake.models import Revocation, RevocationPart
 from revocation_worker.migrate import upgrade as upgrade_worker
@@ -203,6 +207,145 @@ def test_one_failing_record_does_not_hold_back_the_others_of_its_batch(
     assert [r.value for r in dlq] == [events[1].SerializeToString()]
     assert d.committed() == len(events)
     assert sum(d.batches) == 2
+
+
+def _old_processed_ids(sessions: sessionmaker[Session], n: int, age: dt.timedelta) -> list[str]:
+    """Processed-event rows recorded `age` ago (as a consumer that ran then would have left them)."""
+    ids = [f"evt_old_{uuid.uuid4().hex}" for _ in range(n)]
+    with sessions() as session, session.begin():
+        session.add_all(
+            ProcessedEvent(
+                event_id=i, event_type="sample_registered", subject_id="sub_old", processed_at=utcnow() - age
+            )
+            for i in ids
+        )
+    return ids
+
+
+def test_old_processed_ids_are_pruned_and_a_redelivered_recent_event_is_still_a_repeat(
+    driver: Callable[..., Driver], registry_sessions: sessionmaker[Session], broker: EmbeddedBroker
+) -> None:
+    retention = dt.timedelta(hours=720)
+    subject = new_id("sub")
+    samples = new_ids("smp", 2)
+    grant = Projection.grant_event(subject, samples)
+    consent = grant.consent_granted.consent_id
+    revoke = Projection.revoke_event(subject, consent, samples, ["model_training"], ended=True)
+    # prune_interval=0: every poll is a pruning pass (the default waits 10 minutes between two).
+    d = driver(
+        ProjectionHandler(registry_sessions),
+        processed_model=ProcessedEvent,
+        processed_retention=retention,
+        prune_interval=0,
+    )
+    publish(broker.bootstrap, d.topic, [e.SerializeToString() for e in (grant, revoke)])
+    d.drain(2)
+    assert sum(d.batches) == 2
+
+    old = _old_processed_ids(registry_sessions, 3, retention + dt.timedelta(hours=1))
+    # Just inside the retention: kept.
+    recent = _old_processed_ids(registry_sessions, 1, retention - dt.timedelta(hours=1))
+    # The grant again after its revocation (a replay of a recent event): applied again, it would make
+    # the revoked consent look granted anew.
+    later = Projection.samples_event(subject, new_ids("smp", 1))
+    publish(broker.bootstrap, d.topic, [e.SerializeToString() for e in (grant, later)])
+    d.drain(2)
+
+    assert count(registry_sessions, ProcessedEvent, ProcessedEvent.event_id.in_(old)) == 0
+    kept = {grant.event_id, revoke.event_id, later.event_id, *recent}
+    assert count(registry_sessions, ProcessedEvent, ProcessedEvent.event_id.in_(kept)) == len(kept)
+    with registry_sessions() as session:
+        row = session.get(ProjectedConsent, consent)
+        assert row is not None and row.status == "revoked"
+    assert sum(d.batches) == 3  # the later event only
+    assert PROCESSED_PRUNED.labels(d.service)._value.get() == 3
+    assert d.committed() == 4
+
+
+def test_pruning_is_bounded_per_pass_and_waits_for_its_interval(
+    driver: Callable[..., Driver], registry_sessions: sessionmaker[Session]
+) -> None:
+    retention = dt.timedelta(hours=720)
+    old = _old_processed_ids(registry_sessions, 5, retention * 2)
+    d = driver(
+        ProjectionHandler(registry_sessions),
+        processed_model=ProcessedEvent,
+        processed_retention=retention,
+        prune_chunk=2,
+        prune_chunks_per_pass=2,
+    )
+    d.consumer._maybe_prune()  # the first pass runs at once: two chunks of two
+    assert count(registry_sessions, ProcessedEvent, ProcessedEvent.event_id.in_(old)) == 1
+    d.consumer._maybe_prune()  # within the 10-minute interval: nothing
+    assert count(registry_sessions, ProcessedEvent, ProcessedEvent.event_id.in_(old)) == 1
+    assert d.consumer.prune_processed() == 1
+    assert PROCESSED_PRUNED.labels(d.service)._value.get() == 5
+
+
+def test_a_pruning_failure_does_not_stop_the_consumer(
+    driver: Callable[..., Driver], registry_sessions: sessionmaker[Session], broker: EmbeddedBroker
+) -> None:
+    class Broken:
+        __table__ = None  # not a table: the pruning statement cannot be built
+
+    subject = new_id("sub")
+    samples = new_ids("smp", 1)
+    d = driver(
+        ProjectionHandler(registry_sessions),
+        processed_model=Broken,
+        processed_retention=dt.timedelta(hours=1),
+    )
+    publish(broker.bootstrap, d.topic, [Projection.samples_event(subject, samples).SerializeToString()])
+    d.drain(1)
+    assert count(registry_sessions, ProjectedSample, ProjectedSample.sample_id.in_(samples)) == 1
+
+
+def test_settings_refuse_a_processed_events_retention_not_longer_than_the_outbox_retention(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(ValidationError, match="RESCIND_PROCESSED_EVENTS_RETENTION_HOURS"):
+        RescindSettings(outbox_retention_hours=72, processed_events_retention_hours=72)
+    monkeypatch.setenv("RESCIND_PROCESSED_EVENTS_RETENTION_HOURS", "48")
+    with pytest.raises(ValidationError, match="must be longer than RESCIND_OUTBOX_RETENTION_HOURS"):
+        RescindSettings()
+    monkeypatch.setenv("RESCIND_OUTBOX_RETENTION_HOURS", "24")
+    assert RescindSettings().processed_events_retention_hours == 48
+    monkeypatch.delenv("RESCIND_PROCESSED_EVENTS_RETENTION_HOURS")
+    monkeypatch.delenv("RESCIND_OUTBOX_RETENTION_HOURS")
+    assert RescindSettings().processed_events_retention_hours == 720
+
+
+def test_every_service_consumer_prunes_its_own_processed_events(tmp_path: Path) -> None:
+    from conftest import make_settings
+
+    from consent_api.consumer import build_consumer as build_consent
+    from consent_api.notices.models import ProcessedEvent as ConsentProcessed
+    from registry.config import RegistrySettings
+    from registry.consumer import build_consumer as build_registry
+    from revocation_worker.config import WorkerSettings
+    from revocation_worker.db import ProcessedEvent as WorkerProcessed
+    from revocation_worker.runner import build_consumer as build_worker
+    from revocation_worker.runner import build_context
+
+    worker = build_context(
+        WorkerSettings(worker_database_url=f"sqlite:///{tmp_path / 'w.db'}", state_dir=tmp_path)
+    )
+    built = [
+        (build_consent(make_settings(f"sqlite:///{tmp_path / 'c.db'}", tmp_path)), ConsentProcessed),
+        (
+            build_registry(
+                RegistrySettings(registry_database_url=f"sqlite:///{tmp_path / 'r.db'}", state_dir=tmp_path)
+            ),
+            ProcessedEvent,
+        ),
+        (build_worker(worker), WorkerProcessed),
+    ]
+    try:
+        for consumer, model in built:
+            assert consumer.processed_model is model
+            assert consumer.processed_retention == dt.timedelta(hours=720)
+    finally:
+        worker.engine.dispose()
 
 
 class CountingHandler(ProjectionHandler):

@@ -12,11 +12,16 @@
 - SIGTERM/SIGINT (via `stop_event`) stops the loop; records not yet applied stay uncommitted and
   are redelivered.
 - any client error (a broker restart, for one) closes the consumer and builds a new one.
+- given a `processed_model`, the loop deletes its rows older than `processed_retention` every
+  `prune_interval` seconds, in bounded chunks, so the processed-ids table does not grow forever.
+  The retention must outlast any replay (outbox retention, topic retention): an event replayed after
+  its id was pruned would be applied again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import logging
 import threading
@@ -29,10 +34,11 @@ from google.protobuf.message import Message
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import Counter, Gauge
-from sqlalchemy import text
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from rescind_common.db import utcnow
 from rescind_common.kafka import ensure_topics, make_admin, make_producer, security_config
 
 log = logging.getLogger(__name__)
@@ -46,11 +52,19 @@ CONSUMER_LAG = Gauge(
 DEAD_LETTERED = Counter(
     "rescind_dead_letter_total", "Records sent to a dead-letter topic", ["service", "topic"]
 )
+PROCESSED_PRUNED = Counter(
+    "rescind_processed_events_pruned_total",
+    "Processed-event ids deleted after their retention",
+    ["service"],
+)
 
 E = TypeVar("E")
 M = TypeVar("M", bound=Message)
 
 LAG_INTERVAL = 1.0  # seconds between two observations of the lag gauge
+PRUNE_INTERVAL = 600.0  # seconds between two prunings of the processed-ids table
+PRUNE_CHUNK = 5000  # rows deleted by one statement (one short transaction)
+PRUNE_CHUNKS_PER_PASS = 4  # statements per pass at most: the rest waits for the next pass
 
 
 class PoisonMessage(Exception):
@@ -176,6 +190,11 @@ class EventConsumer:
         partitions: int = 6,
         replication_factor: int = 1,
         on_batch: Callable[[int], None] | None = None,
+        processed_model: Any = None,
+        processed_retention: dt.timedelta | None = None,
+        prune_interval: float = PRUNE_INTERVAL,
+        prune_chunk: int = PRUNE_CHUNK,
+        prune_chunks_per_pass: int = PRUNE_CHUNKS_PER_PASS,
     ) -> None:
         self.service = service
         self.bootstrap = bootstrap
@@ -192,6 +211,16 @@ class EventConsumer:
         # Called after a batch's offsets are committed, with the number of records newly applied
         # (repeats and dead-lettered ones not counted): lets a process wake whatever reads them.
         self.on_batch = on_batch
+        # The handler's processed-ids table (an `event_id` key and a `processed_at` time), pruned
+        # when both it and a retention are given.
+        if (processed_model is None) != (processed_retention is None):
+            raise ValueError("processed_model and processed_retention go together")
+        self.processed_model = processed_model
+        self.processed_retention = processed_retention
+        self.prune_interval = prune_interval
+        self.prune_chunk = prune_chunk
+        self.prune_chunks_per_pass = prune_chunks_per_pass
+        self._pruned_at = float("-inf")
         self.stop_event = threading.Event()
         self._consumer: KafkaConsumer | None = None
         self._dlq_producer: Any = None
@@ -200,6 +229,8 @@ class EventConsumer:
         self._lag_observed_at = float("-inf")
         self._db_backoff = retry_backoff
         # Every series from the start: increase()/rate() miss the first event of a series born at 1.
+        if processed_model is not None:
+            PROCESSED_PRUNED.labels(service)
         for topic in topics:
             DEAD_LETTERED.labels(service, topic)
             for outcome in ("ok", "dead_letter"):
@@ -399,6 +430,7 @@ class EventConsumer:
                     self.on_batch(applied)
                 except Exception:
                     log.exception("on_batch hook failed")
+        self._maybe_prune()
         now = time.monotonic()
         # After every batch (the lag just changed) and otherwise once a second: idle polls every
         # 500 ms need not ask for positions each time.
@@ -406,6 +438,46 @@ class EventConsumer:
             self._lag_observed_at = now
             self._observe_lag(consumer)
         return done
+
+    def prune_processed(self) -> int:
+        """Delete processed-event rows older than the retention, at most `prune_chunks_per_pass`
+        chunks of `prune_chunk` rows, each in its own short transaction; the number deleted."""
+        if self.processed_model is None or self.processed_retention is None:
+            return 0
+        table = self.processed_model.__table__
+        cutoff = utcnow() - self.processed_retention
+        # The `processed_at` index finds the chunk; SKIP LOCKED (PostgreSQL; SQLite ignores it) lets
+        # several replicas prune at once without waiting on each other's rows.
+        chunk = (
+            select(table.c.event_id)
+            .where(table.c.processed_at < cutoff)
+            .limit(self.prune_chunk)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        stmt = delete(table).where(table.c.event_id.in_(chunk))
+        total = 0
+        for _ in range(self.prune_chunks_per_pass):
+            with self.handler.session_factory() as session, session.begin():
+                deleted = int(session.connection().execute(stmt).rowcount or 0)
+            total += deleted
+            PROCESSED_PRUNED.labels(self.service).inc(deleted)
+            if deleted < self.prune_chunk or self.stop_event.is_set():
+                break
+        if total:
+            log.info("pruned %d processed events older than %s", total, cutoff.isoformat())
+        return total
+
+    def _maybe_prune(self) -> None:
+        # At most once per `prune_interval`, and on its own: a failure (database down, a lock
+        # timeout) is logged and tried again at the next interval, never stopping the loop.
+        if self.processed_model is None or time.monotonic() - self._pruned_at < self.prune_interval:
+            return
+        self._pruned_at = time.monotonic()
+        try:
+            self.prune_processed()
+        except Exception as exc:
+            log.warning("pruning processed events failed (%s: %s)", type(exc).__name__, exc)
 
     def _observe_lag(self, consumer: KafkaConsumer) -> None:
         assigned = {(tp.topic, str(tp.partition)) for tp in consumer.assignment()}

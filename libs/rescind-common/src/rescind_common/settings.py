@@ -57,6 +57,10 @@ class RescindSettings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # Published outbox rows are kept this long so that a lost broker log can be replayed.
     outbox_retention_hours: float = Field(default=72.0, gt=0)
+    # Each consumer's processed-event ids are kept this long, then pruned. It must outlast every way
+    # an event can come again (an outbox replay, the topic's own retention: 7 days on Kubernetes),
+    # or a replayed event whose id was pruned would be applied twice.
+    processed_events_retention_hours: float = Field(default=720.0, gt=0)
 
     @model_validator(mode="after")
     def _refuse_dev_keys_in_production(self) -> RescindSettings:
@@ -67,6 +71,17 @@ class RescindSettings(BaseSettings):
                 raise ValueError("production needs RESCIND_AUTH_JWKS_URL or RESCIND_AUTH_PUBLIC_KEY_FILE")
             if self.auth_issuer == "rescind-dev":
                 raise ValueError("production refuses the development issuer 'rescind-dev'")
+        return self
+
+    @model_validator(mode="after")
+    def _processed_events_outlast_replays(self) -> RescindSettings:
+        if self.processed_events_retention_hours <= self.outbox_retention_hours:
+            raise ValueError(
+                "RESCIND_PROCESSED_EVENTS_RETENTION_HOURS "
+                f"({self.processed_events_retention_hours:g}) must be longer than "
+                f"RESCIND_OUTBOX_RETENTION_HOURS ({self.outbox_retention_hours:g}): an event replayed "
+                "from the outbox after its processed id was pruned would be applied twice"
+            )
         return self
 
     @property

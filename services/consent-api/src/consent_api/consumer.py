@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from consent_api.config import ConsentSettings
 from consent_api.notices.handler import NoticeEventHandler
+from consent_api.notices.models import ProcessedEvent
 from rescind_common.consumer import EventConsumer
 from rescind_common.db import make_engine, make_session_factory
 
@@ -18,4 +21,6 @@ def build_consumer(settings: ConsentSettings) -> EventConsumer:
         handler=NoticeEventHandler(make_session_factory(engine)),
         partitions=settings.kafka_topic_partitions,
         replication_factor=settings.kafka_replication_factor,
+        processed_model=ProcessedEvent,
+        processed_retention=dt.timedelta(hours=settings.processed_events_retention_hours),
     )

@@ -7,6 +7,7 @@ reconnects) is rescind_common.consumer.EventConsumer; this module only supplies 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from registry import models  # noqa: F401  (registers every table: the handler touches several)
 from registry.config import RegistrySettings
 from registry.db import make_registry_engine
+from registry.projection.models import ProcessedEvent
 from registry.projection.service import InvalidEvent, apply_events, check_event
 from rescind_common.consumer import BatchHandler, EventConsumer, PoisonMessage, decode_event
 from rescind_common.db import make_session_factory
@@ -73,6 +75,8 @@ def build_consumer(
         "max_retries": settings.registry_consumer_max_retries,
         "partitions": settings.kafka_topic_partitions,
         "replication_factor": settings.kafka_replication_factor,
+        "processed_model": ProcessedEvent,
+        "processed_retention": dt.timedelta(hours=settings.processed_events_retention_hours),
     }
     options.update(overrides)
     return EventConsumer(

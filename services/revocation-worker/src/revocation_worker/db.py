@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import MetaData, String
+from sqlalchemy import Index, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from rescind_common.db import NAMING_CONVENTION, DbSession, UTCDateTime, utcnow
@@ -23,6 +23,8 @@ class ProcessedEvent(Base):
     """Event ids already applied: redelivered events are no-ops."""
 
     __tablename__ = "processed_events"
+    # Pruning finds expired ids by age (rescind_common.consumer.EventConsumer.prune_processed).
+    __table_args__ = (Index("ix_processed_events_processed_at", "processed_at"),)
 
     event_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     processed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

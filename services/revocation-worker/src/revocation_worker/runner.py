@@ -28,7 +28,7 @@ from rescind_common.db import make_engine, make_session_factory
 from rescind_common.outbox import OutboxRelay
 from revocation_worker.config import WorkerSettings
 from revocation_worker.context import AppContext
-from revocation_worker.db import Outbox
+from revocation_worker.db import Outbox, ProcessedEvent
 from revocation_worker.delivery.loop import Deliverer
 from revocation_worker.endpoints.urlguard import AddressPolicy
 from revocation_worker.intake.handler import ConsentEventHandler
@@ -68,6 +68,8 @@ def build_consumer(ctx: AppContext) -> EventConsumer:
         handler=ConsentEventHandler(ctx.session_factory),
         partitions=s.kafka_topic_partitions,
         replication_factor=s.kafka_replication_factor,
+        processed_model=ProcessedEvent,
+        processed_retention=dt.timedelta(hours=s.processed_events_retention_hours),
     )
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import String
+from sqlalchemy import Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from consent_api.db import Base
@@ -34,6 +34,8 @@ class RevocationResolution(Base):
 
 class ProcessedEvent(Base):
     __tablename__ = "processed_events"
+    # Pruning finds expired ids by age (rescind_common.consumer.EventConsumer.prune_processed).
+    __table_args__ = (Index("ix_processed_events_processed_at", "processed_at"),)
 
     event_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     processed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

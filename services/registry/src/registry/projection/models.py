@@ -65,6 +65,8 @@ class ProcessedEvent(Base):
     redelivered event (consumer restart, relay replay) is recognised and skipped."""
 
     __tablename__ = "processed_events"
+    # Pruning finds expired ids by age (rescind_common.consumer.EventConsumer.prune_processed).
+    __table_args__ = (Index("ix_processed_events_processed_at", "processed_at"),)
 
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     event_type: Mapped[str] = mapped_column(String(40))
