@@ -231,16 +231,14 @@ def test_old_processed_ids_are_pruned_and_a_redelivered_recent_event_is_still_a_
     grant = Projection.grant_event(subject, samples)
     consent = grant.consent_granted.consent_id
     revoke = Projection.revoke_event(subject, consent, samples, ["model_training"], ended=True)
-    # prune_interval=0: every poll is a pruning pass (the default waits 10 minutes between two).
     d = driver(
-        ProjectionHandler(registry_sessions),
-        processed_model=ProcessedEvent,
-        processed_retention=retention,
-        prune_interval=0,
+        ProjectionHandler(registry_sessions), processed_model=ProcessedEvent, processed_retention=retention
     )
     publish(broker.bootstrap, d.topic, [e.SerializeToString() for e in (grant, revoke)])
     d.drain(2)
     assert sum(d.batches) == 2
+    # From now on every poll is a pruning pass (the default waits 10 minutes between two).
+    d.consumer.prune_interval = 0
 
     old = _old_processed_ids(registry_sessions, 3, retention + dt.timedelta(hours=1))
     # Just inside the retention: kept.
