@@ -143,11 +143,16 @@ def test_revocation_reaches_every_buyer_and_the_seller_sees_it(stack: Stack) -> 
         assert bolt_data["models"] == []
         assert acme_data["deadline"] > acme_rx.verified[0]["payload"]["timestamp"]
 
-        # The buyer sees the same notice through the API and acknowledges it.
-        notice = ok(
-            w.http.get(f"{stack.url('worker')}/v1/notices/{acme_data['notice_id']}", headers=acme_auth)
-        )
-        assert notice["status"] == "delivered"
+        # The buyer sees the same notice through the API (delivered once the worker has recorded the
+        # POST's outcome, just after the buyer answered it) and acknowledges it.
+        def delivered_notice() -> dict[str, Any] | None:
+            got = ok(
+                w.http.get(f"{stack.url('worker')}/v1/notices/{acme_data['notice_id']}", headers=acme_auth)
+            )
+            return got if got["status"] == "delivered" else None
+
+        notice = wait_until("the notice to read delivered", delivered_notice, timeout=30)
+        assert notice["id"] == acme_data["notice_id"]
         ok(
             w.http.post(
                 f"{stack.url('worker')}/v1/notices/{acme_data['notice_id']}/ack",
