@@ -180,17 +180,19 @@ def execute_together(session: Session, writes: Sequence[Write]) -> None:
     """Run writes (none of them returning rows) in the session's transaction, in one round trip on
     PostgreSQL: all but the last become data-modifying CTEs of the last. They see the same snapshot
     and none sees another's rows, so only fold writes that do not read each other (foreign keys are
-    fine: they are checked at the end of the statement). Elsewhere (SQLite) one by one, in order.
+    fine: they are checked at the end of the statement). Elsewhere (SQLite), or when a template
+    comes twice (its parameters would collide), one by one, in order: so order them as they must
+    run one by one (a row before the rows that reference it).
 
     The statements are templates (built once, parameter names unique across the writes): the folded
     statement is built once per combination and its compiled form cached by SQLAlchemy; a call
     costs the parameters only."""
     conn = session.connection()
-    if conn.dialect.name != "postgresql" or len(writes) < 2:
+    key = tuple(id(statement) for statement, _ in writes)
+    if conn.dialect.name != "postgresql" or len(writes) < 2 or len(set(key)) < len(key):
         for statement, values in writes:
             conn.execute(statement, values)
         return
-    key = tuple(id(statement) for statement, _ in writes)
     folded = _folded.get(key)
     if folded is None:
         *first, (folded, _) = writes

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from consent_api.consents.models import Consent, ConsentSample
@@ -94,19 +94,60 @@ def active_consents_with_samples(
     return out
 
 
-def mark_samples_revoked(
-    session: Session, consent_id: str, sample_ids: Sequence[str], revocation_id: str, at: Any
-) -> None:
-    for part in chunks(sample_ids):
-        session.execute(
-            update(ConsentSample)
-            .where(
-                ConsentSample.consent_id == consent_id,
-                ConsentSample.sample_id.in_(part),
-                ConsentSample.revoked_at.is_(None),
+_CONSENTS = cast(Table, Consent.__table__)
+_LINKS = cast(Table, ConsentSample.__table__)
+# What a revocation changes on a consent, as one UPDATE template.
+_CONSENT_UPDATE = (
+    update(_CONSENTS)
+    .where(_CONSENTS.c.id == bindparam("cupd_id"))
+    .values(
+        {
+            name: bindparam(f"cupd_{name}", type_=_CONSENTS.c[name].type)
+            for name in (
+                "status",
+                "ended_at",
+                "active_sample_count",
+                "revoked_purposes",
+                "excluded_licensees",
             )
-            .values(revoked_at=at, revocation_id=revocation_id)
-        )
+        }
+    )
+)
+_MARK_REVOKED = (
+    update(_LINKS)
+    .where(
+        _LINKS.c.consent_id == bindparam("mark_consent_id"),
+        _LINKS.c.sample_id.in_(bindparam("mark_sample_ids", expanding=True)),
+        _LINKS.c.revoked_at.is_(None),
+    )
+    .values(
+        revoked_at=bindparam("mark_at", type_=_LINKS.c.revoked_at.type),
+        revocation_id=bindparam("mark_revocation_id"),
+    )
+)
+
+
+def consent_update(consent: Consent) -> Write:
+    """The revocation's changes to `consent` (as the caller set them on the object), as a write for
+    `execute_together`."""
+    return _CONSENT_UPDATE, {
+        "cupd_id": consent.id,
+        "cupd_status": consent.status,
+        "cupd_ended_at": consent.ended_at,
+        "cupd_active_sample_count": consent.active_sample_count,
+        "cupd_revoked_purposes": consent.revoked_purposes or [],
+        "cupd_excluded_licensees": consent.excluded_licensees or [],
+    }
+
+
+def mark_revoked(consent_id: str, sample_ids: Sequence[str], revocation_id: str, at: Any) -> Write:
+    """Mark these (at most CHUNK) of the consent's samples revoked, as a write for `execute_together`."""
+    return _MARK_REVOKED, {
+        "mark_consent_id": consent_id,
+        "mark_sample_ids": list(sample_ids),
+        "mark_at": at,
+        "mark_revocation_id": revocation_id,
+    }
 
 
 def expired_candidates(session: Session, now: Any, limit: int) -> list[tuple[str, str]]:

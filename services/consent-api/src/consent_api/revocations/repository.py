@@ -1,27 +1,39 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import String, Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
+from consent_api.consents.models import ConsentSample
 from consent_api.revocations.models import Revocation, RevocationItem
-from consent_api.samples.repository import chunks
+from rescind_common.db import Write, insert_template, params
+
+_REVOCATION_INSERT = insert_template(Revocation, "rev")
+_LINKS = cast(Table, ConsentSample.__table__)
+# The items are the consent's links to the withdrawn samples (one statement, whatever their number).
+_ITEMS_INSERT = insert(cast(Table, RevocationItem.__table__)).from_select(
+    ["revocation_id", "consent_id", "sample_id"],
+    select(bindparam("items_revocation_id", type_=String(40)), _LINKS.c.consent_id, _LINKS.c.sample_id).where(
+        _LINKS.c.consent_id == bindparam("items_consent_id"),
+        _LINKS.c.sample_id.in_(bindparam("items_sample_ids", expanding=True)),
+    ),
+)
 
 
-def insert_row(session: Session, values: dict[str, Any]) -> None:
-    """One revocation row, straight to the database (no ORM object to track and flush)."""
-    session.connection().execute(insert(Revocation), values)
+def row_insert(values: dict[str, Any]) -> Write:
+    """The revocation row (every column given) as a write for `execute_together`."""
+    return _REVOCATION_INSERT, params("rev", values)
 
 
-def add_items(session: Session, revocation_id: str, consent_id: str, sample_ids: Sequence[str]) -> None:
-    rows: list[dict[str, Any]] = [
-        {"revocation_id": revocation_id, "consent_id": consent_id, "sample_id": s} for s in sample_ids
-    ]
-    conn = session.connection()
-    for part in chunks(rows, 1000):
-        conn.execute(insert(RevocationItem), list(part))
+def items_insert(revocation_id: str, consent_id: str, sample_ids: Sequence[str]) -> Write:
+    """Items for these (at most CHUNK) samples withdrawn from the consent, for `execute_together`."""
+    return _ITEMS_INSERT, {
+        "items_revocation_id": revocation_id,
+        "items_consent_id": consent_id,
+        "items_sample_ids": list(sample_ids),
+    }
 
 
 def get(session: Session, subject_id: str, revocation_id: str) -> Revocation | None:

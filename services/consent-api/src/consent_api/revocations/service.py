@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from consent_api.audit import service as audit
 from consent_api.consents import repository as consents_repo
 from consent_api.consents.models import Consent
 from consent_api.context import AppContext
-from consent_api.events import TRIGGER_TO_PB, publish
+from consent_api.events import TRIGGER_TO_PB, outbox_insert
 from consent_api.metrics import count_revocation
 from consent_api.notices import repository as notices_repo
 from consent_api.notices.service import overall_status
@@ -20,9 +21,10 @@ from consent_api.revocations import repository
 from consent_api.revocations.models import Revocation
 from consent_api.revocations.schemas import NoticeOut, RevocationIn, RevocationOut
 from consent_api.samples import repository as samples_repo
+from consent_api.samples.repository import chunks
 from consent_api.subjects import service as subjects
 from consent_api.subjects.models import Subject
-from rescind_common.db import utcnow
+from rescind_common.db import Write, execute_together, utcnow
 from rescind_common.ids import new_id
 from rescind_common.problems import Problem, field_error
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
@@ -68,42 +70,51 @@ def revoke(
         reason_sealed = subjects.seal_json(key, subject.id, "reason", reason)
 
     touched: list[tuple[Target, list[str], list[str], bool]] = []
+    target_writes: list[Write] = []
     for t in targets:
         c = t.consent
         active = consents_repo.sample_ids(session, c.id, active=True)
         if not active:
             continue
         live_purposes = [p for p in c.purposes if p not in (c.revoked_purposes or [])]
+        marked: list[str] = []
+        changes: dict[str, Any] = {}
         if t.only_licensee is not None:
             # One licensee withdrawn from a consent open to any licensee: it stays open to others.
             if t.only_licensee in (c.excluded_licensees or []):
                 continue
-            c.excluded_licensees = [*(c.excluded_licensees or []), t.only_licensee]
+            changes["excluded_licensees"] = [*(c.excluded_licensees or []), t.only_licensee]
             withdrawn_samples, withdrawn_purposes, ended = active, live_purposes, False
         elif t.purpose is not None:
             # Withdraw one purpose for every sample; the consent lives on for its other purposes.
             if t.purpose not in live_purposes:
                 continue
-            c.revoked_purposes = [*(c.revoked_purposes or []), t.purpose]
+            changes["revoked_purposes"] = [*(c.revoked_purposes or []), t.purpose]
             withdrawn_samples, withdrawn_purposes = active, [t.purpose]
             ended = len(live_purposes) == 1
             if ended:
-                consents_repo.mark_samples_revoked(session, c.id, active, rev_id, now)
-                c.active_sample_count = 0
+                marked = active
+                changes["active_sample_count"] = 0
         else:
             withdrawn_samples = active if t.sample_ids is None else [s for s in active if s in t.sample_ids]
             if not withdrawn_samples:
                 continue
             withdrawn_purposes = live_purposes
-            consents_repo.mark_samples_revoked(session, c.id, withdrawn_samples, rev_id, now)
-            c.active_sample_count = len(active) - len(withdrawn_samples)
-            ended = c.active_sample_count == 0
+            marked = withdrawn_samples
+            changes["active_sample_count"] = len(active) - len(withdrawn_samples)
+            ended = changes["active_sample_count"] == 0
         if ended:
-            c.status = end_status
-            c.ended_at = now
+            changes.update(status=end_status, ended_at=now)
+        # Written by the UPDATE below; the loaded object shows them without a second UPDATE at flush.
+        for name, value in changes.items():
+            set_committed_value(c, name, value)
+        target_writes.append(consents_repo.consent_update(c))
+        for part in chunks(marked):
+            target_writes.append(consents_repo.mark_revoked(c.id, part, rev_id, now))
+        for part in chunks(withdrawn_samples):
+            target_writes.append(repository.items_insert(rev_id, c.id, part))
         touched.append((t, withdrawn_samples, withdrawn_purposes, ended))
 
-    # Written once, complete (no insert-then-update); its items follow (they reference it).
     values: dict[str, Any] = {
         "id": rev_id,
         "subject_id": subject.id,
@@ -118,20 +129,17 @@ def revoke(
         "sample_count": len({s for _, samples, _, _ in touched for s in samples}),
         "created_at": now,
     }
-    repository.insert_row(session, values)
-    for t, withdrawn_samples, _, _ in touched:
-        repository.add_items(session, rev_id, t.consent.id, withdrawn_samples)
     revocation = Revocation(**values)
-
+    # Written once, complete (no insert-then-update), before its items (they reference it).
+    writes = [repository.row_insert(values), *target_writes]
     for t, samples, purposes, ended in touched:
         parts = [samples[i : i + EVENT_CHUNK] for i in range(0, len(samples), EVENT_CHUNK)]
         for index, part in enumerate(parts):
-            publish(
-                session,
+            _, outbox = outbox_insert(
                 ctx.settings,
                 subject.id,
                 consent_revoked=pb.ConsentRevoked(
-                    revocation_id=revocation.id,
+                    revocation_id=rev_id,
                     consent_id=t.consent.id,
                     sample_ids=part,
                     consent_ended=ended,
@@ -144,21 +152,24 @@ def revoke(
                     only_licensee_id=t.only_licensee or "",
                 ),
             )
-    audit.append(
-        session,
+            writes.append(outbox)
+    _, audit_writes = audit.append_statements(
         subject,
         actor="system" if trigger == "expiry" else "subject",
         action="consent.revoked",
-        entity_id=revocation.id,
+        entity_id=rev_id,
         data={
             "scope": scope,
             "trigger": trigger,
-            "consent_ids": revocation.consent_ids,
-            "sample_count": revocation.sample_count,
+            "consent_ids": values["consent_ids"],
+            "sample_count": values["sample_count"],
             "licensee_id": licensee_id,
             "purpose": purpose,
         },
     )
+    # One consent, few samples (the usual revocation): every write in one round trip on PostgreSQL.
+    # None reads another's rows: the items are selected by sample id, not by revoked_at.
+    execute_together(session, [*writes, *audit_writes])
     count_revocation(session, trigger)
     return revocation
 
