@@ -113,7 +113,7 @@ def seed(db_url: str, key: str, state_dir: str, receiver: str, n: int) -> None:
     from revocation_worker.config import WorkerSettings
     from revocation_worker.endpoints.models import Endpoint
     from revocation_worker.intake.models import Revocation
-    from revocation_worker.notices.service import create_for_holder
+    from revocation_worker.notices.service import HolderNotice, RevocationSamples, create_many
     from revocation_worker.runner import build_context
     from revocation_worker.secrets import new_secret
 
@@ -139,6 +139,7 @@ def seed(db_url: str, key: str, state_dir: str, receiver: str, n: int) -> None:
         httpx.post(f"{receiver}/_secrets", json=secrets, timeout=10).raise_for_status()
     now = utcnow()
     for start in range(0, n, 500):
+        batch: list[tuple[Revocation, list[HolderNotice]]] = []
         with ctx.session_factory() as session, session.begin():
             for i in range(start, min(n, start + 500)):
                 rev = Revocation(
@@ -151,19 +152,20 @@ def seed(db_url: str, key: str, state_dir: str, receiver: str, n: int) -> None:
                     created_at=now,
                 )
                 session.add(rev)
-                session.flush()
-                holder = {
+                # The licensee holds one of the revocation's two samples, so that the notice keeps
+                # its sample in notice_samples: the base variant (before 0003) reads only those.
+                refs = {f"smp_{uuid.uuid4().hex[:16]}": ("0" * 64, "face_image") for _ in range(2)}
+                shared = RevocationSamples(set(refs), refs)
+                holder: HolderNotice = {
                     "licensee_id": licensees[i % LICENSEES],
-                    "samples": [
-                        {
-                            "sample_id": f"smp_{uuid.uuid4().hex[:16]}",
-                            "sha256": "0" * 64,
-                            "kind": "face_image",
-                        }
-                    ],
+                    "sample_ids": {min(refs)},
+                    "revocation_samples": shared,
+                    "license_ids": [],
                     "models": [{"model_id": f"mdl_{i % 40:04d}", "name": "faces", "version": "3"}],
                 }
-                create_for_holder(session, ctx, rev, holder, now)
+                batch.append((rev, [holder]))
+            session.flush()
+            create_many(session, ctx, batch, now)
     ctx.engine.dispose()
 
 

@@ -7,12 +7,12 @@ response bytes, and the registry process's peak RSS during each (VmHWM, reset fi
 /proc/<pid>/clear_refs; licenses first, as a Python heap never shrinks back).
 
 Worker: in a fresh process each, against that registry and a fresh migrated worker database,
-the resolution of that revocation: holders lookup (HTTP + parse + merge), `affected`, 100
-`create_for_holder` in one transaction + commit; wall time per stage and the process's peak RSS.
+the resolution of that revocation: holders lookup (HTTP + parse + merge), `affected`, the 100
+notices (`create_many`) in one transaction + commit; wall time per stage and the process's peak RSS.
 `new` is this code; `legacy` is the code before the licenses view (samples view, per-licensee
-sample lists, one notice_samples row per (licensee, sample) inserted with ORM executemany), kept
-below verbatim so the ratio is measured on the same machine in the same run
-(RESCIND_BENCH_FANOUT_LEGACY=0 skips it: it takes ~1 GB and a minute).
+sample lists, one notice at a time with one notice_samples row per (licensee, sample) inserted
+with ORM executemany), kept below verbatim so the ratio is measured on the same machine in the
+same run (RESCIND_BENCH_FANOUT_LEGACY=0 skips it: it takes ~1 GB and a minute).
 
   .venv/bin/python bench/fanout.py      (RESCIND_BENCH_PG_URL; RESCIND_BENCH_FANOUT_LICENSEES,
                                          RESCIND_BENCH_FANOUT_SAMPLES scale it)
@@ -193,17 +193,81 @@ def legacy_affected(holders: list[dict[str, Any]], withdrawals: list[Any]) -> li
     return out
 
 
-def worker_main(mode: str, registry_url: str, db_url: str) -> None:
+def legacy_create_notice(session: Any, ctx: Any, revocation: Any, holder: dict[str, Any], now: Any) -> None:
+    """The worker's single-notice creation before the licenses view (since removed: the worker now
+    has `create_many` only), for one legacy holder with its own sample list: one notice_samples
+    row per sample, inserted with ORM executemany."""
+    import datetime as dt
+
     from sqlalchemy import insert
 
+    from rescind_common.ids import new_id
+    from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
+    from revocation_worker.endpoints import repository as endpoints_repo
+    from revocation_worker.events import publish, timestamp
+    from revocation_worker.notices import repository
+    from revocation_worker.notices.models import Notice, NoticeModel, NoticeSample
+
+    licensee_id = str(holder["licensee_id"])
+    listed = {str(s["sample_id"]): s for s in holder.get("samples", [])}
+    models = list(holder.get("models", []))
+    deadline = revocation.occurred_at + dt.timedelta(days=ctx.settings.worker_notice_deadline_days)
+    notice = Notice(
+        id=new_id("ntc"),
+        revocation_id=revocation.id,
+        subject_id=revocation.subject_id,
+        licensee_id=licensee_id,
+        status="pending",
+        deadline=deadline,
+        revoked_at=revocation.occurred_at,
+        sample_count=len(listed),
+        covers_revocation_samples=False,
+        created_at=now,
+    )
+    session.add(notice)
+    session.flush()
+    rows = [
+        {
+            "notice_id": notice.id,
+            "sample_id": sid,
+            "sha256": s.get("sha256") or "",
+            "kind": s.get("kind") or "other",
+        }
+        for sid, s in sorted(listed.items())
+    ]
+    for i in range(0, len(rows), 1000):
+        session.execute(insert(NoticeSample), rows[i : i + 1000])
+    for m in models:
+        session.add(
+            NoticeModel(
+                notice_id=notice.id,
+                model_id=m["model_id"],
+                name=m.get("name", ""),
+                version=m.get("version", ""),
+                shard_ids=list(m.get("shard_ids") or []),
+            )
+        )
+    repository.add_deliveries(session, notice, endpoints_repo.active_for(session, licensee_id), now)
+    publish(
+        session,
+        ctx.settings,
+        licensee_id=licensee_id,
+        notice_id=notice.id,
+        revocation_id=revocation.id,
+        subject_id=revocation.subject_id,
+        notice_created=pb.NoticeCreated(
+            deadline=timestamp(deadline), sample_count=len(listed), model_count=len(models)
+        ),
+    )
+
+
+def worker_main(mode: str, registry_url: str, db_url: str) -> None:
     from rescind_common.db import utcnow
     from revocation_worker.config import WorkerSettings
     from revocation_worker.intake.models import Revocation
     from revocation_worker.intake.resolver import RegistryClient, Withdrawal, affected
     from revocation_worker.migrate import upgrade
-    from revocation_worker.notices import repository
-    from revocation_worker.notices.models import NoticeSample
-    from revocation_worker.notices.service import create_for_holder
+    from revocation_worker.notices.service import create_many
     from revocation_worker.runner import build_context
 
     upgrade(db_url)
@@ -231,13 +295,6 @@ def worker_main(mode: str, registry_url: str, db_url: str) -> None:
     t0 = time.perf_counter()
     holders: Any
     if mode == "legacy":
-
-        def orm_insert(session: Any, notice_id: str, refs: Any) -> None:  # the old insert_samples
-            rows = [{"notice_id": notice_id, "sample_id": s, "sha256": h, "kind": k} for s, h, k in refs]
-            for i in range(0, len(rows), 1000):
-                session.execute(insert(NoticeSample), rows[i : i + 1000])
-
-        repository.insert_samples = orm_insert  # type: ignore[assignment]
         # The old answer takes longer than the client's 30 s timeout on a busy machine.
         with httpx.Client(base_url=registry_url, timeout=600) as slow:
             raw: Any = legacy_holders(slow, registry._auth(), samples)
@@ -251,8 +308,11 @@ def worker_main(mode: str, registry_url: str, db_url: str) -> None:
     with ctx.session_factory() as session, session.begin():
         revocation = session.get(Revocation, "rev_bench_fanout")
         assert revocation is not None
-        for holder in holders:
-            create_for_holder(session, ctx, revocation, holder, now)
+        if mode == "legacy":
+            for holder in holders:
+                legacy_create_notice(session, ctx, revocation, holder, now)
+        else:
+            create_many(session, ctx, [(revocation, holders)], now)
     t3 = time.perf_counter()
     with ctx.session_factory() as session:
         from sqlalchemy import text

@@ -10,7 +10,8 @@ are resolved:
 
   - `baseline`: the resolver as it was before batching (copied below, unchanged: one session to
     read each revocation's parts, one holders call and one transaction per revocation; its
-    default of 50 per pass);
+    default of 50 per pass), but for its notices: the single-notice creation it called is gone,
+    so it makes each notice alone with `create_many` (a few statements per notice, as before);
   - `batched`: `revocation_worker.intake.resolver.resolve_due` (its default batch).
 
 Both resolve the same samples (the two sets of revocations withdraw the same K samples), and the
@@ -128,8 +129,8 @@ def baseline_resolve_due(ctx: AppContext, registry: RegistryClient, limit: int =
             if revocation is None or revocation.state != "ready":
                 continue
             now = utcnow()
-            for holder in holders:
-                notices.create_for_holder(session, ctx, revocation, holder, now)
+            for holder in holders:  # one notice at a time (the worker's one creation path)
+                notices.create_many(session, ctx, [(revocation, [holder])], now)
             publish(
                 session,
                 ctx.settings,

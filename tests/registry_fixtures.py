@@ -180,7 +180,11 @@ class Projection:
         trigger: int = pb.REVOCATION_TRIGGER_SUBJECT,
         revocation_id: str | None = None,
         only_licensee_id: str = "",
+        chunk: tuple[int, int] = (0, 1),
+        consent_count: int = 1,
     ) -> pb.ConsentEvent:
+        """`chunk` is (index, count) of this consent's part of the revocation, which withdraws
+        `consent_count` consents in all."""
         return Projection.event(
             subject_id,
             consent_revoked=pb.ConsentRevoked(
@@ -190,9 +194,9 @@ class Projection:
                 consent_ended=ended,
                 purposes=purposes,
                 trigger=trigger,
-                chunk_index=0,
-                chunk_count=1,
-                consent_count=1,
+                chunk_index=chunk[0],
+                chunk_count=chunk[1],
+                consent_count=consent_count,
                 only_licensee_id=only_licensee_id,
             ),
         )

@@ -46,6 +46,7 @@ from revocation_worker.intake.models import Revocation, RevocationPart
 from revocation_worker.migrate import upgrade as upgrade_worker
 
 from registry_fixtures import Projection, new_registry_db, read_records, wait_for
+from worker_fixtures import revocation_part
 
 WAIT = 30.0
 
@@ -434,34 +435,15 @@ def worker_sessions(pg_database: Callable[[str], str]) -> Iterator[sessionmaker[
     engine.dispose()
 
 
-def _part(
-    subject: str, revocation: str, consent: str, chunk: int, chunks: int, consents: int
-) -> pb.ConsentEvent:
-    return Projection.event(
-        subject,
-        consent_revoked=pb.ConsentRevoked(
-            revocation_id=revocation,
-            consent_id=consent,
-            sample_ids=[new_id("smp")],
-            consent_ended=True,
-            purposes=["model_training"],
-            trigger=pb.REVOCATION_TRIGGER_SUBJECT,
-            chunk_index=chunk,
-            chunk_count=chunks,
-            consent_count=consents,
-        ),
-    )
-
-
 def test_every_part_of_a_revocation_in_one_batch_makes_it_ready(
     driver: Callable[..., Driver], worker_sessions: sessionmaker[Session], broker: EmbeddedBroker
 ) -> None:
     subject, revocation = new_id("sub"), new_id("rev")
     first, second = new_id("cns"), new_id("cns")
     parts = [
-        _part(subject, revocation, first, 0, 2, 2),
-        _part(subject, revocation, second, 0, 1, 2),
-        _part(subject, revocation, first, 1, 2, 2),
+        revocation_part(subject, revocation, first, 0, 2, 2),
+        revocation_part(subject, revocation, second, 0, 1, 2),
+        revocation_part(subject, revocation, first, 1, 2, 2),
     ]
     events = [parts[0], parts[1], parts[1], parts[2]]  # the second part redelivered in the same poll
     d = driver(ConsentEventHandler(worker_sessions))

@@ -56,10 +56,9 @@ def test_worker_notices_from_before_revocation_samples_still_read(
     import sqlalchemy as sa
 
     from revocation_worker import migrate
-    from revocation_worker.intake.models import Revocation
-    from revocation_worker.notices.service import RevocationSamples, create_for_holder
+    from revocation_worker.notices.service import RevocationSamples
 
-    from worker_fixtures import WorkerHarness
+    from worker_fixtures import WorkerHarness, add_revocation, create_notices, holder_notice
 
     url = pg_database("mig_old_notice") if backend == "postgresql" else f"sqlite:///{tmp_path / 'w.db'}"
     migrate.upgrade(url, "0001")
@@ -106,27 +105,11 @@ def test_worker_notices_from_before_revocation_samples_still_read(
         assert page["items"] + rest["items"] == expected and rest["next_cursor"] is None
 
         # A notice made now, covering all of its revocation's samples (no rows of its own).
+        shared = RevocationSamples(frozenset(s for s, _, _ in refs), {s: (hh, k) for s, hh, k in refs})
         with w.ctx.session_factory() as session, session.begin():
-            rev = Revocation(
-                id="rev_new",
-                subject_id="sub_new",
-                trigger="subject",
-                consent_count=1,
-                state="resolved",
-                occurred_at=now,
-                created_at=now,
-            )
-            session.add(rev)
-            session.flush()
-            ids = frozenset(s for s, _, _ in refs)
-            holder = {
-                "licensee_id": "lic_new",
-                "sample_ids": ids,
-                "revocation_samples": RevocationSamples(ids, {s: (hh, k) for s, hh, k in refs}),
-                "license_ids": ["lcs_new"],
-                "models": [],
-            }
-            new_id = create_for_holder(session, w.ctx, rev, holder, now).id
+            rev = add_revocation(session, revocation_id="rev_new", subject_id="sub_new", now=now)
+            holder = holder_notice("lic_new", shared, license_ids=["lcs_new"])
+            (new_id,) = create_notices(session, w.ctx, rev, [holder], now)
         assert w.notice(w.headers("licensee", "lic_new"), new_id)["samples"] == expected[:3]
     finally:
         w.close()

@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from rescind_common.db import utcnow
 from rescind_common.ids import new_id
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 from revocation_worker.intake import handler as intake
@@ -23,30 +22,10 @@ from revocation_worker.intake.models import Revocation, RevocationPart
 from revocation_worker.notices import repository as notices_repo
 from revocation_worker.notices import service as notices
 from revocation_worker.notices.models import Notice
-from revocation_worker.notices.service import HolderNotice, RevocationSamples
+from revocation_worker.notices.service import RevocationSamples
 
-from registry_fixtures import Projection
 from worker_fixtures import *  # noqa: F403
-from worker_fixtures import WorkerHarness
-
-
-def _part(
-    subject: str, revocation: str, consent: str, chunk: int, chunks: int, consents: int
-) -> pb.ConsentEvent:
-    return Projection.event(
-        subject,
-        consent_revoked=pb.ConsentRevoked(
-            revocation_id=revocation,
-            consent_id=consent,
-            sample_ids=[new_id("smp")],
-            consent_ended=True,
-            purposes=["model_training"],
-            trigger=pb.REVOCATION_TRIGGER_SUBJECT,
-            chunk_index=chunk,
-            chunk_count=chunks,
-            consent_count=consents,
-        ),
-    )
+from worker_fixtures import WorkerHarness, add_revocation, create_notices, holder_notice, revocation_part
 
 
 def _states(w: WorkerHarness, ids: list[str]) -> dict[str, tuple[str, dt.datetime | None, int]]:
@@ -74,13 +53,13 @@ def test_revocations_turn_ready_exactly_when_their_last_part_arrives_across_batc
     c1a, c1b, c2, c3a, c3b = (new_id("cns") for _ in range(5))
     # r1: two consents, the first in two chunks (3 parts); r2: one consent in two chunks;
     # r3: two consents of one chunk each.
-    r1_a0 = _part(subject, r1, c1a, 0, 2, 2)
-    r1_a1 = _part(subject, r1, c1a, 1, 2, 2)
-    r1_b0 = _part(subject, r1, c1b, 0, 1, 2)
-    r2_0 = _part(subject, r2, c2, 0, 2, 1)
-    r2_1 = _part(subject, r2, c2, 1, 2, 1)
-    r3_a = _part(subject, r3, c3a, 0, 1, 2)
-    r3_b = _part(subject, r3, c3b, 0, 1, 2)
+    r1_a0 = revocation_part(subject, r1, c1a, 0, 2, 2)
+    r1_a1 = revocation_part(subject, r1, c1a, 1, 2, 2)
+    r1_b0 = revocation_part(subject, r1, c1b, 0, 1, 2)
+    r2_0 = revocation_part(subject, r2, c2, 0, 2, 1)
+    r2_1 = revocation_part(subject, r2, c2, 1, 2, 1)
+    r3_a = revocation_part(subject, r3, c3a, 0, 1, 2)
+    r3_b = revocation_part(subject, r3, c3b, 0, 1, 2)
     r1_a0_again = pb.ConsentEvent()  # the same part under another event id (a re-published row)
     r1_a0_again.CopyFrom(r1_a0)
     r1_a0_again.event_id = new_id("evt")
@@ -136,50 +115,45 @@ def test_revocations_turn_ready_exactly_when_their_last_part_arrives_across_batc
     }
 
 
-def _revocation(w: WorkerHarness) -> Revocation:
-    now = utcnow()
-    with w.ctx.session_factory() as session, session.begin():
-        rev = Revocation(
-            id=f"rev_{uuid.uuid4().hex[:20]}",
-            subject_id=f"sub_{uuid.uuid4().hex[:20]}",
-            trigger="subject",
-            consent_count=1,
-            state="resolved",
-            occurred_at=now,
-            created_at=now,
-        )
-        session.add(rev)
-    return rev
-
-
 def test_batch_bodies_are_the_bodies_built_one_notice_at_a_time(worker: Any) -> None:
     w: WorkerHarness = worker(worker_inline_samples=3)
-    rev = _revocation(w)
-    refs = {f"smp_{i:02d}_{uuid.uuid4().hex[:6]}": (f"{i:064x}", "face_image") for i in range(5)}
+
+    def refs_of(n: int) -> dict[str, tuple[str, str]]:
+        return {f"smp_{i:02d}_{uuid.uuid4().hex[:6]}": (f"{i:064x}", "face_image") for i in range(n)}
+
+    def lic() -> str:
+        return f"lic_{uuid.uuid4().hex[:12]}"
+
+    refs = refs_of(5)
     shared = RevocationSamples(set(refs), refs)
     some = set(sorted(refs)[:2])
-
-    def holder(ids: set[str], models: list[dict[str, Any]]) -> HolderNotice:
-        return {
-            "licensee_id": f"lic_{uuid.uuid4().hex[:12]}",
-            "sample_ids": ids,
-            "revocation_samples": shared,
-            "license_ids": [],
-            "models": models,
-        }
+    # Another revocation whose licensees each hold only part of it: notices with rows of their own.
+    partial_refs = refs_of(8)
+    partial = RevocationSamples(set(partial_refs), partial_refs)
+    seven, one = set(sorted(partial_refs)[:7]), set(sorted(partial_refs)[7:])
 
     model = {"model_id": "mdl_b", "name": "faces", "version": "2", "shard_ids": ["s1", "s2"]}
     other = {"model_id": "mdl_a", "name": "voices", "version": "1", "shard_ids": []}
+    faces = {"model_id": f"mdl_{uuid.uuid4().hex[:12]}", "name": "faces", "version": "3"}
     with w.ctx.session_factory() as session, session.begin():
-        notices.create_many(
+        rev = add_revocation(session)
+        # two notices covering the revocation's whole set (5 > 3 inline), one with part of it
+        create_notices(
             session,
             w.ctx,
-            # two notices covering the revocation's whole set (5 > 3 inline), one with part of it
-            [(rev, [holder(shared.ids, [model, other]), holder(shared.ids, []), holder(some, [model])])],
-            utcnow(),
+            rev,
+            [
+                holder_notice(lic(), shared, models=[model, other]),
+                holder_notice(lic(), shared),
+                holder_notice(lic(), shared, some, models=[model]),
+            ],
         )
-    own_many = w.make_notice(f"lic_{uuid.uuid4().hex[:12]}", samples=7)  # its own rows, 7 > 3
-    own_few = w.make_notice(f"lic_{uuid.uuid4().hex[:12]}", samples=1, models=[])
+        own_many, own_few = create_notices(
+            session,
+            w.ctx,
+            add_revocation(session),
+            [holder_notice(lic(), partial, seven, models=[faces]), holder_notice(lic(), partial, one)],
+        )
 
     with w.ctx.session_factory() as session:
         made = list(session.scalars(select(Notice).where(Notice.revocation_id == rev.id)))

@@ -12,14 +12,13 @@ from sqlalchemy import func, select
 
 from rescind_common.db import utcnow
 from revocation_worker.intake.holdings import HoldingsMerger
-from revocation_worker.intake.models import Revocation
 from revocation_worker.intake.resolver import Withdrawal, affected
 from revocation_worker.notices.models import Notice, NoticeSample, RevocationSample
-from revocation_worker.notices.service import create_for_holder, sweep_overdue
+from revocation_worker.notices.service import sweep_overdue
 
 from helpers import assert_problem, sha, walk
 from worker_fixtures import *  # noqa: F403
-from worker_fixtures import outbox_events
+from worker_fixtures import add_revocation, create_notices, outbox_events
 
 MODEL = {"model_id": "mdl_notices1", "name": "voice-clone", "version": "7"}
 
@@ -286,20 +285,8 @@ def _fan_out(
     told = affected(
         merger.result(), [Withdrawal("cns_fan", frozenset(samples), frozenset({"model_training"}), None)]
     )
-    now = utcnow()
     with w.ctx.session_factory() as session, session.begin():
-        rev = Revocation(
-            id=f"rev_{uuid.uuid4().hex[:20]}",
-            subject_id=f"sub_{uuid.uuid4().hex[:20]}",
-            trigger="subject",
-            consent_count=1,
-            state="resolved",
-            occurred_at=now,
-            created_at=now,
-        )
-        session.add(rev)
-        session.flush()
-        return [create_for_holder(session, w.ctx, rev, h, now).id for h in told]
+        return create_notices(session, w.ctx, add_revocation(session), told)
 
 
 KINDS = ["face_image", "voice_recording", "handwriting"]

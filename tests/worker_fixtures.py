@@ -11,7 +11,7 @@ import datetime as dt
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,12 +20,14 @@ from typing import Any, TypeVar
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
 from rescind_common.auth import ensure_dev_key, mint_token
 from rescind_common.db import utcnow
 from rescind_common.embedded_broker import free_port
-from rescind_common.proto.rescind.v1 import notice_events_pb2
+from rescind_common.ids import new_id
+from rescind_common.proto.rescind.v1 import consent_events_pb2, notice_events_pb2
 from revocation_worker.config import WorkerSettings
 from revocation_worker.context import AppContext
 from revocation_worker.db import Outbox
@@ -35,17 +37,22 @@ from revocation_worker.main import create_app
 from revocation_worker.migrate import upgrade
 from revocation_worker.notices import repository as notices_repo
 from revocation_worker.notices.models import Delivery, DeliveryAttempt
-from revocation_worker.notices.service import create_for_holder
+from revocation_worker.notices.service import HolderNotice, RevocationSamples, create_many
 
 from helpers import sha
+from registry_fixtures import Projection
 
 __all__ = [
     "Received",
     "Receiver",
     "WorkerHarness",
+    "add_revocation",
     "barrier",
+    "create_notices",
+    "holder_notice",
     "outbox_events",
     "receiver",
+    "revocation_part",
     "wait_until",
     "worker",
     "worker_db_url",
@@ -302,31 +309,18 @@ class WorkerHarness:
         occurred_at: dt.datetime | None = None,
         subject_id: str | None = None,
     ) -> str:
-        """A notice as the resolver would make it (without registry): returns its id."""
-        now = utcnow()
-        holder = {
-            "licensee_id": licensee_id,
-            "samples": [
-                {"sample_id": f"smp_{i:03d}_{uuid.uuid4().hex[:8]}", "sha256": sha(i), "kind": "face_image"}
-                for i in range(samples)
-            ],
-            "models": models
-            if models is not None
-            else [{"model_id": f"mdl_{uuid.uuid4().hex[:12]}", "name": "faces", "version": "3"}],
-        }
+        """A notice as the resolver would make it (without registry) for a revocation of its own
+        whose samples the licensee holds all of: returns its id."""
+        refs = {f"smp_{i:03d}_{uuid.uuid4().hex[:8]}": (sha(i), "face_image") for i in range(samples)}
+        if models is None:
+            models = [{"model_id": f"mdl_{uuid.uuid4().hex[:12]}", "name": "faces", "version": "3"}]
+        shared = RevocationSamples(set(refs), refs)
         with self.ctx.session_factory() as session, session.begin():
-            rev = Revocation(
-                id=f"rev_{uuid.uuid4().hex[:20]}",
-                subject_id=subject_id or f"sub_{uuid.uuid4().hex[:20]}",
-                trigger="subject",
-                consent_count=1,
-                state="resolved",
-                occurred_at=occurred_at or now,
-                created_at=now,
+            rev = add_revocation(session, occurred_at=occurred_at, subject_id=subject_id)
+            (notice_id,) = create_notices(
+                session, self.ctx, rev, [holder_notice(licensee_id, shared, models=models)]
             )
-            session.add(rev)
-            session.flush()
-            return create_for_holder(session, self.ctx, rev, holder, now).id
+            return notice_id
 
     def notice(self, headers: dict[str, str], notice_id: str) -> dict[str, Any]:
         r = self.client.get(f"/v1/notices/{notice_id}", headers=headers)
@@ -410,6 +404,79 @@ def worker(worker_db_url: str, state_dir: Path) -> Iterator[Callable[..., Worker
         h.close()
     if errors:
         raise errors[0]
+
+
+# -- revocations and notices, as the intake and the resolver make them ---------------------
+
+
+def revocation_part(
+    subject: str, revocation: str, consent: str, chunk: int, chunks: int, consents: int
+) -> consent_events_pb2.ConsentEvent:
+    """One part of a revocation as consent-api publishes it: chunk `chunk` of `chunks` of the
+    revocation of one of its `consents` consents, withdrawing one fresh sample."""
+    return Projection.revoke_event(
+        subject,
+        consent,
+        [new_id("smp")],
+        ["model_training"],
+        ended=True,
+        revocation_id=revocation,
+        chunk=(chunk, chunks),
+        consent_count=consents,
+    )
+
+
+def add_revocation(
+    session: Session,
+    *,
+    revocation_id: str | None = None,
+    subject_id: str | None = None,
+    occurred_at: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+) -> Revocation:
+    """A resolved revocation (one consent, withdrawn by its subject), flushed in `session`."""
+    now = now or utcnow()
+    rev = Revocation(
+        id=revocation_id or f"rev_{uuid.uuid4().hex[:20]}",
+        subject_id=subject_id or f"sub_{uuid.uuid4().hex[:20]}",
+        trigger="subject",
+        consent_count=1,
+        state="resolved",
+        occurred_at=occurred_at or now,
+        created_at=now,
+    )
+    session.add(rev)
+    session.flush()
+    return rev
+
+
+def holder_notice(
+    licensee_id: str,
+    shared: RevocationSamples,
+    sample_ids: Set[str] | None = None,
+    models: list[dict[str, Any]] | None = None,
+    license_ids: list[str] | None = None,
+) -> HolderNotice:
+    """What the resolver tells one licensee: `sample_ids` of the revocation's samples (default:
+    all of them, the very same set object, as for a whole withdrawal) and `models`."""
+    return {
+        "licensee_id": licensee_id,
+        "sample_ids": shared.ids if sample_ids is None else sample_ids,
+        "revocation_samples": shared,
+        "license_ids": license_ids or [],
+        "models": models or [],
+    }
+
+
+def create_notices(
+    session: Session,
+    ctx: AppContext,
+    revocation: Revocation,
+    holders: Sequence[HolderNotice],
+    now: dt.datetime | None = None,
+) -> list[str]:
+    """The revocation's notices, made by the worker's one creation path: their ids, in order."""
+    return create_many(session, ctx, [(revocation, holders)], now or utcnow())
 
 
 def outbox_events(ctx: AppContext, licensee_id: str) -> list[tuple[Outbox, notice_events_pb2.NoticeEvent]]:

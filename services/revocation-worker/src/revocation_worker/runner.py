@@ -104,10 +104,8 @@ class Worker:
         self.registry = RegistryClient(ctx) if self.intake else None
         # The consumer wakes the resolver after each committed batch; the resolver then only falls
         # back to `worker_idle_wake_seconds` (retried registry lookups).
-        self.consumer_signals = False
         if self.consumer is not None:
             self.consumer.on_batch = self._on_consumer_batch
-            self.consumer_signals = True
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -190,7 +188,8 @@ class Worker:
                 log.warning("resolver/sweeper pass failed: %s: %s", type(exc).__name__, exc)
             if n >= RESOLVE_BATCH:
                 continue  # more are ready
-            longest = s.worker_idle_wake_seconds if self.consumer_signals else s.worker_poll_interval_seconds
+            signalled = self.consumer is not None  # it wakes us after each batch
+            longest = s.worker_idle_wake_seconds if signalled else s.worker_poll_interval_seconds
             until_sweep = last_sweep + s.worker_sweep_interval_seconds - loop.time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=max(0.001, min(longest, until_sweep)))

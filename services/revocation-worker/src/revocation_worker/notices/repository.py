@@ -242,16 +242,6 @@ def _insert_rows(session: Session, table: Table, rows: Iterable[tuple[str, str, 
         session.execute(insert(table), batch)
 
 
-def insert_samples(session: Session, notice_id: str, refs: Iterable[tuple[str, str, str]]) -> None:
-    """A notice's own samples: (sample_id, sha256, kind)."""
-    _insert_rows(session, cast(Table, NoticeSample.__table__), ((notice_id, sid, h, k) for sid, h, k in refs))
-
-
-def revocation_sample_set(session: Session, revocation_id: str) -> tuple[int, str] | None:
-    """(sample_count, digest) of the revocation's stored sample set, if it has one."""
-    return revocation_sample_sets(session, [revocation_id]).get(revocation_id)
-
-
 def revocation_sample_sets(session: Session, revocation_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
     """(sample_count, digest) of each of these revocations' stored sample sets (those that have one)."""
     found: dict[str, tuple[int, str]] = {}
@@ -266,12 +256,6 @@ def revocation_sample_sets(session: Session, revocation_ids: Sequence[str]) -> d
         ):
             found[str(rid)] = (int(count), str(digest))
     return found
-
-
-def insert_revocation_samples(
-    session: Session, revocation_id: str, digest: str, refs: Sequence[tuple[str, str, str]]
-) -> None:
-    insert_revocation_sample_sets(session, [(revocation_id, digest, refs)])
 
 
 def insert_revocation_sample_sets(

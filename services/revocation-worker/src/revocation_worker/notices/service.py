@@ -11,7 +11,7 @@ from typing import Any, Protocol, TypedDict
 from sqlalchemy.orm import Session
 
 from rescind_common.db import utcnow
-from rescind_common.ids import new_id, new_ids
+from rescind_common.ids import new_ids
 from rescind_common.problems import Problem, field_error
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.context import AppContext
@@ -19,7 +19,7 @@ from revocation_worker.endpoints import repository as endpoints_repo
 from revocation_worker.events import outbox_row, publish, publish_many, timestamp
 from revocation_worker.intake.models import Revocation
 from revocation_worker.notices import repository
-from revocation_worker.notices.models import Notice, NoticeModel
+from revocation_worker.notices.models import Notice
 from revocation_worker.notices.schemas import AckIn, DeliveryOut, ModelRef, NoticeOut, SampleRef
 
 WEBHOOK_TYPE = "revocation.notice"
@@ -69,101 +69,20 @@ class HolderNotice(TypedDict):
     models: list[dict[str, Any]]
 
 
-def _covers_all(session: Session, revocation: Revocation, shared: RevocationSamples) -> bool:
-    """Store the revocation's sample set on first use; True when the stored set is this one (a
-    resolution retried after part of it committed may compute another: then rows of its own)."""
-    stored = repository.revocation_sample_set(session, revocation.id)
-    if stored is None:
-        repository.insert_revocation_samples(session, revocation.id, shared.digest, shared.sorted_refs)
-        return True
-    return stored == (len(shared), shared.digest)
-
-
-def create_for_holder(
-    session: Session,
-    ctx: AppContext,
-    revocation: Revocation,
-    holder: Mapping[str, Any],
-    now: dt.datetime,
-) -> Notice:
-    """One notice for one licensee holding some of the revocation's samples.
-
-    `holder` is a HolderNotice, or a plain mapping with `licensee_id`, `samples` ([{sample_id,
-    sha256, kind}]) and `models` (kept for callers that list samples per licensee)."""
-    licensee_id = str(holder["licensee_id"])
-    shared: RevocationSamples | None = holder.get("revocation_samples")
-    if shared is not None:
-        sample_ids: Set[str] = holder["sample_ids"]
-        sample_count = len(sample_ids)
-        covers = sample_count == len(shared) and (sample_ids is shared.ids or sample_ids <= shared.ids)
-        covers = covers and _covers_all(session, revocation, shared)
-    else:
-        listed = {str(s["sample_id"]): s for s in holder.get("samples", [])}
-        sample_count = len(listed)
-        covers = False
-    models = list(holder.get("models", []))
-    deadline = revocation.occurred_at + dt.timedelta(days=ctx.settings.worker_notice_deadline_days)
-    notice = Notice(
-        id=new_id("ntc"),
-        revocation_id=revocation.id,
-        subject_id=revocation.subject_id,
-        licensee_id=licensee_id,
-        status="pending",
-        deadline=deadline,
-        revoked_at=revocation.occurred_at,
-        sample_count=sample_count,
-        covers_revocation_samples=covers,
-        created_at=now,
-    )
-    session.add(notice)
-    session.flush()
-    if shared is not None and not covers:
-        repository.insert_samples(session, notice.id, ((sid, *shared.ref(sid)) for sid in sorted(sample_ids)))
-    elif shared is None:
-        repository.insert_samples(
-            session,
-            notice.id,
-            ((sid, s.get("sha256") or "", s.get("kind") or "other") for sid, s in sorted(listed.items())),
-        )
-    for m in models:
-        session.add(
-            NoticeModel(
-                notice_id=notice.id,
-                model_id=m["model_id"],
-                name=m.get("name", ""),
-                version=m.get("version", ""),
-                shard_ids=list(m.get("shard_ids") or []),
-            )
-        )
-    repository.add_deliveries(session, notice, endpoints_repo.active_for(session, licensee_id), now)
-    publish(
-        session,
-        ctx.settings,
-        licensee_id=licensee_id,
-        notice_id=notice.id,
-        revocation_id=revocation.id,
-        subject_id=revocation.subject_id,
-        notice_created=pb.NoticeCreated(
-            deadline=timestamp(deadline), sample_count=sample_count, model_count=len(models)
-        ),
-    )
-    return notice
-
-
 def create_many(
     session: Session,
     ctx: AppContext,
     items: Sequence[tuple[Revocation, Sequence[HolderNotice]]],
     now: dt.datetime,
-) -> int:
-    """`create_for_holder` for every (revocation, holder) of a batch, in a few multi-row INSERTs
-    (sample sets, notices, samples, models, deliveries, outbox) instead of about a dozen round trips
-    per notice. Same rows and NoticeCreated events. Every row is built before the first statement,
-    so a malformed holder raises before anything is written. Returns the number of notices."""
+) -> list[str]:
+    """One notice for every (revocation, holder) of a batch, in a few multi-row INSERTs (sample
+    sets, notices, samples, models, deliveries, outbox) whatever the number of notices, and one
+    NoticeCreated event each. Every row is built before the first statement, so a malformed holder
+    raises before anything is written. Returns the new notices' ids, in the order of `items`."""
     days = dt.timedelta(days=ctx.settings.worker_notice_deadline_days)
     planned = [(revocation, holder) for revocation, holders in items for holder in holders]
     if not planned:
-        return 0
+        return []
 
     # A revocation's sample set is stored once, when one of its notices covers all of it; a set
     # stored by an earlier, partly committed resolution that differs means rows of the notice's own.
@@ -254,7 +173,7 @@ def create_many(
     repository.insert_models(session, model_rows)
     repository.insert_deliveries(session, delivery_rows)
     publish_many(session, events)
-    return len(notice_rows)
+    return ids
 
 
 def webhook_body(session: Session, ctx: AppContext, notice: Notice) -> dict[str, Any]:
