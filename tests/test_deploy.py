@@ -6,8 +6,11 @@
   path; absent: skipped, except with CI=true where it fails).
 - Every workload meets the security settings; scaling, Kafka ACLs, network policies and the
   services' environment agree with the code (the settings classes read exactly these variables).
+- revocation-worker runs as three Deployments from one image: `serve` (the only HTTP server, what the
+  Service selects), `worker --role intake` (Kafka, KEDA on lag) and `worker --role delivery` (webhooks,
+  HPA on CPU); every process is scraped by a ServiceMonitor or PodMonitor.
 - Every metric named in the alerts and the Grafana dashboard is exported by the running services:
-  the seven processes run as in production (SQLite, the real broker), a revocation goes through to
+  the eight processes run as in production (SQLite, the real broker), a revocation goes through to
   two buyers' receivers, and each process's /metrics is scraped.
 - The Dockerfiles lint clean with hadolint and install the service from the workspace lock.
 """
@@ -83,6 +86,16 @@ WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "R
 # one certificate Secret per KafkaUser (checked against the KafkaUsers below).
 OPERATOR_SECRETS = {"rescind-pg-ca", "rescind-cluster-ca-cert"}
 SETTING_PREFIX = {"consent-api": "consent", "registry": "registry", "revocation-worker": "worker"}
+# Container arguments by component (otherwise the component's name).
+ARGS = {
+    "api": ["serve"],
+    "migrate": ["migrate"],
+    "intake": ["worker", "--role", "intake"],
+    "delivery": ["worker", "--role", "delivery"],
+}
+# Processes that talk to Kafka, and those without an HTTP API that serve /metrics on a port of their own.
+KAFKA_COMPONENTS = ("relay", "consumer", "intake")
+METRICS_PORT_COMPONENTS = ("relay", "consumer", "intake", "delivery")
 
 
 # -- rendering -----------------------------------------------------------------------------------
@@ -247,7 +260,7 @@ def test_every_workload_is_locked_down(rendered: dict[str, list[dict[str, Any]]]
     docs = rendered[env]
     found = workloads(docs)
     assert {d["kind"] for d in found} == {"Deployment", "Job"}
-    assert len(of_kind(docs, "Deployment")) == 7 and len(of_kind(docs, "Job")) == 3
+    assert len(of_kind(docs, "Deployment")) == 8 and len(of_kind(docs, "Job")) == 3
     for d in found:
         where = f"{env}: {ident(d)}"
         spec = pod_spec(d)
@@ -315,13 +328,13 @@ def test_processes_scaling_and_budgets(rendered: dict[str, list[dict[str, Any]]]
         ("registry", "consumer"),
         ("registry", "migrate"),
         ("revocation-worker", "api"),
-        ("revocation-worker", "worker"),
+        ("revocation-worker", "intake"),
+        ("revocation-worker", "delivery"),
         ("revocation-worker", "migrate"),
     }
     for (svc, comp), d in procs.items():
         (c,) = pod_spec(d)["containers"]
-        expected = {"api": "serve", "migrate": "migrate"}.get(comp, comp)
-        assert c["args"] == [expected], (svc, comp)
+        assert c["args"] == ARGS.get(comp, [comp]), (svc, comp)
         assert str(c["image"]).rsplit(":", 1)[0].endswith(f"rescind/{svc}"), (svc, comp)
     hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in of_kind(docs, "HorizontalPodAutoscaler")}
     services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
@@ -342,13 +355,21 @@ def test_processes_scaling_and_budgets(rendered: dict[str, list[dict[str, Any]]]
         if comp == "relay":
             # One relay: the advisory lock would make a second one wait anyway.
             assert d["spec"]["replicas"] == 1
-    # The worker scales by the lag of its consumer group, never beyond the topic's partitions.
+    # The worker's intake role scales by the lag of its consumer group, never beyond the topic's
+    # partitions; its delivery role (no Kafka) by CPU, with a floor of one.
+    intake, delivery = procs[("revocation-worker", "intake")], procs[("revocation-worker", "delivery")]
     (so,) = of_kind(docs, "ScaledObject")
-    assert so["spec"]["scaleTargetRef"]["name"] == procs[("revocation-worker", "worker")]["metadata"]["name"]
-    assert "replicas" not in procs[("revocation-worker", "worker")]["spec"]
+    assert so["spec"]["scaleTargetRef"]["name"] == intake["metadata"]["name"]
+    assert "replicas" not in intake["spec"] and "replicas" not in delivery["spec"]
+    hpa = hpas[delivery["metadata"]["name"]]["spec"]
+    assert 1 <= hpa["minReplicas"] <= hpa["maxReplicas"] and hpa["scaleTargetRef"]["kind"] == "Deployment"
+    assert [m["resource"]["name"] for m in hpa["metrics"]] == ["cpu"]
+    assert intake["metadata"]["name"] not in hpas, "KEDA owns the intake role's replicas"
+    if env == "prod":
+        assert hpa["minReplicas"] >= 2, "one delivery pod would stop every webhook during a drain"
     (trigger,) = so["spec"]["triggers"]
     assert trigger["type"] == "kafka"
-    worker_env = container_env(docs, procs[("revocation-worker", "worker")])
+    worker_env = container_env(docs, intake)
     assert trigger["metadata"]["consumerGroup"] == worker_env["RESCIND_WORKER_CONSUMER_GROUP"]
     assert trigger["metadata"]["topic"] == worker_env["RESCIND_KAFKA_CONSENT_TOPIC"]
     assert int(trigger["metadata"]["lagThreshold"]) > 0
@@ -434,10 +455,11 @@ def test_environment_is_what_the_settings_read(rendered: dict[str, list[dict[str
         assert db_url.startswith("postgresql://") and "sslmode=verify-full" in db_url, where
         rootcert = re.search(r"sslrootcert=([^&]+)", db_url)
         assert rootcert and mounted(d, rootcert.group(1)), f"{where}: the PostgreSQL CA is not mounted"
-        if comp in ("relay", "consumer", "worker"):
+        if comp in KAFKA_COMPONENTS:
             assert security.security_protocol == "SSL", where
             for path in (security.ssl_cafile, security.ssl_certfile, security.ssl_keyfile):
                 assert path is not None and mounted(d, str(path)), f"{where}: {path} not mounted"
+        if comp in METRICS_PORT_COMPONENTS:
             assert settings.metrics_port and settings.metrics_host == "0.0.0.0", where
             (c,) = pod_spec(d)["containers"]
             assert {"name": "metrics", "containerPort": settings.metrics_port, "protocol": "TCP"} in c[
@@ -507,10 +529,15 @@ def test_each_service_has_its_own_kafka_identity_and_acls(
         assert granted("Read", "group") == {group}, svc
         assert all(a["resource"].get("patternType", "literal") == "literal" for a in acls), svc
         # Its processes that use Kafka present this user's certificate.
-        for comp in ("relay", "consumer", "worker"):
+        for comp in KAFKA_COMPONENTS:
             if (svc, comp) in procs:
                 vols = {v["name"]: v for v in pod_spec(procs[(svc, comp)]).get("volumes", [])}
                 assert vols["kafka-user"]["secret"]["secretName"] == f"rescind-{svc}"
+    # The delivery role calls buyers' URLs: it holds no Kafka certificate and is no Kafka peer.
+    delivery = procs[("revocation-worker", "delivery")]
+    assert not {"kafka-user", "kafka-ca"} & {v["name"] for v in pod_spec(delivery).get("volumes", [])}
+    assert "rescind.io/kafka-client" not in pod_labels(delivery)
+    assert pod_labels(procs[("revocation-worker", "intake")]).get("rescind.io/kafka-client") == "true"
 
 
 # -- network policies ----------------------------------------------------------------------------
@@ -558,27 +585,142 @@ def test_network_policies_deny_by_default(rendered: dict[str, list[dict[str, Any
                 for peer in rule["from"]
             ]
             assert "ingress-nginx" in froms, f"{svc}: not reachable from the ingress"
-    # The worker reaches buyers on 443, and inside the cluster only Kafka, PostgreSQL and the registry.
-    worker = named(docs, "NetworkPolicy", "revocation-worker-worker")
-    inside = sorted(
-        json.dumps(peer["podSelector"]["matchLabels"], sort_keys=True)
-        for rule in worker["spec"]["egress"]
-        for peer in rule["to"]
-        if "podSelector" in peer
-    )
-    assert inside == sorted(
-        json.dumps(x, sort_keys=True)
-        for x in (
-            {"strimzi.io/cluster": "rescind", "strimzi.io/broker-role": "true"},
-            {"cnpg.io/cluster": "rescind-pg"},
-            {"app.kubernetes.io/name": "registry", "app.kubernetes.io/component": "api"},
+    # revocation-worker's intake role reaches Kafka, PostgreSQL and the registry, and nothing outside the
+    # cluster; its delivery role reaches buyers on 443 and PostgreSQL, nothing else inside.
+    procs = processes(docs)
+    kafka = {"strimzi.io/cluster": "rescind", "strimzi.io/broker-role": "true"}
+    pg = {"cnpg.io/cluster": "rescind-pg"}
+    registry = {"app.kubernetes.io/name": "registry", "app.kubernetes.io/component": "api"}
+    for comp, inside, internet in (("intake", [kafka, pg, registry], False), ("delivery", [pg], True)):
+        d = procs[("revocation-worker", comp)]
+        mine = [p for p in policies if selects(p, pod_labels(d))]
+        egress = [rule for p in mine for rule in p["spec"].get("egress", [])]
+        peers = [peer for rule in egress for peer in rule["to"]]
+        got = sorted(
+            json.dumps(x["podSelector"]["matchLabels"], sort_keys=True) for x in peers if "podSelector" in x
         )
+        assert got == sorted(json.dumps(x, sort_keys=True) for x in inside), f"{env}: {comp} reaches {got}"
+        assert any(x.get("ipBlock", {}).get("cidr") == "0.0.0.0/0" for x in peers) is internet, comp
+        assert named(docs, "NetworkPolicy", f"revocation-worker-{comp}") in mine
+    # The registry admits the holders lookup from the intake role only.
+    admitted = [
+        peer["podSelector"]["matchLabels"]
+        for rule in named(docs, "NetworkPolicy", "registry")["spec"]["ingress"]
+        for peer in rule["from"]
+        if "podSelector" in peer
+    ]
+    assert any(a.items() <= pod_labels(procs[("revocation-worker", "intake")]).items() for a in admitted)
+    assert not any(
+        a.items() <= pod_labels(procs[("revocation-worker", "delivery")]).items() for a in admitted
     )
-    assert any(
-        peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0"
-        for rule in worker["spec"]["egress"]
-        for peer in rule["to"]
+
+
+# -- revocation-worker's roles, the Services and the monitors --------------------------------------
+
+
+def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels and matchExpressions, or a Service's plain map) on labels."""
+    if "matchLabels" not in selector and "matchExpressions" not in selector:
+        selector = {"matchLabels": selector}
+    if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        return False  # an empty selector here would be a mistake, not "everything"
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for e in selector.get("matchExpressions", []):
+        key, op, values = e["key"], e["operator"], e.get("values", [])
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def named_port(d: dict[str, Any], name: str) -> int | None:
+    ports = [p for c in pod_spec(d)["containers"] for p in c.get("ports", []) if p.get("name") == name]
+    return int(ports[0]["containerPort"]) if ports else None
+
+
+def test_revocation_worker_roles_in_the_base() -> None:
+    """The base itself (what other overlays would build on) splits the worker."""
+    procs = processes(kustomize(DEPLOY / "base"))
+    for comp in ("api", "intake", "delivery"):
+        (c,) = pod_spec(procs[("revocation-worker", comp)])["containers"]
+        assert c["args"] == ARGS[comp], comp
+    assert ("revocation-worker", "worker") not in procs
+
+
+@pytest.mark.parametrize("env", OVERLAYS)
+def test_services_select_only_pods_that_serve_http(
+    rendered: dict[str, list[dict[str, Any]]], env: str
+) -> None:
+    docs = rendered[env]
+    deployments = of_kind(docs, "Deployment")
+    procs = processes(docs)
+    worker_port = int(container_env(docs, procs[("revocation-worker", "api")])["RESCIND_WORKER_PORT"])
+    for svc in of_kind(docs, "Service"):
+        name = svc["metadata"]["name"]
+        selected = [d for d in deployments if matches(svc["spec"]["selector"], pod_labels(d))]
+        assert selected, f"{env}: Service {name} selects no pods"
+        for d in selected:
+            (c,) = pod_spec(d)["containers"]
+            assert c["args"] == ["serve"], f"{env}: Service {name} selects {ident(d)} ({c['args']})"
+            for port in svc["spec"]["ports"]:
+                target = port["targetPort"]
+                served = named_port(d, target) if isinstance(target, str) else target
+                assert served is not None, f"{env}: {ident(d)} has no port {target} for Service {name}"
+                if name == "revocation-worker":
+                    assert port["port"] == served == worker_port == 8003, (port, served)
+    # The buyer-facing API: exactly revocation-worker's `serve` pods, never a worker role.
+    api = named(docs, "Service", "revocation-worker")
+    chosen = {
+        pod_labels(d)["app.kubernetes.io/component"]
+        for d in deployments
+        if matches(api["spec"]["selector"], pod_labels(d))
+    }
+    assert chosen == {"api"}
+    for comp in ("intake", "delivery"):
+        d = procs[("revocation-worker", comp)]
+        assert named_port(d, "http") is None and named_port(d, "metrics") == 9090, comp
+        assert not pod_spec(d)["containers"][0].get("readinessProbe"), f"{comp}: no HTTP server to probe"
+
+
+@pytest.mark.parametrize("env", OVERLAYS)
+def test_every_process_is_scraped(rendered: dict[str, list[dict[str, Any]]], env: str) -> None:
+    docs = rendered[env]
+    services = of_kind(docs, "Service")
+    scraped_by: dict[str, list[str]] = {}
+    for (svc, comp), d in processes(docs).items():
+        if d["kind"] != "Deployment":
+            continue
+        labels, by = pod_labels(d), []
+        for sm in of_kind(docs, "ServiceMonitor"):
+            for s in services:
+                if matches(sm["spec"]["selector"], s["metadata"].get("labels", {})) and matches(
+                    s["spec"]["selector"], labels
+                ):
+                    ports = {p["name"]: p for p in s["spec"]["ports"]}
+                    for ep in sm["spec"]["endpoints"]:
+                        if ep["port"] in ports and named_port(d, ports[ep["port"]]["targetPort"]):
+                            by.append(f"ServiceMonitor/{sm['metadata']['name']}")
+        for pm in of_kind(docs, "PodMonitor"):
+            endpoints = pm["spec"]["podMetricsEndpoints"]
+            if matches(pm["spec"]["selector"], labels) and any(named_port(d, ep["port"]) for ep in endpoints):
+                by.append(f"PodMonitor/{pm['metadata']['name']}")
+        scraped_by[f"{svc} {comp}"] = by
+    unscraped = [k for k, v in scraped_by.items() if not v]
+    assert not unscraped, f"{env}: not scraped by any monitor: {unscraped}"
+    twice = {k: v for k, v in scraped_by.items() if len(v) > 1}
+    assert not twice, f"{env}: scraped twice (double-counted counters): {twice}"
+    assert (
+        scraped_by["revocation-worker intake"]
+        == scraped_by["revocation-worker delivery"]
+        == ["PodMonitor/rescind-workers"]
     )
+    assert scraped_by["revocation-worker api"] == ["ServiceMonitor/rescind-apis"]
 
 
 # -- metrics: what the alerts and the dashboard name is what the services export -------------------
@@ -706,7 +848,7 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
 
 
 class Stack:
-    """The three services' seven processes, as the Deployments run them, on SQLite and the broker."""
+    """The three services' eight processes, as the Deployments run them, on SQLite and the broker."""
 
     def __init__(self, tmp: Path, broker: EmbeddedBroker) -> None:
         self.tmp = tmp
@@ -766,15 +908,17 @@ class Stack:
         consent_upgrade(self.env["RESCIND_CONSENT_DATABASE_URL"])
         registry_upgrade(self.env["RESCIND_REGISTRY_DATABASE_URL"])
         worker_upgrade(self.env["RESCIND_WORKER_DATABASE_URL"])
-        for svc, command in [
-            ("consent-api", "serve"),
-            ("consent-api", "relay"),
-            ("consent-api", "consumer"),
-            ("registry", "serve"),
-            ("registry", "consumer"),
-            ("revocation-worker", "serve"),
-            ("revocation-worker", "worker"),
+        for svc, args in [
+            ("consent-api", ["serve"]),
+            ("consent-api", ["relay"]),
+            ("consent-api", ["consumer"]),
+            ("registry", ["serve"]),
+            ("registry", ["consumer"]),
+            ("revocation-worker", ["serve"]),
+            ("revocation-worker", ARGS["intake"]),
+            ("revocation-worker", ARGS["delivery"]),
         ]:
+            command = args[-1]  # serve, relay, consumer, intake, delivery
             env = dict(self.env)
             if command == "serve":
                 url = f"{self.url(svc)}/metrics"
@@ -784,9 +928,9 @@ class Stack:
             log = self.tmp / f"{svc}-{command}.log"
             with open(log, "wb") as out:
                 popen = subprocess.Popen(
-                    [str(BIN / svc), command], env=env, stdout=out, stderr=subprocess.STDOUT
+                    [str(BIN / svc), *args], env=env, stdout=out, stderr=subprocess.STDOUT
                 )
-            self.procs.append(Process(f"{svc} {command}", [svc, command], url, popen, log))
+            self.procs.append(Process(f"{svc} {command}", [svc, *args], url, popen, log))
         for p in self.procs:
             wait_for(f"{p.name} to serve /metrics", lambda p=p: self.scrape_one(p) is not None, timeout=60)
         for svc in SERVICES:
@@ -916,16 +1060,20 @@ def test_every_metric_in_the_alerts_and_the_dashboard_is_exported(
         for buyer in buyers:
             buyer.close()
     scraped = last["scraped"]
-    # Each process serves its own series: the worker's delivery metrics come from `revocation-worker
-    # worker` (its metrics port), the revocations counter from `consent-api serve`.
-    worker_series = scraped["revocation-worker worker"]
-    assert any(s.get("outcome") == "success" for s in worker_series["rescind_webhook_attempts_total"])
-    assert worker_series["rescind_revocation_to_delivery_seconds_count"][0]["__value__"] >= 1
-    assert any(s.get("service") == "revocation-worker" for s in worker_series["rescind_consumer_lag"])
+    # Each process serves its own series: the delivery metrics come from `revocation-worker worker
+    # --role delivery` (its metrics port), the consumer's and the notice gauges from `--role intake`,
+    # the revocations counter from `consent-api serve`.
+    delivery, intake = scraped["revocation-worker delivery"], scraped["revocation-worker intake"]
+    assert any(s.get("outcome") == "success" for s in delivery["rescind_webhook_attempts_total"])
+    assert delivery["rescind_revocation_to_delivery_seconds_count"][0]["__value__"] >= 1
     assert any(
         s.get("reason") == "gone" and s["__value__"] >= 1
-        for s in worker_series["rescind_endpoints_disabled_total"]
+        for s in delivery["rescind_endpoints_disabled_total"]
     )
+    assert any(s.get("service") == "revocation-worker" for s in intake["rescind_consumer_lag"])
+    assert intake["rescind_revocations_resolved_total"][0]["__value__"] >= 1
+    assert any(s.get("status") == "delivered" for s in intake["rescind_notices"])
+    assert "rescind_consumer_lag" not in delivery and "rescind_webhook_attempts_total" in intake  # pre-set
     assert any(
         s.get("trigger") == "subject" for s in scraped["consent-api serve"]["rescind_revocations_total"]
     )
