@@ -21,8 +21,6 @@ Prints a table and writes bench/results/consent_load.json. Never part of `make t
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -34,14 +32,24 @@ from typing import Any
 
 import aiohttp
 import httpx
-import psycopg
+from _common import (
+    backend_pids,
+    bearer,
+    create_database,
+    database_name,
+    drop_database,
+    percentile,
+    proc_cpu,
+    random_sha256,
+    serve,
+    service_env,
+    stop_processes,
+    write_result,
+)
 
-from rescind_common.auth import ensure_dev_key, mint_token
-from rescind_common.embedded_broker import free_port, wait_for_port
-from rescind_common.settings import RescindSettings
+from rescind_common.embedded_broker import free_port
 
 HERE = Path(__file__).parent
-PG_ADMIN = os.environ.get("RESCIND_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SECONDS = float(os.environ.get("RESCIND_LOAD_SECONDS", "8"))
 CLIENTS = [int(c) for c in os.environ.get("RESCIND_LOAD_CLIENTS", "1,8,64").split(",")]
 RATES = [int(r) for r in os.environ.get("RESCIND_LOAD_RATES", "400").split(",") if r]
@@ -50,38 +58,18 @@ BASELINE_SRC = os.environ.get("RESCIND_LOAD_BASELINE_SRC")
 WORKERS = os.environ.get("RESCIND_LOAD_WORKERS", "1")
 MAX_OUTSTANDING = 512
 SUBJECTS = 200
-CLK = os.sysconf("SC_CLK_TCK")
 
 
 def say(msg: str) -> None:
     print(f"[load] {msg}", flush=True)
 
 
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 def dist_ms(values: list[float]) -> dict[str, float]:
     return {
-        "p50": round(pct(values, 50) * 1000, 2),
-        "p99": round(pct(values, 99) * 1000, 2),
+        "p50": round(percentile(values, 50) * 1000, 2),
+        "p99": round(percentile(values, 99) * 1000, 2),
         "max": round(max(values, default=float("nan")) * 1000, 2),
     }
-
-
-def sha() -> str:
-    return hashlib.sha256(uuid.uuid4().bytes).hexdigest()
-
-
-def proc_cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK
 
 
 def tree_pids(pid: int) -> list[int]:
@@ -97,11 +85,7 @@ class Target:
         self.name, self.url, self.dbname, self.pid = name, url, dbname, pid
 
     def cpu(self) -> dict[int, float]:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            backends = [
-                r[0]
-                for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.dbname,))
-            ]
+        backends = [pid for _, pid in backend_pids([self.dbname])]
         return {p: proc_cpu(p) for p in [*tree_pids(self.pid), *backends]}
 
 
@@ -203,74 +187,48 @@ async def open_loop(url_of: list[str], headers_of: list[dict[str, str]], rate: i
 class Stack:
     def __init__(self) -> None:
         self.state = Path(tempfile.mkdtemp(prefix="rescind-load-"))
-        self.settings = RescindSettings(state_dir=self.state)
-        self.key = ensure_dev_key(self.settings.dev_auth_key_file)
         self.dbs: list[str] = []
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.base = PG_ADMIN.rpartition("/")[0]
 
     def db(self, label: str) -> str:
-        name = f"rescind_load_{label}_{uuid.uuid4().hex[:6]}"
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        self.dbs.append(name)
-        return name
+        url = create_database(f"load_{label}")
+        self.dbs.append(url)
+        return url
 
     def token(self, sub: str) -> dict[str, str]:
-        tok = mint_token(
-            self.key,
-            sub=sub,
-            role="subject",
-            issuer=self.settings.auth_issuer,
-            audience=self.settings.auth_audience,
-        )
-        return {"Authorization": f"Bearer {tok}"}
+        return bearer(self.state, "subject", sub)
 
     def consent_api(self, name: str, src: str | None) -> Target:
-        dbname = self.db(name)
+        db_url = self.db(name)
         port = free_port()
-        env = {
-            **os.environ,
-            "RESCIND_STATE_DIR": str(self.state),
-            "RESCIND_CONSENT_DATABASE_URL": f"{self.base}/{dbname}",
-            "RESCIND_CONSENT_PORT": str(port),
-            # No broker: the API never needs Kafka to accept a write (the outbox keeps the events).
-            "RESCIND_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
-            "RESCIND_LOG_LEVEL": "WARNING",
-        }
+        env = service_env(self.state, RESCIND_CONSENT_DATABASE_URL=db_url, RESCIND_CONSENT_PORT=str(port))
         if src:
             paths = [f"{src}/services/consent-api/src", f"{src}/libs/rescind-common/src"]
             env["PYTHONPATH"] = os.pathsep.join(paths)
         py = sys.executable
         subprocess.run([py, "-m", "consent_api", "migrate"], env=env, check=True)
         workers = WORKERS if src is None else "1"
-        p = subprocess.Popen([py, "-m", "consent_api", "serve", "--workers", workers], env=env)
+        p = serve([py, "-m", "consent_api", "serve", "--workers", workers], env, port)
         self.procs.append(p)
-        wait_for_port("127.0.0.1", port, timeout=30)
-        return Target(name, f"http://127.0.0.1:{port}", dbname, p.pid)
+        return Target(name, f"http://127.0.0.1:{port}", database_name(db_url), p.pid)
 
     def bare(self) -> Target:
-        dbname = self.db("bare")
+        db_url = self.db("bare")
         port = free_port()
-        p = subprocess.Popen([sys.executable, str(HERE / "bare_app.py"), str(port), f"{self.base}/{dbname}"])
+        p = serve([sys.executable, str(HERE / "bare_app.py"), str(port), db_url], dict(os.environ), port)
         self.procs.append(p)
-        wait_for_port("127.0.0.1", port, timeout=30)
-        return Target("bare", f"http://127.0.0.1:{port}", dbname, p.pid)
+        return Target("bare", f"http://127.0.0.1:{port}", database_name(db_url), p.pid)
 
     def close(self) -> None:
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            p.wait(timeout=20)
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            for name in self.dbs:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        stop_processes(*self.procs)
+        for url in self.dbs:
+            drop_database(url)
 
 
 def register(http: httpx.Client, headers: dict[str, str], n: int) -> list[str]:
     r = http.post(
         "/v1/samples/batch",
-        json={"samples": [{"kind": "face_image", "sha256": sha()} for _ in range(n)]},
+        json={"samples": [{"kind": "face_image", "sha256": random_sha256()} for _ in range(n)]},
         headers=headers,
     )
     r.raise_for_status()
@@ -305,7 +263,9 @@ def revoke_setup(stack: Stack, target: Target, n: int) -> tuple[list[str], list[
 
             async def one(h: dict[str, str]) -> list[str]:
                 async with sem:
-                    body = {"samples": [{"kind": "face_image", "sha256": sha()} for _ in range(per)]}
+                    body = {
+                        "samples": [{"kind": "face_image", "sha256": random_sha256()} for _ in range(per)]
+                    }
                     async with http.post("/v1/samples/batch", json=body, headers=h) as r:
                         ids = [s["id"] for s in (await r.json())["items"]]
                     out = []
@@ -395,9 +355,7 @@ def main() -> int:
                 f"statuses {o['statuses']}, skipped {o['skipped']}"
             )
     print("\n".join(lines))
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
-    (results / "consent_load.json").write_text(json.dumps(report, indent=2))
+    write_result("consent_load.json", report)
     return 0
 
 

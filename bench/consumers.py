@@ -30,23 +30,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-PG_ADMIN = os.environ.get("RESCIND_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+from _common import (
+    backend_cpu,
+    beside_baseline,
+    create_topic,
+    database_name,
+    join_group,
+    run_in_tree,
+    scratch_database,
+)
+
 EVENTS = int(os.environ.get("RESCIND_BENCH_EVENTS", "5000"))
 # Records per poll (the consumer's default 500). 1 is the trickle of a live stack at tens of
 # revocations per second, where a poll rarely holds more than one record.
 POLL_RECORDS = int(os.environ.get("RESCIND_BENCH_POLL_RECORDS", "500"))
 PARTITIONS = 6
-REPO = Path(__file__).resolve().parent.parent
 SOURCES = ["libs/rescind-common/src", "services/registry/src"]
-PROTO = "libs/rescind-common/src/rescind_common/proto"
 
 
 Subject = tuple[str, str, list[str]]  # subject id, consent id, sample ids
@@ -163,48 +167,19 @@ def add_licenses(url: str, subjects: list[Subject]) -> None:
         cur.execute("ANALYZE")
 
 
-def backend_cpu(admin: str, database: str) -> dict[int, float]:
-    """pid -> CPU seconds (user + system) of the PostgreSQL backends connected to `database`."""
-    import psycopg
-
-    with psycopg.connect(admin, autocommit=True) as conn:
-        pids = [
-            r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,))
-        ]
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[int, float] = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue  # not on this machine, or gone
-        out[pid] = (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
 def measure(n: int, mode: str) -> dict[str, float]:
     """One run in this process, with whatever `registry` and `rescind_common` are importable."""
-    import psycopg
-
     from registry.config import RegistrySettings
     from registry.consumer import build_consumer
     from registry.migrate import upgrade
     from rescind_common.embedded_broker import EmbeddedBroker
-    from rescind_common.kafka import ensure_topics, make_admin, make_producer
+    from rescind_common.kafka import make_producer
 
-    name = f"rescind_bench_consumer_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{PG_ADMIN.rpartition('/')[0]}/{name}"
-    try:
+    with scratch_database("consumer") as url, tempfile.TemporaryDirectory() as tmp:
         upgrade(url)
-        with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
+        with EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
             topic = f"bench.consent.{uuid.uuid4().hex[:8]}"
-            admin = make_admin(broker.bootstrap, "bench-admin")
-            try:
-                ensure_topics(admin, [topic], partitions=PARTITIONS, replication_factor=1)
-            finally:
-                admin.close()
+            create_topic(broker.bootstrap, topic, PARTITIONS)
             settings = RegistrySettings(
                 registry_database_url=url,
                 state_dir=Path(tmp),
@@ -216,13 +191,7 @@ def measure(n: int, mode: str) -> dict[str, float]:
                 settings, group_id=f"bench-{uuid.uuid4().hex[:6]}", max_poll_records=POLL_RECORDS
             )
             producer = make_producer(broker.bootstrap, "bench")
-            # A first event, consumed before the clock starts: the group join is not timed.
-            ((key, value),) = events(1)
-            producer.send(topic, key=key, value=value).get(timeout=30)
-            deadline = time.monotonic() + 120
-            while not consumer.poll_once(timeout_ms=500):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the consumer did not join its group in 120 s")
+            join_group(consumer, producer, topic, events(1)[0])
             if mode == "revocations":
                 subjects: list[Subject] = []
                 setup = events(2 * n, subjects)
@@ -242,12 +211,13 @@ def measure(n: int, mode: str) -> dict[str, float]:
             producer.flush(timeout=60)
             producer.close(timeout=5)
             # From the moment every record is on the broker to the moment the last one is committed.
-            backends = backend_cpu(PG_ADMIN, name)
+            name = database_name(url)
+            backends = backend_cpu(name)
             done, started, cpu = 0, time.monotonic(), time.process_time()
             while done < n and time.monotonic() < started + 600:
                 done += consumer.poll_once(timeout_ms=500)
             elapsed, cpu = time.monotonic() - started, time.process_time() - cpu
-            after = backend_cpu(PG_ADMIN, name)
+            after = backend_cpu(name)
             pg_cpu = sum(t - backends.get(pid, 0.0) for pid, t in after.items())
             consumer.stop_event.set()
             consumer._close()
@@ -258,32 +228,12 @@ def measure(n: int, mode: str) -> dict[str, float]:
             "cpu_ms_per_record": round(1000 * cpu / max(done, 1), 3),
             "pg_cpu_ms_per_record": round(1000 * pg_cpu / max(done, 1), 3),
         }
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def run_in(tree: Path, n: int, mode: str) -> dict[str, float]:
     """This script in a fresh interpreter whose imports come from `tree`."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(tree / s) for s in SOURCES)}
-    out = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--one", str(n), "--mode", mode],
-        env=env,
-        cwd=tree,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, float] = run_in_tree(__file__, tree, SOURCES, "--one", str(n), "--mode", mode)
     return result
-
-
-def export(ref: str, into: Path) -> Path:
-    """`git archive REF` unpacked into `into`, plus this tree's generated protobuf code (not in git)."""
-    archive = subprocess.run(["git", "archive", ref], cwd=REPO, check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    shutil.copytree(REPO / PROTO, into / PROTO, dirs_exist_ok=True)
-    return into
 
 
 def main() -> None:
@@ -297,10 +247,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one, args.mode)))
         return
-    rows = {"this tree": run_in(REPO, EVENTS, args.mode)}
-    if args.baseline:
-        with tempfile.TemporaryDirectory() as tmp:
-            rows[args.baseline] = run_in(export(args.baseline, Path(tmp)), EVENTS, args.mode)
+    rows = beside_baseline(args.baseline, lambda tree: run_in(tree, EVENTS, args.mode))
     print(
         f"registry projection consumer, {args.mode}, {EVENTS} events, {PARTITIONS} partitions,"
         f" up to {POLL_RECORDS} records per poll, PostgreSQL"

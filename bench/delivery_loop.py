@@ -25,11 +25,9 @@ import base64
 import inspect
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import uuid
@@ -38,16 +36,28 @@ from typing import Any
 
 import httpx
 import psycopg
+from _common import (
+    REPO,
+    RESULTS,
+    create_database,
+    drop_database,
+    export_tree,
+    http_ok,
+    proc_cpu,
+    self_cpu,
+    stop_processes,
+    wait_until,
+    with_pythonpath,
+    write_result,
+)
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-SRC = ROOT / "services" / "revocation-worker" / "src"
+WORKER_SRC = "services/revocation-worker/src"
 DEFAULT_BASE = "0908bca"
 LICENSEES = 12
 
 
-def pg_admin_url() -> str:
-    return os.environ.get("RESCIND_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# This bench reads the tests' variable, not RESCIND_BENCH_PG_URL.
+PG_ADMIN = os.environ.get("RESCIND_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def worker_env(db_url: str, key: str, state_dir: str, pythonpath: str | None) -> dict[str, str]:
@@ -60,9 +70,7 @@ def worker_env(db_url: str, key: str, state_dir: str, pythonpath: str | None) ->
         "RESCIND_WORKER_ALLOW_HTTP": "true",
         "RESCIND_LOG_LEVEL": "WARNING",
     }
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    return with_pythonpath(env, pythonpath) if pythonpath else env
 
 
 # -- the child: one Deliverer until SIGTERM ---------------------------------------------------------
@@ -85,25 +93,12 @@ def child() -> None:
         print(json.dumps({"ready": True}), flush=True)
         await deliverer.run(stop)
 
-    before = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = self_cpu()
     asyncio.run(main())
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    print(json.dumps({"cpu_s": cpu}), flush=True)
+    print(json.dumps({"cpu_s": self_cpu() - cpu}), flush=True)
 
 
 # -- the driver --------------------------------------------------------------------------------------
-
-
-def export_base(rev: str, into: Path) -> Path:
-    tar = into / "base.tar"
-    with tar.open("wb") as f:
-        subprocess.run(
-            ["git", "-C", str(ROOT), "archive", rev, "services/revocation-worker/src"], stdout=f, check=True
-        )
-    with tarfile.open(tar) as t:
-        t.extractall(into, filter="data")
-    return into / "services" / "revocation-worker" / "src"
 
 
 def seed(db_url: str, key: str, state_dir: str, receiver: str, n: int) -> None:
@@ -186,7 +181,7 @@ def deliver(
     assert pending == n, (pending, n)
     proc = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--child"],
-        env={**env, "PYTHONPATH": f"{src}{os.pathsep}{env.get('PYTHONPATH', '')}"},
+        env=with_pythonpath(env, src),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -194,7 +189,7 @@ def deliver(
     json.loads(proc.stdout.readline())  # ready: imports done, the loop starts now
     spy = None
     if pyspy:  # collapsed stacks of the child while it delivers (py-spy is not a project dependency)
-        out_file = HERE / "results" / "profiles" / f"delivery_loop_{variant}.txt"
+        out_file = RESULTS / "profiles" / f"delivery_loop_{variant}.txt"
         out_file.parent.mkdir(parents=True, exist_ok=True)
         spy_args = ["record", "--pid", str(proc.pid), "--format", "raw", "--rate", "200", "-o", str(out_file)]
         spy = subprocess.Popen(
@@ -227,18 +222,13 @@ def deliver(
     }
 
 
-def proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def idle_cpu(
     variant: str, src: Path, env: dict[str, str], role: str | None, seconds: float
 ) -> dict[str, Any]:
     args = [sys.executable, "-m", "revocation_worker", "worker"] + (["--role", role] if role else [])
     proc = subprocess.Popen(
         args,
-        env={**env, "PYTHONPATH": f"{src}{os.pathsep}{env.get('PYTHONPATH', '')}"},
+        env=with_pythonpath(env, src),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -257,11 +247,7 @@ def idle_cpu(
         time.sleep(seconds)
         used = proc_cpu(proc.pid) - before
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_processes(proc, timeout=30)
     return {
         "variant": variant,
         "role": role or "all",
@@ -275,27 +261,19 @@ def driver(args: argparse.Namespace) -> None:
     from rescind_common.embedded_broker import EmbeddedBroker, free_port
     from revocation_worker.migrate import upgrade
 
-    admin = pg_admin_url()
-    name = f"bench_delivery_{os.getpid()}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    db_url = admin.rsplit("/", 1)[0] + f"/{name}"
+    db_url = create_database("delivery", PG_ADMIN)
     key = base64.b64encode(os.urandom(32)).decode()
     port = free_port()
     receiver_url = f"http://127.0.0.1:{port}"
-    receiver = subprocess.Popen([sys.executable, str(HERE / "receiver.py"), str(port)])
+    receiver = subprocess.Popen([sys.executable, str(Path(__file__).parent / "receiver.py"), str(port)])
     results: dict[str, Any] = {"notices": args.notices, "base": args.base, "runs": [], "idle": []}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             upgrade(db_url)
-            variants = {"base": export_base(args.base, Path(tmp)), "new": SRC}
+            base = export_tree(args.base, Path(tmp), WORKER_SRC) / WORKER_SRC
+            variants = {"base": base, "new": REPO / WORKER_SRC}
             env = worker_env(db_url, key, tmp, None)
-            for _ in range(100):
-                try:
-                    httpx.get(f"{receiver_url}/_count", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            wait_until("the receiver", lambda: http_ok(f"{receiver_url}/_count"), 10)
             for r in range(args.rounds):
                 for variant in ("base", "new") if r % 2 == 0 else ("new", "base"):
                     seed(db_url, key, tmp, receiver_url, args.notices)
@@ -320,10 +298,8 @@ def driver(args: argparse.Namespace) -> None:
                         results["idle"].append(row)
                         print(json.dumps(row), flush=True)
     finally:
-        receiver.terminate()
-        receiver.wait(10)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        stop_processes(receiver, timeout=10)
+        drop_database(db_url, PG_ADMIN)
     if results["runs"]:
         summary: dict[str, Any] = {}
         for variant in ("base", "new"):
@@ -353,9 +329,7 @@ def driver(args: argparse.Namespace) -> None:
     for row in results["idle"]:
         how = " (0.1 s polls)" if row.get("polls") else ""
         print(f"idle {row['variant']:4} --role {row['role']:8} {row['core_percent']:6.2f}% of a core{how}")
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "delivery_loop.json").write_text(json.dumps(results, indent=2))
+    write_result("delivery_loop.json", results)
 
 
 def main() -> None:

@@ -23,20 +23,31 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
+from _common import (
+    bearer,
+    copy_rows,
+    create_database,
+    drop_database,
+    machine,
+    reset_peak_rss,
+    rss_kb,
+    run_json,
+    serve,
+    service_env,
+    stop_processes,
+    write_result,
+)
 
-PG_ADMIN = os.environ.get("RESCIND_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 LICENSEES = int(os.environ.get("RESCIND_BENCH_FANOUT_LICENSEES", "100"))
 SAMPLES = int(os.environ.get("RESCIND_BENCH_FANOUT_SAMPLES", "10000"))
 SAMPLES_VIEW_RUNS = int(os.environ.get("RESCIND_BENCH_FANOUT_SAMPLES_RUNS", "2"))
@@ -44,35 +55,6 @@ LEGACY = os.environ.get("RESCIND_BENCH_FANOUT_LEGACY", "1") != "0"
 CONSENT = "cns_bench_fanout"
 PURPOSE = "model_training"
 NOW = "2026-11-28 00:00:00+00"
-
-
-def rss_kb(pid: int | str, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def reset_peak(pid: int) -> None:
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
-
-
-def copy_rows(conn: psycopg.Connection[Any], table: str, columns: list[str], rows: Any) -> None:
-    with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
-
-
-def new_db(label: str) -> str:
-    name = f"rescind_bench_{label}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{PG_ADMIN.rpartition('/')[0]}/{name}"
-
-
-def drop_db(url: str) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{url.rpartition("/")[2]}" WITH (FORCE)')
 
 
 def load_registry(db_url: str) -> list[str]:
@@ -291,7 +273,7 @@ def worker_main(mode: str, registry_url: str, db_url: str) -> None:
             )
         )
     registry = RegistryClient(ctx)
-    base_kb = rss_kb("self", "VmRSS")
+    base_kb = rss_kb("self")
     t0 = time.perf_counter()
     holders: Any
     if mode == "legacy":
@@ -344,53 +326,32 @@ def worker_main(mode: str, registry_url: str, db_url: str) -> None:
 
 
 def main() -> int:
-    from rescind_common.auth import ensure_dev_key, mint_token
-    from rescind_common.embedded_broker import free_port, wait_for_port
-    from rescind_common.settings import RescindSettings
+    from rescind_common.embedded_broker import free_port
 
     state = Path(tempfile.mkdtemp(prefix="rescind-bench-fanout-"))
-    registry_db = new_db("fanout_registry")
+    registry_db = create_database("fanout_registry")
     worker_dbs: list[str] = []
     proc: subprocess.Popen[bytes] | None = None
     port = free_port()
-    env = {
-        **os.environ,
-        "RESCIND_STATE_DIR": str(state),
-        "RESCIND_REGISTRY_DATABASE_URL": registry_db,
-        "RESCIND_REGISTRY_PORT": str(port),
-        "RESCIND_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
-        "RESCIND_LOG_LEVEL": "WARNING",
-    }
+    env = service_env(state, RESCIND_REGISTRY_DATABASE_URL=registry_db, RESCIND_REGISTRY_PORT=str(port))
+    registry_serve = [str(Path(sys.executable).parent / "registry"), "serve"]
     report: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "shape": {"licensees": LICENSEES, "samples": SAMPLES, "holdings": LICENSEES * SAMPLES},
     }
     try:
         t = time.perf_counter()
         samples = load_registry(registry_db)
         print(f"loaded {LICENSEES * SAMPLES:,} holdings in {time.perf_counter() - t:.0f}s", file=sys.stderr)
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "registry"), "serve"], env=env)
-        wait_for_port("127.0.0.1", port, timeout=30)
-        settings = RescindSettings(state_dir=state)
-        token = mint_token(
-            ensure_dev_key(settings.dev_auth_key_file),
-            sub="bench-ops",
-            role="operator",
-            issuer=settings.auth_issuer,
-            audience=settings.auth_audience,
-        )
+        proc = serve(registry_serve, env, port)
         registry: dict[str, Any] = {}
         with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, timeout=300
+            base_url=f"http://127.0.0.1:{port}", headers=bearer(state, "operator", "bench-ops"), timeout=300
         ) as client:
             client.post("/v1/holders", json={"sample_ids": samples[:10], "view": "licenses"})  # warm-up
             for view, runs in (("licenses", 5), ("samples", SAMPLES_VIEW_RUNS)):
-                reset_peak(proc.pid)
-                before = rss_kb(proc.pid, "VmRSS")
+                reset_peak_rss(proc.pid)
+                before = rss_kb(proc.pid) or 0
                 times, sizes, parse = [], [], []
                 for _ in range(runs):
                     t = time.perf_counter()
@@ -407,7 +368,7 @@ def main() -> int:
                     "client_parse_s": statistics.median(parse),
                     "response_bytes": sizes[0],
                     "rss_before_mb": before / 1024,
-                    "peak_rss_mb": rss_kb(proc.pid, "VmHWM") / 1024,
+                    "peak_rss_mb": (rss_kb(proc.pid, "VmHWM") or 0) / 1024,
                 }
                 print(f"holders view={view}: {registry[view]}", file=sys.stderr)
         report["registry"] = registry
@@ -415,36 +376,23 @@ def main() -> int:
         worker: dict[str, Any] = {}
         for mode in ("new", "legacy") if LEGACY else ("new",):
             # A fresh registry process each: a Python heap never gives back what the samples view took.
-            proc.terminate()
-            proc.wait(timeout=20)
-            proc = subprocess.Popen([str(Path(sys.executable).parent / "registry"), "serve"], env=env)
-            wait_for_port("127.0.0.1", port, timeout=30)
-            db = new_db(f"fanout_worker_{mode}")
+            stop_processes(proc)
+            proc = serve(registry_serve, env, port)
+            db = create_database(f"fanout_worker_{mode}")
             worker_dbs.append(db)
-            reset_peak(proc.pid)
-            out = subprocess.run(
-                [sys.executable, __file__, "--worker", mode, f"http://127.0.0.1:{port}", db],
-                env={**env, "RESCIND_STATE_DIR": str(state)},
-                check=False,
-                capture_output=True,
-                text=True,
-            )
-            if out.returncode != 0:
-                raise RuntimeError(f"worker {mode} failed:\n{out.stderr[-3000:]}")
-            worker[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-            worker[mode]["registry_peak_rss_mb"] = rss_kb(proc.pid, "VmHWM") / 1024
+            reset_peak_rss(proc.pid)
+            argv = [sys.executable, __file__, "--worker", mode, f"http://127.0.0.1:{port}", db]
+            worker[mode] = run_json(argv, env=env)
+            worker[mode]["registry_peak_rss_mb"] = (rss_kb(proc.pid, "VmHWM") or 0) / 1024
             print(f"worker {mode}: {worker[mode]}", file=sys.stderr)
         report["worker"] = worker
     finally:
         if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=20)
+            stop_processes(proc)
         for db in [registry_db, *worker_dbs]:
-            drop_db(db)
+            drop_database(db)
 
-    out_dir = Path(__file__).parent / "results"
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / "fanout.json").write_text(json.dumps(report, indent=2))
+    write_result("fanout.json", report)
     lic, smp = report["registry"]["licenses"], report["registry"]["samples"]
     print(f"\nfan-out {LICENSEES} licensees x {SAMPLES:,} samples ({LICENSEES * SAMPLES:,} holdings)")
     print(f"{'figure':<52}{'licenses view':>15}{'samples view':>15}{'ratio':>9}")

@@ -21,25 +21,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from _common import REPO, export_tree, run_json, scratch_database, self_cpu, with_pythonpath, write_result
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-SRC = ROOT / "services" / "revocation-worker" / "src"
-
-
-def pg_admin_url() -> str:
-    return os.environ.get("RESCIND_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+WORKER_SRC = "services/revocation-worker/src"
+# This bench reads the tests' variable, not RESCIND_BENCH_PG_URL.
+PG_ADMIN = os.environ.get("RESCIND_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def events(n: int, seed: str) -> list[bytes]:
@@ -96,7 +89,7 @@ def child(db_url: str, n: int, poll: int, seed: str) -> None:
     decoded = [handler.decode(v) for v in events(n, seed)]
     with factory() as session:  # connect and warm up outside the clock
         session.connection()
-    before = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = self_cpu()
     start = time.perf_counter()
     applied = 0
     for i in range(0, n, poll):
@@ -105,21 +98,9 @@ def child(db_url: str, n: int, poll: int, seed: str) -> None:
             with factory() as session, session.begin():
                 applied += sum(handler.apply_batch(session, chunk))
     wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = self_cpu() - cpu
     engine.dispose()
     print(json.dumps({"wall_s": wall, "cpu_s": cpu, "applied": applied}), flush=True)
-
-
-def export_base(rev: str, into: Path) -> Path:
-    tar = into / "base.tar"
-    with tar.open("wb") as f:
-        subprocess.run(
-            ["git", "-C", str(ROOT), "archive", rev, "services/revocation-worker/src"], stdout=f, check=True
-        )
-    with tarfile.open(tar) as t:
-        t.extractall(into, filter="data")
-    return into / "services" / "revocation-worker" / "src"
 
 
 def outcome(db_url: str) -> dict[str, int]:
@@ -137,27 +118,12 @@ def outcome(db_url: str) -> dict[str, int]:
 def run_variant(variant: str, src: Path, args: argparse.Namespace) -> dict[str, Any]:
     from revocation_worker.migrate import upgrade
 
-    admin = pg_admin_url()
-    name = f"bench_intake_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    db_url = admin.rsplit("/", 1)[0] + f"/{name}"
-    try:
+    with scratch_database("intake", PG_ADMIN) as db_url:
         upgrade(db_url)
         sizes = ["--events", str(args.events), "--poll", str(args.poll)]
-        env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-        out = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--child", db_url, *sizes],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        got = json.loads(out.stdout.strip().splitlines()[-1])
+        env = with_pythonpath(dict(os.environ), src)
+        got = run_json([sys.executable, str(Path(__file__).resolve()), "--child", db_url, *sizes], env=env)
         states = outcome(db_url)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return {
         "variant": variant,
         "events": args.events,
@@ -183,7 +149,8 @@ def main() -> None:
         return
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        variants = {"base": export_base(args.base, Path(tmp)), "new": SRC}
+        base = export_tree(args.base, Path(tmp), WORKER_SRC) / WORKER_SRC
+        variants = {"base": base, "new": REPO / WORKER_SRC}
         for r in range(args.rounds):
             for variant in ("base", "new") if r % 2 == 0 else ("new", "base"):
                 row = run_variant(variant, variants[variant], args) | {"round": r}
@@ -210,10 +177,8 @@ def main() -> None:
     ratio = summary["ratio"]
     print(f"ratio    {ratio['events_per_s']:>9}x {ratio['cpu_ms_per_event']:>12}x (CPU: base / new)")
     print(f"end state (both): {runs[0]['states']}")
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "intake_batch.json").write_text(
-        json.dumps({"base": args.base, "poll": args.poll, "runs": runs, "summary": summary}, indent=2)
+    write_result(
+        "intake_batch.json", {"base": args.base, "poll": args.poll, "runs": runs, "summary": summary}
     )
 
 

@@ -23,23 +23,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-PG_ADMIN = os.environ.get("RESCIND_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+from _common import (
+    PG_ADMIN,
+    backend_cpu,
+    beside_baseline,
+    create_topic,
+    database_name,
+    join_group,
+    run_in_tree,
+    scratch_database,
+)
+
 EVENTS = int(os.environ.get("RESCIND_BENCH_EVENTS", "8000"))
 PARTITIONS = 6
 LICENSEES = 3
-REPO = Path(__file__).resolve().parent.parent
 SOURCES = ["libs/rescind-common/src", "services/consent-api/src"]
-PROTO = "libs/rescind-common/src/rescind_common/proto"
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def events(n: int) -> list[tuple[bytes, bytes]]:
@@ -83,18 +87,6 @@ def events(n: int) -> list[tuple[bytes, bytes]]:
     return out[:n]
 
 
-def backend_cpu(conn: Any, database: str) -> dict[int, float]:
-    """CPU seconds so far of each PostgreSQL backend serving `database` ({} when /proc cannot tell)."""
-    out: dict[int, float] = {}
-    for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        out[pid] = (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-    return out
-
-
 def measure(n: int, burst: int = 0) -> dict[str, float | None]:
     """One run in this process, with whatever `consent_api` and `rescind_common` are importable."""
     import psycopg
@@ -103,25 +95,18 @@ def measure(n: int, burst: int = 0) -> dict[str, float | None]:
     from consent_api.consumer import build_consumer
     from consent_api.migrate import upgrade
     from rescind_common.embedded_broker import EmbeddedBroker
-    from rescind_common.kafka import ensure_topics, make_admin, make_producer
+    from rescind_common.kafka import make_producer
 
-    name = f"rescind_bench_notices_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{PG_ADMIN.rpartition('/')[0]}/{name}"
-    try:
+    with (
+        scratch_database("notices") as url,
+        tempfile.TemporaryDirectory() as tmp,
+        psycopg.connect(PG_ADMIN, autocommit=True) as admin_conn,
+    ):
         upgrade(url)
-        with (
-            tempfile.TemporaryDirectory() as tmp,
-            EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker,
-            psycopg.connect(PG_ADMIN, autocommit=True) as admin_conn,
-        ):
+        name = database_name(url)
+        with EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
             topic = f"bench.notice.{uuid.uuid4().hex[:8]}"
-            admin = make_admin(broker.bootstrap, "bench-admin")
-            try:
-                ensure_topics(admin, [topic], partitions=PARTITIONS, replication_factor=1)
-            finally:
-                admin.close()
+            create_topic(broker.bootstrap, topic, PARTITIONS)
             settings = ConsentSettings(
                 consent_database_url=url,
                 state_dir=Path(tmp),
@@ -132,13 +117,7 @@ def measure(n: int, burst: int = 0) -> dict[str, float | None]:
             )
             consumer = build_consumer(settings)
             producer = make_producer(broker.bootstrap, "bench")
-            # A first event, consumed before the clock starts: the group join is not timed.
-            ((key, value),) = events(1)
-            producer.send(topic, key=key, value=value).get(timeout=30)
-            deadline = time.monotonic() + 120
-            while not consumer.poll_once(timeout_ms=500):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the consumer did not join its group in 120 s")
+            join_group(consumer, producer, topic, events(1)[0])
             # Every record on the broker first (a backlog drained in polls of up to 500), or, with
             # `burst`, a few at a time as at a steady low rate: the clocks run only while polling.
             pending = events(n)
@@ -149,13 +128,13 @@ def measure(n: int, burst: int = 0) -> dict[str, float | None]:
                     producer.send(topic, key=key, value=value)
                 producer.flush(timeout=60)
                 target = min(n, start + step)
-                pg_before = backend_cpu(admin_conn, name)
+                pg_before = backend_cpu(name, conn=admin_conn)
                 started, cpu_started = time.monotonic(), time.process_time()
                 while done < target and time.monotonic() < started + 600:
                     done += consumer.poll_once(timeout_ms=500)
                 elapsed += time.monotonic() - started
                 cpu += time.process_time() - cpu_started
-                pg_after = backend_cpu(admin_conn, name)
+                pg_after = backend_cpu(name, conn=admin_conn)
                 pg += sum(t - pg_before.get(pid, 0.0) for pid, t in pg_after.items())
             producer.close(timeout=5)
             consumer.stop_event.set()
@@ -167,32 +146,14 @@ def measure(n: int, burst: int = 0) -> dict[str, float | None]:
             "cpu_ms_per_event": round(cpu * 1000 / done, 3),
             "pg_cpu_ms_per_event": round(pg * 1000 / done, 3) if pg_after else None,
         }
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def run_in(tree: Path, n: int, burst: int) -> dict[str, float | None]:
     """This script in a fresh interpreter whose imports come from `tree`."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(tree / s) for s in SOURCES)}
-    out = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--one", str(n), "--burst", str(burst)],
-        env=env,
-        cwd=tree,
-        check=True,
-        capture_output=True,
-        text=True,
+    result: dict[str, float | None] = run_in_tree(
+        __file__, tree, SOURCES, "--one", str(n), "--burst", str(burst)
     )
-    result: dict[str, float | None] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
-
-
-def export(ref: str, into: Path) -> Path:
-    """`git archive REF` unpacked into `into`, plus this tree's generated protobuf code (not in git)."""
-    archive = subprocess.run(["git", "archive", ref], cwd=REPO, check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    shutil.copytree(REPO / PROTO, into / PROTO, dirs_exist_ok=True)
-    return into
 
 
 def ms(value: float | None) -> str:
@@ -217,10 +178,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one, args.burst)))
         return
-    rows = {"this tree": run_in(REPO, EVENTS, args.burst)}
-    if args.baseline:
-        with tempfile.TemporaryDirectory() as tmp:
-            rows[args.baseline] = run_in(export(args.baseline, Path(tmp)), EVENTS, args.burst)
+    rows = beside_baseline(args.baseline, lambda tree: run_in(tree, EVENTS, args.burst))
     shape = f"{args.burst} at a time" if args.burst else "all at once"
     print(f"consent-api notice consumer, {EVENTS} events ({shape}), {PARTITIONS} partitions, PostgreSQL")
     print(f"  {'':<12} {'events/s':>9}  {'CPU ms/event':>12}  {'PG CPU ms/event':>15}")

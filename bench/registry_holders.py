@@ -16,29 +16,36 @@ ix_license_samples_sample_id_license_id). Writes bench/results/registry_holders.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import platform
 import random
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
+from _common import (
+    bearer,
+    copy_rows,
+    create_database,
+    drop_database,
+    machine,
+    percentile,
+    serve,
+    server_version,
+    service_env,
+    stop_processes,
+    write_result,
+)
 
 from registry.migrate import upgrade
-from rescind_common.auth import ensure_dev_key, mint_token
-from rescind_common.embedded_broker import free_port, wait_for_port
+from rescind_common.embedded_broker import free_port
 from rescind_common.ids import new_ids
-from rescind_common.settings import RescindSettings
 
-PG_ADMIN = os.environ.get("RESCIND_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 ROWS = int(os.environ.get("RESCIND_BENCH_ROWS", "10000000"))
 PER_LICENSE = 500
 LICENSES = ROWS // PER_LICENSE
@@ -46,19 +53,6 @@ SAMPLES = ROWS // 5
 LICENSEES = max(1, LICENSES // 100)
 KINDS = ["face_image", "voice_recording", "handwriting", "demographics", "other"]
 NOW = "2026-11-28 00:00:00+00"
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def copy_rows(
-    conn: psycopg.Connection, table: str, columns: list[str], rows: Iterator[tuple[object, ...]]
-) -> None:
-    with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
 
 
 def load(db_url: str) -> dict[str, float]:
@@ -179,21 +173,11 @@ def explain(db_url: str, ids: list[str]) -> str:
 
 
 def main() -> int:
-    dbname = f"rescind_bench_registry_{uuid.uuid4().hex[:8]}"
-    db_url = f"{PG_ADMIN.rpartition('/')[0]}/{dbname}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')
-        pg_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    db_url = create_database("registry")
+    pg_version = server_version()
     state = Path(tempfile.mkdtemp(prefix="rescind-bench-"))
     port = free_port()
-    env = {
-        **os.environ,
-        "RESCIND_STATE_DIR": str(state),
-        "RESCIND_REGISTRY_DATABASE_URL": db_url,
-        "RESCIND_REGISTRY_PORT": str(port),
-        "RESCIND_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",  # the lookup never touches Kafka
-        "RESCIND_LOG_LEVEL": "WARNING",
-    }
+    env = service_env(state, RESCIND_REGISTRY_DATABASE_URL=db_url, RESCIND_REGISTRY_PORT=str(port))
     proc: subprocess.Popen[bytes] | None = None
     try:
         upgrade(db_url)
@@ -207,20 +191,11 @@ def main() -> int:
             size = str(
                 conn.execute("SELECT pg_size_pretty(pg_total_relation_size('license_samples'))").fetchone()[0]
             )  # type: ignore[index]
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "registry"), "serve"], env=env)
-        wait_for_port("127.0.0.1", port, timeout=30)
-        settings = RescindSettings(state_dir=state)
-        token = mint_token(
-            ensure_dev_key(settings.dev_auth_key_file),
-            sub="bench-ops",
-            role="operator",
-            issuer=settings.auth_issuer,
-            audience=settings.auth_audience,
-        )
+        proc = serve([str(Path(sys.executable).parent / "registry"), "serve"], env, port)
         rng = random.Random(7)
         results: dict[str, dict[str, float]] = {}
         with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, timeout=60
+            base_url=f"http://127.0.0.1:{port}", headers=bearer(state, "operator", "bench-ops"), timeout=60
         ) as client:
             for n, runs in ((1, 300), (1000, 50)):
                 for _ in range(10):  # warm-up
@@ -236,26 +211,19 @@ def main() -> int:
                     held.append(sum(len(h["samples"]) for h in r.json()["holders"]))
                 results[f"{n}_samples"] = {
                     "runs": runs,
-                    "p50_ms": pct(lat, 50) * 1000,
-                    "p99_ms": pct(lat, 99) * 1000,
+                    "p50_ms": percentile(lat, 50) * 1000,
+                    "p99_ms": percentile(lat, 99) * 1000,
                     "mean_holder_sample_entries": sum(held) / len(held),
                 }
         plan = explain(db_url, rng.sample(samples, 1000))
     finally:
         if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=20)
+            stop_processes(proc)
         if not os.environ.get("RESCIND_BENCH_KEEP"):
-            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            drop_database(db_url)
 
     report = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "postgresql": pg_version,
-        },
+        "machine": machine(postgresql=pg_version),
         "data": {
             "license_sample_rows": rows,
             "license_samples_size": size,
@@ -268,9 +236,7 @@ def main() -> int:
         "holders_lookup": results,
         "plan_1000_samples": plan,
     }
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "registry_holders.json").write_text(json.dumps(report, indent=2))
+    write_result("registry_holders.json", report)
     print(f"{'figure':<48}{'value':>14}")
     print(f"{'license_samples rows':<48}{rows:>14,}")
     print(f"{'license_samples table + indexes':<48}{size:>14}")

@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import cProfile
 import datetime as dt
-import json
 import logging
 import os
-import platform
 import pstats
 import random
 import statistics
@@ -46,7 +44,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
+from _common import (
+    bearer,
+    create_database,
+    drop_database,
+    machine,
+    serve,
+    server_version,
+    service_env,
+    stop_processes,
+    write_result,
+)
 from fastapi.testclient import TestClient
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import event, func, insert, select
@@ -54,13 +62,11 @@ from sqlalchemy.orm import Session
 
 from registry.migrate import upgrade as upgrade_registry
 from registry.projection.service import apply_event
-from rescind_common.auth import ensure_dev_key, mint_token
 from rescind_common.db import make_engine, make_session_factory, utcnow
-from rescind_common.embedded_broker import free_port, wait_for_port
+from rescind_common.embedded_broker import free_port
 from rescind_common.ids import new_id, new_ids
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as cpb
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
-from rescind_common.settings import RescindSettings
 from revocation_worker.config import WorkerSettings
 from revocation_worker.context import AppContext
 from revocation_worker.events import publish
@@ -71,12 +77,10 @@ from revocation_worker.migrate import upgrade as upgrade_worker
 from revocation_worker.notices import service as notices
 from revocation_worker.notices.models import Notice, NoticeModel, NoticeSample
 
-PG_ADMIN = os.environ.get("RESCIND_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 K = int(os.environ.get("RESCIND_BENCH_REVOCATIONS", "2000"))
 ROUNDS = int(os.environ.get("RESCIND_BENCH_ROUNDS", "2"))
 LICENSEES = 12
 SAMPLES_PER_SELLER = 10
-RESULTS = Path(__file__).parent / "results"
 
 log = logging.getLogger("bench.resolver")
 
@@ -382,39 +386,20 @@ def told(
 
 def main() -> int:
     logging.basicConfig(level=logging.WARNING)
-    tag = uuid.uuid4().hex[:8]
-    names = {
-        "registry": f"rescind_bench_resolver_registry_{tag}",
-        "worker": f"rescind_bench_resolver_worker_{tag}",
-    }
-    urls = {k: f"{PG_ADMIN.rpartition('/')[0]}/{v}" for k, v in names.items()}
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        for name in names.values():
-            conn.execute(f'CREATE DATABASE "{name}"')
-        pg_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    urls = {k: create_database(f"resolver_{k}") for k in ("registry", "worker")}
+    pg_version = server_version()
     state = Path(tempfile.mkdtemp(prefix="rescind-bench-"))
     port = free_port()
-    env = {
-        **os.environ,
-        "RESCIND_STATE_DIR": str(state),
-        "RESCIND_REGISTRY_DATABASE_URL": urls["registry"],
-        "RESCIND_REGISTRY_PORT": str(port),
-        "RESCIND_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",  # the API never touches Kafka
-        "RESCIND_LOG_LEVEL": "WARNING",
-    }
+    env = service_env(state, RESCIND_REGISTRY_DATABASE_URL=urls["registry"], RESCIND_REGISTRY_PORT=str(port))
     proc: subprocess.Popen[bytes] | None = None
     rounds: list[dict[str, dict[str, float]]] = []
     try:
         upgrade_registry(urls["registry"])
         upgrade_worker(urls["worker"])
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "registry"), "serve"], env=env)
-        wait_for_port("127.0.0.1", port, timeout=30)
-        key = ensure_dev_key(RescindSettings(state_dir=state).dev_auth_key_file)
-        base = RescindSettings(state_dir=state)
+        proc = serve([str(Path(sys.executable).parent / "registry"), "serve"], env, port)
 
         def auth(role: str, sub: str) -> dict[str, str]:
-            tok = mint_token(key, sub=sub, role=role, issuer=base.auth_issuer, audience=base.auth_audience)
-            return {"Authorization": f"Bearer {tok}"}
+            return bearer(state, role, sub)
 
         t = time.perf_counter()
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as api:
@@ -479,12 +464,10 @@ def main() -> int:
         ctx.engine.dispose()
     finally:
         if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=20)
+            stop_processes(proc)
         if not os.environ.get("RESCIND_BENCH_KEEP"):
-            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                for name in names.values():
-                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for url in urls.values():
+                drop_database(url)
 
     def median(name: str, key: str) -> float:
         return statistics.median(r[name][key] for r in rounds)
@@ -492,12 +475,7 @@ def main() -> int:
     summary = {name: {key: median(name, key) for key in rounds[0][name]} for name in ("baseline", "batched")}
     ratio = summary["batched"]["revocations_per_s"] / summary["baseline"]["revocations_per_s"]
     report = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "postgresql": pg_version,
-        },
+        "machine": machine(postgresql=pg_version),
         "setup": {
             "revocations_per_round": K,
             "rounds": ROUNDS,
@@ -510,8 +488,7 @@ def main() -> int:
         "ratio_revocations_per_s": ratio,
         "same_notices": same,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "resolver.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_result("resolver.json", report)
 
     rows = [
         ("revocations/s", "revocations_per_s", "{:,.0f}"),

@@ -10,10 +10,7 @@ Prints a table and writes bench/results/consent_api.json. Never part of `make te
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,23 +21,23 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from _common import (
+    bearer,
+    create_database,
+    drop_database,
+    machine,
+    percentile,
+    random_sha256,
+    serve,
+    service_env,
+    stop_processes,
+    write_result,
+)
 
-from rescind_common.auth import ensure_dev_key, mint_token
-from rescind_common.embedded_broker import EmbeddedBroker, free_port, wait_for_port
-from rescind_common.settings import RescindSettings
+from rescind_common.embedded_broker import EmbeddedBroker, free_port
 
-PG_ADMIN = os.environ.get("RESCIND_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 GRANTS = int(os.environ.get("RESCIND_BENCH_GRANTS", "200"))
 BATCH = 10_000
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def sha() -> str:
-    return hashlib.sha256(uuid.uuid4().bytes).hexdigest()
 
 
 def raw_commit_latency(url: str, n: int) -> list[float]:
@@ -59,45 +56,33 @@ def raw_commit_latency(url: str, n: int) -> list[float]:
 
 
 def main() -> int:
-    dbname = f"rescind_bench_{uuid.uuid4().hex[:8]}"
-    base = PG_ADMIN.rpartition("/")[0]
-    db_url = f"{base}/{dbname}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')
+    db_url = create_database("consent")
     state = Path(tempfile.mkdtemp(prefix="rescind-bench-"))
     port = free_port()
     broker = EmbeddedBroker().start()
-    env = {
-        **os.environ,
-        "RESCIND_STATE_DIR": str(state),
-        "RESCIND_CONSENT_DATABASE_URL": db_url,
-        "RESCIND_CONSENT_PORT": str(port),
-        "RESCIND_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "RESCIND_LOG_LEVEL": "WARNING",
-    }
+    env = service_env(
+        state,
+        RESCIND_CONSENT_DATABASE_URL=db_url,
+        RESCIND_CONSENT_PORT=str(port),
+        RESCIND_KAFKA_BOOTSTRAP=broker.bootstrap,
+    )
     exe = str(Path(sys.executable).parent / "consent-api")
     procs: list[subprocess.Popen[bytes]] = []
     try:
         subprocess.run([exe, "migrate"], env=env, check=True)
-        procs.append(subprocess.Popen([exe, "serve"], env=env))
         procs.append(subprocess.Popen([exe, "relay"], env=env))
-        wait_for_port("127.0.0.1", port, timeout=30)
-        settings = RescindSettings(state_dir=state)
-        key = ensure_dev_key(settings.dev_auth_key_file)
-        tok = mint_token(
-            key,
-            sub="bench-seller",
-            role="subject",
-            issuer=settings.auth_issuer,
-            audience=settings.auth_audience,
-        )
-        headers = {"Authorization": f"Bearer {tok}"}
+        procs.append(serve([exe, "serve"], env, port))
+        headers = bearer(state, "subject", "bench-seller")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as c:
             ids = [
                 s["id"]
                 for s in c.post(
                     "/v1/samples/batch",
-                    json={"samples": [{"kind": "face_image", "sha256": sha()} for _ in range(GRANTS + 20)]},
+                    json={
+                        "samples": [
+                            {"kind": "face_image", "sha256": random_sha256()} for _ in range(GRANTS + 20)
+                        ]
+                    },
                 ).json()["items"]
             ]
             for sid in ids[:20]:  # warm-up
@@ -110,32 +95,26 @@ def main() -> int:
                 assert r.status_code == 201, r.text
             batch = []
             for _ in range(3):
-                body = {"samples": [{"kind": "voice_recording", "sha256": sha()} for _ in range(BATCH)]}
+                body = {
+                    "samples": [{"kind": "voice_recording", "sha256": random_sha256()} for _ in range(BATCH)]
+                }
                 t = time.perf_counter()
                 r = c.post("/v1/samples/batch", json=body)
                 batch.append(time.perf_counter() - t)
                 assert r.status_code == 201 and len(r.json()["items"]) == BATCH, r.text[:200]
         raw = raw_commit_latency(db_url, GRANTS)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=20)
+        stop_processes(*procs)
         broker.stop()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        drop_database(db_url)
 
     report = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "grant_latency_ms": {
             "n": len(grant),
             "median": statistics.median(grant) * 1000,
-            "p95": pct(grant, 95) * 1000,
-            "p99": pct(grant, 99) * 1000,
+            "p95": percentile(grant, 95) * 1000,
+            "p99": percentile(grant, 99) * 1000,
         },
         "raw_insert_commit_ms": {"n": len(raw), "median": statistics.median(raw) * 1000},
         "batch_10k_seconds": {"runs": batch, "median": statistics.median(batch)},
@@ -144,9 +123,7 @@ def main() -> int:
     report["grant_to_raw_commit_ratio"] = (
         report["grant_latency_ms"]["median"] / report["raw_insert_commit_ms"]["median"]
     )
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "consent_api.json").write_text(json.dumps(report, indent=2))
+    write_result("consent_api.json", report)
     g, r = report["grant_latency_ms"], report["raw_insert_commit_ms"]
     print(f"{'figure':<42}{'value':>14}")
     print(f"{'grant latency median (ms), n=' + str(g['n']):<42}{g['median']:>14.2f}")

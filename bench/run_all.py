@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import print_table
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 BENCHES = [
@@ -120,13 +122,8 @@ def main() -> int:
     report["table"] = rows
     report["wall_s"] = round(time.time() - started, 1)
     (RESULTS / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    head: Row = ("figure", "Rescind", "raw path", "Rescind/raw", "target")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(5)]
     print("\n######## summary ########")
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print_table(("figure", "Rescind", "raw path", "Rescind/raw", "target"), rows)
     print(f"\nwritten {RESULTS / 'report.json'} ({report['wall_s']:.0f}s)")
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)

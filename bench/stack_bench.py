@@ -40,11 +40,9 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -63,14 +61,33 @@ from typing import Any
 import aiohttp
 import httpx
 import psycopg
+from _common import (
+    RESULTS,
+    TICK,
+    backend_pids,
+    bearer,
+    create_database,
+    create_topic,
+    database_name,
+    drop_database,
+    http_ok,
+    machine,
+    nearest_rank,
+    print_table,
+    proc_cpu,
+    random_sha256,
+    reset_peak_rss,
+    rss_kb,
+    server_version,
+    wait_until,
+    write_result,
+)
 from kafka import KafkaConsumer, TopicPartition
 from standardwebhooks.webhooks import Webhook
 
-from rescind_common.auth import ensure_dev_key, mint_token
 from rescind_common.embedded_broker import EmbeddedBroker, free_port
-from rescind_common.kafka import ensure_topics, make_admin, make_producer
+from rescind_common.kafka import make_producer
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as consent_pb
-from rescind_common.settings import RescindSettings
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -80,7 +97,6 @@ def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
-PG_ADMIN = os.environ.get("RESCIND_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SECONDS = _env_float("RESCIND_BENCH_SECONDS", 60)
 RATES = [int(r) for r in os.environ.get("RESCIND_BENCH_RATES", "100,500").split(",") if r.strip()]
 STEP_SECONDS = _env_float("RESCIND_BENCH_STEP_SECONDS", min(SECONDS, 20))
@@ -114,25 +130,14 @@ def say(msg: str) -> None:
     print(f"[{time.monotonic() - T_START:7.1f}s] {msg}", flush=True)
 
 
-def pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
 def dist_ms(values: list[float]) -> dict[str, Any]:
     """n, p50/p95/p99/max in milliseconds."""
     out: dict[str, Any] = {"n": len(values)}
     for name, p in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100)):
-        v = pct(values, p)
+        v = nearest_rank(values, p)
         # inf: not delivered by the end of the drain window
         out[name] = None if v is None else "inf" if math.isinf(v) else round(v * 1000, 2)
     return out
-
-
-def sha() -> str:
-    return hashlib.sha256(uuid.uuid4().bytes).hexdigest()
 
 
 def ratio(a: Any, b: Any) -> float | None:
@@ -142,25 +147,6 @@ def ratio(a: Any, b: Any) -> float | None:
 
 
 # -- processes ----------------------------------------------------------------------------------
-
-
-def rss_kb(pid: int, field_name: str = "VmRSS") -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def reset_peak_rss(pid: int) -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0; the process must be ours)."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 class RssSampler:
@@ -283,16 +269,20 @@ class Stack:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.tag = uuid.uuid4().hex[:8]
-        self.dbs = {s: f"rescind_bench_{self.tag}_{s}" for s in ("consent", "registry", "worker", "raw")}
-        self.created: list[str] = []
+        self.db_urls: dict[str, str] = {}  # filled by start(), dropped by stop()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.broker: EmbeddedBroker | None = None
         self.ports = {n: free_port() for n in ("consent", "registry", "worker", "receiver", "bare")}
         self.state = tmp / "state"
         self.state.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def dbs(self) -> dict[str, str]:
+        """consent, registry, worker, raw -> database name."""
+        return {s: database_name(url) for s, url in self.db_urls.items()}
+
     def db_url(self, name: str) -> str:
-        return f"{PG_ADMIN.rpartition('/')[0]}/{self.dbs[name]}"
+        return self.db_urls[name]
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
@@ -322,12 +312,10 @@ class Stack:
         }
 
     def start(self) -> None:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            for name in self.dbs.values():
-                conn.execute(f'CREATE DATABASE "{name}"')
-                self.created.append(name)
+        for s in ("consent", "registry", "worker", "raw"):
+            self.db_urls[s] = create_database(f"{self.tag}_{s}")
         self.broker = EmbeddedBroker(log_file=self.tmp / "broker.log").start()
-        ensure_dev_key(RescindSettings(state_dir=self.state).dev_auth_key_file)
+        bearer(self.state, "operator", "bench")  # creates the signing key before the services start
         migrations = {
             exe: subprocess.Popen(
                 [str(BIN / exe), "migrate"], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -349,22 +337,16 @@ class Stack:
             "bare", [sys.executable, str(HERE / "bare_app.py"), str(self.ports["bare"]), self.db_url("raw")]
         )
         for svc in ("consent", "registry", "worker"):
-            self.wait(f"{svc} ready", lambda s=svc: _ok(f"{self.url(s)}/readyz"), 90)  # type: ignore[misc]
-        self.wait("receiver", lambda: _ok(f"{self.url('receiver')}/_count"), 30)
-        self.wait("bare endpoint", lambda: _ok(f"{self.url('bare')}/healthz"), 30)
+            self.wait(f"{svc} ready", lambda s=svc: http_ok(f"{self.url(s)}/readyz"), 90)  # type: ignore[misc]
+        self.wait("receiver", lambda: http_ok(f"{self.url('receiver')}/_count"), 30)
+        self.wait("bare endpoint", lambda: http_ok(f"{self.url('bare')}/healthz"), 30)
 
     def spawn(self, name: str, argv: list[str]) -> None:
         with open(self.tmp / f"{name}.log", "ab") as out:
             self.procs[name] = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT)
 
     def wait(self, what: str, check: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check_alive()
-            if check():
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        wait_until(what, check, timeout, alive=self.check_alive)
 
     def check_alive(self) -> None:
         dead = [n for n, p in self.procs.items() if p.poll() is not None]
@@ -383,16 +365,7 @@ class Stack:
         return self.procs[name].pid
 
     def token(self, role: str, sub: str) -> dict[str, str]:
-        settings = RescindSettings(state_dir=self.state)
-        tok = mint_token(
-            ensure_dev_key(settings.dev_auth_key_file),
-            sub=sub,
-            role=role,
-            issuer=settings.auth_issuer,
-            audience=settings.auth_audience,
-            ttl=dt.timedelta(hours=6),
-        )
-        return {"Authorization": f"Bearer {tok}"}
+        return bearer(self.state, role, sub, ttl=dt.timedelta(hours=6))
 
     def stop(self) -> None:
         for p in self.procs.values():
@@ -408,18 +381,10 @@ class Stack:
         if self.broker is not None:
             self.broker.stop()
         if KEEP:
-            say(f"kept databases {self.created} and logs in {self.tmp}")
+            say(f"kept databases {list(self.dbs.values())} and logs in {self.tmp}")
             return
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            for name in self.created:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+        for url in self.db_urls.values():
+            drop_database(url)
 
 
 # -- the receiver's records -----------------------------------------------------------------------
@@ -546,7 +511,9 @@ class Api:
         ids: list[str] = []
         for start in range(0, n, BATCH):
             body = {
-                "samples": [{"kind": "face_image", "sha256": sha()} for _ in range(min(BATCH, n - start))]
+                "samples": [
+                    {"kind": "face_image", "sha256": random_sha256()} for _ in range(min(BATCH, n - start))
+                ]
             }
             items = self.call("POST", f"{self.stack.url('consent')}/v1/samples/batch", headers, body, 201)
             ids += [s["id"] for s in items["items"]]
@@ -640,7 +607,9 @@ def raw_pg(url: str, n: int = 500) -> dict[str, Any]:
         conn.commit()
         for _ in range(3):
             now = dt.datetime.now(dt.UTC)
-            rows = [(uuid.uuid4().hex, "sub", "voice_recording", sha(), None, now) for _ in range(BATCH)]
+            rows = [
+                (uuid.uuid4().hex, "sub", "voice_recording", random_sha256(), None, now) for _ in range(BATCH)
+            ]
             t = time.perf_counter()
             with conn.cursor() as cur:
                 cur.executemany("INSERT INTO raw_samples VALUES (%s, %s, %s, %s, %s, %s)", rows)
@@ -655,11 +624,7 @@ def raw_pg(url: str, n: int = 500) -> dict[str, Any]:
 
 def raw_kafka(bootstrap: str, n: int = 300) -> dict[str, Any]:
     topic = f"bench.raw.{uuid.uuid4().hex[:6]}"
-    admin = make_admin(bootstrap, "bench-raw-admin")
-    try:
-        ensure_topics(admin, [topic], partitions=1, replication_factor=1)
-    finally:
-        admin.close()
+    create_topic(bootstrap, topic, 1)
     producer = make_producer(
         bootstrap, "bench-raw"
     )  # the relay's settings: acks=all, idempotent, linger 5 ms
@@ -718,7 +683,7 @@ def webhook_like_body(samples: int) -> bytes:
             "licensee_id": "lic_" + uuid.uuid4().hex,
             "deadline": dt.datetime.now(dt.UTC).isoformat(),
             "samples": [
-                {"sample_id": "smp_" + uuid.uuid4().hex, "sha256": sha(), "kind": "face_image"}
+                {"sample_id": "smp_" + uuid.uuid4().hex, "sha256": random_sha256(), "kind": "face_image"}
                 for _ in range(samples)
             ],
             "models": [],
@@ -855,7 +820,7 @@ def measure_batch(stack: Stack, api: Api) -> dict[str, Any]:
     pids = {"consent-api": stack.pid("consent-api")} if PROFILE else {}
     with httpx.Client(timeout=300) as http, Profiler("batch", pids, HERE / "results" / "profiles") as prof:
         for i in range(3):
-            body = {"samples": [{"kind": "voice_recording", "sha256": sha()} for _ in range(BATCH)]}
+            body = {"samples": [{"kind": "voice_recording", "sha256": random_sha256()} for _ in range(BATCH)]}
             t = time.perf_counter()
             r = http.post(url, json=body, headers=headers)
             runs.append(time.perf_counter() - t)
@@ -994,7 +959,7 @@ def run_rate(
 
     early, late_med = median_told(last[:fifth]), median_told(last[-fifth:])
     growing = early is not None and late_med is not None and late_med > 2 * early + 0.2
-    p99 = pct(all_told, 99)
+    p99 = nearest_rank(all_told, 99)
     sustained = (
         len(ok) >= 0.95 * offered
         and undelivered == 0
@@ -1049,25 +1014,12 @@ def _ms(v: float | None) -> float | str | None:
 
 def cpu_snapshot(stack: Stack) -> dict[str, float]:
     """CPU seconds (user+system) so far: each of our processes, our PostgreSQL backends, the machine."""
-    tick = os.sysconf("SC_CLK_TCK")
-
-    def proc_cpu(pid: int) -> float:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-            return (int(fields[11]) + int(fields[12])) / tick
-        except (OSError, IndexError, ValueError):
-            return 0.0
-
     out = {name: proc_cpu(p.pid) for name, p in stack.procs.items()}
     out["harness"] = proc_cpu(os.getpid())
     if stack.broker is not None and stack.broker.proc is not None:
         out["broker"] = proc_cpu(stack.broker.proc.pid)
     try:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT datname, pid FROM pg_stat_activity WHERE datname = ANY(%s)",
-                (list(stack.dbs.values()),),
-            ).fetchall()
+        rows = backend_pids(list(stack.dbs.values()))
         names = {db: name for name, db in stack.dbs.items()}
         for db, pid in rows:
             key = f"pg:{names[db]}"
@@ -1077,8 +1029,8 @@ def cpu_snapshot(stack: Stack) -> dict[str, float]:
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     values = [int(v) for v in fields]
     idle = values[3] + values[4]
-    out["machine_busy"] = (sum(values[:8]) - idle) / tick
-    out["machine_total"] = sum(values[:8]) / tick
+    out["machine_busy"] = (sum(values[:8]) - idle) / TICK
+    out["machine_total"] = sum(values[:8]) / TICK
     out["wall"] = time.monotonic()
     return out
 
@@ -1495,18 +1447,6 @@ def table(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
-def print_table(rows: list[tuple[str, str, str, str, str]]) -> None:
-    widths = [
-        max(len(r[i]) for r in [("figure", "Rescind", "raw path", "ratio", "target"), *rows])
-        for i in range(5)
-    ]
-    head = ("figure", "Rescind", "raw path", "ratio", "target")
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-
-
 class Bench:
     """Owns the current stack; a phase that left a backlog behind gets the next phase a fresh one."""
 
@@ -1558,9 +1498,7 @@ class Bench:
 
 
 def main() -> int:
-    out_dir = HERE / "results"
-    out_dir.mkdir(exist_ok=True)
-    prof_dir = out_dir / "profiles"
+    prof_dir = RESULTS / "profiles"
     report: dict[str, Any] = {
         "config": {
             "seconds_per_rate": SECONDS,
@@ -1578,12 +1516,7 @@ def main() -> int:
             "fanout": {"licensees": FANOUT_LICENSEES, "samples": FANOUT_SAMPLES, "share": FANOUT_SHARE},
             "profile": PROFILE,
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg_start": os.getloadavg(),
-        },
+        "machine": machine(loadavg_start=os.getloadavg()),
     }
     bench = Bench(report)
     say(f"logs under {bench.root}")
@@ -1595,8 +1528,7 @@ def main() -> int:
     try:
         stack = bench.fresh("raw paths, grants, batch")
         assert bench.api is not None and bench.receipts is not None
-        with psycopg.connect(PG_ADMIN) as conn:
-            report["machine"]["postgresql"] = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+        report["machine"]["postgresql"] = server_version()
         say("idle: CPU the stack uses doing nothing (10 s)")
         time.sleep(2)
         idle0 = cpu_snapshot(stack)
@@ -1664,10 +1596,10 @@ def main() -> int:
     report["wall_s"] = round(time.monotonic() - T_START, 1)
     rows = table(report)
     report["table"] = rows
-    (out_dir / "stack.json").write_text(json.dumps(report, indent=2, default=str))
+    path = write_result("stack.json", report)
     print()
-    print_table(rows)
-    print(f"\nwritten {out_dir / 'stack.json'} ({report['wall_s']:.0f}s, {bench.stacks} stack(s))")
+    print_table(("figure", "Rescind", "raw path", "ratio", "target"), rows)
+    print(f"\nwritten {path} ({report['wall_s']:.0f}s, {bench.stacks} stack(s))")
     return 0
 
 
