@@ -305,7 +305,7 @@ class Counters:
             self.holders_calls += -(-len(sample_ids) // 10_000)
             return real(sample_ids)
 
-        registry.holders = holders  # type: ignore[method-assign]
+        registry.holders = holders
 
     def _statement(self, *args: Any) -> None:
         self.statements += 1
