@@ -173,3 +173,26 @@ def test_deleted_middle_entry_is_detected(client, seller, operator, engine):
 
 def test_verify_needs_the_operator_role(client, seller):
     assert_problem(client.get("/v1/audit/verify", headers=seller), 403)
+
+
+def test_profile_changes_are_audited_without_their_values(client, seller, operator, engine):
+    profile = {"display_name": "Ada Example", "email": "ada@example.com", "country": "DE"}
+    assert client.put("/v1/profile", json=profile, headers=seller).status_code == 200
+    assert client.put("/v1/profile", json={"country": "FR"}, headers=seller).status_code == 200
+    sub_id = subject_id(client, seller)
+
+    r = client.get("/v1/audit/entries", params={"subject_id": sub_id}, headers=operator)
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert [(e["action"], e["entity_id"], e["data"]) for e in items[:2]] == [
+        ("profile.set", sub_id, {"fields": ["country", "display_name", "email"]}),
+        ("profile.set", sub_id, {"fields": ["country"]}),
+    ]
+    assert [e["action"] for e in items] == ["profile.set", "profile.set", "rights.access"]
+    # The log outlives erasure: no personal data in it, as stored.
+    stored = repr(_rows(engine, sub_id))
+    for value in ("Ada Example", "ada@example.com"):
+        assert value not in stored
+    report = _verify(client, operator)
+    assert _problems_for(report, sub_id) == []
+    assert report["ok"] is True, report["problems"]

@@ -188,7 +188,9 @@ def test_410_disables_the_endpoint_and_ops_see_it(worker: Any, receiver: Any) ->
     assert "410" in disabled[0].endpoint_disabled.reason
     barrier(w, receiver)
     assert rcv.count() == 1  # no more attempts at a disabled endpoint
-    assert w.notice(h, nid)["status"] == "pending"
+    # Nothing can deliver it now: failed, its delivery dead-lettered (not pending with no timer).
+    assert w.notice(h, nid)["status"] == "failed"
+    assert w.notice(h, nid)["deliveries"][0]["status"] == "dead"
 
     # The licensee fixes its receiver and re-enables the endpoint: the notice goes through.
     gone = False

@@ -101,7 +101,14 @@ def test_overdue_failed_and_disabled_events(worker: Any, receiver: Any) -> None:
     assert a[1][1].notice_id == failing and "503" in a[1][1].notice_failed.reason
 
     b = _check_envelopes(w, lic_b, [gone.url, secret_b])
-    assert [row.event_type for row, _ in b] == ["notice_created", "endpoint_disabled", "notice_overdue"]
+    # Its only delivery died with the endpoint, in the same transaction: failed, then overdue.
+    assert [row.event_type for row, _ in b] == [
+        "notice_created",
+        "endpoint_disabled",
+        "notice_failed",
+        "notice_overdue",
+    ]
     disabled = b[1][1]
     assert disabled.endpoint_disabled.endpoint_id == ep_b and disabled.notice_id == ""
-    assert b[2][1].notice_id == late
+    assert b[2][1].notice_id == late and "410" in b[2][1].notice_failed.reason
+    assert b[3][1].notice_id == late

@@ -108,7 +108,8 @@ def test_500_410_and_200_recorded_in_one_pass(worker: Any, receiver: Any) -> Non
             assert row.last_attempt_at is not None and row.next_attempt_at > row.last_attempt_at
 
     # 410: the endpoint is disabled once (one EndpointDisabled, though four deliveries saw 410);
-    # its notices stay pending for a future endpoint.
+    # nothing claims a disabled endpoint, so its deliveries are dead-lettered in the same pass and
+    # its notices fail, once each (a future or re-enabled endpoint still receives them).
     lic, h, ep, _, nids = parties["gone"]
     endpoint = w.client.get(f"/v1/endpoints/{ep}", headers=h).json()
     assert endpoint["status"] == "disabled" and "410" in endpoint["disabled_reason"]
@@ -116,9 +117,10 @@ def test_500_410_and_200_recorded_in_one_pass(worker: Any, receiver: Any) -> Non
     assert len(disabled) == 1 and disabled[0].endpoint_disabled.endpoint_id == ep
     for nid in nids:
         notice = w.notice(h, nid)
-        assert notice["status"] == "pending"
+        assert notice["status"] == "failed"
         (d,) = notice["deliveries"]
-        assert (d["status"], d["attempts"], d["last_status_code"]) == ("pending", 1, 410)
+        assert (d["status"], d["attempts"], d["last_status_code"]) == ("dead", 1, 410)
+    assert sorted(e.notice_id for e in events(w, lic, "notice_failed")) == sorted(nids)
 
     # Nothing is left leased: the next claim picks the 500s again once they are due (not the
     # disabled endpoint's, not the delivered ones).

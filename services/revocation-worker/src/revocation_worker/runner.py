@@ -35,7 +35,7 @@ from revocation_worker.intake.handler import ConsentEventHandler
 from revocation_worker.intake.resolver import RegistryClient, resolve_due
 from revocation_worker.metrics import DEAD_LETTER_DEPTH, NOTICES, REVOCATIONS_RESOLVED
 from revocation_worker.notices import repository as notices_repo
-from revocation_worker.notices.service import sweep_overdue
+from revocation_worker.notices.service import dead_letter_disabled, sweep_overdue
 from revocation_worker.secrets import SecretBox
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,9 @@ class Worker:
 
     def _sweep(self) -> None:
         sweep_overdue(self.ctx)
+        # Deliveries left pending to a disabled endpoint (disabled while they were in flight or
+        # being created, or before the recorder dead-lettered such backlogs) never hang.
+        dead_letter_disabled(self.ctx)
         with self.ctx.session_factory() as session:
             counts = notices_repo.count_by_status(session)
             for status in ("pending", "delivered", "acknowledged", "overdue", "failed"):

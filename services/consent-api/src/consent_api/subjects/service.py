@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from consent_api.audit import service as audit
 from consent_api.context import AppContext
 from consent_api.keys import seal, unseal
 from consent_api.subjects import repository
@@ -50,9 +51,19 @@ def open_json(key: bytes | None, subject_id: str, purpose: str, sealed: bytes | 
 
 
 def set_profile(session: Session, ctx: AppContext, subject: Subject, profile: dict[str, Any]) -> None:
+    """Replace the profile (the caller holds the subject row lock). Audited like every other state
+    change, with the names of the fields set, never their values: the log outlives erasure."""
     key = data_key(session, ctx, subject, create=True)
     assert key is not None
     subject.profile_sealed = seal_json(key, subject.id, "profile", profile)
+    audit.append(
+        session,
+        subject,
+        actor="subject",
+        action="profile.set",
+        entity_id=subject.id,
+        data={"fields": sorted(profile)},
+    )
 
 
 def get_profile(session: Session, ctx: AppContext, subject: Subject) -> dict[str, Any] | None:

@@ -14,7 +14,9 @@
   honouring Retry-After, for `worker_retry_window_seconds` (72 h); then the delivery is dead
   (the operator can re-drive it). 410 Gone disables the endpoint at once; an endpoint failing
   without a success for `worker_disable_after_seconds` is disabled. Ops are told by metric and
-  by an EndpointDisabled event.
+  by an EndpointDisabled event. A disabled endpoint is never claimed, so its deliveries are
+  dead-lettered at once (this one, and its backlog just after), and a notice none of whose
+  deliveries can still succeed turns `failed`; enabling the endpoint re-drives them.
 - The loop sleeps until woken (`wake()`: new notices, freed capacity, a recorded batch), until
   the earliest pending retry is due, or at most `worker_idle_wake_seconds` (leases of crashed
   workers, deliveries made by the API). Run with nobody to wake it (`signalled=False`), it polls
@@ -111,6 +113,7 @@ class _Observed:
     attempts: list[str] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     disabled: list[str] = field(default_factory=list)
+    disabled_endpoints: list[str] = field(default_factory=list)
 
     def apply(self) -> None:
         for label in self.attempts:
@@ -318,6 +321,18 @@ class Deliverer:
         with self.ctx.session_factory() as session, session.begin():
             self._record(session, batch, observed)
         observed.apply()
+        if observed.disabled_endpoints:
+            # The rest of a just-disabled endpoint's backlog is dead-lettered now, in transactions
+            # of its own (the periodic sweep catches up if this fails).
+            try:
+                notices.dead_letter_disabled(self.ctx, observed.disabled_endpoints)
+            except Exception as exc:
+                log.warning(
+                    "dead-lettering the backlog of disabled endpoints %s failed (%s: %s); the sweep retries",
+                    observed.disabled_endpoints,
+                    type(exc).__name__,
+                    exc,
+                )
 
     def _record(self, session: Session, batch: list[tuple[Job, Outcome]], observed: _Observed) -> None:
         """Deliveries, endpoints and notices are read as plain rows (locked) and written back with
@@ -397,14 +412,23 @@ class Deliverer:
                         endpoints.disable(session, self.ctx, orm_endpoint, reason)
                         endpoint.status = "disabled"
                         observed.disabled.append(label)
+                        observed.disabled_endpoints.append(endpoint.id)
             delay = backoff(d.attempts, s.worker_retry_schedule_seconds, s.worker_retry_jitter)
             if outcome.retry_after is not None:
                 delay = max(delay, min(outcome.retry_after, s.worker_max_retry_after_seconds))
             next_at = now + dt.timedelta(seconds=delay)
-            if (next_at - d.first_attempt_at).total_seconds() > s.worker_retry_window_seconds:
+            # A disabled endpoint is never claimed again: a retry scheduled for it would wait
+            # forever, out of the dead-letter backlog. Its delivery is dead now (re-driven once
+            # the endpoint is enabled again).
+            to_disabled = endpoint is not None and endpoint.status == "disabled"
+            if to_disabled or (next_at - d.first_attempt_at).total_seconds() > s.worker_retry_window_seconds:
                 d.status = "dead"
                 log.warning(
-                    "delivery of %s to %s is dead after %d attempts", d.notice_id, d.endpoint_id, d.attempts
+                    "delivery of %s to %s is dead after %d attempts%s",
+                    d.notice_id,
+                    d.endpoint_id,
+                    d.attempts,
+                    " (endpoint disabled)" if to_disabled else "",
                 )
                 if notice is not None and notice.delivered_at is None and notice.status == "pending":
                     # The others as stored, or as this pass leaves them.

@@ -59,7 +59,7 @@ def rotate_secret(endpoint_id: str, licensee: CurrentLicensee, session: DbSessio
 @router.post("/{endpoint_id}/enable", response_model=EndpointOut, summary="Re-enable a disabled endpoint")
 def enable_endpoint(endpoint_id: str, licensee: CurrentLicensee, session: DbSession) -> EndpointOut:
     endpoint = _own(session, licensee.sub, endpoint_id)
-    service.enable(endpoint)
+    service.enable(session, endpoint)
     return service.to_out(endpoint)
 
 

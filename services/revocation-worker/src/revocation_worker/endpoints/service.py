@@ -16,6 +16,7 @@ from revocation_worker.endpoints.schemas import EndpointIn, EndpointOut
 from revocation_worker.endpoints.urlguard import UnsafeURL, check_webhook_url
 from revocation_worker.events import publish
 from revocation_worker.notices import repository as notices_repo
+from revocation_worker.notices import service as notices_service
 from revocation_worker.secrets import new_secret
 
 
@@ -82,11 +83,20 @@ def disable(session: Session, ctx: AppContext, endpoint: Endpoint, reason: str) 
     )
 
 
-def enable(endpoint: Endpoint) -> None:
+def enable(session: Session, endpoint: Endpoint) -> int:
+    """Active again (`endpoint` row-locked by the caller): what was dead-lettered to it while it
+    was disabled is re-driven (the same re-drive as the operator's), and notices that reached no
+    endpoint meanwhile go to it, as to a new endpoint. Returns the deliveries put in line."""
+    was_disabled = endpoint.status == "disabled"
     endpoint.status = "active"
     endpoint.disabled_reason = None
     endpoint.disabled_at = None
     endpoint.failing_since = None
+    if not was_disabled:
+        return 0
+    session.flush()
+    redriven = notices_service.redrive_dead(session, endpoint.licensee_id, endpoint.id)
+    return redriven + notices_repo.add_deliveries_for_new_endpoint(session, endpoint)
 
 
 def to_out(e: Endpoint) -> EndpointOut:

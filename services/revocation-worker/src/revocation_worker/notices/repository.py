@@ -353,6 +353,79 @@ def cancel_deliveries_to(session: Session, endpoint_id: str) -> None:
     )
 
 
+def pending_to_disabled(
+    session: Session, now: dt.datetime, endpoint_ids: Sequence[str] | None, limit: int
+) -> list[tuple[int, str, str]]:
+    """(delivery id, notice id, endpoint id) of pending deliveries to disabled endpoints that no
+    attempt holds (no live lease), by delivery id. The loop never claims them."""
+    disabled = select(Endpoint.id).where(Endpoint.status != "active")
+    if endpoint_ids is not None:
+        disabled = disabled.where(Endpoint.id.in_(sorted(set(endpoint_ids))))
+    rows = session.execute(
+        select(Delivery.id, Delivery.notice_id, Delivery.endpoint_id)
+        .where(
+            Delivery.status == "pending",
+            Delivery.endpoint_id.in_(disabled.scalar_subquery()),
+            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+        )
+        .order_by(Delivery.id)
+        .limit(limit)
+    )
+    return [(int(i), str(n), str(e)) for i, n, e in rows]
+
+
+def lock_notices_skip_locked(session: Session, ids: Iterable[str]) -> dict[str, Notice]:
+    """The notices nobody else holds, row-locked in id order; the others are left for later."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    stmt = select(Notice).where(Notice.id.in_(wanted)).order_by(Notice.id).with_for_update(skip_locked=True)
+    return {n.id: n for n in session.scalars(stmt)}
+
+
+def share_disabled_skip_locked(session: Session, ids: Iterable[str]) -> set[str]:
+    """Those of these endpoints that are disabled, share-locked (enabling one waits for us, then
+    sees what we did); an endpoint someone holds is left for later."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return set()
+    stmt = (
+        select(Endpoint.id)
+        .where(Endpoint.id.in_(wanted), Endpoint.status != "active")
+        .order_by(Endpoint.id)
+        .with_for_update(read=True, skip_locked=True)
+    )
+    return {str(i) for i in session.scalars(stmt)}
+
+
+def dead_letter_pending(
+    session: Session, ids: Sequence[int], now: dt.datetime, error: str
+) -> list[tuple[int, str]]:
+    """Dead-letter these deliveries if they are still pending and unleased (rows someone holds
+    are skipped). Returns (id, notice id) of those dead-lettered."""
+    if not ids:
+        return []
+    table = cast(Table, Delivery.__table__)
+    d = table.c
+    free = (
+        select(d.id)
+        .where(d.id.in_(list(ids)), d.status == "pending", or_(d.lease_until.is_(None), d.lease_until < now))
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        update(table)
+        .where(d.id.in_(free))
+        .values(status="dead", lease_until=None, lease_owner=None, last_error=error[:500])
+        .returning(d.id, d.notice_id)
+    )
+    return [(int(i), str(n)) for i, n in rows]
+
+
+def delivery_statuses(session: Session, notice_id: str) -> list[str]:
+    return [str(x) for x in session.scalars(select(Delivery.status).where(Delivery.notice_id == notice_id))]
+
+
 def cancel_pending_for_notice(session: Session, notice_id: str) -> None:
     session.execute(
         update(Delivery)

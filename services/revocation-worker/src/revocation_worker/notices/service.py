@@ -335,10 +335,14 @@ def redeliver(session: Session, notice: Notice) -> int:
 
 
 def redrive_dead(session: Session, licensee_id: str | None, endpoint_id: str | None) -> int:
-    """Operator: put dead-lettered deliveries back in line."""
+    """Operator: put dead-lettered deliveries back in line. Those to a disabled endpoint stay dead
+    (nothing claims a disabled endpoint's deliveries: pending, they would hang out of sight) until
+    it is enabled again; those to a deleted endpoint or of an acknowledged notice, which nothing
+    can or need deliver any more, are cancelled."""
     now = utcnow()
     count = 0
     after: int | None = None
+    endpoint_status: dict[str, str | None] = {}
     while True:
         batch = repository.dead_deliveries(session, licensee_id, after, 500)
         if not batch:
@@ -347,15 +351,72 @@ def redrive_dead(session: Session, licensee_id: str | None, endpoint_id: str | N
             after = d.id
             if endpoint_id and d.endpoint_id != endpoint_id:
                 continue
+            if d.endpoint_id not in endpoint_status:
+                endpoint = endpoints_repo.get(session, d.endpoint_id)
+                endpoint_status[d.endpoint_id] = endpoint.status if endpoint is not None else None
+            status = endpoint_status[d.endpoint_id]
+            if status == "disabled":
+                continue
+            notice = repository.get(session, d.notice_id)
+            if status is None or notice is None or notice.status == "acknowledged":
+                d.status = "cancelled"
+                continue
             d.status = "pending"
             d.attempts = 0
             d.first_attempt_at = None
             d.next_attempt_at = now
             d.lease_until = None
-            notice = repository.get(session, d.notice_id)
-            if notice is not None and notice.status == "failed":
+            if notice.status == "failed":
                 notice.status = "pending"
             count += 1
+
+
+def dead_letter_disabled(ctx: AppContext, endpoint_ids: Sequence[str] | None = None, batch: int = 500) -> int:
+    """Dead-letter the pending deliveries to disabled endpoints (these, or all): the loop never
+    claims them, so pending they would wait forever, out of the operator's dead-letter backlog.
+    A notice none of whose deliveries can still succeed turns `failed` (NoticeFailed), as when
+    its retry window ends. Rows someone else holds (an attempt in flight, a recorder, an
+    acknowledgement) are skipped: the recorder dead-letters a failed attempt to a disabled
+    endpoint itself, and the periodic sweep comes back for the rest. Returns the deliveries
+    dead-lettered."""
+    done = 0
+    while True:
+        with ctx.session_factory() as session:  # a read first: nothing to do commits nothing
+            if not repository.pending_to_disabled(session, utcnow(), endpoint_ids, 1):
+                return done
+        now = utcnow()
+        with ctx.session_factory() as session, session.begin():
+            found = repository.pending_to_disabled(session, now, endpoint_ids, batch)
+            if not found:
+                return done
+            # Nothing here waits for a lock (SKIP LOCKED), so no lock order can deadlock with the
+            # recorder or an acknowledgement; what is skipped is found again next time.
+            locked = repository.lock_notices_skip_locked(session, (n for _, n, _ in found))
+            disabled = repository.share_disabled_skip_locked(session, (e for _, _, e in found))
+            ids = [i for i, n, e in found if n in locked and e in disabled]
+            dead = repository.dead_letter_pending(session, ids, now, "endpoint disabled")
+            events: list[dict[str, Any]] = []
+            for notice_id in sorted({n for _, n in dead}):
+                notice = locked[notice_id]
+                if notice.status != "pending" or notice.delivered_at is not None:
+                    continue
+                statuses = repository.delivery_statuses(session, notice_id)
+                if all(st in ("dead", "cancelled") for st in statuses):
+                    notice.status = "failed"
+                    events.append(
+                        outbox_row(
+                            ctx.settings,
+                            licensee_id=notice.licensee_id,
+                            notice_id=notice.id,
+                            revocation_id=notice.revocation_id,
+                            subject_id=notice.subject_id,
+                            notice_failed=pb.NoticeFailed(reason="undeliverable: endpoint disabled"),
+                        )
+                    )
+            publish_many(session, events)
+        done += len(dead)
+        if len(found) < batch or not dead:
+            return done  # the rest (if any) is held by others: the next sweep
 
 
 def sweep_overdue(ctx: AppContext, limit: int = 500) -> int:
