@@ -5,6 +5,13 @@ The relay publishes committed rows in order and marks them published; it keeps
 published rows for a retention window and re-publishes them when it finds that
 the broker has lost its log (a topic it owns is gone). Consumers deduplicate by
 event id, so repeats are harmless; losses are not possible.
+
+On PostgreSQL the relay sleeps until a row is committed: a statement trigger on each service's
+outbox table (its Alembic migration) sends `NOTIFY rescind_outbox` in the writing transaction, which
+PostgreSQL delivers on commit only (and once per transaction), and the relay LISTENs on a dedicated
+connection (`rescind_common.pglisten`). A fallback poll (`fallback_interval`) covers a missed
+notification; while the LISTEN connection is down the relay polls every `poll_interval` as it does
+on SQLite, where there is no NOTIFY.
 """
 
 from __future__ import annotations
@@ -31,8 +38,25 @@ from rescind_common.metrics import (
     OUTBOX_PUBLISHED,
     OUTBOX_REPLAYED,
 )
+from rescind_common.pglisten import Listener, libpq_url
 
 log = logging.getLogger(__name__)
+
+# The channel the outbox trigger notifies (the services' migrations spell it out: keep them in step).
+# Channels are per database, and each service has a database of its own.
+OUTBOX_CHANNEL = "rescind_outbox"
+
+
+class _StopEvent(threading.Event):
+    """The relay's `stop_event`: setting it also ends the relay's sleep at once."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def set(self) -> None:
+        super().set()
+        self._wake.set()
 
 
 class OutboxRow(Protocol):
@@ -100,6 +124,8 @@ class OutboxRelay:
         replication_factor: int = 1,
         batch_size: int = 500,
         poll_interval: float = 0.05,
+        fallback_interval: float = 2.0,
+        listen: bool = True,
         retention: dt.timedelta = dt.timedelta(hours=72),
         topic_check_interval: float = 2.0,
         backlog_interval: float = 1.0,
@@ -112,7 +138,12 @@ class OutboxRelay:
         self.partitions = partitions
         self.replication_factor = replication_factor
         self.batch_size = batch_size
+        # Without notifications (SQLite, LISTEN connection down): poll this often.
         self.poll_interval = poll_interval
+        # With them (PostgreSQL): look anyway this often, for a notification that went missing.
+        self.fallback_interval = fallback_interval
+        self.listen = listen and engine.dialect.name == "postgresql"
+        self._listener: Listener | None = None
         self.retention = retention
         self.topic_check_interval = topic_check_interval
         self.backlog_interval = backlog_interval
@@ -125,7 +156,9 @@ class OutboxRelay:
         self._topic_ids: dict[str, str] = {}
         self._last_prune = 0.0
         self._lock_key = zlib.crc32(f"rescind-outbox-{service}".encode())
-        self.stop_event = threading.Event()
+        # Set by a notification (from the listener's thread), by a stop, or by `wake()`.
+        self._wake = threading.Event()
+        self.stop_event: threading.Event = _StopEvent(self._wake)
         # Every series from the start: increase()/rate() miss the first event of a series born at 1.
         OUTBOX_PUBLISH_ERRORS.labels(service)
         OUTBOX_REPLAYED.labels(service)
@@ -194,6 +227,9 @@ class OutboxRelay:
                 .where(self.model.topic.in_(topics), self.model.published_at.is_not(None))
                 .values(published_at=None)
             )
+            if result.rowcount and conn.dialect.name == "postgresql":
+                # The trigger fires on INSERT only: tell the replica that holds the publishing lock.
+                conn.execute(text("SELECT pg_notify(:c, '')"), {"c": OUTBOX_CHANNEL})
         if result.rowcount:
             log.warning(
                 "broker lost the log of %s; re-publishing %d retained events", topics, result.rowcount
@@ -319,27 +355,64 @@ class OutboxRelay:
         except Exception as exc:
             log.debug("outbox backlog query failed: %s: %s", type(exc).__name__, exc)
 
+    # -- waking ----------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Publish now (thread-safe): the listener calls this on every notification."""
+        self._wake.set()
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None and self._listener.listening
+
+    @property
+    def listen_backend_pid(self) -> int | None:
+        """The PostgreSQL backend of the LISTEN connection, while there is one."""
+        return self._listener.backend_pid if self._listener is not None else None
+
+    def _idle_wait(self) -> float:
+        """How long to sleep when nothing is left to publish, unless woken."""
+        if not self.listening:
+            return self.poll_interval
+        # Still check the broker's topics on time: a broker that lost its log while nothing was
+        # written must get the retained rows back (`_check_topics`).
+        until_check = self._last_topic_check + self.topic_check_interval - time.monotonic()
+        return max(self.poll_interval, min(self.fallback_interval, until_check))
+
     def run(self) -> None:
         """Publish until `stop_event` is set. Broker and database outages are retried with backoff."""
         backoff = 0.2
         log.info("outbox relay for %s started (bootstrap %s)", self.service, self.bootstrap)
-        while not self.stop_event.is_set():
-            self._maybe_observe_backlog()
-            try:
-                published = self.publish_once()
-                backoff = 0.2
-                if time.monotonic() - self._last_prune > 60:
-                    self._last_prune = time.monotonic()
-                    self.prune()
-                if published < self.batch_size:
-                    self.stop_event.wait(self.poll_interval)
-            except Exception as exc:
-                OUTBOX_PUBLISH_ERRORS.labels(self.service).inc()
-                log.warning(
-                    "outbox relay error (%s: %s); retrying in %.1fs", type(exc).__name__, exc, backoff
-                )
-                self._reset()
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-        self._reset()
+        if self.listen:
+            self._listener = Listener(
+                libpq_url(self.engine), OUTBOX_CHANNEL, self.wake, name=f"{self.service}-relay-listen"
+            ).start()
+        try:
+            while not self.stop_event.is_set():
+                # Cleared before reading the outbox: a row committed after this point either is
+                # read below or its notification ends the next sleep at once.
+                self._wake.clear()
+                self._maybe_observe_backlog()
+                try:
+                    published = self.publish_once()
+                    backoff = 0.2
+                    if time.monotonic() - self._last_prune > 60:
+                        self._last_prune = time.monotonic()
+                        self.prune()
+                    if published < self.batch_size:
+                        self._wake.wait(self._idle_wait())
+                except Exception as exc:
+                    OUTBOX_PUBLISH_ERRORS.labels(self.service).inc()
+                    log.warning(
+                        "outbox relay error (%s: %s); retrying in %.1fs", type(exc).__name__, exc, backoff
+                    )
+                    self._reset()
+                    self.stop_event.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+        finally:
+            if self._listener is not None:
+                self._listener.stop()
+                self._listener.join(timeout=5)
+                self._listener = None
+            self._reset()
         log.info("outbox relay for %s stopped", self.service)

@@ -57,6 +57,9 @@ class RescindSettings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # Published outbox rows are kept this long so that a lost broker log can be replayed.
     outbox_retention_hours: float = Field(default=72.0, gt=0)
+    # On PostgreSQL the relay is woken by NOTIFY when a row commits; it also looks this often, in case
+    # a notification went missing. (SQLite, and PostgreSQL while the LISTEN connection is down: 50 ms.)
+    outbox_fallback_poll_seconds: float = Field(default=2.0, gt=0, le=3600)
     # Each consumer's processed-event ids are kept this long, then pruned. It must outlast every way
     # an event can come again (an outbox replay, the topic's own retention: 7 days on Kubernetes),
     # or a replayed event whose id was pruned would be applied twice.

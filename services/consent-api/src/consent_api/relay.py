@@ -19,5 +19,6 @@ def build_relay(settings: ConsentSettings) -> OutboxRelay:
         topics=[settings.kafka_consent_topic],
         partitions=settings.kafka_topic_partitions,
         replication_factor=settings.kafka_replication_factor,
+        fallback_interval=settings.outbox_fallback_poll_seconds,
         retention=dt.timedelta(hours=settings.outbox_retention_hours),
     )

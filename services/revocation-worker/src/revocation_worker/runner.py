@@ -21,11 +21,10 @@ import threading
 import time
 from typing import Literal
 
-import psycopg
-
 from rescind_common.consumer import EventConsumer
 from rescind_common.db import make_engine, make_session_factory
 from rescind_common.outbox import OutboxRelay
+from rescind_common.pglisten import Listener, libpq_url
 from revocation_worker.config import WorkerSettings
 from revocation_worker.context import AppContext
 from revocation_worker.db import Outbox, ProcessedEvent
@@ -83,6 +82,7 @@ def build_relay(ctx: AppContext) -> OutboxRelay:
         topics=[s.kafka_notice_topic],
         partitions=s.kafka_topic_partitions,
         replication_factor=s.kafka_replication_factor,
+        fallback_interval=s.outbox_fallback_poll_seconds,
         retention=dt.timedelta(hours=s.outbox_retention_hours),
     )
 
@@ -107,10 +107,10 @@ class Worker:
         if self.consumer is not None:
             self.consumer.on_batch = self._on_consumer_batch
         self._threads: list[threading.Thread] = []
+        self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._resolver_wake: asyncio.Event | None = None
-        self._stopping = threading.Event()
 
     # -- wakeups (thread-safe) -----------------------------------------------------
 
@@ -142,24 +142,9 @@ class Worker:
         except Exception as exc:  # the delivery role's fallback timer still finds the work
             log.warning("NOTIFY %s failed: %s: %s", DELIVERY_CHANNEL, type(exc).__name__, exc)
 
-    def _listen(self) -> None:
-        """Delivery role on PostgreSQL: wake the loop on every NOTIFY; while the connection is
-        down, the loop polls instead."""
-        url = self.ctx.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {DELIVERY_CHANNEL}")
-                    self.deliverer.signalled = True
-                    self.deliverer.wake()  # anything made while we were not listening
-                    while not self._stopping.is_set():
-                        for _ in conn.notifies(timeout=1.0):
-                            self.deliverer.wake()  # idempotent: a burst is one claim
-            except Exception as exc:
-                self.deliverer.signalled = False
-                log.warning("LISTEN %s failed (%s: %s); polling", DELIVERY_CHANNEL, type(exc).__name__, exc)
-                self._stopping.wait(2.0)
-        self.deliverer.signalled = False
+    def _on_listening(self, listening: bool) -> None:
+        # Delivery role on PostgreSQL: woken by NOTIFY while listening, polling while not.
+        self.deliverer.signalled = listening
 
     # -- loops ---------------------------------------------------------------------
 
@@ -216,9 +201,14 @@ class Worker:
                 t.start()
                 self._threads.append(t)
         if self.role == "delivery" and self.pg:
-            t = threading.Thread(target=self._listen, name="worker-listen", daemon=True)
-            t.start()
-            self._threads.append(t)
+            # wake() is idempotent: a burst of notifications is one claim.
+            self._listener = Listener(
+                libpq_url(self.ctx.engine),
+                DELIVERY_CHANNEL,
+                self.deliverer.wake,
+                on_state=self._on_listening,
+                name="worker-listen",
+            ).start()
 
         async def wake_on_stop() -> None:
             await stop.wait()
@@ -233,7 +223,8 @@ class Worker:
         await asyncio.gather(*loops)
 
     def stop(self) -> None:
-        self._stopping.set()
+        if self._listener is not None:
+            self._listener.stop()
         if self.consumer is not None:
             self.consumer.stop_event.set()
         if self.relay is not None:
@@ -244,6 +235,8 @@ class Worker:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(timeout=max(0.1, deadline - time.monotonic()))
+        if self._listener is not None:
+            self._listener.join(timeout=max(0.1, deadline - time.monotonic()))
         if self.registry is not None:
             self.registry.close()
 
