@@ -41,6 +41,8 @@ class Target:
     purpose: str | None = None
     # Withdraw one licensee from a consent open to any licensee; the consent stays active.
     only_licensee: str | None = None
+    # The consent's samples not yet revoked, when the caller loaded them with the consent.
+    active: list[str] | None = None
     withdrawn: list[str] = field(default_factory=list)
 
 
@@ -69,11 +71,13 @@ def revoke(
         assert key is not None
         reason_sealed = subjects.seal_json(key, subject.id, "reason", reason)
 
+    # Every target's samples not yet revoked, in one query (unless the caller loaded them).
+    loaded = consents_repo.active_sample_ids_of(session, [t.consent.id for t in targets if t.active is None])
     touched: list[tuple[Target, list[str], list[str], bool]] = []
     target_writes: list[Write] = []
     for t in targets:
         c = t.consent
-        active = consents_repo.sample_ids(session, c.id, active=True)
+        active = t.active if t.active is not None else loaded[c.id]
         if not active:
             continue
         live_purposes = [p for p in c.purposes if p not in (c.revoked_purposes or [])]
@@ -182,7 +186,7 @@ def revoke_consent(
     sample_ids: list[str] | None,
     reason: str | None,
 ) -> Revocation:
-    consent = consents_repo.get(session, subject.id, consent_id, lock=True)
+    consent, active = consents_repo.get_with_active_sample_ids(session, subject.id, consent_id)
     if consent is None:
         raise Problem(404, f"No consent {consent_id}.")
     if consent.status != "active":
@@ -206,7 +210,7 @@ def revoke_consent(
         session,
         ctx,
         subject,
-        [Target(consent, sample_ids=wanted)],
+        [Target(consent, sample_ids=wanted, active=active)],
         scope="consent",
         consent_id=consent_id,
         reason=reason,
