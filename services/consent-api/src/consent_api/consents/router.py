@@ -28,12 +28,7 @@ async def grant_consent(
 ) -> ConsentDetail:
     # async: the database work and the commit take one worker-thread hop and the answer is checked
     # on the event loop (a sync endpoint would need more hops, while holding its connection).
-    return await run_and_commit(session, _grant, session, ctx, principal, body)
-
-
-def _grant(session: Session, ctx: AppContext, principal: Principal, body: ConsentIn) -> ConsentDetail:
-    subject = subjects.current(session, ctx, principal, lock=True)
-    return service.grant(session, ctx, subject, body)
+    return await run_and_commit(session, service.grant_as, session, ctx, principal, body)
 
 
 @router.get("", response_model=Page[ConsentOut], summary="List own consents")

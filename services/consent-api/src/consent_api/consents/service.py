@@ -14,15 +14,37 @@ from consent_api.context import AppContext
 from consent_api.events import outbox_insert, timestamp
 from consent_api.receipts import claims as receipt_claims
 from consent_api.samples import repository as samples_repo
+from consent_api.subjects import service as subjects
 from consent_api.subjects.models import Subject
+from rescind_common.auth import Principal
 from rescind_common.db import Write, execute_together, utcnow
 from rescind_common.ids import new_id
 from rescind_common.problems import Problem, field_error
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
 
-def grant(session: Session, ctx: AppContext, subject: Subject, body: ConsentIn) -> ConsentDetail:
-    """Grant; the answer is built from what was written (nothing is read back)."""
+def grant_as(session: Session, ctx: AppContext, principal: Principal, body: ConsentIn) -> ConsentDetail:
+    """Grant for the caller's subject (locked). Naming a few samples, the subject and the samples'
+    fingerprints are read in one query."""
+    ids = list(dict.fromkeys(body.sample_ids or []))
+    if ids and not body.all_samples and len(ids) <= samples_repo.CHUNK:
+        sub_hash = ctx.master.sub_hash(principal.sub)
+        subject, found = samples_repo.subject_with_fingerprints(session, sub_hash, ids)
+        if subject is not None:
+            return grant(session, ctx, subject, body, found=found)
+    return grant(session, ctx, subjects.current(session, ctx, principal, lock=True), body)
+
+
+def grant(
+    session: Session,
+    ctx: AppContext,
+    subject: Subject,
+    body: ConsentIn,
+    *,
+    found: dict[str, tuple[str, str]] | None = None,
+) -> ConsentDetail:
+    """Grant; the answer is built from what was written (nothing is read back). `found`: the
+    fingerprints of the named samples, when the caller read them with the subject."""
     now = utcnow()
     if body.expires_at is not None and body.expires_at <= now:
         raise Problem(
@@ -56,7 +78,8 @@ def grant(session: Session, ctx: AppContext, subject: Subject, body: ConsentIn) 
         limit = ctx.settings.consent_max_sample_ids
         if len(sample_ids) > limit:
             raise Problem(413, f"A consent names at most {limit} samples.", limit=limit)
-    found = samples_repo.fingerprints(session, subject.id, sample_ids)
+    if found is None:
+        found = samples_repo.fingerprints(session, subject.id, sample_ids)
     if len(found) != len(sample_ids):
         index = {sid: i for i, sid in enumerate(body.sample_ids or [])}
         missing = [sid for sid in sample_ids if sid not in found]

@@ -3,10 +3,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import and_, insert, select
 from sqlalchemy.orm import Session
 
 from consent_api.samples.models import Sample
+from consent_api.subjects.models import Subject
 
 CHUNK = 900  # stays under SQLite's bound-parameter limits
 
@@ -24,6 +25,22 @@ def existing_hashes(session: Session, subject_id: str, hashes: Sequence[str]) ->
         )
         found.update({str(sha): str(sid) for sha, sid in rows})
     return found
+
+
+def subject_with_fingerprints(
+    session: Session, sub_hash: str, sample_ids: Sequence[str]
+) -> tuple[Subject | None, dict[str, tuple[str, str]]]:
+    """The subject, locked, and `fingerprints` of those of `sample_ids` (at most CHUNK) it owns, in
+    one query (a grant's read)."""
+    rows = session.execute(
+        select(Subject, Sample.id, Sample.sha256, Sample.kind)
+        .outerjoin(Sample, and_(Sample.subject_id == Subject.id, Sample.id.in_(sample_ids)))
+        .where(Subject.sub_hash == sub_hash)
+        .with_for_update(of=Subject)
+    ).all()
+    if not rows:
+        return None, {}
+    return rows[0][0], {sid: (sha, kind) for _, sid, sha, kind in rows if sid is not None}
 
 
 def insert_many(session: Session, rows: list[dict[str, Any]]) -> None:
