@@ -72,11 +72,12 @@ def test_committed_rows_are_published_promptly(
     assert len(for_key(read_topic(broker.bootstrap, topic, lambda rs: len(for_key(rs, key)) >= 3), key)) == 3
 
 
+# LISTEN/NOTIFY is PostgreSQL's: SQLite's relay has no listen connection to lose.
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_relay_reconnects_when_its_listen_connection_is_killed(
     db_url: str, client: TestClient, wake_settings: Any, seller: dict[str, str]
 ) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    assert db_url.startswith("postgresql")
     topic = wake_settings.kafka_consent_topic
     with RelayThread(wake_settings, topic_check_interval=60.0) as relay:
         _settle(relay)
