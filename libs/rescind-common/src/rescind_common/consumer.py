@@ -187,6 +187,7 @@ class EventConsumer:
         session_timeout_ms: int = 6000,
         heartbeat_interval_ms: int = 1000,
         max_poll_records: int = 500,
+        fetch_max_wait_ms: int = 100,
         partitions: int = 6,
         replication_factor: int = 1,
         on_batch: Callable[[int], None] | None = None,
@@ -206,6 +207,7 @@ class EventConsumer:
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.max_poll_records = max_poll_records
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.partitions = partitions
         self.replication_factor = replication_factor
         # Called after a batch's offsets are committed, with the number of records newly applied
@@ -247,6 +249,7 @@ class EventConsumer:
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.heartbeat_interval_ms,
             max_poll_records=self.max_poll_records,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
             # Notice recreated topics quickly (the embedded broker forgets them on restart).
             metadata_max_age_ms=3000,
             request_timeout_ms=30_000,
