@@ -17,6 +17,7 @@ _DELIVERIES = cast(Table, Delivery.__table__)
 _NOTICES = cast(Table, Notice.__table__)
 _ENDPOINTS = cast(Table, Endpoint.__table__)
 _ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
+_INSERT_ATTEMPTS = insert(_ATTEMPTS)
 
 
 @dataclass
@@ -112,7 +113,7 @@ def release(session: Session, ids: Sequence[int]) -> None:
 def add_attempts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """One multi-row INSERT for every attempt of a recording pass."""
     if rows:
-        session.execute(insert(_ATTEMPTS), list(rows))
+        session.connection().execute(_INSERT_ATTEMPTS, list(rows))
 
 
 def next_due_at(session: Session, after: dt.datetime) -> dt.datetime | None:
@@ -131,7 +132,7 @@ def lock_delivery_states(session: Session, ids: Iterable[int]) -> dict[int, Deli
     if not wanted:
         return {}
     c = _DELIVERIES.c
-    rows = session.execute(
+    rows = session.connection().execute(
         select(
             c.id,
             c.notice_id,
@@ -154,7 +155,7 @@ def lock_notice_states(session: Session, ids: Iterable[str]) -> dict[str, Notice
     if not wanted:
         return {}
     c = _NOTICES.c
-    rows = session.execute(
+    rows = session.connection().execute(
         select(c.id, c.licensee_id, c.revocation_id, c.subject_id, c.status, c.delivered_at, c.revoked_at)
         .where(c.id.in_(wanted))
         .order_by(c.id)
@@ -196,7 +197,7 @@ _WRITE_NOTICE = (
 def write_deliveries(session: Session, states: Sequence[DeliveryState]) -> None:
     """One executemany UPDATE for every recorded delivery (its lease released)."""
     if states:
-        session.execute(
+        session.connection().execute(
             _WRITE_DELIVERY,
             [
                 {
@@ -217,7 +218,7 @@ def write_deliveries(session: Session, states: Sequence[DeliveryState]) -> None:
 
 def write_notices(session: Session, states: Sequence[NoticeState]) -> None:
     if states:
-        session.execute(
+        session.connection().execute(
             _WRITE_NOTICE,
             [{"b_id": n.id, "b_status": n.status, "b_delivered": n.delivered_at} for n in states],
         )
@@ -228,7 +229,7 @@ def lock_endpoint_states(session: Session, ids: Iterable[str]) -> dict[str, Endp
     if not wanted:
         return {}
     c = _ENDPOINTS.c
-    rows = session.execute(
+    rows = session.connection().execute(
         select(c.id, c.status, c.failing_since, c.last_success_at)
         .where(c.id.in_(wanted))
         .order_by(c.id)
@@ -246,7 +247,7 @@ _WRITE_ENDPOINT = (
 
 def write_endpoints(session: Session, states: Sequence[EndpointState]) -> None:
     if states:
-        session.execute(
+        session.connection().execute(
             _WRITE_ENDPOINT,
             [{"b_id": e.id, "b_failing": e.failing_since, "b_success": e.last_success_at} for e in states],
         )

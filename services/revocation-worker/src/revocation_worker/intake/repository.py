@@ -15,6 +15,9 @@ CHUNK = 900  # ids per IN list (SQLite's bound-parameter limit, with room to spa
 
 _REVOCATIONS = cast(Table, Revocation.__table__)
 _PARTS = cast(Table, RevocationPart.__table__)
+# Core INSERTs on the session's connection (the plain rows need none of the ORM's machinery).
+_INSERT_REVOCATIONS = insert(_REVOCATIONS)
+_INSERT_PARTS = insert(_PARTS)
 
 
 def lock_revocations(session: Session, ids: Sequence[str]) -> dict[str, tuple[str, int]]:
@@ -28,7 +31,7 @@ def lock_revocations(session: Session, ids: Sequence[str]) -> dict[str, tuple[st
             .order_by(_REVOCATIONS.c.id)
             .with_for_update()
         )
-        for rid, state, count in session.execute(stmt):
+        for rid, state, count in session.connection().execute(stmt):
             found[str(rid)] = (str(state), int(count))
     return found
 
@@ -42,26 +45,27 @@ def part_keys(session: Session, revocation_ids: Sequence[str]) -> dict[tuple[str
         stmt = select(c.revocation_id, c.consent_id, c.chunk_index, c.chunk_count).where(
             c.revocation_id.in_(wanted[i : i + CHUNK])
         )
-        for rid, consent_id, chunk_index, chunk_count in session.execute(stmt):
+        for rid, consent_id, chunk_index, chunk_count in session.connection().execute(stmt):
             found[(str(rid), str(consent_id), int(chunk_index))] = int(chunk_count)
     return found
 
 
 def insert_revocations(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        session.execute(insert(_REVOCATIONS), list(rows))
+        session.connection().execute(_INSERT_REVOCATIONS, list(rows))
 
 
 def insert_parts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        session.execute(insert(_PARTS), list(rows))
+        session.connection().execute(_INSERT_PARTS, list(rows))
 
 
 def mark_ready(session: Session, ids: Sequence[str], now: dt.datetime) -> None:
     """Revocations still collecting whose every part is now in: ready for the resolver."""
+    c = _REVOCATIONS.c
     for i in range(0, len(ids), CHUNK):
-        session.execute(
-            update(Revocation)
-            .where(Revocation.id.in_(ids[i : i + CHUNK]), Revocation.state == "collecting")
+        session.connection().execute(
+            update(_REVOCATIONS)
+            .where(c.id.in_(ids[i : i + CHUNK]), c.state == "collecting")
             .values(state="ready", next_resolve_at=now)
         )
