@@ -180,22 +180,22 @@ class Deliverer:
                 default_capacity=capacity,
                 limit=room,
             )
-            if len(claimed) < room:
-                self._next_due = delivery_repo.next_due_at(session, now)
             if not claimed:
+                self._next_due = delivery_repo.next_due_at(session, now)
                 return []
-            by_endpoint = delivery_repo.endpoints_by_id(session, (c.endpoint_id for c in claimed))
-            by_notice = repository.notice_rows(session, (c.notice_id for c in claimed))
+            # Their endpoints and notices (and when the next retry is due) in one query.
+            rows, next_due = delivery_repo.leased_rows(session, [c.id for c in claimed], now)
+            if len(claimed) < room:
+                self._next_due = next_due
             gone: list[int] = []
             for c in claimed:
-                endpoint = by_endpoint.get(c.endpoint_id)
-                notice = by_notice.get(c.notice_id)
-                if endpoint is None or notice is None:
+                row = rows.get(c.id)
+                if row is None or row.url is None or row.endpoint is None or row.notice is None:
                     gone.append(c.id)
                     continue
                 if c.endpoint_id not in secrets:
-                    secrets[c.endpoint_id] = endpoints.signing_secrets(self.ctx, endpoint, now)
-                out.append(Leased(c.id, c.endpoint_id, endpoint.url, secrets[c.endpoint_id], notice))
+                    secrets[c.endpoint_id] = endpoints.signing_secrets(self.ctx, row.endpoint, now)
+                out.append(Leased(c.id, c.endpoint_id, row.url, secrets[c.endpoint_id], row.notice))
             delivery_repo.cancel(session, gone)
         return out
 

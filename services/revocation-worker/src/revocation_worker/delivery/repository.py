@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.notices.models import Delivery, DeliveryAttempt, Notice
+from revocation_worker.notices.repository import CHUNK, NoticeRow
 
 _DELIVERIES = cast(Table, Delivery.__table__)
 _NOTICES = cast(Table, Notice.__table__)
@@ -60,6 +61,72 @@ class NoticeState:
     delivered_at: dt.datetime | None
     revoked_at: dt.datetime
     changed: bool = False
+
+
+class EndpointSecrets(NamedTuple):
+    """What signing reads of an endpoint (`endpoints.signing_secrets`)."""
+
+    id: str
+    secret_sealed: bytes
+    previous_secret_sealed: bytes | None
+    previous_secret_expires_at: dt.datetime | None
+
+
+class LeasedRow(NamedTuple):
+    """What sending a leased delivery needs of its endpoint and notice (None: gone)."""
+
+    delivery_id: int
+    url: str | None
+    endpoint: EndpointSecrets | None
+    notice: NoticeRow | None
+
+
+_NOTICE_COLUMNS = [_NOTICES.c[name] for name in NoticeRow._fields]
+_NEXT_DUE = (
+    select(func.min(_DELIVERIES.c.next_attempt_at))
+    .where(_DELIVERIES.c.status == "pending", _DELIVERIES.c.next_attempt_at > bindparam("now"))
+    .scalar_subquery()
+)
+_LEASED = (
+    select(
+        _DELIVERIES.c.id,
+        _NEXT_DUE,
+        _ENDPOINTS.c.url,
+        *(_ENDPOINTS.c[name] for name in EndpointSecrets._fields),
+        *_NOTICE_COLUMNS,
+    )
+    .select_from(
+        _DELIVERIES.outerjoin(_ENDPOINTS, _ENDPOINTS.c.id == _DELIVERIES.c.endpoint_id).outerjoin(
+            _NOTICES, _NOTICES.c.id == _DELIVERIES.c.notice_id
+        )
+    )
+    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
+)
+_SECRETS = slice(3, 3 + len(EndpointSecrets._fields))
+_NOTICE = slice(_SECRETS.stop, None)
+
+
+def leased_rows(
+    session: Session, ids: Sequence[int], now: dt.datetime
+) -> tuple[dict[int, LeasedRow], dt.datetime | None]:
+    """Leased deliveries' endpoints and notices as plain rows, in one query (per 900) instead of
+    one per table; with them, what `next_due_at(now)` says (the same probe, a scalar subquery)."""
+    out: dict[int, LeasedRow] = {}
+    next_due: dt.datetime | None = None
+    wanted = sorted(set(ids))
+    conn = session.connection()
+    for i in range(0, len(wanted), CHUNK):
+        for row in conn.execute(_LEASED, {"ids": wanted[i : i + CHUNK], "now": now}):
+            next_due = row[1]
+            endpoint = EndpointSecrets(*row[_SECRETS])
+            notice = NoticeRow(*row[_NOTICE])
+            out[int(row[0])] = LeasedRow(
+                int(row[0]),
+                row[2],
+                endpoint if endpoint.id is not None else None,
+                notice if notice.id is not None else None,
+            )
+    return out, next_due
 
 
 def endpoints_by_id(session: Session, ids: Iterable[str], *, lock: bool = False) -> dict[str, Endpoint]:
