@@ -193,27 +193,41 @@ def next_due_at(session: Session, after: dt.datetime) -> dt.datetime | None:
     )
 
 
+def _locking(table: Table, *columns: str) -> Any:
+    """SELECT these columns of the rows whose id is in :ids, row-locked in id order (every
+    recorder locks alike); built once, bound per call."""
+    c = table.c
+    return (
+        select(*(c[name] for name in columns))
+        .where(c.id.in_(bindparam("ids", expanding=True)))
+        .order_by(c.id)
+        .with_for_update()
+    )
+
+
+_LOCK_DELIVERIES = _locking(
+    _DELIVERIES,
+    "id",
+    "notice_id",
+    "endpoint_id",
+    "status",
+    "attempts",
+    "first_attempt_at",
+    "next_attempt_at",
+    "succeeded_at",
+)
+_LOCK_NOTICES = _locking(
+    _NOTICES, "id", "licensee_id", "revocation_id", "subject_id", "status", "delivered_at", "revoked_at"
+)
+_LOCK_ENDPOINTS = _locking(_ENDPOINTS, "id", "status", "failing_since", "last_success_at")
+
+
 def lock_delivery_states(session: Session, ids: Iterable[int]) -> dict[int, DeliveryState]:
     """The deliveries' recording state, row-locked in id order (every recorder locks alike)."""
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    c = _DELIVERIES.c
-    rows = session.connection().execute(
-        select(
-            c.id,
-            c.notice_id,
-            c.endpoint_id,
-            c.status,
-            c.attempts,
-            c.first_attempt_at,
-            c.next_attempt_at,
-            c.succeeded_at,
-        )
-        .where(c.id.in_(wanted))
-        .order_by(c.id)
-        .with_for_update()
-    )
+    rows = session.connection().execute(_LOCK_DELIVERIES, {"ids": wanted})
     return {int(r[0]): DeliveryState(*r) for r in rows}
 
 
@@ -221,13 +235,7 @@ def lock_notice_states(session: Session, ids: Iterable[str]) -> dict[str, Notice
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    c = _NOTICES.c
-    rows = session.connection().execute(
-        select(c.id, c.licensee_id, c.revocation_id, c.subject_id, c.status, c.delivered_at, c.revoked_at)
-        .where(c.id.in_(wanted))
-        .order_by(c.id)
-        .with_for_update()
-    )
+    rows = session.connection().execute(_LOCK_NOTICES, {"ids": wanted})
     return {str(r[0]): NoticeState(*r) for r in rows}
 
 
@@ -295,13 +303,7 @@ def lock_endpoint_states(session: Session, ids: Iterable[str]) -> dict[str, Endp
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    c = _ENDPOINTS.c
-    rows = session.connection().execute(
-        select(c.id, c.status, c.failing_since, c.last_success_at)
-        .where(c.id.in_(wanted))
-        .order_by(c.id)
-        .with_for_update()
-    )
+    rows = session.connection().execute(_LOCK_ENDPOINTS, {"ids": wanted})
     return {str(r[0]): EndpointState(*r) for r in rows}
 
 

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple, Protocol, cast
 from sqlalchemy import Insert, Select, Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from rescind_common.db import utcnow
+from rescind_common.db import UTCDateTime, utcnow
 from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.notices.models import (
     Delivery,
@@ -454,6 +454,54 @@ def cancel_pending_for_notice(session: Session, notice_id: str) -> None:
     )
 
 
+_DELIVERIES = cast(Table, Delivery.__table__)
+_ENDPOINTS = cast(Table, Endpoint.__table__)
+# claim_due's statements, built once (Core, bound per call): building and compiling-cache-keying
+# ORM statements on every claim cost more than running them.
+_RANKED = (
+    select(
+        _DELIVERIES.c.id,
+        _DELIVERIES.c.endpoint_id,
+        func.row_number()
+        .over(
+            partition_by=_DELIVERIES.c.endpoint_id,
+            order_by=(_DELIVERIES.c.next_attempt_at, _DELIVERIES.c.id),
+        )
+        .label("rn"),
+    )
+    .select_from(_DELIVERIES.join(_ENDPOINTS, _ENDPOINTS.c.id == _DELIVERIES.c.endpoint_id))
+    .where(
+        _DELIVERIES.c.status == "pending",
+        _DELIVERIES.c.next_attempt_at <= bindparam("now", type_=UTCDateTime()),
+        or_(
+            _DELIVERIES.c.lease_until.is_(None),
+            _DELIVERIES.c.lease_until < bindparam("now", type_=UTCDateTime()),
+        ),
+        _ENDPOINTS.c.status == "active",
+    )
+    .subquery()
+)
+_DUE = (
+    select(_RANKED.c.id, _RANKED.c.endpoint_id, _RANKED.c.rn)
+    .where(_RANKED.c.rn <= bindparam("capacity"))
+    .order_by(_RANKED.c.rn, _RANKED.c.id)
+    .limit(bindparam("limit"))
+)
+_LEASE = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
+        _DELIVERIES.c.status == "pending",
+        or_(
+            _DELIVERIES.c.lease_until.is_(None),
+            _DELIVERIES.c.lease_until < bindparam("now", type_=UTCDateTime()),
+        ),
+    )
+    .values(lease_until=bindparam("until", type_=UTCDateTime()), lease_owner=bindparam("owner"))
+    .returning(_DELIVERIES.c.id, _DELIVERIES.c.endpoint_id, _DELIVERIES.c.notice_id)
+)
+
+
 @dataclass(frozen=True)
 class Claimed:
     """A leased delivery: what the delivery loop needs to build and send it."""
@@ -476,29 +524,8 @@ def claim_due(
     """Lease due deliveries, at most `capacity` per endpoint, so that one endpoint's backlog can
     never crowd out other licensees. Safe with several workers: a lease is taken with a
     conditional UPDATE, and only the rows that UPDATE changed (RETURNING) are ours."""
-    ranked = (
-        select(
-            Delivery.id.label("id"),
-            Delivery.endpoint_id.label("endpoint_id"),
-            func.row_number()
-            .over(partition_by=Delivery.endpoint_id, order_by=(Delivery.next_attempt_at, Delivery.id))
-            .label("rn"),
-        )
-        .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
-        .where(
-            Delivery.status == "pending",
-            Delivery.next_attempt_at <= now,
-            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
-            Endpoint.status == "active",
-        )
-        .subquery()
-    )
-    rows = session.execute(
-        select(ranked.c.id, ranked.c.endpoint_id, ranked.c.rn)
-        .where(ranked.c.rn <= default_capacity)
-        .order_by(ranked.c.rn, ranked.c.id)
-        .limit(limit * 2)
-    ).all()
+    conn = session.connection()
+    rows = conn.execute(_DUE, {"now": now, "capacity": default_capacity, "limit": limit * 2}).all()
     chosen: list[int] = []
     for delivery_id, endpoint_id, rn in rows:
         if rn <= per_endpoint.get(endpoint_id, default_capacity):
@@ -507,18 +534,7 @@ def claim_due(
             break
     if not chosen:
         return []
-    deliveries = cast(Table, Delivery.__table__)  # a Core UPDATE: no ORM bulk-update machinery
-    d = deliveries.c
-    leased = session.execute(
-        update(deliveries)
-        .where(
-            d.id.in_(chosen),
-            d.status == "pending",
-            or_(d.lease_until.is_(None), d.lease_until < now),
-        )
-        .values(lease_until=now + lease, lease_owner=owner)
-        .returning(d.id, d.endpoint_id, d.notice_id)
-    ).all()
+    leased = conn.execute(_LEASE, {"ids": chosen, "now": now, "until": now + lease, "owner": owner}).all()
     return sorted((Claimed(int(i), str(e), str(n)) for i, e, n in leased), key=lambda c: c.id)
 
 
