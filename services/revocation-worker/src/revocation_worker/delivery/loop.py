@@ -51,7 +51,7 @@ from revocation_worker.delivery.client import UnsafeURL, check_literal_host, mak
 from revocation_worker.delivery.signing import sign_headers, webhook_id
 from revocation_worker.endpoints import service as endpoints
 from revocation_worker.endpoints.models import Endpoint
-from revocation_worker.events import outbox_row, publish_many
+from revocation_worker.events import outbox_row
 from revocation_worker.metrics import (
     DELIVERY_ATTEMPTS,
     DELIVERY_LATENCY,
@@ -449,11 +449,14 @@ class Deliverer:
                         )
             else:
                 d.next_attempt_at = next_at
-        delivery_repo.write_deliveries(session, list(recorded.values()))
-        delivery_repo.write_endpoints(session, [e for e in by_endpoint.values() if e.changed])
-        delivery_repo.write_notices(session, [n for n in by_notice.values() if n.changed])
-        delivery_repo.add_attempts(session, attempts)
-        publish_many(session, events)
+        delivery_repo.write_recorded(
+            session,
+            list(recorded.values()),
+            [e for e in by_endpoint.values() if e.changed],
+            [n for n in by_notice.values() if n.changed],
+            attempts,
+            events,
+        )
 
     async def _recorder(self) -> None:
         assert self._record_wake is not None
