@@ -19,7 +19,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from rescind_common.auth import ensure_dev_key, mint_token
-from rescind_common.db import utcnow
+from rescind_common.db import UTCDateTime, utcnow
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.context import AppContext
 from revocation_worker.events import outbox_row
@@ -79,16 +79,28 @@ class RegistryClient:
         self._client.close()
 
 
-def due(session: Session, now: dt.datetime, limit: int, *, skip_locked: bool = False) -> list[str]:
-    stmt = (
-        select(Revocation.id)
-        .where(Revocation.state == "ready", Revocation.next_resolve_at <= now)
-        .order_by(Revocation.next_resolve_at)
-        .limit(limit)
+_REVOCATIONS = cast(Table, Revocation.__table__)
+# The claim's statements, built once (Core, bound per call): the resolver claims on every pass.
+_DUE = (
+    select(_REVOCATIONS.c.id)
+    .where(
+        _REVOCATIONS.c.state == "ready",
+        _REVOCATIONS.c.next_resolve_at <= bindparam("now", type_=UTCDateTime()),
     )
-    if skip_locked:
-        stmt = stmt.with_for_update(skip_locked=True)
-    return list(session.scalars(stmt))
+    .order_by(_REVOCATIONS.c.next_resolve_at)
+    .limit(bindparam("limit"))
+)
+_DUE_SKIP_LOCKED = _DUE.with_for_update(skip_locked=True)
+_HIDE = (
+    update(_REVOCATIONS)
+    .where(_REVOCATIONS.c.id.in_(bindparam("ids", expanding=True)))
+    .values(next_resolve_at=bindparam("until", type_=UTCDateTime()))
+)
+
+
+def due(session: Session, now: dt.datetime, limit: int, *, skip_locked: bool = False) -> list[str]:
+    stmt = _DUE_SKIP_LOCKED if skip_locked else _DUE
+    return [str(i) for i in session.connection().execute(stmt, {"now": now, "limit": limit}).scalars()]
 
 
 def claim(session: Session, now: dt.datetime, limit: int, lease: dt.timedelta) -> list[str]:
@@ -101,9 +113,7 @@ def claim(session: Session, now: dt.datetime, limit: int, lease: dt.timedelta) -
     the state, so a revocation whose lease ran out is still never resolved twice."""
     ids = due(session, now, limit, skip_locked=True)
     if ids:
-        session.connection().execute(
-            update(_REVOCATIONS).where(_REVOCATIONS.c.id.in_(ids)).values(next_resolve_at=now + lease)
-        )
+        session.connection().execute(_HIDE, {"ids": ids, "until": now + lease})
     return ids
 
 
@@ -137,7 +147,6 @@ class PartLike(Protocol):
 
 
 _PARTS = cast(Table, RevocationPart.__table__)
-_REVOCATIONS = cast(Table, Revocation.__table__)
 _PARTS_OF = select(
     _PARTS.c.revocation_id,
     _PARTS.c.consent_id,
