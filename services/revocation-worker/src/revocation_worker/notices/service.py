@@ -182,11 +182,8 @@ def create_many(
         for endpoint_id in endpoints.get(licensee_id, [])
     ]
     repository.insert_revocation_sample_sets(session, new_sets)
-    repository.insert_notices(session, notice_rows)
-    repository.insert_notice_samples(session, own_samples)
-    repository.insert_models(session, model_rows)
-    repository.insert_deliveries(session, delivery_rows)
-    publish_many(session, [*created, *events])
+    repository.insert_created(session, notice_rows, model_rows, delivery_rows, [*created, *events])
+    repository.insert_notice_samples(session, own_samples)  # after the notices they reference
     return ids
 
 
