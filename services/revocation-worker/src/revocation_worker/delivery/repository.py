@@ -130,17 +130,6 @@ def leased_rows(
     return out, next_due
 
 
-def endpoints_by_id(session: Session, ids: Iterable[str], *, lock: bool = False) -> dict[str, Endpoint]:
-    wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    # Ordered by id: every recorder locks rows in the same order.
-    stmt = select(Endpoint).where(Endpoint.id.in_(wanted)).order_by(Endpoint.id)
-    if lock:
-        stmt = stmt.with_for_update()
-    return {e.id: e for e in session.scalars(stmt)}
-
-
 def notices_by_id(session: Session, ids: Iterable[str], *, lock: bool = False) -> dict[str, Notice]:
     wanted = sorted(set(ids))
     if not wanted:
