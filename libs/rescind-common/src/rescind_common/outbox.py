@@ -25,7 +25,19 @@ from typing import Any, Protocol
 
 from google.protobuf.message import Message
 from kafka import KafkaAdminClient, KafkaProducer
-from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, delete, func, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    bindparam,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
 
@@ -155,6 +167,8 @@ class OutboxRelay:
         # (the broker lost its log, and something, e.g. a producer, recreated the topic).
         self._topic_ids: dict[str, str] = {}
         self._last_prune = 0.0
+        self._statements: dict[bool, Any] = {}  # _unpublished's, without and with the row lock
+        self._mark: Any = None  # _mark_published's
         self._lock_key = zlib.crc32(f"rescind-outbox-{service}".encode())
         # Set by a notification (from the listener's thread), by a stop, or by `wake()`.
         self._wake = threading.Event()
@@ -238,13 +252,27 @@ class OutboxRelay:
 
     # -- publishing ------------------------------------------------------------
 
-    def _unpublished(self) -> Any:
-        return (
-            select(self.model)
-            .where(self.model.published_at.is_(None), self.model.topic.in_(self.topics))
-            .order_by(self.model.id)
-            .limit(self.batch_size)
-        )
+    def _unpublished(self, *, lock: bool = False) -> Any:
+        """The next batch of unpublished rows (plain rows, no ORM objects): a Core statement built
+        once per relay, bound per call (the relay runs it on every wake-up)."""
+        stmt = self._statements.get(lock)
+        if stmt is None:
+            table = self.model.__table__
+            c = table.c
+            stmt = (
+                select(c.id, c.event_id, c.topic, c.key, c.event_type, c.payload)
+                .where(c.published_at.is_(None), c.topic.in_(bindparam("topics", expanding=True)))
+                .order_by(c.id)
+                .limit(bindparam("limit"))
+            )
+            if lock:
+                stmt = stmt.with_for_update(skip_locked=True)
+            self._statements[lock] = stmt
+        return stmt
+
+    def _unpublished_rows(self, session: Session, *, lock: bool = False) -> list[Any]:
+        params = {"topics": list(self.topics), "limit": self.batch_size}
+        return list(session.connection().execute(self._unpublished(lock=lock), params))
 
     def publish_once(self) -> int:
         """Publish one batch; return how many rows were published."""
@@ -259,7 +287,7 @@ class OutboxRelay:
             ).scalar()
             if not got:
                 return 0
-            rows = list(session.scalars(self._unpublished().with_for_update(skip_locked=True)))
+            rows = self._unpublished_rows(session, lock=True)
             if not rows:
                 return 0
             self._send(rows)
@@ -270,8 +298,7 @@ class OutboxRelay:
         """SQLite (one relay per database): read, send, then mark, without holding the write lock
         while Kafka answers (a slow broker must not stall the API's writes)."""
         with Session(self.engine) as session:
-            rows = list(session.scalars(self._unpublished()))
-            session.expunge_all()
+            rows = self._unpublished_rows(session)
         if not rows:
             return 0
         self._send(rows)
@@ -280,10 +307,14 @@ class OutboxRelay:
         return len(rows)
 
     def _mark_published(self, session: Session, rows: list[Any]) -> None:
-        now = utcnow()
-        session.execute(
-            update(self.model).where(self.model.id.in_([r.id for r in rows])).values(published_at=now)
-        )
+        if self._mark is None:
+            table = self.model.__table__
+            self._mark = (
+                update(table)
+                .where(table.c.id.in_(bindparam("ids", expanding=True)))
+                .values(published_at=bindparam("now", type_=UTCDateTime()))
+            )
+        session.connection().execute(self._mark, {"ids": [r.id for r in rows], "now": utcnow()})
         for row in rows:
             OUTBOX_PUBLISHED.labels(self.service, row.topic).inc()
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from rescind_common.db import utcnow
@@ -17,6 +17,9 @@ from revocation_worker.config import WorkerSettings
 from revocation_worker.db import Outbox
 
 PRODUCER = "revocation-worker"
+# A Core INSERT on the table, executed on the session's connection: the ORM's bulk-insert path
+# (session.execute(insert(Outbox), rows)) costs several times more Python per statement.
+_INSERT_OUTBOX = insert(cast(Table, Outbox.__table__))
 
 
 def timestamp(value: dt.datetime) -> Timestamp:
@@ -99,6 +102,11 @@ def outbox_row(
 
 def publish_many(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Add many events to the outbox in the caller's transaction, in order (1,000 rows per
-    executemany, which psycopg pipelines)."""
+    executemany, which psycopg pipelines). Pending ORM changes are flushed first, so that the
+    statements run in the order the caller made them (as the ORM path's autoflush did)."""
+    if not rows:
+        return
+    session.flush()
+    conn = session.connection()
     for i in range(0, len(rows), 1000):
-        session.execute(insert(Outbox), list(rows[i : i + 1000]))
+        conn.execute(_INSERT_OUTBOX, list(rows[i : i + 1000]))

@@ -51,7 +51,7 @@ from revocation_worker.delivery.client import UnsafeURL, check_literal_host, mak
 from revocation_worker.delivery.signing import sign_headers, webhook_id
 from revocation_worker.endpoints import service as endpoints
 from revocation_worker.endpoints.models import Endpoint
-from revocation_worker.events import outbox_row, publish_many
+from revocation_worker.events import outbox_row
 from revocation_worker.metrics import (
     DELIVERY_ATTEMPTS,
     DELIVERY_LATENCY,
@@ -180,22 +180,22 @@ class Deliverer:
                 default_capacity=capacity,
                 limit=room,
             )
-            if len(claimed) < room:
-                self._next_due = delivery_repo.next_due_at(session, now)
             if not claimed:
+                self._next_due = delivery_repo.next_due_at(session, now)
                 return []
-            by_endpoint = delivery_repo.endpoints_by_id(session, (c.endpoint_id for c in claimed))
-            by_notice = repository.notice_rows(session, (c.notice_id for c in claimed))
+            # Their endpoints and notices (and when the next retry is due) in one query.
+            rows, next_due = delivery_repo.leased_rows(session, [c.id for c in claimed], now)
+            if len(claimed) < room:
+                self._next_due = next_due
             gone: list[int] = []
             for c in claimed:
-                endpoint = by_endpoint.get(c.endpoint_id)
-                notice = by_notice.get(c.notice_id)
-                if endpoint is None or notice is None:
+                row = rows.get(c.id)
+                if row is None or row.url is None or row.endpoint is None or row.notice is None:
                     gone.append(c.id)
                     continue
                 if c.endpoint_id not in secrets:
-                    secrets[c.endpoint_id] = endpoints.signing_secrets(self.ctx, endpoint, now)
-                out.append(Leased(c.id, c.endpoint_id, endpoint.url, secrets[c.endpoint_id], notice))
+                    secrets[c.endpoint_id] = endpoints.signing_secrets(self.ctx, row.endpoint, now)
+                out.append(Leased(c.id, c.endpoint_id, row.url, secrets[c.endpoint_id], row.notice))
             delivery_repo.cancel(session, gone)
         return out
 
@@ -449,11 +449,14 @@ class Deliverer:
                         )
             else:
                 d.next_attempt_at = next_at
-        delivery_repo.write_deliveries(session, list(recorded.values()))
-        delivery_repo.write_endpoints(session, [e for e in by_endpoint.values() if e.changed])
-        delivery_repo.write_notices(session, [n for n in by_notice.values() if n.changed])
-        delivery_repo.add_attempts(session, attempts)
-        publish_many(session, events)
+        delivery_repo.write_recorded(
+            session,
+            list(recorded.values()),
+            [e for e in by_endpoint.values() if e.changed],
+            [n for n in by_notice.values() if n.changed],
+            attempts,
+            events,
+        )
 
     async def _recorder(self) -> None:
         assert self._record_wake is not None

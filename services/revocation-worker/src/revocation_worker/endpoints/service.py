@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
@@ -57,7 +58,20 @@ def rotate(session: Session, ctx: AppContext, endpoint: Endpoint) -> tuple[str, 
     return secret, expires
 
 
-def signing_secrets(ctx: AppContext, endpoint: Endpoint, now: dt.datetime) -> list[str]:
+class SealedSecrets(Protocol):
+    """What signing reads of an endpoint: an `Endpoint` or a plain row with its id and secrets."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def secret_sealed(self) -> bytes: ...
+    @property
+    def previous_secret_sealed(self) -> bytes | None: ...
+    @property
+    def previous_secret_expires_at(self) -> dt.datetime | None: ...
+
+
+def signing_secrets(ctx: AppContext, endpoint: SealedSecrets, now: dt.datetime) -> list[str]:
     """The current secret, plus the previous one during its grace period."""
     out = [ctx.secrets.open(endpoint.secret_sealed, endpoint.id)]
     if (

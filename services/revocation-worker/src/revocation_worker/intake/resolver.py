@@ -11,17 +11,18 @@ import logging
 import random
 from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from rescind_common.auth import ensure_dev_key, mint_token
-from rescind_common.db import utcnow
+from rescind_common.db import UTCDateTime, utcnow
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.context import AppContext
-from revocation_worker.events import outbox_row, publish_many
+from revocation_worker.events import outbox_row
 from revocation_worker.intake.holdings import HeldLicense, HeldModel, Holdings, HoldingsMerger
 from revocation_worker.intake.models import Revocation, RevocationPart
 from revocation_worker.notices import service as notices
@@ -78,16 +79,28 @@ class RegistryClient:
         self._client.close()
 
 
-def due(session: Session, now: dt.datetime, limit: int, *, skip_locked: bool = False) -> list[str]:
-    stmt = (
-        select(Revocation.id)
-        .where(Revocation.state == "ready", Revocation.next_resolve_at <= now)
-        .order_by(Revocation.next_resolve_at)
-        .limit(limit)
+_REVOCATIONS = cast(Table, Revocation.__table__)
+# The claim's statements, built once (Core, bound per call): the resolver claims on every pass.
+_DUE = (
+    select(_REVOCATIONS.c.id)
+    .where(
+        _REVOCATIONS.c.state == "ready",
+        _REVOCATIONS.c.next_resolve_at <= bindparam("now", type_=UTCDateTime()),
     )
-    if skip_locked:
-        stmt = stmt.with_for_update(skip_locked=True)
-    return list(session.scalars(stmt))
+    .order_by(_REVOCATIONS.c.next_resolve_at)
+    .limit(bindparam("limit"))
+)
+_DUE_SKIP_LOCKED = _DUE.with_for_update(skip_locked=True)
+_HIDE = (
+    update(_REVOCATIONS)
+    .where(_REVOCATIONS.c.id.in_(bindparam("ids", expanding=True)))
+    .values(next_resolve_at=bindparam("until", type_=UTCDateTime()))
+)
+
+
+def due(session: Session, now: dt.datetime, limit: int, *, skip_locked: bool = False) -> list[str]:
+    stmt = _DUE_SKIP_LOCKED if skip_locked else _DUE
+    return [str(i) for i in session.connection().execute(stmt, {"now": now, "limit": limit}).scalars()]
 
 
 def claim(session: Session, now: dt.datetime, limit: int, lease: dt.timedelta) -> list[str]:
@@ -100,12 +113,7 @@ def claim(session: Session, now: dt.datetime, limit: int, lease: dt.timedelta) -
     the state, so a revocation whose lease ran out is still never resolved twice."""
     ids = due(session, now, limit, skip_locked=True)
     if ids:
-        session.execute(
-            update(Revocation)
-            .where(Revocation.id.in_(ids))
-            .values(next_resolve_at=now + lease)
-            .execution_options(synchronize_session=False)
-        )
+        session.connection().execute(_HIDE, {"ids": ids, "until": now + lease})
     return ids
 
 
@@ -123,18 +131,44 @@ def withdrawals_of(session: Session, revocation_id: str) -> list[Withdrawal]:
     return merge_parts(parts_of_many(session, [revocation_id])[revocation_id])
 
 
-def parts_of_many(session: Session, revocation_ids: Sequence[str]) -> dict[str, list[RevocationPart]]:
-    """Every revocation's parts, one query per 900 revocations (none for a revocation without)."""
-    parts: dict[str, list[RevocationPart]] = {rid: [] for rid in revocation_ids}
+class PartLike(Protocol):
+    """What merging reads of a revocation part: a `RevocationPart` or a plain row."""
+
+    @property
+    def revocation_id(self) -> str: ...
+    @property
+    def consent_id(self) -> str: ...
+    @property
+    def sample_ids(self) -> list[str]: ...
+    @property
+    def purposes(self) -> list[str]: ...
+    @property
+    def only_licensee_id(self) -> str | None: ...
+
+
+_PARTS = cast(Table, RevocationPart.__table__)
+_PARTS_OF = select(
+    _PARTS.c.revocation_id,
+    _PARTS.c.consent_id,
+    _PARTS.c.sample_ids,
+    _PARTS.c.purposes,
+    _PARTS.c.only_licensee_id,
+).where(_PARTS.c.revocation_id.in_(bindparam("ids", expanding=True)))
+
+
+def parts_of_many(session: Session, revocation_ids: Sequence[str]) -> dict[str, list[PartLike]]:
+    """Every revocation's parts as plain rows (no ORM objects), one query per 900 revocations
+    (none for a revocation without)."""
+    parts: dict[str, list[PartLike]] = {rid: [] for rid in revocation_ids}
     ids = sorted(set(revocation_ids))
+    conn = session.connection()
     for i in range(0, len(ids), 900):
-        stmt = select(RevocationPart).where(RevocationPart.revocation_id.in_(ids[i : i + 900]))
-        for part in session.scalars(stmt):
+        for part in conn.execute(_PARTS_OF, {"ids": ids[i : i + 900]}):
             parts[part.revocation_id].append(part)
     return parts
 
 
-def merge_parts(parts: Sequence[RevocationPart]) -> list[Withdrawal]:
+def merge_parts(parts: Sequence[PartLike]) -> list[Withdrawal]:
     merged: dict[str, tuple[set[str], set[str], str | None]] = {}
     for part in parts:
         samples, purposes, _ = merged.setdefault(part.consent_id, (set(), set(), part.only_licensee_id))
@@ -408,45 +442,50 @@ def _commit(ctx: AppContext, told: dict[str, list[HolderNotice]]) -> tuple[int, 
     return done, failed
 
 
+# Resolve the ready ones of these revocations (their rows locked in id order, so that resolvers
+# never deadlock) and return what their notices need, in one statement: a revocation no longer
+# ready was resolved by another resolver whose lease had outlived ours. On SQLite (no FOR UPDATE)
+# BEGIN IMMEDIATE serialises writers instead.
+_RESOLVE = (
+    update(_REVOCATIONS)
+    .where(
+        _REVOCATIONS.c.id.in_(
+            select(_REVOCATIONS.c.id)
+            .where(_REVOCATIONS.c.id.in_(bindparam("ids", expanding=True)), _REVOCATIONS.c.state == "ready")
+            .order_by(_REVOCATIONS.c.id)
+            .with_for_update()
+            .scalar_subquery()
+        )
+    )
+    .values(state="resolved", resolved_at=bindparam("now"))
+    .returning(_REVOCATIONS.c.id, _REVOCATIONS.c.subject_id, _REVOCATIONS.c.occurred_at)
+)
+
+
 def _create_notices(ctx: AppContext, told: dict[str, list[HolderNotice]]) -> int:
     with ctx.session_factory() as session, session.begin():
-        # Ordered row locks (no deadlock between resolvers); a revocation no longer ready was
-        # resolved by another resolver whose lease had outlived ours.
-        revocations = list(
-            session.scalars(
-                select(Revocation)
-                .where(Revocation.id.in_(sorted(told)), Revocation.state == "ready")
-                .order_by(Revocation.id)
-                .with_for_update()
-            )
+        now = utcnow()
+        revocations = sorted(
+            session.connection().execute(_RESOLVE, {"ids": sorted(told), "now": now}), key=lambda r: r.id
         )
         if not revocations:
             return 0
-        now = utcnow()
-        notices.create_many(session, ctx, [(r, told[r.id]) for r in revocations], now)
-        publish_many(
-            session,
-            [
-                outbox_row(
-                    ctx.settings,
-                    licensee_id="",
-                    key=r.id,
-                    revocation_id=r.id,
-                    subject_id=r.subject_id,
-                    revocation_resolved=pb.RevocationResolved(
-                        notice_count=len(told[r.id]),
-                        licensee_ids=sorted(str(h["licensee_id"]) for h in told[r.id]),
-                    ),
-                )
-                for r in revocations
-            ],
-        )
-        session.execute(
-            update(Revocation)
-            .where(Revocation.id.in_([r.id for r in revocations]))
-            .values(state="resolved", resolved_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        # Every notice, then each revocation's RevocationResolved event (one outbox INSERT for all).
+        resolved = [
+            outbox_row(
+                ctx.settings,
+                licensee_id="",
+                key=r.id,
+                revocation_id=r.id,
+                subject_id=r.subject_id,
+                revocation_resolved=pb.RevocationResolved(
+                    notice_count=len(told[r.id]),
+                    licensee_ids=sorted(str(h["licensee_id"]) for h in told[r.id]),
+                ),
+            )
+            for r in revocations
+        ]
+        notices.create_many(session, ctx, [(r, told[r.id]) for r in revocations], now, events=resolved)
     for r in revocations:
         log.info("revocation %s resolved: %d licensee(s) to notify", r.id, len(told[r.id]))
     return len(revocations)

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, cast
 
-from sqlalchemy import Select, Table, bindparam, func, insert, or_, select, update
+from sqlalchemy import Insert, Select, Table, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from rescind_common.db import utcnow
+from rescind_common.db import UTCDateTime, utcnow
 from revocation_worker.endpoints.models import Endpoint
+from revocation_worker.events import publish_many
 from revocation_worker.notices.models import (
     Delivery,
     DeliveryAttempt,
@@ -223,23 +226,31 @@ def models_of_many(session: Session, notice_ids: Sequence[str]) -> dict[str, lis
 
 def _insert_rows(session: Session, table: Table, rows: Iterable[tuple[str, str, str, str]]) -> None:
     """Multi-row inserts of (key, sample_id, sha256, kind): COPY on PostgreSQL (in the session's
-    transaction), executemany batches elsewhere; never one ORM object per row."""
+    transaction), executemany batches elsewhere; never one ORM object per row. No rows, no
+    statement (an empty COPY is still a round trip)."""
+    it = iter(rows)
+    first = next(it, None)
+    if first is None:
+        return
     columns = [c.name for c in table.columns]
-    if session.get_bind().dialect.name == "postgresql":
-        dbapi = session.connection().connection.driver_connection
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        dbapi = conn.connection.driver_connection
         assert dbapi is not None
         with dbapi.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
+            copy.write_row(first)
+            for row in it:
                 copy.write_row(row)
         return
-    batch: list[dict[str, str]] = []
-    for row in rows:
+    stmt = insert(table)
+    batch: list[dict[str, str]] = [dict(zip(columns, first, strict=True))]
+    for row in it:
         batch.append(dict(zip(columns, row, strict=True)))
         if len(batch) >= INSERT_BATCH:
-            session.execute(insert(table), batch)
+            conn.execute(stmt, batch)
             batch = []
     if batch:
-        session.execute(insert(table), batch)
+        conn.execute(stmt, batch)
 
 
 def revocation_sample_sets(session: Session, revocation_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
@@ -289,9 +300,19 @@ def insert_notice_samples(session: Session, rows: Iterable[tuple[str, str, str, 
 def insert_rows(session: Session, model: type[Any], rows: Sequence[dict[str, Any]]) -> None:
     """Plain rows (no ORM objects), 1,000 per executemany, which psycopg pipelines: one round trip
     per chunk. (Multi-row VALUES via RETURNING measured slower: psycopg re-parses every such
-    statement, ~2 ms per 1,000 rows.)"""
+    statement, ~2 ms per 1,000 rows.) A Core INSERT on the session's connection: the ORM's
+    bulk-insert path costs several times more Python per statement."""
+    if not rows:
+        return
+    conn = session.connection()
+    stmt = _insert_of(cast(Table, model.__table__))
     for i in range(0, len(rows), 1000):
-        session.execute(insert(model), list(rows[i : i + 1000]))
+        conn.execute(stmt, list(rows[i : i + 1000]))
+
+
+@functools.cache
+def _insert_of(table: Table) -> Insert:
+    return insert(table)
 
 
 def insert_notices(session: Session, rows: Sequence[dict[str, Any]]) -> None:
@@ -328,7 +349,8 @@ def add_deliveries(session: Session, notice: Notice, endpoints: Sequence[Endpoin
         if e.id not in existing
     ]
     if rows:
-        session.execute(insert(Delivery), rows)
+        session.flush()  # a new endpoint (or notice) before the rows that reference it
+        insert_rows(session, Delivery, rows)
     return len(rows)
 
 
@@ -434,6 +456,54 @@ def cancel_pending_for_notice(session: Session, notice_id: str) -> None:
     )
 
 
+_DELIVERIES = cast(Table, Delivery.__table__)
+_ENDPOINTS = cast(Table, Endpoint.__table__)
+# claim_due's statements, built once (Core, bound per call): building and compiling-cache-keying
+# ORM statements on every claim cost more than running them.
+_RANKED = (
+    select(
+        _DELIVERIES.c.id,
+        _DELIVERIES.c.endpoint_id,
+        func.row_number()
+        .over(
+            partition_by=_DELIVERIES.c.endpoint_id,
+            order_by=(_DELIVERIES.c.next_attempt_at, _DELIVERIES.c.id),
+        )
+        .label("rn"),
+    )
+    .select_from(_DELIVERIES.join(_ENDPOINTS, _ENDPOINTS.c.id == _DELIVERIES.c.endpoint_id))
+    .where(
+        _DELIVERIES.c.status == "pending",
+        _DELIVERIES.c.next_attempt_at <= bindparam("now", type_=UTCDateTime()),
+        or_(
+            _DELIVERIES.c.lease_until.is_(None),
+            _DELIVERIES.c.lease_until < bindparam("now", type_=UTCDateTime()),
+        ),
+        _ENDPOINTS.c.status == "active",
+    )
+    .subquery()
+)
+_DUE = (
+    select(_RANKED.c.id, _RANKED.c.endpoint_id, _RANKED.c.rn)
+    .where(_RANKED.c.rn <= bindparam("capacity"))
+    .order_by(_RANKED.c.rn, _RANKED.c.id)
+    .limit(bindparam("limit"))
+)
+_LEASE = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
+        _DELIVERIES.c.status == "pending",
+        or_(
+            _DELIVERIES.c.lease_until.is_(None),
+            _DELIVERIES.c.lease_until < bindparam("now", type_=UTCDateTime()),
+        ),
+    )
+    .values(lease_until=bindparam("until", type_=UTCDateTime()), lease_owner=bindparam("owner"))
+    .returning(_DELIVERIES.c.id, _DELIVERIES.c.endpoint_id, _DELIVERIES.c.notice_id)
+)
+
+
 @dataclass(frozen=True)
 class Claimed:
     """A leased delivery: what the delivery loop needs to build and send it."""
@@ -456,29 +526,8 @@ def claim_due(
     """Lease due deliveries, at most `capacity` per endpoint, so that one endpoint's backlog can
     never crowd out other licensees. Safe with several workers: a lease is taken with a
     conditional UPDATE, and only the rows that UPDATE changed (RETURNING) are ours."""
-    ranked = (
-        select(
-            Delivery.id.label("id"),
-            Delivery.endpoint_id.label("endpoint_id"),
-            func.row_number()
-            .over(partition_by=Delivery.endpoint_id, order_by=(Delivery.next_attempt_at, Delivery.id))
-            .label("rn"),
-        )
-        .join(Endpoint, Endpoint.id == Delivery.endpoint_id)
-        .where(
-            Delivery.status == "pending",
-            Delivery.next_attempt_at <= now,
-            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
-            Endpoint.status == "active",
-        )
-        .subquery()
-    )
-    rows = session.execute(
-        select(ranked.c.id, ranked.c.endpoint_id, ranked.c.rn)
-        .where(ranked.c.rn <= default_capacity)
-        .order_by(ranked.c.rn, ranked.c.id)
-        .limit(limit * 2)
-    ).all()
+    conn = session.connection()
+    rows = conn.execute(_DUE, {"now": now, "capacity": default_capacity, "limit": limit * 2}).all()
     chosen: list[int] = []
     for delivery_id, endpoint_id, rn in rows:
         if rn <= per_endpoint.get(endpoint_id, default_capacity):
@@ -487,18 +536,7 @@ def claim_due(
             break
     if not chosen:
         return []
-    deliveries = cast(Table, Delivery.__table__)  # a Core UPDATE: no ORM bulk-update machinery
-    d = deliveries.c
-    leased = session.execute(
-        update(deliveries)
-        .where(
-            d.id.in_(chosen),
-            d.status == "pending",
-            or_(d.lease_until.is_(None), d.lease_until < now),
-        )
-        .values(lease_until=now + lease, lease_owner=owner)
-        .returning(d.id, d.endpoint_id, d.notice_id)
-    ).all()
+    leased = conn.execute(_LEASE, {"ids": chosen, "now": now, "until": now + lease, "owner": owner}).all()
     return sorted((Claimed(int(i), str(e), str(n)) for i, e, n in leased), key=lambda c: c.id)
 
 
@@ -553,3 +591,102 @@ def count_dead(session: Session, licensee_id: str | None = None) -> int:
     if licensee_id:
         stmt = stmt.where(Delivery.licensee_id == licensee_id)
     return int(session.scalar(stmt) or 0)
+
+
+# A resolution's new notices, their models and deliveries and the events in one round trip on
+# PostgreSQL: each table's rows go as arrays (unnest, in order), the notices, models and
+# deliveries as data-modifying CTEs of the outbox INSERT (one NoticeCreated per notice, so never
+# empty). Models and deliveries reference notices of the same statement: foreign keys are checked
+# at its end.
+_CREATED = text(
+    """
+WITH n AS (
+    INSERT INTO notices (id, revocation_id, subject_id, licensee_id, status, deadline, revoked_at,
+        sample_count, covers_revocation_samples, created_at)
+    SELECT id, revocation_id, subject_id, licensee_id, status, deadline, revoked_at, sample_count,
+        covers, created_at
+    FROM unnest(CAST(:n_id AS text[]), CAST(:n_revocation AS text[]), CAST(:n_subject AS text[]),
+        CAST(:n_licensee AS text[]), CAST(:n_status AS text[]), CAST(:n_deadline AS timestamptz[]),
+        CAST(:n_revoked AS timestamptz[]), CAST(:n_count AS integer[]), CAST(:n_covers AS boolean[]),
+        CAST(:n_created AS timestamptz[])) WITH ORDINALITY
+        AS v(id, revocation_id, subject_id, licensee_id, status, deadline, revoked_at, sample_count,
+            covers, created_at, i)
+    ORDER BY i
+), m AS (
+    INSERT INTO notice_models (notice_id, model_id, name, version, shard_ids)
+    SELECT notice_id, model_id, name, version, shard_ids
+    FROM unnest(CAST(:m_notice AS text[]), CAST(:m_model AS text[]), CAST(:m_name AS text[]),
+        CAST(:m_version AS text[]), CAST(:m_shards AS jsonb[])) WITH ORDINALITY
+        AS v(notice_id, model_id, name, version, shard_ids, i)
+    ORDER BY i
+), d AS (
+    INSERT INTO deliveries (notice_id, endpoint_id, licensee_id, status, attempts, next_attempt_at,
+        created_at)
+    SELECT notice_id, endpoint_id, licensee_id, status, attempts, next_attempt_at, created_at
+    FROM unnest(CAST(:d_notice AS text[]), CAST(:d_endpoint AS text[]), CAST(:d_licensee AS text[]),
+        CAST(:d_status AS text[]), CAST(:d_attempts AS integer[]), CAST(:d_next AS timestamptz[]),
+        CAST(:d_created AS timestamptz[])) WITH ORDINALITY
+        AS v(notice_id, endpoint_id, licensee_id, status, attempts, next_attempt_at, created_at, i)
+    ORDER BY i
+)
+INSERT INTO outbox (event_id, topic, key, event_type, payload, created_at)
+SELECT event_id, topic, key, event_type, payload, created_at
+FROM unnest(CAST(:o_event AS text[]), CAST(:o_topic AS text[]), CAST(:o_key AS text[]),
+    CAST(:o_type AS text[]), CAST(:o_payload AS bytea[]), CAST(:o_created AS timestamptz[])) WITH ORDINALITY
+    AS v(event_id, topic, key, event_type, payload, created_at, i)
+ORDER BY i
+"""
+)
+
+
+def insert_created(
+    session: Session,
+    notices: Sequence[dict[str, Any]],
+    models: Sequence[dict[str, Any]],
+    deliveries: Sequence[dict[str, Any]],
+    events: Sequence[dict[str, Any]],
+) -> None:
+    """New notices (every column given), their models and deliveries, then the events: one
+    statement on PostgreSQL (when there are notices and events), else one executemany per table,
+    in that order."""
+    conn = session.connection()
+    if conn.dialect.name != "postgresql" or not notices or not events:
+        insert_notices(session, notices)
+        insert_models(session, models)
+        insert_deliveries(session, deliveries)
+        publish_many(session, events)
+        return
+    session.flush()  # as publish_many: pending ORM changes first
+    conn.execute(
+        _CREATED,
+        {
+            "n_id": [n["id"] for n in notices],
+            "n_revocation": [n["revocation_id"] for n in notices],
+            "n_subject": [n["subject_id"] for n in notices],
+            "n_licensee": [n["licensee_id"] for n in notices],
+            "n_status": [n["status"] for n in notices],
+            "n_deadline": [n["deadline"] for n in notices],
+            "n_revoked": [n["revoked_at"] for n in notices],
+            "n_count": [n["sample_count"] for n in notices],
+            "n_covers": [n["covers_revocation_samples"] for n in notices],
+            "n_created": [n["created_at"] for n in notices],
+            "m_notice": [m["notice_id"] for m in models],
+            "m_model": [m["model_id"] for m in models],
+            "m_name": [m["name"] for m in models],
+            "m_version": [m["version"] for m in models],
+            "m_shards": [json.dumps(m["shard_ids"]) for m in models],
+            "d_notice": [d["notice_id"] for d in deliveries],
+            "d_endpoint": [d["endpoint_id"] for d in deliveries],
+            "d_licensee": [d["licensee_id"] for d in deliveries],
+            "d_status": [d["status"] for d in deliveries],
+            "d_attempts": [d["attempts"] for d in deliveries],
+            "d_next": [d["next_attempt_at"] for d in deliveries],
+            "d_created": [d["created_at"] for d in deliveries],
+            "o_event": [o["event_id"] for o in events],
+            "o_topic": [o["topic"] for o in events],
+            "o_key": [o["key"] for o in events],
+            "o_type": [o["event_type"] for o in events],
+            "o_payload": [o["payload"] for o in events],
+            "o_created": [o["created_at"] for o in events],
+        },
+    )

@@ -17,7 +17,6 @@ from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.context import AppContext
 from revocation_worker.endpoints import repository as endpoints_repo
 from revocation_worker.events import outbox_row, publish, publish_many, timestamp
-from revocation_worker.intake.models import Revocation
 from revocation_worker.notices import repository
 from revocation_worker.notices.models import Notice
 from revocation_worker.notices.schemas import AckIn, DeliveryOut, ModelRef, NoticeOut, SampleRef
@@ -69,19 +68,34 @@ class HolderNotice(TypedDict):
     models: list[dict[str, Any]]
 
 
+class RevocationLike(Protocol):
+    """What making notices reads of a revocation: a `Revocation` or a plain row."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def subject_id(self) -> str: ...
+    @property
+    def occurred_at(self) -> dt.datetime: ...
+
+
 def create_many(
     session: Session,
     ctx: AppContext,
-    items: Sequence[tuple[Revocation, Sequence[HolderNotice]]],
+    items: Sequence[tuple[RevocationLike, Sequence[HolderNotice]]],
     now: dt.datetime,
+    *,
+    events: Sequence[dict[str, Any]] = (),
 ) -> list[str]:
     """One notice for every (revocation, holder) of a batch, in a few multi-row INSERTs (sample
     sets, notices, samples, models, deliveries, outbox) whatever the number of notices, and one
-    NoticeCreated event each. Every row is built before the first statement, so a malformed holder
-    raises before anything is written. Returns the new notices' ids, in the order of `items`."""
+    NoticeCreated event each, followed in the same outbox INSERT by the caller's `events`. Every
+    row is built before the first statement, so a malformed holder raises before anything is
+    written. Returns the new notices' ids, in the order of `items`."""
     days = dt.timedelta(days=ctx.settings.worker_notice_deadline_days)
     planned = [(revocation, holder) for revocation, holders in items for holder in holders]
     if not planned:
+        publish_many(session, events)
         return []
 
     # A revocation's sample set is stored once, when one of its notices covers all of it; a set
@@ -105,7 +119,7 @@ def create_many(
     notice_rows: list[dict[str, Any]] = []
     own_samples: list[tuple[str, str, str, str]] = []
     model_rows: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
+    created: list[dict[str, Any]] = []
     per_notice: list[tuple[str, str]] = []  # (notice id, licensee id), for deliveries
     for notice_id, (revocation, holder) in zip(ids, planned, strict=True):
         licensee_id = str(holder["licensee_id"])
@@ -141,7 +155,7 @@ def create_many(
             for m in models
         ]
         per_notice.append((notice_id, licensee_id))
-        events.append(
+        created.append(
             outbox_row(
                 ctx.settings,
                 licensee_id=licensee_id,
@@ -168,11 +182,8 @@ def create_many(
         for endpoint_id in endpoints.get(licensee_id, [])
     ]
     repository.insert_revocation_sample_sets(session, new_sets)
-    repository.insert_notices(session, notice_rows)
-    repository.insert_notice_samples(session, own_samples)
-    repository.insert_models(session, model_rows)
-    repository.insert_deliveries(session, delivery_rows)
-    publish_many(session, events)
+    repository.insert_created(session, notice_rows, model_rows, delivery_rows, [*created, *events])
+    repository.insert_notice_samples(session, own_samples)  # after the notices they reference
     return ids
 
 
