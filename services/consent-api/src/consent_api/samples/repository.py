@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, insert, select
+from sqlalchemy import and_, insert, select, text
 from sqlalchemy.orm import Session
 
 from consent_api.samples.models import Sample
@@ -17,10 +17,23 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield items[i : i + size]
 
 
+# The subject's samples with these hashes, matched by a join on the array's elements. As
+# `sha256 IN (...)` the planner may filter the subject's rows against the list one by one (no
+# statistics yet, or a generic plan): a 10,000-sample batch then took 2-6 s instead of 0.4 s.
+_EXISTING_HASHES_PG = text(
+    "SELECT s.sha256, s.id FROM unnest(CAST(:hashes AS varchar[])) AS h(sha) "
+    "JOIN samples s ON s.subject_id = :subject_id AND s.sha256 = h.sha"
+)
+
+
 def existing_hashes(session: Session, subject_id: str, hashes: Sequence[str]) -> dict[str, str]:
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        matched = conn.execute(_EXISTING_HASHES_PG, {"hashes": list(hashes), "subject_id": subject_id})
+        return {str(sha): str(sid) for sha, sid in matched}
     found: dict[str, str] = {}
     for part in chunks(hashes):
-        rows = session.execute(
+        rows = conn.execute(
             select(Sample.sha256, Sample.id).where(Sample.subject_id == subject_id, Sample.sha256.in_(part))
         )
         found.update({str(sha): str(sid) for sha, sid in rows})
