@@ -27,11 +27,6 @@ class RescindSettings(BaseSettings):
     kafka_notice_topic: str = "rescind.notice.v1"
     kafka_topic_partitions: int = Field(default=6, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
-    # How long a consumer's fetch may wait for records. Apache Kafka answers a fetch as soon as
-    # records arrive; the embedded Tansu broker holds it about half this long regardless (measured:
-    # 500 ms, Kafka's default, put ~135 ms p50 on every hop; 100 ms, ~24 ms, for ~1.5% of a core
-    # per idle consumer and as much in the broker).
-    kafka_fetch_max_wait_ms: int = Field(default=100, ge=1, le=30_000)
 
     # Caller tokens (JWT). Algorithms are pinned; `none` is never accepted.
     auth_issuer: str = "rescind-dev"

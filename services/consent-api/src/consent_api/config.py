@@ -30,6 +30,8 @@ class ConsentSettings(RescindSettings):
     consent_expiry_interval_seconds: float = Field(default=5.0, gt=0)
     consent_run_scheduler: bool = True
     consent_consumer_group: str = "consent-api"
+    # Off the path to buyers (it shows sellers who was told): a long fetch wait, bigger polls.
+    consent_consumer_fetch_max_wait_ms: int = Field(default=500, ge=1, le=30_000)
     # The registry answers "which licensees received which samples" for access exports.
     consent_registry_url: str = "http://127.0.0.1:8002"
     consent_registry_token: str | None = None

@@ -21,7 +21,7 @@ def build_consumer(settings: ConsentSettings) -> EventConsumer:
         handler=NoticeEventHandler(make_session_factory(engine)),
         partitions=settings.kafka_topic_partitions,
         replication_factor=settings.kafka_replication_factor,
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        fetch_max_wait_ms=settings.consent_consumer_fetch_max_wait_ms,
         processed_model=ProcessedEvent,
         processed_retention=dt.timedelta(hours=settings.processed_events_retention_hours),
     )

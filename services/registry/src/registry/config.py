@@ -15,6 +15,8 @@ class RegistrySettings(RescindSettings):
     # The consent-topic projection consumer.
     registry_consumer_group: str = "registry"
     registry_consumer_max_retries: int = Field(default=5, ge=0)
+    # Off the path to buyers: a long fetch wait, so polls are bigger and cost less per record.
+    registry_consumer_fetch_max_wait_ms: int = Field(default=500, ge=1, le=30_000)
     # A license asked for right after a grant: how long to wait for the grant to reach the projection.
     registry_projection_wait_seconds: float = Field(default=3.0, ge=0, le=60)
     registry_projection_poll_seconds: float = Field(default=0.05, gt=0, le=5)

@@ -75,7 +75,7 @@ def build_consumer(
         "max_retries": settings.registry_consumer_max_retries,
         "partitions": settings.kafka_topic_partitions,
         "replication_factor": settings.kafka_replication_factor,
-        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+        "fetch_max_wait_ms": settings.registry_consumer_fetch_max_wait_ms,
         "processed_model": ProcessedEvent,
         "processed_retention": dt.timedelta(hours=settings.processed_events_retention_hours),
     }

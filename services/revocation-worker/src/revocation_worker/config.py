@@ -16,6 +16,9 @@ class WorkerSettings(RescindSettings):
     worker_port: int = Field(default=8003, ge=1, le=65535)
     worker_public_url: str = "http://127.0.0.1:8003"
     worker_consumer_group: str = "revocation-worker"
+    # The consent topic -> notices hop is on every revocation's path: a short fetch wait (see
+    # rescind_common.consumer.EventConsumer; Apache Kafka answers at once, Tansu holds the fetch).
+    worker_consumer_fetch_max_wait_ms: int = Field(default=100, ge=1, le=30_000)
     # Where the holders lookup lives, and the operator token to call it (development: minted locally).
     worker_registry_url: str = "http://127.0.0.1:8002"
     worker_registry_token: str | None = None

@@ -67,7 +67,7 @@ def build_consumer(ctx: AppContext) -> EventConsumer:
         handler=ConsentEventHandler(ctx.session_factory),
         partitions=s.kafka_topic_partitions,
         replication_factor=s.kafka_replication_factor,
-        fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+        fetch_max_wait_ms=s.worker_consumer_fetch_max_wait_ms,
         processed_model=ProcessedEvent,
         processed_retention=dt.timedelta(hours=s.processed_events_retention_hours),
     )
