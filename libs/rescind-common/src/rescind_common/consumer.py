@@ -536,8 +536,3 @@ class EventConsumer:
             except Exception:
                 log.debug("dlq producer close failed", exc_info=True)
             self._dlq_producer = None
-
-
-def topic_partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
-    parts = consumer.partitions_for_topic(topic) or set()
-    return [TopicPartition(topic, p) for p in sorted(parts)]

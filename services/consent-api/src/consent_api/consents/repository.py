@@ -14,11 +14,6 @@ from rescind_common.db import Write, insert_template, params
 SAMPLES_PER_STATEMENT = 1000
 
 
-def insert_row(session: Session, values: dict[str, Any]) -> None:
-    """One consent row, straight to the database (no ORM object to track and flush)."""
-    session.connection().execute(insert(Consent), values)
-
-
 _CONSENT_INSERT = insert_template(Consent, "consent")
 _LINK_INSERT = insert_template(ConsentSample, "link")
 

@@ -130,24 +130,6 @@ def leased_rows(
     return out, next_due
 
 
-def notices_by_id(session: Session, ids: Iterable[str], *, lock: bool = False) -> dict[str, Notice]:
-    wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    stmt = select(Notice).where(Notice.id.in_(wanted)).order_by(Notice.id)
-    if lock:
-        stmt = stmt.with_for_update()
-    return {n.id: n for n in session.scalars(stmt)}
-
-
-def lock_deliveries(session: Session, ids: Iterable[int]) -> dict[int, Delivery]:
-    wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    stmt = select(Delivery).where(Delivery.id.in_(wanted)).order_by(Delivery.id).with_for_update()
-    return {d.id: d for d in session.scalars(stmt)}
-
-
 def cancel(session: Session, ids: Sequence[int]) -> None:
     if ids:
         session.execute(

@@ -127,10 +127,6 @@ class Withdrawal:
     only_licensee_id: str | None
 
 
-def withdrawals_of(session: Session, revocation_id: str) -> list[Withdrawal]:
-    return merge_parts(parts_of_many(session, [revocation_id])[revocation_id])
-
-
 class PartLike(Protocol):
     """What merging reads of a revocation part: a `RevocationPart` or a plain row."""
 

@@ -540,14 +540,6 @@ def claim_due(
     return sorted((Claimed(int(i), str(e), str(n)) for i, e, n in leased), key=lambda c: c.id)
 
 
-def add_attempt(
-    session: Session, delivery_id: int, at: dt.datetime, status_code: int | None, error: str | None, ms: int
-) -> None:
-    session.add(
-        DeliveryAttempt(delivery_id=delivery_id, at=at, status_code=status_code, error=error, duration_ms=ms)
-    )
-
-
 def attempts_of(session: Session, delivery_id: int) -> list[DeliveryAttempt]:
     return list(
         session.scalars(
