@@ -336,11 +336,13 @@ def _replay_scenario(
             # must not be skipped for good because the topic exists by the time the relay tries again.
             original = relay._replay
 
-            def flaky_replay(topics: list[str]) -> None:
+            def flaky_replay(conn: Any, lost: Any) -> None:
+                if not lost:
+                    return original(conn, lost)
                 calls["n"] += 1
                 if calls["n"] == 1:
                     raise RuntimeError("database unavailable (injected)")
-                original(topics)
+                original(conn, lost)
 
             relay._replay = flaky_replay  # type: ignore[method-assign]
 

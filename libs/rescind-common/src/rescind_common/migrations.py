@@ -47,3 +47,21 @@ def run_env(metadata: MetaData) -> None:
                 context.run_migrations()
     finally:
         engine.dispose()
+
+
+def create_outbox_log_table() -> None:
+    """In a service's migration: the `outbox_log` table of `rescind_common.outbox.OutboxLogMixin`,
+    column for column (the migrations test compares every service's history with its models)."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    from rescind_common.db import JSONType, UTCDateTime
+
+    op.create_table(
+        "outbox_log",
+        sa.Column("topic", sa.String(length=200), nullable=False),
+        sa.Column("topic_id", sa.String(length=64), nullable=True),
+        sa.Column("floors", JSONType, nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("topic", name=op.f("pk_outbox_log")),
+    )

@@ -3,8 +3,17 @@
 A state change and its event commit in the same database transaction (`enqueue`).
 The relay publishes committed rows in order and marks them published; it keeps
 published rows for a retention window and re-publishes them when it finds that
-the broker has lost its log (a topic it owns is gone). Consumers deduplicate by
-event id, so repeats are harmless; losses are not possible.
+the broker has lost its log. Consumers deduplicate by event id, so repeats are
+harmless.
+
+What the relay knows of each topic's log is kept in the service's own database (`outbox_log`,
+`OutboxLogMixin`), so that it survives the relay's restarts: the topic id the broker gave the log
+and, per partition, an offset the log is known to have reached. At start and at every topic check
+the relay compares that with what the broker says (`lost_logs`): a missing topic, another topic id
+or an end offset below the one recorded means the log was lost, and every retained row of that
+topic is published again. A relay that kept this in memory only would miss the loss whenever it
+restarted together with the broker: the embedded broker recreates a topic as soon as a consumer
+subscribes, so the relay would find it present and replay nothing.
 
 On PostgreSQL the relay sleeps until a row is committed: a statement trigger on each service's
 outbox table (its Alembic migration) sends `NOTIFY rescind_outbox` in the writing transaction, which
@@ -16,15 +25,20 @@ on SQLite, where there is no NOTIFY.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
 import time
 import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from google.protobuf.message import Message
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
+from kafka.admin import OffsetSpec
+from kafka.errors import UnknownTopicOrPartitionError
 from sqlalchemy import (
     BigInteger,
     Index,
@@ -34,14 +48,15 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
+    insert,
     select,
     text,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
 
-from rescind_common.db import UTCDateTime, utcnow
+from rescind_common.db import JSONType, UTCDateTime, utcnow
 from rescind_common.kafka import ensure_topics, make_admin, make_producer
 from rescind_common.metrics import (
     OUTBOX_BACKLOG,
@@ -104,6 +119,63 @@ class OutboxMixin:
     published_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+class OutboxLogMixin:
+    """Mix into a service's declarative base to declare its `outbox_log` table: what the relay
+    knows of the broker's log of each topic it publishes to (see the module's docstring)."""
+
+    __tablename__ = "outbox_log"
+
+    topic: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # The id the broker gave the topic (NULL: not known yet, or the topic is being recreated).
+    topic_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Partition (as a string: JSON keys) -> the lowest offset of the last records published there:
+    # the log reached at least that far. The lowest, not the highest, because the embedded broker
+    # reports a partition's end as the start of its last batch.
+    floors: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+@dataclass(frozen=True)
+class KnownLog:
+    """What the relay recorded of one topic's log."""
+
+    topic_id: str | None = None
+    floors: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SeenLog:
+    """What the broker says of one topic now: None for a missing topic; an empty id when the
+    broker has no topic ids; the end offset of each partition it was asked about."""
+
+    topic_id: str | None
+    ends: dict[int, int] = field(default_factory=dict)
+
+
+def lost_logs(known: Mapping[str, KnownLog], seen: Mapping[str, SeenLog]) -> dict[str, str]:
+    """The topics whose log the broker lost, each with why. A topic never recorded (a new relay, a
+    new topic) is adopted as it is; a missing topic counts as lost whatever was recorded, since
+    rows may have been published to it before the record was written."""
+    lost: dict[str, str] = {}
+    for topic, now in seen.items():
+        before = known.get(topic)
+        if now.topic_id is None:
+            lost[topic] = "the topic is missing"
+        elif before is None:
+            continue
+        elif before.topic_id and now.topic_id and before.topic_id != now.topic_id:
+            lost[topic] = f"the topic id changed from {before.topic_id} to {now.topic_id}"
+        else:
+            short = {p: now.ends.get(p) for p, floor in before.floors.items() if now.ends.get(p, -1) < floor}
+            if short:
+                p, end = min(short.items())
+                lost[topic] = (
+                    f"partition {p} ends at {end if end is not None else 'nothing'}, "
+                    f"below offset {before.floors[p]} already published"
+                )
+    return lost
+
+
 def enqueue(
     session: Session, model: Any, *, topic: str, key: str, event_id: str, event_type: str, message: Message
 ) -> None:
@@ -129,6 +201,7 @@ class OutboxRelay:
         engine: Engine,
         model: Any,
         *,
+        log_model: Any,
         service: str,
         bootstrap: str,
         topics: list[str],
@@ -144,6 +217,7 @@ class OutboxRelay:
     ) -> None:
         self.engine = engine
         self.model = model
+        self.log_model = log_model
         self.service = service
         self.bootstrap = bootstrap
         self.topics = topics
@@ -163,9 +237,9 @@ class OutboxRelay:
         self._producer: KafkaProducer | None = None
         self._admin: KafkaAdminClient | None = None
         self._last_topic_check = 0.0
-        # Topic ids seen on this broker: a topic that comes back with another id was recreated
-        # (the broker lost its log, and something, e.g. a producer, recreated the topic).
-        self._topic_ids: dict[str, str] = {}
+        # topic -> partition -> the lowest offset of the last records published there (not yet in
+        # `outbox_log`: written at the next topic check, off the publishing path).
+        self._floors: dict[str, dict[int, int]] = {}
         self._last_prune = 0.0
         self._statements: dict[bool, Any] = {}  # _unpublished's, without and with the row lock
         self._mark: Any = None  # _mark_published's
@@ -200,6 +274,7 @@ class OutboxRelay:
         self._admin = None
 
     def _describe(self) -> dict[str, str | None]:
+        """Topic -> its id ('' when the broker has none), None for a missing topic."""
         assert self._admin is not None
         out: dict[str, str | None] = {}
         for d in self._admin.describe_topics(list(dict.fromkeys(self.topics))):
@@ -207,47 +282,114 @@ class OutboxRelay:
             out[str(d.get("name"))] = str(d.get("topic_id") or "") if ok else None
         return out
 
+    def _ends(self, ids: dict[str, str | None], known: Mapping[str, KnownLog]) -> dict[str, dict[int, int]]:
+        """The end offset of every partition with a recorded floor, for the topics present."""
+        assert self._admin is not None
+        wanted = {
+            TopicPartition(topic, p): OffsetSpec.LATEST
+            for topic, log_ in known.items()
+            if ids.get(topic) is not None
+            for p in log_.floors
+        }
+        ends: dict[str, dict[int, int]] = {}
+        if not wanted:
+            return ends
+        try:
+            answer = self._admin.list_partition_offsets(wanted)
+        except UnknownTopicOrPartitionError:
+            # A partition recorded is gone (a topic recreated with fewer): it ends at nothing.
+            answer = {}
+            for tp, spec in wanted.items():
+                with contextlib.suppress(UnknownTopicOrPartitionError):
+                    answer.update(self._admin.list_partition_offsets({tp: spec}))
+        for tp, offset in answer.items():
+            ends.setdefault(tp.topic, {})[tp.partition] = int(offset.offset)
+        return ends
+
+    def _known(self, conn: Connection, *, lock: bool) -> dict[str, KnownLog]:
+        table = self.log_model.__table__
+        stmt = select(table.c.topic, table.c.topic_id, table.c.floors).where(
+            table.c.topic.in_(list(dict.fromkeys(self.topics)))
+        )
+        if lock and conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        return {
+            row.topic: KnownLog(row.topic_id, {int(p): int(o) for p, o in (row.floors or {}).items()})
+            for row in conn.execute(stmt)
+        }
+
+    def _record(self, conn: Connection, topic: str, topic_id: str | None, floors: dict[int, int]) -> None:
+        table = self.log_model.__table__
+        values = {
+            "topic_id": topic_id,
+            "floors": {str(p): o for p, o in floors.items()},
+            "updated_at": utcnow(),
+        }
+        if not conn.execute(update(table).where(table.c.topic == topic).values(**values)).rowcount:
+            conn.execute(insert(table).values(topic=topic, **values))
+
     def _check_topics(self) -> None:
+        """Compare the broker's topics with what `outbox_log` recorded of them; re-publish the
+        retained rows of every topic whose log was lost; record what the broker says now."""
+        assert self._admin is not None
         ids = self._describe()
         missing = [t for t in dict.fromkeys(self.topics) if ids.get(t) is None]
-        recreated = [
-            t
-            for t in self.topics
-            if t not in missing and t in self._topic_ids and ids[t] != self._topic_ids[t]
-        ]
-        if missing or recreated:
-            # Mark the retained rows for re-publishing *before* creating the topics: if the replay step
-            # failed after the creation (database briefly down, process killed), the next check would
-            # find the topics present and the retained events would never reach the new log.
-            self._replay(missing + recreated)
         if missing:
-            assert self._admin is not None
+            # Mark the retained rows for re-publishing, and forget the old log, *before* creating the
+            # topics: if anything failed after the creation (database briefly down, process killed),
+            # the next check would find the topics present and their rows never published again.
+            with self.engine.begin() as conn:
+                self._known(conn, lock=True)
+                self._replay(conn, dict.fromkeys(missing, "the topic is missing"))
+                for topic in missing:
+                    self._record(conn, topic, None, {})
             ensure_topics(
                 self._admin, missing, partitions=self.partitions, replication_factor=self.replication_factor
             )
             ids = self._describe()
-        if recreated:
-            log.warning(
-                "topics %s were recreated behind the relay's back (wrong partition count?)", recreated
-            )
-        self._topic_ids.update({t: i for t, i in ids.items() if i is not None})
+        with self.engine.connect() as conn:
+            known = self._known(conn, lock=False)
+        ends = self._ends(ids, known)
+        with self.engine.begin() as conn:
+            # Locked and read again: another replica may have replayed and recorded the new log since.
+            known = self._known(conn, lock=True)
+            # The topics just created are recorded here too (their new ids; nothing was lost since).
+            seen = {t: SeenLog(ids.get(t), ends.get(t, {})) for t in dict.fromkeys(self.topics)}
+            lost = lost_logs(known, seen)
+            self._replay(conn, lost)
+            for topic, now in seen.items():
+                if now.topic_id is None:
+                    continue  # gone again since it was described: the next check recreates it
+                before = known.get(topic)
+                # Offsets published since the last check; dropped with a lost log (they may be the
+                # old log's).
+                fresh = self._floors.pop(topic, {})
+                if topic in lost:
+                    floors: dict[int, int] = {}
+                elif before is None:
+                    floors = fresh
+                else:
+                    floors = {**before.floors, **fresh}
+                if before is None or topic in lost or before.topic_id != (now.topic_id or None) or fresh:
+                    self._record(conn, topic, now.topic_id or None, floors)
         self._last_topic_check = time.monotonic()
 
-    def _replay(self, topics: list[str]) -> None:
+    def _replay(self, conn: Connection, lost: Mapping[str, str]) -> None:
         """The broker lost these topics' logs: publish every retained row for them again."""
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                update(self.model)
-                .where(self.model.topic.in_(topics), self.model.published_at.is_not(None))
-                .values(published_at=None)
-            )
-            if result.rowcount and conn.dialect.name == "postgresql":
-                # The trigger fires on INSERT only: tell the replica that holds the publishing lock.
-                conn.execute(text("SELECT pg_notify(:c, '')"), {"c": OUTBOX_CHANNEL})
+        if not lost:
+            return
+        result = conn.execute(
+            update(self.model)
+            .where(self.model.topic.in_(sorted(lost)), self.model.published_at.is_not(None))
+            .values(published_at=None)
+        )
+        if result.rowcount and conn.dialect.name == "postgresql":
+            # The trigger fires on INSERT only: tell the replica that holds the publishing lock.
+            conn.execute(text("SELECT pg_notify(:c, '')"), {"c": OUTBOX_CHANNEL})
+        for topic, why in sorted(lost.items()):
+            log.warning("the broker lost the log of %s (%s)", topic, why)
         if result.rowcount:
-            log.warning(
-                "broker lost the log of %s; re-publishing %d retained events", topics, result.rowcount
-            )
+            log.warning("re-publishing %d retained events to %s", result.rowcount, sorted(lost))
             OUTBOX_REPLAYED.labels(self.service).inc(result.rowcount)
 
     # -- publishing ------------------------------------------------------------
@@ -335,8 +477,14 @@ class OutboxRelay:
             for row in rows
         ]
         producer.flush(timeout=30)
+        floors: dict[str, dict[int, int]] = {}
         for fut in futures:
-            fut.get(timeout=0)  # raises if that record failed
+            meta = fut.get(timeout=0)  # raises if that record failed
+            low = floors.setdefault(meta.topic, {})
+            if meta.offset < low.get(meta.partition, meta.offset + 1):
+                low[meta.partition] = meta.offset
+        for topic, low in floors.items():
+            self._floors.setdefault(topic, {}).update(low)
 
     def prune(self) -> int:
         cutoff = utcnow() - self.retention

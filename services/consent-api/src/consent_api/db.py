@@ -1,4 +1,4 @@
-"""consent-api's declarative base and outbox table."""
+"""consent-api's declarative base, outbox table and what its relay knows of the broker's log."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
 from rescind_common.db import NAMING_CONVENTION, DbSession
-from rescind_common.outbox import OutboxMixin
+from rescind_common.outbox import OutboxLogMixin, OutboxMixin
 
 
 class Base(DeclarativeBase):
@@ -17,4 +17,8 @@ class Outbox(OutboxMixin, Base):
     pass
 
 
-__all__ = ["Base", "DbSession", "Outbox"]
+class OutboxLog(OutboxLogMixin, Base):
+    pass
+
+
+__all__ = ["Base", "DbSession", "Outbox", "OutboxLog"]

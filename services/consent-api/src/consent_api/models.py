@@ -2,7 +2,7 @@
 
 from consent_api.audit.models import AuditEntry
 from consent_api.consents.models import Consent, ConsentSample
-from consent_api.db import Base, Outbox
+from consent_api.db import Base, Outbox, OutboxLog
 from consent_api.notices.models import ProcessedEvent, RevocationNotice, RevocationResolution
 from consent_api.revocations.models import Revocation, RevocationItem
 from consent_api.rights.models import RightsRequest
@@ -15,6 +15,7 @@ __all__ = [
     "Consent",
     "ConsentSample",
     "Outbox",
+    "OutboxLog",
     "ProcessedEvent",
     "Revocation",
     "RevocationItem",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from consent_api.config import ConsentSettings
-from consent_api.db import Outbox
+from consent_api.db import Outbox, OutboxLog
 from rescind_common.db import make_engine
 from rescind_common.outbox import OutboxRelay
 
@@ -14,6 +14,7 @@ def build_relay(settings: ConsentSettings) -> OutboxRelay:
     return OutboxRelay(
         make_engine(settings.consent_database_url, pool_size=2),
         Outbox,
+        log_model=OutboxLog,
         service="consent-api",
         bootstrap=settings.kafka_bootstrap,
         topics=[settings.kafka_consent_topic],

@@ -1,4 +1,4 @@
-"""revocation-worker's declarative base and outbox table."""
+"""revocation-worker's declarative base, outbox table and what its relay knows of the broker's log."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from sqlalchemy import Index, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from rescind_common.db import NAMING_CONVENTION, DbSession, UTCDateTime, utcnow
-from rescind_common.outbox import OutboxMixin
+from rescind_common.outbox import OutboxLogMixin, OutboxMixin
 
 
 class Base(DeclarativeBase):
@@ -16,6 +16,10 @@ class Base(DeclarativeBase):
 
 
 class Outbox(OutboxMixin, Base):
+    pass
+
+
+class OutboxLog(OutboxLogMixin, Base):
     pass
 
 
@@ -30,4 +34,4 @@ class ProcessedEvent(Base):
     processed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-__all__ = ["Base", "DbSession", "Outbox", "ProcessedEvent"]
+__all__ = ["Base", "DbSession", "Outbox", "OutboxLog", "ProcessedEvent"]

@@ -1,6 +1,6 @@
 """Every table, imported once so that Alembic and the app see the whole schema."""
 
-from revocation_worker.db import Base, Outbox, ProcessedEvent
+from revocation_worker.db import Base, Outbox, OutboxLog, ProcessedEvent
 from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.intake.models import Revocation, RevocationPart
 from revocation_worker.notices.models import (
@@ -22,6 +22,7 @@ __all__ = [
     "NoticeModel",
     "NoticeSample",
     "Outbox",
+    "OutboxLog",
     "ProcessedEvent",
     "Revocation",
     "RevocationPart",

@@ -27,7 +27,7 @@ from rescind_common.outbox import OutboxRelay
 from rescind_common.pglisten import Listener, libpq_url
 from revocation_worker.config import WorkerSettings
 from revocation_worker.context import AppContext
-from revocation_worker.db import Outbox, ProcessedEvent
+from revocation_worker.db import Outbox, OutboxLog, ProcessedEvent
 from revocation_worker.delivery.loop import Deliverer
 from revocation_worker.endpoints.urlguard import AddressPolicy
 from revocation_worker.intake.handler import ConsentEventHandler
@@ -78,6 +78,7 @@ def build_relay(ctx: AppContext) -> OutboxRelay:
     return OutboxRelay(
         ctx.engine,
         Outbox,
+        log_model=OutboxLog,
         service="revocation-worker",
         bootstrap=s.kafka_bootstrap,
         topics=[s.kafka_notice_topic],
