@@ -489,3 +489,47 @@ def test_a_notice_created_then_delivered_in_one_batch_ends_delivered(
         assert sum(d.batches) == 2 and d.committed() == len(events)
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("replayed", [8, 20], ids=["shorter-than-the-old-position", "past-the-old-position"])
+def test_a_consumer_running_through_a_lost_log_reads_the_new_log_from_its_start(
+    registry_sessions: sessionmaker[Session], tmp_path: Path, replayed: int
+) -> None:
+    """The broker loses its log while a consumer runs (it had read 12 records), and the relay
+    re-publishes what it retained: fewer records than that (older ones pruned) or more. A consumer
+    that kept its old position would start the new log part-way and never apply the first records
+    there; it rejoins the group on the new broker, finds no committed offset and reads the new log
+    from the beginning (`auto_offset_reset="earliest"`)."""
+    port = free_port()
+    subject = new_id("sub")
+    old = new_ids("smp", 12)
+    new = new_ids("smp", replayed)
+    broker = EmbeddedBroker(port, log_file=tmp_path / "b1.log").start()
+    d = Driver(broker, ProjectionHandler(registry_sessions), max_retries=1)
+    try:
+        publish(
+            broker.bootstrap,
+            d.topic,
+            [Projection.samples_event(subject, [s]).SerializeToString() for s in old],
+        )
+        d.drain(len(old))
+        assert count(registry_sessions, ProjectedSample, ProjectedSample.sample_id.in_(old)) == len(old)
+
+        broker.stop(kill=True)
+        broker = EmbeddedBroker(port, log_file=tmp_path / "b2.log").start()
+        # The new log: events the consumer never saw, from offset 0.
+        publish(
+            broker.bootstrap,
+            d.topic,
+            [Projection.samples_event(subject, [s]).SerializeToString() for s in new],
+        )
+
+        def all_applied() -> bool:
+            with contextlib.suppress(Exception):  # the client reconnecting to the new broker
+                d.consumer.poll_once(timeout_ms=200)
+            return count(registry_sessions, ProjectedSample, ProjectedSample.sample_id.in_(new)) == len(new)
+
+        wait_for(all_applied, 60, "every event of the new log applied")
+    finally:
+        d.close()
+        broker.stop(kill=True)

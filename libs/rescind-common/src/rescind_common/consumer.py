@@ -12,6 +12,10 @@
 - SIGTERM/SIGINT (via `stop_event`) stops the loop; records not yet applied stay uncommitted and
   are redelivered.
 - any client error (a broker restart, for one) closes the consumer and builds a new one.
+- a topic whose id changes under a running consumer (the broker lost its log, and the topic came
+  back empty) is read again from the beginning: the relays re-publish what they retained there,
+  and a consumer that kept its old position would skip the first records of the new log (or, when
+  the new log is shorter, wait past its end for records that never come).
 - given a `processed_model`, the loop deletes its rows older than `processed_retention` every
   `prune_interval` seconds, in bounded chunks, so the processed-ids table does not grow forever.
   The retention must outlast any replay (outbox retention, topic retention): an event replayed after
@@ -232,6 +236,7 @@ class EventConsumer:
         self._dlq_producer: Any = None
         self._dlq_ready: set[str] = set()
         self._lag_partitions: set[tuple[str, str]] = set()
+        self._topic_ids: dict[str, Any] = {}  # topic -> the id its log had when last polled
         self._lag_observed_at = float("-inf")
         self._db_backoff = retry_backoff
         # Every series from the start: increase()/rate() miss the first event of a series born at 1.
@@ -424,8 +429,13 @@ class EventConsumer:
         if self._consumer is None:
             self._consumer = self._connect()
         consumer = self._consumer
+        polled = consumer.poll(timeout_ms=timeout_ms)
+        renewed = self._renewed_logs(consumer)
         items = [
-            _Item(record) for records in consumer.poll(timeout_ms=timeout_ms).values() for record in records
+            _Item(record)
+            for tp, records in polled.items()
+            if tp.topic not in renewed  # read again from the start of the new log instead
+            for record in records
         ]
         done = 0
         # Stopping: leave whatever was polled uncommitted; the next owner gets it.
@@ -445,6 +455,29 @@ class EventConsumer:
             self._lag_observed_at = now
             self._observe_lag(consumer)
         return done
+
+    def _renewed_logs(self, consumer: KafkaConsumer) -> set[str]:
+        """The subscribed topics whose log changed since the last poll (another topic id in the
+        client's metadata), each sought back to the beginning of its assigned partitions."""
+        cluster = consumer._client.cluster  # the client's metadata, refreshed every few seconds
+        renewed: set[str] = set()
+        assigned = consumer.assignment()
+        for topic in self.topics:
+            topic_id = cluster.topic_id(topic)
+            if topic_id is None:
+                continue
+            before = self._topic_ids.get(topic)
+            if before is not None and before != topic_id:
+                tps = [tp for tp in assigned if tp.topic == topic]
+                if not tps:
+                    continue  # not assigned now (rejoining): seek once its partitions are back
+                consumer.seek_to_beginning(*tps)
+                renewed.add(topic)
+                log.warning(
+                    "the log of %s was renewed (topic id %s): reading it from the start", topic, topic_id
+                )
+            self._topic_ids[topic] = topic_id
+        return renewed
 
     def prune_processed(self) -> int:
         """Delete processed-event rows older than the retention, at most `prune_chunks_per_pass`
