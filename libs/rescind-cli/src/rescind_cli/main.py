@@ -106,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--url", default=worker_url, help="revocation-worker base URL (default %(default)s)"
     )
 
-    dl = commands.add_parser("dead-letters", help="operator: undeliverable notices (revocation-worker)")
+    dl = commands.add_parser(
+        "dead-letters",
+        help="operator: undeliverable notices (revocation-worker) and Kafka dead-letter topics",
+    )
     dl_commands = dl.add_subparsers(dest="dl_command", metavar="COMMAND", required=True)
     dl_list = dl_commands.add_parser("list", help="the dead-letter backlog")
     dl_list.add_argument("--licensee-id")
@@ -115,6 +118,39 @@ def build_parser() -> argparse.ArgumentParser:
     dl_redrive.add_argument("--licensee-id")
     dl_redrive.add_argument("--endpoint-id")
     dl_redrive.add_argument("--url", default=worker_url)
+    dl_kafka = dl_commands.add_parser(
+        "kafka",
+        help="consent and notice events a consumer gave up on (<topic>.<service>.dlq)",
+        description="The consumers' Kafka dead-letter topics, on the broker RESCIND_KAFKA_BOOTSTRAP names. "
+        "A dead-lettered event is not applied until it is replayed.",
+    )
+    kafka_commands = dl_kafka.add_subparsers(dest="kafka_command", metavar="COMMAND", required=True)
+    k_list = kafka_commands.add_parser(
+        "list",
+        help="every record of the dead-letter topics: origin, consumer, event type and id, error",
+    )
+    k_list.add_argument(
+        "--topic", action="append", help="a dead-letter topic (repeatable; default: every *.dlq topic)"
+    )
+    k_replay = kafka_commands.add_parser(
+        "replay",
+        help="publish dead-lettered records again to their original topic",
+        description="Publish records again to their original topic (key, value and the producer's "
+        "headers, plus dlq-replayed-from); consumers deduplicate by event id. What was replayed is "
+        "remembered (consumer group rescind-dlq-replay), so --all replays each record once.",
+    )
+    k_replay.add_argument(
+        "--topic", action="append", help="a dead-letter topic (repeatable; default: every *.dlq topic)"
+    )
+    which = k_replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every record not replayed before")
+    which.add_argument(
+        "--offset",
+        type=int,
+        action="append",
+        help="the record at this offset (repeatable; with one --topic), even if replayed before",
+    )
+    k_replay.add_argument("--partition", type=int, default=0, help="the partition of --offset (default 0)")
 
     commands.add_parser("version", help="print the version")
     return parser
@@ -137,6 +173,13 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "endpoints":
         return ops.failing_endpoints(args.url)
     if args.command == "dead-letters":
+        if args.dl_command == "kafka":
+            # Loaded here: the Kafka client is heavy and only these commands need it.
+            from rescind_cli import kafka_dead_letters
+
+            if args.kafka_command == "list":
+                return kafka_dead_letters.list_dead_letters(args.topic)
+            return kafka_dead_letters.replay(args.topic, args.offset, args.partition)
         if args.dl_command == "list":
             return ops.dead_letters(args.url, args.licensee_id)
         return ops.redrive(args.url, args.licensee_id, args.endpoint_id)

@@ -5,6 +5,9 @@
   idempotent (they record processed event ids in the same transaction).
 - a record that cannot be decoded (`PoisonMessage`) goes to the dead-letter topic at once, the
   others of its poll are still applied together.
+- a dead-lettered record is never applied until an operator replays it (`rescind dead-letters
+  kafka replay`): each one is logged at ERROR with its event id and type and counted by type in
+  `rescind_dead_letter_events_total`, so that a lost revocation pages someone.
 - when the batch transaction fails and the database answers, the poll is applied again one record
   at a time: a failing record is retried a bounded number of times with backoff, then
   dead-lettered, and the others go on. When the database does not answer, nothing is
@@ -28,6 +31,7 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -42,7 +46,9 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from rescind_common import dead_letters
 from rescind_common.db import utcnow
+from rescind_common.dead_letters import dead_letter_topic
 from rescind_common.kafka import ensure_topics, make_admin, make_producer, security_config
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,13 @@ CONSUMER_LAG = Gauge(
 )
 DEAD_LETTERED = Counter(
     "rescind_dead_letter_total", "Records sent to a dead-letter topic", ["service", "topic"]
+)
+# The same records by event type (the `event-type` header): a dead-lettered `consent_revoked` means
+# a withdrawal this service never applied, which pages; most other types can wait.
+DEAD_LETTERED_EVENTS = Counter(
+    "rescind_dead_letter_events_total",
+    "Records sent to a dead-letter topic, by event type",
+    ["service", "topic", "event_type"],
 )
 PROCESSED_PRUNED = Counter(
     "rescind_processed_events_pruned_total",
@@ -70,13 +83,20 @@ PRUNE_INTERVAL = 600.0  # seconds between two prunings of the processed-ids tabl
 PRUNE_CHUNK = 5000  # rows deleted by one statement (one short transaction)
 PRUNE_CHUNKS_PER_PASS = 4  # statements per pass at most: the rest waits for the next pass
 
+# Event-type label values beside the declared types: no `event-type` header (and nothing decoded),
+# or a value the consumer does not know (a label per arbitrary header value would be unbounded).
+UNKNOWN_EVENT_TYPE = dead_letters.UNKNOWN
+OTHER_EVENT_TYPE = "other"
+_EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
 
 class PoisonMessage(Exception):
     """The record can never be handled (undecodable, unknown schema): dead-letter it at once."""
 
 
-def dead_letter_topic(topic: str, service: str) -> str:
-    return f"{topic}.{service}.dlq"
+def payload_types(message_cls: type[Message], oneof: str = "payload") -> tuple[str, ...]:
+    """The field names of an envelope's oneof: the `event-type` values its outbox writes."""
+    return tuple(f.name for f in message_cls.DESCRIPTOR.oneofs_by_name[oneof].fields)
 
 
 def decode_event(message_cls: type[M], value: bytes | None, required: Sequence[str] = ("event_id",)) -> M:
@@ -204,6 +224,7 @@ class EventConsumer:
         prune_interval: float = PRUNE_INTERVAL,
         prune_chunk: int = PRUNE_CHUNK,
         prune_chunks_per_pass: int = PRUNE_CHUNKS_PER_PASS,
+        event_types: Sequence[str] = (),
     ) -> None:
         self.service = service
         self.bootstrap = bootstrap
@@ -230,6 +251,9 @@ class EventConsumer:
         self.prune_interval = prune_interval
         self.prune_chunk = prune_chunk
         self.prune_chunks_per_pass = prune_chunks_per_pass
+        # The event types the topics carry: their dead-letter series exist from the start; any
+        # other header value counts as "other". Empty: any identifier-like value is its own label.
+        self.event_types = frozenset(event_types)
         self._pruned_at = float("-inf")
         self.stop_event = threading.Event()
         self._consumer: KafkaConsumer | None = None
@@ -244,6 +268,8 @@ class EventConsumer:
             PROCESSED_PRUNED.labels(service)
         for topic in topics:
             DEAD_LETTERED.labels(service, topic)
+            for event_type in (*event_types, UNKNOWN_EVENT_TYPE):
+                DEAD_LETTERED_EVENTS.labels(service, topic, event_type)
             for outcome in ("ok", "dead_letter"):
                 CONSUMED.labels(service, topic, outcome)
 
@@ -269,7 +295,16 @@ class EventConsumer:
         consumer.subscribe(self.topics)
         return consumer
 
-    def _dead_letter(self, record: ConsumerRecord, error: BaseException) -> None:
+    def _event_type(self, record: ConsumerRecord, event: Any) -> str:
+        value = dead_letters.header(record.headers, dead_letters.EVENT_TYPE)
+        if not value and isinstance(event, Message) and "payload" in event.DESCRIPTOR.oneofs_by_name:
+            value = event.WhichOneof("payload")  # a record published without headers
+        if not value:
+            return UNKNOWN_EVENT_TYPE
+        known = value in self.event_types if self.event_types else _EVENT_TYPE.fullmatch(value)
+        return value if known else OTHER_EVENT_TYPE
+
+    def _dead_letter(self, record: ConsumerRecord, error: BaseException, event: Any = None) -> None:
         topic = dead_letter_topic(record.topic, self.service)
         if topic not in self._dlq_ready:
             admin = make_admin(self.bootstrap, f"{self.service}-dlq-admin")
@@ -282,21 +317,34 @@ class EventConsumer:
             self._dlq_producer = make_producer(self.bootstrap, f"{self.service}-dlq")
         headers = [
             *(record.headers or []),
-            ("dlq-original-topic", record.topic.encode()),
-            ("dlq-original-partition", str(record.partition).encode()),
-            ("dlq-original-offset", str(record.offset).encode()),
-            ("dlq-error", f"{type(error).__name__}: {error}"[:500].encode()),
-            ("dlq-consumer", self.service.encode()),
+            (dead_letters.ORIGINAL_TOPIC, record.topic.encode()),
+            (dead_letters.ORIGINAL_PARTITION, str(record.partition).encode()),
+            (dead_letters.ORIGINAL_OFFSET, str(record.offset).encode()),
+            (dead_letters.ERROR, f"{type(error).__name__}: {error}"[:500].encode()),
+            (dead_letters.CONSUMER, self.service.encode()),
         ]
         self._dlq_producer.send(topic, key=record.key, value=record.value, headers=headers).get(timeout=30)
+        event_type = self._event_type(record, event)
         DEAD_LETTERED.labels(self.service, record.topic).inc()
+        DEAD_LETTERED_EVENTS.labels(self.service, record.topic, event_type).inc()
         CONSUMED.labels(self.service, record.topic, "dead_letter").inc()
+        event_id = (
+            dead_letters.header(record.headers, dead_letters.EVENT_ID)
+            or str(getattr(event, "event_id", ""))
+            or dead_letters.UNKNOWN
+        )[:100]  # a header is whatever its producer wrote: keep the line bounded
+        # Ids and types only: the error's text and the record's value stay in the dead letter.
         log.error(
-            "dead-lettered %s[%d]@%d after error %s",
+            "dead-lettered %s event %s (%s[%d]@%d) to %s after %s: not applied until replayed "
+            "(rescind dead-letters kafka replay --topic %s)",
+            event_type,
+            event_id,
             record.topic,
             record.partition,
             record.offset,
+            topic,
             type(error).__name__,
+            topic,
         )
 
     def _database_reachable(self) -> bool:
@@ -331,7 +379,7 @@ class EventConsumer:
                 with self.handler.session_factory() as session, session.begin():
                     applied = self.handler.apply(session, item.event)
             except PoisonMessage as exc:
-                self._dead_letter(item.record, exc)
+                self._dead_letter(item.record, exc, item.event)
                 item.done = True
                 return False
             except Exception as exc:
@@ -341,7 +389,7 @@ class EventConsumer:
                 if attempt > self.max_retries:
                     if not self._database_reachable():
                         return None  # not this record's fault: try it again later
-                    self._dead_letter(item.record, exc)
+                    self._dead_letter(item.record, exc, item.event)
                     item.done = True
                     return False
                 log.warning("handler failed (attempt %d/%d): %s", attempt, self.max_retries, exc)

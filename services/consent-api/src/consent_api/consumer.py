@@ -7,8 +7,9 @@ import datetime as dt
 from consent_api.config import ConsentSettings
 from consent_api.notices.handler import NoticeEventHandler
 from consent_api.notices.models import ProcessedEvent
-from rescind_common.consumer import EventConsumer
+from rescind_common.consumer import EventConsumer, payload_types
 from rescind_common.db import make_engine, make_session_factory
+from rescind_common.proto.rescind.v1 import notice_events_pb2
 
 
 def build_consumer(settings: ConsentSettings) -> EventConsumer:
@@ -24,4 +25,5 @@ def build_consumer(settings: ConsentSettings) -> EventConsumer:
         fetch_max_wait_ms=settings.consent_consumer_fetch_max_wait_ms,
         processed_model=ProcessedEvent,
         processed_retention=dt.timedelta(hours=settings.processed_events_retention_hours),
+        event_types=payload_types(notice_events_pb2.NoticeEvent),
     )

@@ -19,7 +19,7 @@ from registry.config import RegistrySettings
 from registry.db import make_registry_engine
 from registry.projection.models import ProcessedEvent
 from registry.projection.service import InvalidEvent, apply_events, check_event
-from rescind_common.consumer import BatchHandler, EventConsumer, PoisonMessage, decode_event
+from rescind_common.consumer import BatchHandler, EventConsumer, PoisonMessage, decode_event, payload_types
 from rescind_common.db import make_session_factory
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
@@ -78,6 +78,7 @@ def build_consumer(
         "fetch_max_wait_ms": settings.registry_consumer_fetch_max_wait_ms,
         "processed_model": ProcessedEvent,
         "processed_retention": dt.timedelta(hours=settings.processed_events_retention_hours),
+        "event_types": payload_types(pb.ConsentEvent),
     }
     options.update(overrides)
     return EventConsumer(

@@ -21,10 +21,11 @@ import threading
 import time
 from typing import Literal
 
-from rescind_common.consumer import EventConsumer
+from rescind_common.consumer import EventConsumer, payload_types
 from rescind_common.db import make_engine, make_session_factory
 from rescind_common.outbox import OutboxRelay
 from rescind_common.pglisten import Listener, libpq_url
+from rescind_common.proto.rescind.v1 import consent_events_pb2
 from revocation_worker.config import WorkerSettings
 from revocation_worker.context import AppContext
 from revocation_worker.db import Outbox, OutboxLog, ProcessedEvent
@@ -70,6 +71,7 @@ def build_consumer(ctx: AppContext) -> EventConsumer:
         fetch_max_wait_ms=s.worker_consumer_fetch_max_wait_ms,
         processed_model=ProcessedEvent,
         processed_retention=dt.timedelta(hours=s.processed_events_retention_hours),
+        event_types=payload_types(consent_events_pb2.ConsentEvent),
     )
 
 
