@@ -56,6 +56,7 @@ from rescind_common.auth import ensure_dev_key, mint_token
 from rescind_common.consumer import CONSUMER_LAG, EventConsumer, dead_letter_topic
 from rescind_common.db import make_engine, utcnow
 from rescind_common.embedded_broker import EmbeddedBroker, free_port
+from rescind_common.health import CHECK_TIMEOUT
 from rescind_common.kafka import KafkaSecurity, ensure_topics, make_admin, make_producer, security_config
 from rescind_common.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
 from rescind_common.settings import RescindSettings
@@ -304,6 +305,37 @@ def test_every_workload_is_locked_down(rendered: dict[str, list[dict[str, Any]]]
             assert pod_labels(d).get("app.kubernetes.io/component") == "migrate", where
             assert spec["containers"][0]["args"] == ["migrate"], where
             assert spec.get("restartPolicy") in ("Never", "OnFailure"), where
+
+
+@pytest.mark.parametrize("env", OVERLAYS)
+def test_every_deployment_is_probed(rendered: dict[str, list[dict[str, Any]]], env: str) -> None:
+    """Every long-running container has liveness on /healthz and readiness on /readyz, on a port it
+    declares: the APIs on their HTTP port, the relays, consumers and worker roles on their metrics
+    port, where rescind_common.health serves them (a wedged loop fails /healthz and is restarted)."""
+    docs = rendered[env]
+    deployments = of_kind(docs, "Deployment")
+    assert len(deployments) == 8
+    for d in deployments:
+        component = pod_labels(d)["app.kubernetes.io/component"]
+        for c in pod_spec(d)["containers"]:
+            where = f"{env}: {ident(d)} container {c['name']}"
+            declared = {p["name"]: int(p["containerPort"]) for p in c.get("ports", [])}
+            expected = {"livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+            if "startupProbe" in c:
+                expected["startupProbe"] = "/healthz"
+            for kind, path in expected.items():
+                probe = c.get(kind)
+                assert probe and "httpGet" in probe, f"{where}: no {kind}"
+                port = probe["httpGet"]["port"]
+                assert port in declared or port in declared.values(), f"{where}: {kind} on undeclared {port}"
+                assert probe["httpGet"]["path"] == path, f"{where}: {kind} on {probe['httpGet']['path']}"
+                if component != "api":
+                    # The process serves its probes only where RESCIND_METRICS_PORT says.
+                    metrics_port = int(container_env(docs, d)["RESCIND_METRICS_PORT"])
+                    assert declared.get(port, port) == metrics_port, f"{where}: {kind} on {port}"
+            if component != "api":
+                # A hung dependency reads as 503 (the readiness checks give up first), not as a timeout.
+                assert c["readinessProbe"].get("timeoutSeconds", 1) > CHECK_TIMEOUT, where
 
 
 def processes(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -685,7 +717,9 @@ def test_services_select_only_pods_that_serve_http(
     for comp in ("intake", "delivery"):
         d = procs[("revocation-worker", comp)]
         assert named_port(d, "http") is None and named_port(d, "metrics") == 9090, comp
-        assert not pod_spec(d)["containers"][0].get("readinessProbe"), f"{comp}: no HTTP server to probe"
+        # Probed where they serve: the metrics port (rescind_common.health), not an API port.
+        (c,) = pod_spec(d)["containers"]
+        assert c["livenessProbe"]["httpGet"]["port"] == c["readinessProbe"]["httpGet"]["port"] == "metrics"
 
 
 @pytest.mark.parametrize("env", OVERLAYS)
@@ -1080,6 +1114,28 @@ def test_every_metric_in_the_alerts_and_the_dashboard_is_exported(
     assert any(
         s.get("service") == "consent-api" for s in scraped["consent-api relay"]["rescind_outbox_backlog"]
     )
+    # The probes the Deployments point at, on the same port as /metrics: each process names the
+    # loops it runs (its role's), and is ready (the delivery role without asking Kafka).
+    loops = {
+        "consent-api relay": {"relay"},
+        "consent-api consumer": {"consumer"},
+        "registry consumer": {"consumer"},
+        "revocation-worker intake": {"consumer", "relay", "resolver"},
+        "revocation-worker delivery": {"delivery"},
+    }
+    for p in stack.procs:
+        if p.name in loops:
+            base = p.metrics_url.removesuffix("/metrics")
+            live = httpx.get(f"{base}/healthz", timeout=10)
+            assert live.status_code == 200 and set(live.json()["loops"]) == loops[p.name], (p.name, live.text)
+            ready = wait_for(f"{p.name} ready", lambda b=base: ready_checks(b))
+            kafka = {} if p.name.endswith("delivery") else {"kafka": "ok"}
+            assert ready == {"database": "ok", **kafka}, p.name
+
+
+def ready_checks(base: str) -> dict[str, str] | None:
+    r = httpx.get(f"{base}/readyz", timeout=10)
+    return dict(r.json()["checks"]) if r.status_code == 200 else None
 
 
 def test_outbox_backlog_gauges(tmp_path: Path) -> None:

@@ -49,7 +49,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from rescind_common import dead_letters
 from rescind_common.db import utcnow
 from rescind_common.dead_letters import dead_letter_topic
-from rescind_common.kafka import ensure_topics, make_admin, make_producer, security_config
+from rescind_common.health import Heartbeat
+from rescind_common.kafka import (
+    BOOTSTRAP_TIMEOUT_MS,
+    ensure_topics,
+    make_admin,
+    make_producer,
+    security_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +263,9 @@ class EventConsumer:
         self.event_types = frozenset(event_types)
         self._pruned_at = float("-inf")
         self.stop_event = threading.Event()
+        # Ticked on every poll (at most `poll_once`'s timeout apart when idle, retries included) and
+        # on every record applied one by one: /healthz.
+        self.heartbeat = Heartbeat("consumer")
         self._consumer: KafkaConsumer | None = None
         self._dlq_producer: Any = None
         self._dlq_ready: set[str] = set()
@@ -288,6 +298,7 @@ class EventConsumer:
             # Notice recreated topics quickly (the embedded broker forgets them on restart).
             metadata_max_age_ms=3000,
             request_timeout_ms=30_000,
+            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
             reconnect_backoff_ms=200,
             reconnect_backoff_max_ms=2000,
             **security_config(),
@@ -347,7 +358,8 @@ class EventConsumer:
             topic,
         )
 
-    def _database_reachable(self) -> bool:
+    def database_reachable(self) -> bool:
+        """Does the handler's database answer? (Also the readiness check of a consumer process.)"""
         try:
             with self.handler.session_factory() as session:
                 session.execute(text("SELECT 1"))
@@ -387,7 +399,7 @@ class EventConsumer:
                 if self.stop_event.is_set():
                     return None
                 if attempt > self.max_retries:
-                    if not self._database_reachable():
+                    if not self.database_reachable():
                         return None  # not this record's fault: try it again later
                     self._dead_letter(item.record, exc, item.event)
                     item.done = True
@@ -403,6 +415,7 @@ class EventConsumer:
         for item in items:
             if self.stop_event.is_set():
                 break
+            self.heartbeat.tick()  # each record can take its retries: still going round
             if item.error is not None:
                 self._dead_letter(item.record, item.error)
                 item.done = True
@@ -424,7 +437,7 @@ class EventConsumer:
         try:
             results = self._apply_batch(good)
         except Exception as exc:
-            if not self._database_reachable():
+            if not self.database_reachable():
                 log.warning(
                     "database unreachable (%s: %s); %d records will come again",
                     type(exc).__name__,
@@ -591,6 +604,7 @@ class EventConsumer:
         log.info("consumer %s started on %s (group %s)", self.service, self.topics, self.group_id)
         backoff = 0.2
         while not self.stop_event.is_set():
+            self.heartbeat.tick()
             try:
                 self.poll_once()
                 backoff = 0.2
@@ -599,6 +613,7 @@ class EventConsumer:
                     "consumer error (%s: %s); reconnecting in %.1fs", type(exc).__name__, exc, backoff
                 )
                 self._close()
+                self.heartbeat.tick()  # a failed turn is still a turn: retrying is not wedged
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         self._close()

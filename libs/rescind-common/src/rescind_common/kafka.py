@@ -15,6 +15,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger(__name__)
 
+# kafka-python's clients contact a broker in their constructor and, with none answering, keep trying
+# for much longer by default. Loops that build clients (the relays, a consumer reconnecting) give up
+# after their request timeout and retry on their next turn, so that they keep going round (and
+# ticking their heartbeat, rescind_common.health) while the broker is away.
+BOOTSTRAP_TIMEOUT_MS = 10_000
+
 
 class KafkaSecurity(BaseSettings):
     """How every Kafka client authenticates (`RESCIND_KAFKA_*`). Default: plaintext, as the embedded
@@ -61,6 +67,7 @@ def make_producer(bootstrap: str, client_id: str, **overrides: Any) -> KafkaProd
         "request_timeout_ms": 10_000,
         "delivery_timeout_ms": 30_000,
         "max_block_ms": 10_000,
+        "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
         "reconnect_backoff_ms": 200,
         "reconnect_backoff_max_ms": 2_000,
         **security_config(),
@@ -74,6 +81,7 @@ def make_admin(bootstrap: str, client_id: str) -> KafkaAdminClient:
         bootstrap_servers=bootstrap.split(","),
         client_id=client_id,
         request_timeout_ms=10_000,
+        bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
         reconnect_backoff_ms=200,
         reconnect_backoff_max_ms=2_000,
         **security_config(),

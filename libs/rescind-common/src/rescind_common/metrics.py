@@ -12,7 +12,6 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
-    start_http_server,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -92,10 +91,3 @@ def install_metrics(app: FastAPI, service: str) -> None:
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-
-def serve_metrics(host: str, port: int | None) -> None:
-    """For processes without an HTTP API (relay, consumers, the worker): serve /metrics on `port` from a
-    daemon thread. Nothing when no port is set (`make run` starts every process on one machine)."""
-    if port:
-        start_http_server(port, addr=host)

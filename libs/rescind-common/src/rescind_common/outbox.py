@@ -57,6 +57,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
 
 from rescind_common.db import JSONType, UTCDateTime, utcnow
+from rescind_common.health import Heartbeat
 from rescind_common.kafka import ensure_topics, make_admin, make_producer
 from rescind_common.metrics import (
     OUTBOX_BACKLOG,
@@ -247,6 +248,8 @@ class OutboxRelay:
         # Set by a notification (from the listener's thread), by a stop, or by `wake()`.
         self._wake = threading.Event()
         self.stop_event: threading.Event = _StopEvent(self._wake)
+        # Ticked on every turn of `run` (idle waits end within `topic_check_interval`): /healthz.
+        self.heartbeat = Heartbeat("relay")
         # Every series from the start: increase()/rate() miss the first event of a series born at 1.
         OUTBOX_PUBLISH_ERRORS.labels(service)
         OUTBOX_REPLAYED.labels(service)
@@ -568,6 +571,7 @@ class OutboxRelay:
             ).start()
         try:
             while not self.stop_event.is_set():
+                self.heartbeat.tick()
                 # Cleared before reading the outbox: a row committed after this point either is
                 # read below or its notification ends the next sleep at once.
                 self._wake.clear()
@@ -586,6 +590,7 @@ class OutboxRelay:
                         "outbox relay error (%s: %s); retrying in %.1fs", type(exc).__name__, exc, backoff
                     )
                     self._reset()
+                    self.heartbeat.tick()  # a failed turn is still a turn: retrying is not wedged
                     self.stop_event.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
         finally:

@@ -77,6 +77,21 @@ def problem_response(
     instance: str | None = None,
     **extra: Any,
 ) -> JSONResponse:
+    body = problem_body(status, detail, type_=type_, title=title, errors=errors, instance=instance, **extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def problem_body(
+    status: int,
+    detail: str,
+    *,
+    type_: str | None = None,
+    title: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    instance: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The JSON of a problem (also served outside FastAPI, by the background processes' probes)."""
     body: dict[str, Any] = {
         "type": type_ or _default_type(status),
         "title": title or _TITLES.get(status, "Error"),
@@ -91,7 +106,7 @@ def problem_response(
             body["errors_truncated"] = True
             body["error_count"] = len(errors)
     body.update(extra)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+    return body
 
 
 def field_error(field: str, message: str, **extra: Any) -> dict[str, Any]:

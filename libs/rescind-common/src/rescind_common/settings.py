@@ -55,6 +55,11 @@ class RescindSettings(BaseSettings):
     # a port is set; `serve` exposes them on its own port at /metrics.
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # Those processes also answer /healthz and /readyz there (rescind_common.health): /healthz turns
+    # 503 when one of their loops has not gone round for this long (wedged), and Kubernetes restarts
+    # the pod. Longer than any single call a loop may wait on (Kafka and registry request timeouts),
+    # and well above the relays' and consumers' idle waits (a few seconds at most).
+    health_stale_seconds: float = Field(default=60.0, ge=5)
     # Published outbox rows are kept this long so that a lost broker log can be replayed.
     outbox_retention_hours: float = Field(default=72.0, gt=0)
     # On PostgreSQL the relay is woken by NOTIFY when a row commits; it also looks this often, in case

@@ -7,8 +7,8 @@ import logging
 import sys
 
 from consent_api.config import ConsentSettings
+from rescind_common.health import serve_health
 from rescind_common.logs import configure_logging
-from rescind_common.metrics import serve_metrics
 from rescind_common.process import run_until_signalled, serve_api
 
 log = logging.getLogger("consent_api")
@@ -26,9 +26,6 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = ConsentSettings()
     configure_logging(settings.log_level)
-    if args.command in ("relay", "consumer"):
-        # No HTTP API in these processes: Prometheus scrapes RESCIND_METRICS_PORT (when set).
-        serve_metrics(settings.metrics_host, settings.metrics_port)
     if args.command == "migrate":
         from consent_api.migrate import upgrade
 
@@ -44,11 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "relay":
         from consent_api.relay import build_relay
 
-        run_until_signalled(build_relay(settings))
+        relay = build_relay(settings)
+        # No HTTP API in these processes: /metrics, /healthz and /readyz on RESCIND_METRICS_PORT.
+        serve_health(settings, [relay.heartbeat], database=relay.engine, bootstrap=settings.kafka_bootstrap)
+        run_until_signalled(relay)
     else:
         from consent_api.consumer import build_consumer
 
-        run_until_signalled(build_consumer(settings))
+        consumer = build_consumer(settings)
+        serve_health(
+            settings,
+            [consumer.heartbeat],
+            database=consumer.database_reachable,
+            bootstrap=settings.kafka_bootstrap,
+        )
+        run_until_signalled(consumer)
     return 0
 
 

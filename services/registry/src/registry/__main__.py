@@ -7,8 +7,8 @@ import logging
 import sys
 
 from registry.config import RegistrySettings
+from rescind_common.health import serve_health
 from rescind_common.logs import configure_logging
-from rescind_common.metrics import serve_metrics
 from rescind_common.process import run_until_signalled, serve_api
 
 log = logging.getLogger("registry")
@@ -25,9 +25,6 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = RegistrySettings()
     configure_logging(settings.log_level)
-    if args.command == "consumer":
-        # No HTTP API in this process: Prometheus scrapes RESCIND_METRICS_PORT (when set).
-        serve_metrics(settings.metrics_host, settings.metrics_port)
     if args.command == "migrate":
         from registry.migrate import upgrade
 
@@ -43,7 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from registry.consumer import build_consumer
 
-        run_until_signalled(build_consumer(settings))
+        consumer = build_consumer(settings)
+        # No HTTP API in this process: /metrics, /healthz and /readyz on RESCIND_METRICS_PORT.
+        serve_health(
+            settings,
+            [consumer.heartbeat],
+            database=consumer.database_reachable,
+            bootstrap=settings.kafka_bootstrap,
+        )
+        run_until_signalled(consumer)
     return 0
 
 

@@ -7,7 +7,6 @@ import logging
 import sys
 
 from rescind_common.logs import configure_logging
-from rescind_common.metrics import serve_metrics
 from rescind_common.process import serve_api
 from revocation_worker.config import WorkerSettings
 
@@ -34,9 +33,6 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = WorkerSettings()
     configure_logging(settings.log_level)
-    if args.command == "worker":
-        # No HTTP API in this process: Prometheus scrapes RESCIND_METRICS_PORT (when set).
-        serve_metrics(settings.metrics_host, settings.metrics_port)
     if args.command == "migrate":
         from revocation_worker.migrate import upgrade
 
@@ -52,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from revocation_worker.runner import main as run_worker
 
+        # No HTTP API in this process: /metrics, /healthz and /readyz on RESCIND_METRICS_PORT (the
+        # runner serves them, for the loops of its role).
         run_worker(settings, role=args.role)
     return 0
 

@@ -60,3 +60,16 @@ class WorkerSettings(RescindSettings):
         if not self.worker_retry_schedule_seconds:
             raise ValueError("RESCIND_WORKER_RETRY_SCHEDULE_SECONDS must not be empty")
         return self
+
+    @model_validator(mode="after")
+    def _idle_loops_tick_in_time(self) -> WorkerSettings:
+        # The resolver and the delivery loop tick their heartbeat once per wait: an idle wait near
+        # the stale window would read as wedged, and Kubernetes would restart healthy pods for ever.
+        longest = max(self.worker_idle_wake_seconds, self.worker_poll_interval_seconds)
+        if self.metrics_port and self.health_stale_seconds < 2 * longest:
+            raise ValueError(
+                f"RESCIND_HEALTH_STALE_SECONDS ({self.health_stale_seconds:g}) must be at least twice "
+                f"the worker's longest idle wait ({longest:g} s: RESCIND_WORKER_IDLE_WAKE_SECONDS, "
+                "RESCIND_WORKER_POLL_INTERVAL_SECONDS), or idle loops would read as wedged"
+            )
+        return self

@@ -23,6 +23,7 @@ from typing import Literal
 
 from rescind_common.consumer import EventConsumer, payload_types
 from rescind_common.db import make_engine, make_session_factory
+from rescind_common.health import Heartbeat, serve_health
 from rescind_common.outbox import OutboxRelay
 from rescind_common.pglisten import Listener, libpq_url
 from rescind_common.proto.rescind.v1 import consent_events_pb2
@@ -115,6 +116,18 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._resolver_wake: asyncio.Event | None = None
+        # The resolver/sweeper loop's, ticked on every pass and every wait (`_periodic`).
+        self.resolver_heartbeat = Heartbeat("resolver")
+
+    @property
+    def heartbeats(self) -> list[Heartbeat]:
+        """Every loop this process runs (its role's), for /healthz."""
+        out = [loop.heartbeat for loop in (self.consumer, self.relay) if loop is not None]
+        if self.intake:
+            out.append(self.resolver_heartbeat)
+        if self.delivery:
+            out.append(self.deliverer.heartbeat)
+        return out
 
     # -- wakeups (thread-safe) -----------------------------------------------------
 
@@ -160,6 +173,7 @@ class Worker:
         last_sweep = 0.0
         loop = asyncio.get_running_loop()
         while not stop.is_set():
+            self.resolver_heartbeat.tick()
             wake.clear()
             n = 0
             try:
@@ -248,6 +262,9 @@ class Worker:
 def main(settings: WorkerSettings, role: Role = "all") -> None:
     ctx = build_context(settings)
     worker = Worker(ctx, role=role)
+    # The delivery role alone uses no Kafka (no client certificate, no route to the brokers).
+    bootstrap = settings.kafka_bootstrap if worker.intake else None
+    serve_health(settings, worker.heartbeats, database=ctx.engine, bootstrap=bootstrap)
     log.info("worker started (role %s)", role)
 
     def on_signal(signum: int, frame: object) -> None:

@@ -43,6 +43,7 @@ import aiohttp
 from sqlalchemy.orm import Session
 
 from rescind_common.db import utcnow
+from rescind_common.health import Heartbeat
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.config import WorkerSettings
 from revocation_worker.context import AppContext
@@ -139,6 +140,8 @@ class Deliverer:
     _record_wake: asyncio.Event | None = None
     _closing: bool = False
     _bodies_executor: ThreadPoolExecutor | None = None
+    # Ticked on every turn of `run` (a wait ends within `worker_idle_wake_seconds`): /healthz.
+    heartbeat: Heartbeat = field(default_factory=lambda: Heartbeat("delivery"))
 
     def wake(self) -> None:
         """Claim now (thread-safe; a no-op before the loop runs or after it ended)."""
@@ -507,6 +510,7 @@ class Deliverer:
                 timeout=s.worker_delivery_timeout_seconds,
             ) as http:
                 while not stop.is_set():
+                    self.heartbeat.tick()
                     wake.clear()
                     try:
                         leases = await asyncio.to_thread(self.lease)
