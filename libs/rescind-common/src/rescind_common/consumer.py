@@ -181,6 +181,11 @@ class BatchHandler(ABC, Generic[E]):
     def decode(self, value: bytes | None) -> E:
         """The event in a record's value; raises `PoisonMessage` for a record never applicable."""
 
+    def decode_record(self, topic: str, value: bytes | None) -> E:
+        """The event in a record of `topic`: what the consumer calls. A handler of several topics,
+        each with its own message type, overrides this one; the others implement `decode`."""
+        return self.decode(value)
+
     @abstractmethod
     def apply(self, session: Session, event: E) -> bool:
         """Apply one event; False when it had been applied before. May raise `PoisonMessage`."""
@@ -430,7 +435,7 @@ class EventConsumer:
         """Apply a poll's records; the number newly applied. Marks the records done."""
         for item in items:
             try:
-                item.event = self.handler.decode(item.record.value)
+                item.event = self.handler.decode_record(item.record.topic, item.record.value)
             except PoisonMessage as exc:
                 item.error = exc
         good = [item for item in items if item.error is None]

@@ -65,3 +65,72 @@ def create_outbox_log_table() -> None:
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("topic", name=op.f("pk_outbox_log")),
     )
+
+
+def create_outbox_table() -> None:
+    """In a service's migration: the `outbox` table of `rescind_common.outbox.OutboxMixin`, column for
+    column, with its unpublished-rows index. Add `create_outbox_notify_trigger()` after it."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    from rescind_common.db import UTCDateTime
+
+    op.create_table(
+        "outbox",
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("event_id", sa.String(length=40), nullable=False),
+        sa.Column("topic", sa.String(length=200), nullable=False),
+        sa.Column("key", sa.String(length=100), nullable=False),
+        sa.Column("event_type", sa.String(length=100), nullable=False),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("published_at", UTCDateTime(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
+        sa.UniqueConstraint("event_id", name=op.f("uq_outbox_event_id")),
+    )
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index("ix_outbox_unpublished", ["published_at", "id"], unique=False)
+
+
+def create_outbox_notify_trigger() -> None:
+    """In a service's migration: `NOTIFY rescind_outbox` whenever rows are inserted into its `outbox`,
+    so that the relay wakes on commit (rescind_common.outbox).
+
+    A statement trigger rather than a NOTIFY from each writer: every way a row gets into the outbox
+    (ORM adds, Core inserts, inserts folded into another statement's CTEs, an operator's SQL) is
+    covered, and the writers need not know. PostgreSQL sends the notification on commit only and
+    once per transaction however many statements fired it. The channel is
+    rescind_common.outbox.OUTBOX_CHANNEL. SQLite has no NOTIFY: nothing to do there (its relay
+    polls). `ALTER DATABASE ... SET rescind.outbox_notify = off` silences it (the relays then poll)."""
+    from alembic import op
+
+    if op.get_context().dialect.name != "postgresql":
+        return
+    op.execute(
+        """
+        CREATE FUNCTION rescind_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF coalesce(current_setting('rescind.outbox_notify', true), '') <> 'off' THEN
+                PERFORM pg_notify('rescind_outbox', '');
+            END IF;
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER outbox_notify AFTER INSERT ON outbox "
+        "FOR EACH STATEMENT EXECUTE FUNCTION rescind_outbox_notify()"
+    )
+
+
+def drop_outbox_notify_trigger() -> None:
+    """Undo `create_outbox_notify_trigger()` (before dropping the outbox, or on its own)."""
+    from alembic import op
+
+    if op.get_context().dialect.name != "postgresql":
+        return
+    op.execute("DROP TRIGGER IF EXISTS outbox_notify ON outbox")
+    op.execute("DROP FUNCTION IF EXISTS rescind_outbox_notify()")

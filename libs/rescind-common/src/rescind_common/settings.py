@@ -25,6 +25,8 @@ class RescindSettings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_consent_topic: str = "rescind.consent.v1"
     kafka_notice_topic: str = "rescind.notice.v1"
+    # The registry's license events (samples withdrawn from a license), read by revocation-worker.
+    kafka_license_topic: str = "rescind.license.v1"
     kafka_topic_partitions: int = Field(default=6, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
 

@@ -11,6 +11,7 @@ from consent_api.config import ConsentSettings
 from consent_api.db import Outbox
 from rescind_common.db import Write, insert_template, params, utcnow
 from rescind_common.ids import new_id
+from rescind_common.outbox import outbox_row
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
 PRODUCER = "consent-api"
@@ -59,12 +60,14 @@ def outbox_insert(settings: ConsentSettings, subject_id: str, **payload: object)
     )
     getattr(envelope, field).CopyFrom(message)
     values = {
-        "event_id": event_id,
-        "topic": settings.kafka_consent_topic,
-        "key": subject_id,
-        "event_type": field,
-        "payload": envelope.SerializeToString(),
-        "created_at": now,
+        **outbox_row(
+            topic=settings.kafka_consent_topic,
+            key=subject_id,
+            event_id=event_id,
+            event_type=field,
+            message=envelope,
+            created_at=now,
+        ),
         "published_at": None,
     }
     return event_id, (_OUTBOX_INSERT, params("outbox", values))

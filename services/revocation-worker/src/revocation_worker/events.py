@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from rescind_common.db import utcnow
 from rescind_common.ids import new_id
+from rescind_common.outbox import insert_outbox
+from rescind_common.outbox import outbox_row as make_outbox_row
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.config import WorkerSettings
 from revocation_worker.db import Outbox
 
 PRODUCER = "revocation-worker"
-# A Core INSERT on the table, executed on the session's connection: the ORM's bulk-insert path
-# (session.execute(insert(Outbox), rows)) costs several times more Python per statement.
-_INSERT_OUTBOX = insert(cast(Table, Outbox.__table__))
 
 
 def timestamp(value: dt.datetime) -> Timestamp:
@@ -90,23 +88,20 @@ def outbox_row(
         subject_id=subject_id,
         payload=payload,
     )
-    return {
-        "event_id": event_id,
-        "topic": settings.kafka_notice_topic,
-        "key": key or licensee_id,
-        "event_type": field,
-        "payload": envelope.SerializeToString(),
-        "created_at": utcnow(),
-    }
+    return make_outbox_row(
+        topic=settings.kafka_notice_topic,
+        key=key or licensee_id,
+        event_id=event_id,
+        event_type=field,
+        message=envelope,
+    )
 
 
 def publish_many(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Add many events to the outbox in the caller's transaction, in order (1,000 rows per
-    executemany, which psycopg pipelines). Pending ORM changes are flushed first, so that the
+    """Add many events to the outbox in the caller's transaction, in order
+    (rescind_common.outbox.insert_outbox). Pending ORM changes are flushed first, so that the
     statements run in the order the caller made them (as the ORM path's autoflush did)."""
     if not rows:
         return
     session.flush()
-    conn = session.connection()
-    for i in range(0, len(rows), 1000):
-        conn.execute(_INSERT_OUTBOX, list(rows[i : i + 1000]))
+    insert_outbox(session.connection(), Outbox, rows)

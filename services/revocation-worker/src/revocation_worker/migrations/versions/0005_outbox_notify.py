@@ -18,7 +18,7 @@ the NOTIFY off with `ALTER DATABASE ... SET rescind.outbox_notify = off` and let
 
 from collections.abc import Sequence
 
-from alembic import op
+from rescind_common.migrations import create_outbox_notify_trigger, drop_outbox_notify_trigger
 
 revision: str = "0005"
 down_revision: str | None = "0004"
@@ -27,28 +27,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    if op.get_context().dialect.name != "postgresql":
-        return
-    op.execute(
-        """
-        CREATE FUNCTION rescind_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF coalesce(current_setting('rescind.outbox_notify', true), '') <> 'off' THEN
-                PERFORM pg_notify('rescind_outbox', '');
-            END IF;
-            RETURN NULL;
-        END
-        $$
-        """
-    )
-    op.execute(
-        "CREATE TRIGGER outbox_notify AFTER INSERT ON outbox "
-        "FOR EACH STATEMENT EXECUTE FUNCTION rescind_outbox_notify()"
-    )
+    create_outbox_notify_trigger()
 
 
 def downgrade() -> None:
-    if op.get_context().dialect.name != "postgresql":
-        return
-    op.execute("DROP TRIGGER IF EXISTS outbox_notify ON outbox")
-    op.execute("DROP FUNCTION IF EXISTS rescind_outbox_notify()")
+    drop_outbox_notify_trigger()
