@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from registry.config import RegistrySettings
+from registry.db import Outbox
 from registry.holders.schemas import HoldersByLicenseOut, HoldersOut
 from registry.licensees.models import Licensee
 from registry.licenses.models import License, LicenseSample
@@ -22,6 +23,7 @@ from registry.main import create_app
 from rescind_common.db import make_engine, make_session_factory
 from rescind_common.ids import new_id, new_ids
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
+from rescind_common.proto.rescind.v1 import license_events_pb2 as lpb
 
 from helpers import assert_problem
 from registry_fixtures import Projection, new_registry_db, snapshot
@@ -935,3 +937,135 @@ def test_revocations_in_one_poll_match_them_applied_one_at_a_time(
         expected["license3"]["revoked_sample_count"] == 2
         and expected["license4"]["revoked_sample_count"] == 0
     )
+
+
+# -- license events: the projection tells the worker which licenses a revocation reached ----------
+
+
+def license_events(projection: Projection, *licensees: str) -> list[tuple[Any, lpb.LicenseEvent]]:
+    """The registry's outbox rows keyed by these licensees, oldest first, with their events."""
+    with projection.sessions() as session:
+        rows = list(session.scalars(select(Outbox).where(Outbox.key.in_(licensees)).order_by(Outbox.id)))
+        session.expunge_all()
+    return [(row, lpb.LicenseEvent.FromString(row.payload)) for row in rows]
+
+
+def withdrawn(events: list[tuple[Any, lpb.LicenseEvent]]) -> dict[str, tuple[str, list[str], bool]]:
+    """license id -> (revocation id, samples withdrawn, license ended), chunks joined."""
+    out: dict[str, tuple[str, list[str], bool]] = {}
+    for _, e in events:
+        msg = e.license_samples_withdrawn
+        _, samples, _ = out.get(e.license_id, ("", [], False))
+        out[e.license_id] = (msg.revocation_id, sorted([*samples, *msg.sample_ids]), msg.license_ended)
+    return out
+
+
+def test_a_revocation_tells_each_license_it_took_samples_from_once_in_its_own_transaction(
+    registry: TestClient, operator: dict[str, str], projection: Projection
+) -> None:
+    from registry.projection.service import LICENSE_TOPIC, apply_event
+
+    acme, bolt, cyan = (new_licensee(registry, operator, n) for n in ("Acme", "Bolt", "Cyan"))
+    subject, samples = projection.samples(3)
+    consent = projection.grant(subject, samples, purposes=(TRAINING, "evaluation"))
+    acme_license = make_license(registry, operator, **license_body(acme, consent, samples))["id"]
+    bolt_license = make_license(registry, operator, **license_body(bolt, consent, samples[:2]))["id"]
+    cyan_license = make_license(
+        registry, operator, **license_body(cyan, consent, samples, purpose="evaluation")
+    )["id"]
+
+    # Withdrawing the evaluation purpose reaches Cyan's license alone.
+    first = projection.revoke_event(subject, consent, samples, ["evaluation"], ended=False)
+    with projection.sessions() as session:
+        session.begin()
+        assert apply_event(session, first)
+        inside = session.scalars(select(Outbox).where(Outbox.key == cyan)).all()
+        assert len(inside) == 1  # written by the transaction that withdraws the samples ...
+        session.rollback()
+    assert license_events(projection, acme, bolt, cyan) == []  # ... and gone with it
+    assert registry.get(f"/v1/licenses/{cyan_license}", headers=operator).json()["status"] == "active"
+    assert projection.apply(first)
+    events = license_events(projection, acme, bolt, cyan)
+    assert withdrawn(events) == {cyan_license: (first.consent_revoked.revocation_id, sorted(samples), True)}
+    row, event = events[0]
+    assert (row.topic, row.key, row.event_type) == (LICENSE_TOPIC, cyan, "license_samples_withdrawn")
+    msg = event.license_samples_withdrawn
+    assert (event.licensee_id, event.producer, msg.consent_id, msg.purpose) == (
+        cyan,
+        "registry",
+        consent,
+        "evaluation",
+    )
+    assert (msg.chunk_index, msg.chunk_count) == (0, 1) and event.event_id == row.event_id
+
+    # One sample withdrawn for every purpose: Acme and Bolt lose it; Cyan's license is already empty.
+    second = projection.revoke(subject, consent, samples[:1], [TRAINING, "evaluation"], ended=False)
+    got = withdrawn(license_events(projection, acme, bolt, cyan)[1:])
+    assert got == {acme_license: (second, samples[:1], False), bolt_license: (second, samples[:1], False)}
+
+    # The same event again (a redelivery) writes nothing; nor does a revocation no license holds.
+    before = len(license_events(projection, acme, bolt, cyan))
+    assert not projection.apply(first)
+    other_subject, other_samples = projection.samples(1)
+    unlicensed = projection.grant(other_subject, other_samples)
+    projection.revoke(other_subject, unlicensed, other_samples, [TRAINING], ended=True)
+    assert len(license_events(projection, acme, bolt, cyan)) == before
+
+    # The end of the consent: each license loses what it still had, and ends.
+    third = projection.revoke(subject, consent, samples[1:], [TRAINING], ended=True)
+    got = withdrawn(license_events(projection, acme, bolt, cyan)[before:])
+    assert got == {
+        acme_license: (third, sorted(samples[1:]), True),
+        bolt_license: (third, samples[1:2], True),
+    }
+
+
+def test_a_large_withdrawal_is_split_into_numbered_chunks(
+    registry: TestClient, operator: dict[str, str], projection: Projection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from registry import events as registry_events
+
+    monkeypatch.setattr(registry_events, "EVENT_CHUNK", 2)
+    lic = new_licensee(registry, operator)
+    subject, samples = projection.samples(5)
+    consent = projection.grant(subject, samples)
+    license_id = make_license(registry, operator, **license_body(lic, consent, samples))["id"]
+    revocation = projection.revoke(subject, consent, samples, [TRAINING], ended=True)
+    events = [e for _, e in license_events(projection, lic)]
+    chunks = [
+        (e.license_samples_withdrawn.chunk_index, e.license_samples_withdrawn.chunk_count) for e in events
+    ]
+    assert chunks == [(0, 3), (1, 3), (2, 3)]
+    assert [len(e.license_samples_withdrawn.sample_ids) for e in events] == [2, 2, 1]
+    assert len({e.event_id for e in events}) == 3
+    assert withdrawn([(None, e) for e in events]) == {license_id: (revocation, sorted(samples), True)}
+
+
+def test_a_license_recorded_after_the_projection_applied_the_revocation_is_refused_naming_the_field(
+    registry: TestClient, operator: dict[str, str], projection: Projection
+) -> None:
+    """Whatever the revocation withdrew (the whole consent, one purpose, one licensee of an open
+    consent), a license asked for once the projection knows is refused, with the field named."""
+    acme, bolt = new_licensee(registry, operator, "Acme"), new_licensee(registry, operator, "Bolt")
+    cases = [
+        ("body.consent_id", {"purposes": [TRAINING], "ended": True}),
+        ("body.purpose", {"purposes": [TRAINING], "ended": False}),
+        (
+            "body.licensee_id",
+            {"purposes": [TRAINING, "evaluation"], "ended": False, "only_licensee_id": acme},
+        ),
+    ]
+    for field, revocation in cases:
+        subject, samples = projection.samples(2)
+        consent = projection.grant(subject, samples, purposes=(TRAINING, "evaluation"))
+        purposes = revocation.pop("purposes")
+        projection.revoke(subject, consent, samples, purposes, **revocation)
+        problem = assert_problem(
+            registry.post("/v1/licenses", json=license_body(acme, consent, samples), headers=operator),
+            409,
+            field,
+        )
+        assert problem["type"].endswith(("/consent-not-active", "/consent-does-not-cover")), problem
+        assert license_events(projection, acme) == []  # nothing recorded, nothing to tell
+    # The licensee-only withdrawal leaves the consent open to the others.
+    make_license(registry, operator, **license_body(bolt, consent, samples))

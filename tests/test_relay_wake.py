@@ -98,14 +98,14 @@ def test_relay_reconnects_when_its_listen_connection_is_killed(
         wait_until(lambda: _published(relay, topic, 2), timeout=PROMPT, what="row published after reconnect")
 
 
-SERVICES = ["consent_api", "revocation_worker"]
+SERVICES = ["consent_api", "registry", "revocation_worker"]
 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_outbox_trigger_notifies_on_commit_once_per_transaction(
     service: str, pg_database: Callable[[str], str], tmp_path: Path
 ) -> None:
-    """Both services' migrations install the trigger: an insert notifies on commit only, once per
+    """Every service's migrations install the trigger: an insert notifies on commit only, once per
     transaction however many rows and statements, never on rollback."""
     migrate = __import__(f"{service}.migrate", fromlist=["migrate"])
     outbox = __import__(f"{service}.db", fromlist=["db"]).Outbox

@@ -1,4 +1,4 @@
-"""`registry migrate | serve | consumer`."""
+"""`registry migrate | serve | consumer | relay`."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--workers", type=int, default=1)
     sub.add_parser("consumer", help="keep the consent projection up to date from the consent topic")
+    sub.add_parser("relay", help="publish the outbox (license events) to Kafka")
     args = parser.parse_args(argv)
 
     settings = RegistrySettings()
@@ -37,11 +38,17 @@ def main(argv: list[str] | None = None) -> int:
             port=settings.registry_port,
             workers=args.workers,
         )
+    elif args.command == "relay":
+        from registry.relay import build_relay
+
+        relay = build_relay(settings)
+        # No HTTP API in these processes: /metrics, /healthz and /readyz on RESCIND_METRICS_PORT.
+        serve_health(settings, [relay.heartbeat], database=relay.engine, bootstrap=settings.kafka_bootstrap)
+        run_until_signalled(relay)
     else:
         from registry.consumer import build_consumer
 
         consumer = build_consumer(settings)
-        # No HTTP API in this process: /metrics, /healthz and /readyz on RESCIND_METRICS_PORT.
         serve_health(
             settings,
             [consumer.heartbeat],

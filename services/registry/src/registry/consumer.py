@@ -18,7 +18,7 @@ from registry import models  # noqa: F401  (registers every table: the handler t
 from registry.config import RegistrySettings
 from registry.db import make_registry_engine
 from registry.projection.models import ProcessedEvent
-from registry.projection.service import InvalidEvent, apply_events, check_event
+from registry.projection.service import LICENSE_TOPIC, InvalidEvent, apply_events, check_event
 from rescind_common.consumer import BatchHandler, EventConsumer, PoisonMessage, decode_event, payload_types
 from rescind_common.db import make_session_factory
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
@@ -42,6 +42,11 @@ def decode(value: bytes | None) -> pb.ConsentEvent:
 
 
 class ProjectionHandler(BatchHandler[pb.ConsentEvent]):
+    def __init__(self, session_factory: sessionmaker[Session], *, license_topic: str = LICENSE_TOPIC) -> None:
+        super().__init__(session_factory)
+        # Where the projection's license events go (its outbox rows' topic).
+        self.license_topic = license_topic
+
     def decode(self, value: bytes | None) -> pb.ConsentEvent:
         return decode(value)
 
@@ -50,7 +55,7 @@ class ProjectionHandler(BatchHandler[pb.ConsentEvent]):
 
     def apply_batch(self, session: Session, events: Sequence[pb.ConsentEvent]) -> list[bool]:
         try:
-            return apply_events(session, events)
+            return apply_events(session, events, license_topic=self.license_topic)
         except InvalidEvent as exc:
             raise PoisonMessage(str(exc)) from exc
 
@@ -86,6 +91,6 @@ def build_consumer(
         bootstrap=settings.kafka_bootstrap,
         group_id=group_id or settings.registry_consumer_group,
         topics=[settings.kafka_consent_topic],
-        handler=ProjectionHandler(session_factory),
+        handler=ProjectionHandler(session_factory, license_topic=settings.kafka_license_topic),
         **options,
     )

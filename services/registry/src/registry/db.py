@@ -1,4 +1,5 @@
-"""registry's declarative base (its own metadata, its own Alembic history) and engine."""
+"""registry's declarative base (its own metadata, its own Alembic history), engine, outbox table and
+what its relay knows of the broker's log."""
 
 from __future__ import annotations
 
@@ -8,10 +9,20 @@ from sqlalchemy import Engine, MetaData, event
 from sqlalchemy.orm import DeclarativeBase
 
 from rescind_common.db import NAMING_CONVENTION, DbSession, make_engine
+from rescind_common.outbox import OutboxLogMixin, OutboxMixin
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Outbox(OutboxMixin, Base):
+    """License events (rescind.v1.LicenseEvent), written by the projection in the transaction that
+    withdraws the samples; `registry relay` publishes them."""
+
+
+class OutboxLog(OutboxLogMixin, Base):
+    pass
 
 
 def make_registry_engine(url: str, *, pool_size: int) -> Engine:
@@ -30,4 +41,4 @@ def make_registry_engine(url: str, *, pool_size: int) -> Engine:
     return engine
 
 
-__all__ = ["Base", "DbSession", "make_registry_engine"]
+__all__ = ["Base", "DbSession", "Outbox", "OutboxLog", "make_registry_engine"]

@@ -1,6 +1,6 @@
 """Every table, imported once so that Alembic and the app see the whole schema."""
 
-from registry.db import Base
+from registry.db import Base, Outbox, OutboxLog
 from registry.licensees.models import Licensee
 from registry.licenses.models import License, LicenseSample
 from registry.lineage.models import ModelLicense, TrainedModel
@@ -18,6 +18,8 @@ __all__ = [
     "LicenseSample",
     "Licensee",
     "ModelLicense",
+    "Outbox",
+    "OutboxLog",
     "ProcessedEvent",
     "ProjectedConsent",
     "ProjectedConsentSample",

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any, cast
@@ -141,10 +140,10 @@ def _revocation_statements(postgres: bool) -> dict[str, Select[Any] | Update]:
         .where(member(postgres, lic.consent_id, "ids"))
         .order_by(lic.id)
         .with_for_update(),
-        "withdraw_all": withdraw.where(*of_licenses).returning(ls.license_id),
+        "withdraw_all": withdraw.where(*of_licenses).returning(ls.license_id, ls.sample_id),
         "withdraw_some": withdraw.where(
             *of_licenses, member(postgres, ls.sample_id, "b_sample_ids")
-        ).returning(ls.license_id),
+        ).returning(ls.license_id, ls.sample_id),
         "counts": update(LICENSES)
         .where(lic.id == bindparam("b_id"))
         .values(
@@ -171,22 +170,23 @@ def revoke_samples(
     sample_ids: Sequence[str] | None,
     revocation_id: str,
     at: dt.datetime,
-) -> Counter[str]:
+) -> dict[str, list[str]]:
     """Mark these samples (None: all) of these licenses withdrawn; earlier withdrawals keep theirs.
-    Returns license id -> how many of its samples were withdrawn now."""
+    Returns license id -> the samples withdrawn from it now (those of its rows this marked)."""
     postgres = is_postgres_conn(conn)
     statements = _revocation_statements(postgres)
     size = chunk_size(postgres)
     params = {"b_at": at, "b_revocation_id": revocation_id}
-    out: Counter[str] = Counter()
+    out: dict[str, list[str]] = {}
     for lic_part in chunks(license_ids, size):
         params["b_license_ids"] = list(lic_part)
-        if sample_ids is None:
-            out.update(conn.execute(statements["withdraw_all"], params).scalars())
-            continue
-        for part in chunks(sample_ids, size):
-            params["b_sample_ids"] = list(part)
-            out.update(conn.execute(statements["withdraw_some"], params).scalars())
+        parts: Iterable[Sequence[str] | None] = [None] if sample_ids is None else chunks(sample_ids, size)
+        for part in parts:
+            name = "withdraw_all"
+            if part is not None:
+                name, params["b_sample_ids"] = "withdraw_some", list(part)
+            for license_id, sample_id in conn.execute(statements[name], params):
+                out.setdefault(license_id, []).append(sample_id)
     return out
 
 

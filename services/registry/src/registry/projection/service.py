@@ -3,6 +3,13 @@
 `apply_event(session, event)` (and `apply_events` for a consumer's batch) runs inside the caller's
 transaction and records the event id in `processed_events` in that same transaction, so a
 redelivered event changes nothing.
+
+A revocation that takes samples from licenses also writes, in that transaction, one
+LicenseSamplesWithdrawn per license to the registry's outbox (the license topic): a license recorded
+after the revocation but before the projection applied it (while the projection still said
+"active") is not in the worker's first holders lookup, and this event is how the worker learns that
+its licensee must be told too. Every license either exists when the revocation is applied (license
+creation and `_revoke_licenses` lock the same consent row) or is refused afterwards.
 """
 
 from __future__ import annotations
@@ -16,14 +23,21 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from registry import events as license_events
+from registry.db import Outbox
 from registry.licenses import repository as licenses_repo
 from registry.projection import repository
 from registry.projection.models import ProcessedEvent
 from rescind_common.consumer import apply_new
 from rescind_common.db import utcnow
+from rescind_common.outbox import insert_outbox
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
+from rescind_common.settings import RescindSettings
 
 log = logging.getLogger(__name__)
+
+# Where license events go unless the caller names the topic (RESCIND_KAFKA_LICENSE_TOPIC).
+LICENSE_TOPIC: str = RescindSettings.model_fields["kafka_license_topic"].default
 
 KIND_FROM_PB = {
     pb.SAMPLE_KIND_FACE_IMAGE: "face_image",
@@ -73,22 +87,27 @@ def check_event(event: pb.ConsentEvent) -> None:
     _check_ids(event, event.WhichOneof("payload"))
 
 
-def apply_event(session: Session, event: pb.ConsentEvent) -> bool:
+def apply_event(session: Session, event: pb.ConsentEvent, *, license_topic: str = LICENSE_TOPIC) -> bool:
     """Apply one event; return False when it had been applied before (a redelivery)."""
-    return apply_events(session, [event])[0]
+    return apply_events(session, [event], license_topic=license_topic)[0]
 
 
-def apply_events(session: Session, events: Sequence[pb.ConsentEvent]) -> list[bool]:
+def apply_events(
+    session: Session, events: Sequence[pb.ConsentEvent], *, license_topic: str = LICENSE_TOPIC
+) -> list[bool]:
     """Apply events in the caller's transaction, as `apply_event` on each in turn would: one
     True/False per event (False: applied before, or repeated earlier in `events`).
 
     The new events' effects are gathered and written a few statements at a time (`_Batch`): events
-    on different consents are independent, those on one consent keep their order."""
+    on different consents are independent, those on one consent keep their order. The license
+    events they cause go to the outbox last, in one insert for the whole batch."""
     for event in events:
         check_event(event)
-    batch = _Batch(session.connection())
+    conn = session.connection()
+    batch = _Batch(conn, license_topic)
     applied = apply_new(session, ProcessedEvent, events, _processed_row, batch.add)
     batch.flush()
+    insert_outbox(conn, Outbox, batch.events)
     return applied
 
 
@@ -118,8 +137,11 @@ class _Batch:
     its consent has no revocation waiting (a grant of it runs first at the flush, as it came first);
     otherwise the batch is flushed before it. Expiries are rare: they flush and run alone."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, license_topic: str) -> None:
         self.conn = conn
+        self.license_topic = license_topic
+        # Outbox rows of the license events the flushed revocations caused, in order.
+        self.events: list[dict[str, Any]] = []
         self.samples: list[dict[str, Any]] = []
         self.grants: dict[str, tuple[str, pb.ConsentGranted, dt.datetime, dt.datetime]] = {}
         self.revocations: dict[str, tuple[str, pb.ConsentRevoked, dt.datetime]] = {}
@@ -168,7 +190,7 @@ class _Batch:
         if self.grants:
             _consents_granted(self.conn, self.grants)
         if self.revocations:
-            _consents_revoked(self.conn, self.revocations)
+            self.events += _consents_revoked(self.conn, self.revocations, self.license_topic)
         self.samples, self.erasures = [], []
         self.grants, self.revocations = {}, {}
 
@@ -244,9 +266,10 @@ def _consent_sample_rows(consent_id: str, sample_ids: Sequence[str]) -> list[dic
 
 
 def _consents_revoked(
-    conn: Connection, revocations: dict[str, tuple[str, pb.ConsentRevoked, dt.datetime]]
-) -> None:
-    """Revocations of distinct consents. Per consent, as consent-api means them:
+    conn: Connection, revocations: dict[str, tuple[str, pb.ConsentRevoked, dt.datetime]], license_topic: str
+) -> list[dict[str, Any]]:
+    """Revocations of distinct consents; returns the outbox rows of the license events they cause
+    (`_revoke_licenses`). Per consent, as consent-api means them:
     - `only_licensee_id`: that licensee's licenses lose the samples, and it can no longer be licensed
       under this (open) consent; the others keep theirs;
     - `consent_ended`: every sample of the consent and of its licenses is withdrawn;
@@ -318,15 +341,18 @@ def _consents_revoked(
     repository.insert_consent_samples(conn, list(unique.values()))
     repository.revoke_all_consent_samples(conn, revoke_all)
     repository.revoke_consent_samples(conn, revoke_some)
-    _revoke_licenses(conn, licenses)
+    return _revoke_licenses(conn, licenses, license_topic)
 
 
 def _revoke_licenses(
     conn: Connection,
     plans: dict[str, tuple[set[str] | None, str | None, list[str] | None, str, dt.datetime]],
-) -> None:
+    license_topic: str,
+) -> list[dict[str, Any]]:
     """Withdraw the samples from the licenses each revocation reaches; a license whose every sample
-    is withdrawn turns revoked."""
+    is withdrawn turns revoked. Returns the outbox rows of one LicenseSamplesWithdrawn per license
+    that lost samples now (none for a license this revocation had already emptied, none for a
+    repeated event): what it lost, whether it ended, which revocation took them."""
     affected: dict[str, list[Any]] = {}
     for lic in licenses_repo.lock_for_consents(conn, sorted(plans)):
         purposes, licensee, _samples, _rev, _at = plans[lic.consent_id]
@@ -335,16 +361,18 @@ def _revoke_licenses(
         ):
             affected.setdefault(lic.consent_id, []).append(lic)
     counts: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
     for consent_id, rows in affected.items():
         _purposes, _licensee, sample_ids, revocation_id, at = plans[consent_id]
         if sample_ids is not None and not sample_ids:
-            withdrawn: dict[str, int] = {}
+            withdrawn: dict[str, list[str]] = {}
         else:
             withdrawn = licenses_repo.revoke_samples(
                 conn, [r.id for r in rows], sample_ids, revocation_id, at
             )
         for lic in rows:
-            count = lic.revoked_sample_count + withdrawn.get(lic.id, 0)
+            taken = withdrawn.get(lic.id, [])
+            count = lic.revoked_sample_count + len(taken)
             ends = count >= lic.sample_count and lic.status != "revoked"
             if count != lic.revoked_sample_count or ends:
                 counts.append(
@@ -355,7 +383,20 @@ def _revoke_licenses(
                         "b_revoked_at": at if ends else lic.revoked_at,
                     }
                 )
+            if taken:
+                events += license_events.samples_withdrawn(
+                    license_topic,
+                    license_id=lic.id,
+                    licensee_id=lic.licensee_id,
+                    consent_id=consent_id,
+                    revocation_id=revocation_id,
+                    purpose=lic.purpose,
+                    sample_ids=taken,
+                    license_ended=ends,
+                    now=at,
+                )
     licenses_repo.set_counts(conn, counts)
+    return events
 
 
 def _consent_expired(conn: Connection, subject_id: str, msg: pb.ConsentExpired, now: dt.datetime) -> None:
