@@ -1,4 +1,4 @@
-"""The revocation-worker's consumer intake alone: `ConsentEventHandler.apply_batch`, this tree
+"""The revocation-worker's consumer intake alone: `IntakeHandler.apply_batch`, this tree
 beside a base revision, on PostgreSQL, in one run.
 
 N ConsentRevoked events (default 2,000: three in four revocations one event, the others two
@@ -81,11 +81,11 @@ def events(n: int, seed: str) -> list[bytes]:
 
 def child(db_url: str, n: int, poll: int, seed: str) -> None:
     from rescind_common.db import make_engine, make_session_factory
-    from revocation_worker.intake.handler import ConsentEventHandler
+    from revocation_worker.intake.handler import IntakeHandler
 
     engine = make_engine(db_url, pool_size=2)
     factory = make_session_factory(engine)
-    handler = ConsentEventHandler(factory)
+    handler = IntakeHandler(factory)
     decoded = [handler.decode(v) for v in events(n, seed)]
     with factory() as session:  # connect and warm up outside the clock
         session.connection()

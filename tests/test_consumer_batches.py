@@ -41,7 +41,7 @@ from rescind_common.kafka import ensure_topics, make_admin, make_producer
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as npb
 from rescind_common.settings import RescindSettings
-from revocation_worker.intake.handler import ConsentEventHandler
+from revocation_worker.intake.handler import IntakeHandler
 from revocation_worker.intake.models import Revocation, RevocationPart
 from revocation_worker.migrate import upgrade as upgrade_worker
 
@@ -446,7 +446,7 @@ def test_every_part_of_a_revocation_in_one_batch_makes_it_ready(
         revocation_part(subject, revocation, first, 1, 2, 2),
     ]
     events = [parts[0], parts[1], parts[1], parts[2]]  # the second part redelivered in the same poll
-    d = driver(ConsentEventHandler(worker_sessions))
+    d = driver(IntakeHandler(worker_sessions))
     publish(broker.bootstrap, d.topic, [e.SerializeToString() for e in events])
 
     d.drain(len(events))

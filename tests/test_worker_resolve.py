@@ -1,5 +1,7 @@
 """Who is told about a revocation: only holders of what it withdrew (pure logic of the resolver,
-over the registry's `licenses` view of the holders lookup)."""
+over the registry's `licenses` view of the holders lookup); resolving in batches against a real
+registry; and licensees the registry reports later (licenses recorded while its projection lagged
+behind the revocation), told through rechecks."""
 
 from __future__ import annotations
 
@@ -11,20 +13,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from registry.config import RegistrySettings
+from registry.db import Outbox as RegistryOutbox
 from registry.main import create_app as create_registry_app
 from rescind_common.auth import ensure_dev_key, mint_token
-from rescind_common.db import make_engine, make_session_factory
+from rescind_common.db import make_engine, make_session_factory, utcnow
 from rescind_common.embedded_broker import free_port
+from rescind_common.ids import new_id
+from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb_consent
+from rescind_common.proto.rescind.v1 import license_events_pb2 as pb_license
 from revocation_worker.intake import handler as intake
 from revocation_worker.intake.holdings import Holdings, HoldingsMerger
-from revocation_worker.intake.models import Revocation
-from revocation_worker.intake.resolver import RegistryClient, Withdrawal, affected, resolve_due
+from revocation_worker.intake.models import Revocation, RevocationRecheck
+from revocation_worker.intake.resolver import (
+    Rechecked,
+    RegistryClient,
+    Withdrawal,
+    affected,
+    recheck_due,
+    resolve_due,
+)
 
 from helpers import walk
 from registry_fixtures import Projection, make_registry_settings, new_registry_db
@@ -545,3 +559,218 @@ def test_racing_resolvers_never_tell_twice(
     assert not errors, errors
     assert sum(totals) == len(revoked), totals  # what REVOCATIONS_RESOLVED counts
     assert_told_exactly(w, revoked, licensees)
+
+
+# -- a license recorded while the registry's projection lagged: rechecks ---------------------------
+
+
+@dataclass
+class LagWindow:
+    """One consent licensed to `told`, revoked (the worker resolved it, telling `told`), then
+    licensed to `late` as the registry accepts it while its projection has not applied the
+    revocation yet; `late` declared a model on that license."""
+
+    revocation: pb_consent.ConsentEvent
+    samples: list[str]
+    told: str
+    late: str
+    late_license: str
+    late_model: str
+
+    @property
+    def id(self) -> str:
+        return str(self.revocation.consent_revoked.revocation_id)
+
+
+def lag_window(w: WorkerHarness, world: ResolverWorld, *, resolve_first: bool = True) -> LagWindow:
+    m = world.market
+    told, late = m.licensees(2)
+    subject_id, consent_id, samples, _ = m.seller(3, [told])
+    event = Projection.revoke_event(subject_id, consent_id, samples, ["model_training"], ended=True)
+    if resolve_first:
+        with w.ctx.session_factory() as session, session.begin():
+            assert intake.apply(session, event)
+        registry = RegistryClient(w.ctx)
+        try:
+            assert resolve_due(w.ctx, registry) == 1
+        finally:
+            registry.close()
+    late_license = m.post(
+        "/v1/licenses",
+        {"licensee_id": late, "consent_id": consent_id, "purpose": "model_training", "sample_ids": samples},
+        m.ops,
+    )["id"]
+    late_model = m.model(late, "late-faces", [late_license])
+    return LagWindow(event, samples, told, late, late_license, late_model)
+
+
+def projection_catches_up(world: ResolverWorld, lag: LagWindow) -> list[pb_license.LicenseEvent]:
+    """The registry's projection applies the revocation: the license events it wrote to its outbox
+    for the two licensees (what `registry relay` publishes), oldest first."""
+    assert world.market.projection.apply(lag.revocation)
+    with world.market.projection.sessions() as session:
+        rows = session.scalars(
+            select(RegistryOutbox)
+            .where(RegistryOutbox.key.in_([lag.told, lag.late]))
+            .order_by(RegistryOutbox.id)
+        ).all()
+        return [pb_license.LicenseEvent.FromString(r.payload) for r in rows]
+
+
+def consume(w: WorkerHarness, events: Sequence[Any]) -> list[bool]:
+    """Events applied by the worker's intake as its consumer applies a poll."""
+    with w.ctx.session_factory() as session, session.begin():
+        return intake.apply_events(session, list(events))
+
+
+def recheck(w: WorkerHarness, **kwargs: Any) -> Rechecked:
+    registry = RegistryClient(w.ctx)
+    try:
+        return recheck_due(w.ctx, registry, **kwargs)
+    finally:
+        registry.close()
+
+
+def waiting_rechecks(w: WorkerHarness, revocation_id: str) -> list[RevocationRecheck]:
+    with w.ctx.session_factory() as session:
+        rows = list(
+            session.scalars(select(RevocationRecheck).where(RevocationRecheck.revocation_id == revocation_id))
+        )
+        session.expunge_all()
+    return rows
+
+
+def test_a_license_recorded_in_the_lag_window_gets_one_notice_with_its_samples_and_models_delivered(
+    worker: Any, receiver: Any, resolver_world: ResolverWorld
+) -> None:
+    w = worker(worker_registry_url=resolver_world.registry.url)
+    lag = lag_window(w, resolver_world)
+    rx = receiver()
+    _, secret = w.register(w.headers("licensee", lag.late), rx.url)
+    # The resolution told the first licensee only: the late license was not there yet.
+    assert set(notices_of(w, [lag.told, lag.late])) == {(lag.id, lag.told)}
+
+    events = projection_catches_up(resolver_world, lag)
+    assert {e.licensee_id for e in events} == {lag.told, lag.late}
+    assert all(e.license_samples_withdrawn.revocation_id == lag.id for e in events)
+    assert consume(w, events) == [True, True]
+    assert recheck(w) == Rechecked(claimed=2, notices=1)
+
+    seen = notices_of(w, [lag.told, lag.late])
+    assert {k: len(v) for k, v in seen.items()} == {(lag.id, lag.told): 1, (lag.id, lag.late): 1}
+    late = seen[(lag.id, lag.late)][0]
+    assert sorted(s["sample_id"] for s in late["samples"]) == sorted(lag.samples)
+    assert [m["model_id"] for m in late["models"]] == [lag.late_model]
+    assert late["deadline"] == seen[(lag.id, lag.told)][0]["deadline"]  # same revocation, same deadline
+    created = [e for _, e in outbox_events(w.ctx, lag.late) if e.WhichOneof("payload") == "notice_created"]
+    assert [e.notice_id for e in created] == [late["id"]] and created[0].revocation_id == lag.id
+    assert created[0].notice_created.sample_count == 3 and created[0].notice_created.model_count == 1
+    # Still one resolution of the revocation (consent-api keeps its first one).
+    resolved = [
+        e for _, e in outbox_events(w.ctx, lag.id) if e.WhichOneof("payload") == "revocation_resolved"
+    ]
+    assert len(resolved) == 1 and list(resolved[0].revocation_resolved.licensee_ids) == [lag.told]
+    assert waiting_rechecks(w, lag.id) == []
+
+    # The late licensee's endpoint gets the webhook, verifiable with its secret.
+    w.deliver()
+    body = rx.wait_for(1)[0].verify(secret)
+    assert body["data"]["notice_id"] == late["id"] and body["data"]["revocation_id"] == lag.id
+    assert {s["sample_id"] for s in body["data"]["samples"]} == set(lag.samples)
+
+    # The same events again (a redelivery), or another event for the same pair (a second chunk):
+    # never a second notice.
+    assert consume(w, events) == [False, False]
+    again = pb_license.LicenseEvent()
+    again.CopyFrom(events[-1])
+    again.event_id = new_id("evt")
+    assert consume(w, [again]) == [True]
+    assert recheck(w) == Rechecked(claimed=1, notices=0)
+    assert {k: len(v) for k, v in notices_of(w, [lag.told, lag.late]).items()} == {
+        (lag.id, lag.told): 1,
+        (lag.id, lag.late): 1,
+    }
+    assert waiting_rechecks(w, lag.id) == []
+
+
+def test_a_recheck_before_its_revocation_is_resolved_waits_and_the_resolution_tells_once(
+    worker: Any, resolver_world: ResolverWorld
+) -> None:
+    w = worker(worker_registry_url=resolver_world.registry.url)
+    # The license events overtake the revocation's own consent events (another topic).
+    lag = lag_window(w, resolver_world, resolve_first=False)
+    assert consume(w, projection_catches_up(resolver_world, lag)) == [True, True]
+    assert recheck(w) == Rechecked(claimed=0, notices=0)
+    assert len(waiting_rechecks(w, lag.id)) == 2
+
+    assert consume(w, [lag.revocation]) == [True]
+    registry = RegistryClient(w.ctx)
+    try:
+        assert resolve_due(w.ctx, registry) == 1  # its lookup finds both licenses
+    finally:
+        registry.close()
+    assert recheck(w) == Rechecked(claimed=2, notices=0)
+    seen = notices_of(w, [lag.told, lag.late])
+    assert {k: len(v) for k, v in seen.items()} == {(lag.id, lag.told): 1, (lag.id, lag.late): 1}
+    assert waiting_rechecks(w, lag.id) == []
+
+
+def test_a_recheck_survives_registry_errors_and_tells_once_the_registry_answers(
+    worker: Any, resolver_world: ResolverWorld
+) -> None:
+    w = worker(worker_registry_url=resolver_world.registry.url)
+    lag = lag_window(w, resolver_world)
+    consume(w, projection_catches_up(resolver_world, lag))
+    # A registry nobody answers: the told licensee's recheck is dropped, the late one's is kept.
+    down = RegistryClient(w.ctx)
+    down._client.close()
+    down._client = httpx.Client(base_url=f"http://127.0.0.1:{free_port()}", timeout=2)
+    try:
+        assert recheck_due(w.ctx, down) == Rechecked(claimed=2, notices=0)
+    finally:
+        down.close()
+    (left,) = waiting_rechecks(w, lag.id)
+    assert (left.licensee_id, left.attempts) == (lag.late, 1) and "ConnectError" in (left.last_error or "")
+    assert (lag.id, lag.late) not in notices_of(w, [lag.late])
+
+    # Its backoff over, the registry answering again: told once.
+    with w.ctx.session_factory() as session, session.begin():
+        session.execute(update(RevocationRecheck).values(next_check_at=utcnow()))
+    assert recheck(w) == Rechecked(claimed=1, notices=1)
+    assert len(notices_of(w, [lag.late])[(lag.id, lag.late)]) == 1
+    assert waiting_rechecks(w, lag.id) == []
+
+
+# Several resolvers run on PostgreSQL only (SQLite is the one-process embedded default).
+@pytest.mark.parametrize("worker_db_url", ["postgresql"], indirect=True)
+def test_racing_rechecks_never_tell_twice(
+    worker: Any, resolver_world: ResolverWorld, worker_db_url: str
+) -> None:
+    w = worker(worker_registry_url=resolver_world.registry.url, worker_db_pool_size=8)
+    lag = lag_window(w, resolver_world)
+    consume(w, projection_catches_up(resolver_world, lag))
+    start = threading.Barrier(2)
+    results: list[Rechecked] = []
+    errors: list[BaseException] = []
+
+    def rechecker() -> None:
+        registry = RegistryClient(w.ctx)
+        try:
+            start.wait(10)
+            # No lease: both may claim the same rechecks and race to make the notice.
+            results.append(recheck_due(w.ctx, registry, lease=dt.timedelta(0)))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            registry.close()
+
+    threads = [threading.Thread(target=rechecker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert sum(r.notices for r in results) == 1, results
+    seen = notices_of(w, [lag.told, lag.late])
+    assert {k: len(v) for k, v in seen.items()} == {(lag.id, lag.told): 1, (lag.id, lag.late): 1}
+    assert waiting_rechecks(w, lag.id) == []

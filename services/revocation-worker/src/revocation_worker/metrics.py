@@ -21,6 +21,11 @@ NOTICES = Gauge("rescind_notices", "Notices by status", ["status"])
 DEAD_LETTER_DEPTH = Gauge("rescind_webhook_dead_letter_depth", "Deliveries that exhausted their retry window")
 ENDPOINTS_DISABLED = Counter("rescind_endpoints_disabled_total", "Endpoints disabled", ["reason"])
 REVOCATIONS_RESOLVED = Counter("rescind_revocations_resolved_total", "Revocations turned into notices")
+LATE_NOTICES = Counter(
+    "rescind_late_notices_total",
+    "Notices made after their revocation was resolved, for licensees the registry reported later "
+    "(licenses recorded while its projection lagged behind the revocation)",
+)
 
 # Every series from the start: increase()/rate() miss the first event of a series born at 1.
 for _reason in ("gone", "failing"):

@@ -2,7 +2,7 @@
 
 from revocation_worker.db import Base, Outbox, OutboxLog, ProcessedEvent
 from revocation_worker.endpoints.models import Endpoint
-from revocation_worker.intake.models import Revocation, RevocationPart
+from revocation_worker.intake.models import Revocation, RevocationPart, RevocationRecheck
 from revocation_worker.notices.models import (
     Delivery,
     DeliveryAttempt,
@@ -26,6 +26,7 @@ __all__ = [
     "ProcessedEvent",
     "Revocation",
     "RevocationPart",
+    "RevocationRecheck",
     "RevocationSample",
     "RevocationSampleSet",
 ]

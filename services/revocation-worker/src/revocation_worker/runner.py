@@ -3,8 +3,9 @@ and the outbox relay. Stops on SIGTERM/SIGINT, committing consumer offsets.
 
 Roles (`--role`): `all` (default) runs everything in one process; `intake` runs the consumer,
 resolver, sweeper and relay; `delivery` runs the delivery loop alone, so that it has a GIL of its
-own. Loops sleep until signalled: the consumer wakes the resolver after each batch, the resolver
-wakes the delivery loop when it made notices. Across processes that signal is a PostgreSQL
+own. Loops sleep until signalled: the consumer wakes the resolver after each batch (consent events
+and the registry's license events, which become rechecks), the resolver wakes the delivery loop
+when it made notices. Across processes that signal is a PostgreSQL
 `NOTIFY` (the delivery role LISTENs); on SQLite the delivery role polls instead. A fallback timer
 (`worker_idle_wake_seconds`) catches what nothing signals (expired leases, retries due later,
 deliveries made by the API).
@@ -32,9 +33,9 @@ from revocation_worker.context import AppContext
 from revocation_worker.db import Outbox, OutboxLog, ProcessedEvent
 from revocation_worker.delivery.loop import Deliverer
 from revocation_worker.endpoints.urlguard import AddressPolicy
-from revocation_worker.intake.handler import ConsentEventHandler
-from revocation_worker.intake.resolver import RegistryClient, resolve_due
-from revocation_worker.metrics import DEAD_LETTER_DEPTH, NOTICES, REVOCATIONS_RESOLVED
+from revocation_worker.intake.handler import IntakeHandler
+from revocation_worker.intake.resolver import RegistryClient, recheck_due, resolve_due
+from revocation_worker.metrics import DEAD_LETTER_DEPTH, LATE_NOTICES, NOTICES, REVOCATIONS_RESOLVED
 from revocation_worker.notices import repository as notices_repo
 from revocation_worker.notices.service import dead_letter_disabled, sweep_overdue
 from revocation_worker.secrets import SecretBox
@@ -65,8 +66,9 @@ def build_consumer(ctx: AppContext) -> EventConsumer:
         service="revocation-worker",
         bootstrap=s.kafka_bootstrap,
         group_id=s.worker_consumer_group,
-        topics=[s.kafka_consent_topic],
-        handler=ConsentEventHandler(ctx.session_factory),
+        # One consumer (one group, one join) for both topics: the handler decodes each by its topic.
+        topics=[s.kafka_consent_topic, s.kafka_license_topic],
+        handler=IntakeHandler(ctx.session_factory, license_topic=s.kafka_license_topic),
         partitions=s.kafka_topic_partitions,
         replication_factor=s.kafka_replication_factor,
         fetch_max_wait_ms=s.worker_consumer_fetch_max_wait_ms,
@@ -175,11 +177,18 @@ class Worker:
         while not stop.is_set():
             self.resolver_heartbeat.tick()
             wake.clear()
-            n = 0
+            n = rechecked = 0
             try:
                 n = await asyncio.to_thread(resolve_due, self.ctx, registry, RESOLVE_BATCH)
                 if n:
                     REVOCATIONS_RESOLVED.inc(n)
+                # After the resolutions: a recheck waits for its revocation to be resolved, and one
+                # resolved just now is settled in this same pass.
+                late = await asyncio.to_thread(recheck_due, self.ctx, registry, RESOLVE_BATCH)
+                rechecked = late.claimed
+                if late.notices:
+                    LATE_NOTICES.inc(late.notices)
+                if n or late.notices:
                     if self.delivery:
                         self.wake_delivery()
                     else:
@@ -189,7 +198,7 @@ class Worker:
                     await asyncio.to_thread(self._sweep)
             except Exception as exc:
                 log.warning("resolver/sweeper pass failed: %s: %s", type(exc).__name__, exc)
-            if n >= RESOLVE_BATCH:
+            if n >= RESOLVE_BATCH or rechecked >= RESOLVE_BATCH:
                 continue  # more are ready
             signalled = self.consumer is not None  # it wakes us after each batch
             longest = s.worker_idle_wake_seconds if signalled else s.worker_poll_interval_seconds

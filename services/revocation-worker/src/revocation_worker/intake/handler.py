@@ -1,25 +1,39 @@
-"""Consent-topic events in, revocations out. A plain handler, testable without a broker.
+"""Consent-topic and license-topic events in, revocations and rechecks out. A plain handler,
+testable without a broker.
 
 One revocation arrives as several ConsentRevoked events (one per consent touched, split in
 chunks of sample ids). The handler stores each part; once every part of a revocation is in,
 it marks the revocation `ready` for the resolver, which asks the registry who holds the samples.
-Applied exactly once per event id (processed_events, same transaction); the consumer applies a
-whole poll of events in one transaction.
+
+The registry's LicenseSamplesWithdrawn (license topic) says that a revocation took samples from a
+licensee's license: the handler records a recheck of (revocation, licensee), and the resolver makes
+sure that licensee has a notice (rechecks.py). That is how a license recorded while the registry's
+projection lagged behind the revocation, missed by the revocation's holders lookup, is told.
+
+Applied exactly once per event id (processed_events, same transaction, both topics); the consumer
+applies a whole poll of events in one transaction.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from rescind_common.consumer import BatchHandler, claim_events, decode_event
+from rescind_common.consumer import BatchHandler, PoisonMessage, claim_events, decode_event
 from rescind_common.db import utcnow
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
+from rescind_common.proto.rescind.v1 import license_events_pb2 as lpb
+from rescind_common.settings import RescindSettings
 from revocation_worker.db import ProcessedEvent
 from revocation_worker.intake import repository
+
+# What the consumer hands the handler: an event of either topic.
+IntakeEvent: TypeAlias = pb.ConsentEvent | lpb.LicenseEvent
+# The license topic unless the caller names another (RESCIND_KAFKA_LICENSE_TOPIC).
+LICENSE_TOPIC: str = RescindSettings.model_fields["kafka_license_topic"].default
 
 TRIGGERS = {
     pb.REVOCATION_TRIGGER_SUBJECT: "subject",
@@ -32,12 +46,25 @@ def decode(value: bytes | None) -> pb.ConsentEvent:
     return decode_event(pb.ConsentEvent, value, required=("event_id", "subject_id"))
 
 
-def apply(session: Session, event: pb.ConsentEvent) -> bool:
+def decode_license(value: bytes | None) -> lpb.LicenseEvent:
+    """A license-topic event; `PoisonMessage` for one that could never be applied (no revocation,
+    ids longer than the columns: PostgreSQL would refuse it at every retry)."""
+    event = decode_event(lpb.LicenseEvent, value, required=("event_id", "licensee_id"))
+    if len(event.event_id) > 40 or len(event.licensee_id) > 64:
+        raise PoisonMessage(f"LicenseEvent {event.event_id[:40]} with ids longer than the columns")
+    if event.WhichOneof("payload") == "license_samples_withdrawn":
+        revocation_id = event.license_samples_withdrawn.revocation_id
+        if not revocation_id or len(revocation_id) > 40:
+            raise PoisonMessage(f"LicenseSamplesWithdrawn {event.event_id} without a valid revocation_id")
+    return event
+
+
+def apply(session: Session, event: IntakeEvent) -> bool:
     """Apply one event in the caller's transaction; False when it was seen before."""
     return apply_events(session, [event])[0]
 
 
-def apply_events(session: Session, events: Sequence[pb.ConsentEvent]) -> list[bool]:
+def apply_events(session: Session, events: Sequence[IntakeEvent]) -> list[bool]:
     """Apply events in order in the caller's transaction, as `apply` on each in turn would.
 
     A few statements per batch, not per event: the processed ids claimed in one INSERT, the
@@ -47,15 +74,43 @@ def apply_events(session: Session, events: Sequence[pb.ConsentEvent]) -> list[bo
     rows = [_processed_row(event) for event in events]
     fresh = claim_events(session, ProcessedEvent, rows)
     applied: list[bool] = []
-    new: list[pb.ConsentEvent] = []
+    revoked: list[pb.ConsentEvent] = []
+    withdrawn: list[lpb.LicenseEvent] = []
     for event, row in zip(events, rows, strict=True):
         first = row["event_id"] in fresh
         fresh.discard(row["event_id"])  # a second copy in the same batch is a repeat
         if first:
-            new.append(event)
+            kind = event.WhichOneof("payload")
+            if isinstance(event, pb.ConsentEvent) and kind == "consent_revoked":
+                revoked.append(event)
+            elif isinstance(event, lpb.LicenseEvent) and kind == "license_samples_withdrawn":
+                withdrawn.append(event)
         applied.append(first)
-    _apply_revoked(session, [e for e in new if e.WhichOneof("payload") == "consent_revoked"])
+    _apply_revoked(session, revoked)
+    _apply_withdrawn(session, withdrawn)
     return applied
+
+
+def _apply_withdrawn(session: Session, events: Sequence[lpb.LicenseEvent]) -> None:
+    """One recheck per (revocation, licensee), however many licenses and chunks reported it."""
+    if not events:
+        return
+    now = utcnow()
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for event in events:
+        key = (event.license_samples_withdrawn.revocation_id, event.licensee_id)
+        rows.setdefault(
+            key,
+            {
+                "revocation_id": key[0],
+                "licensee_id": key[1],
+                "created_at": now,
+                "attempts": 0,
+                "next_check_at": now,
+                "last_error": None,
+            },
+        )
+    repository.add_rechecks(session, [rows[k] for k in sorted(rows)])
 
 
 def _apply_revoked(session: Session, events: Sequence[pb.ConsentEvent]) -> None:
@@ -126,18 +181,25 @@ def _complete(parts: Mapping[tuple[str, str, int], int], consent_counts: Mapping
     }
 
 
-def _processed_row(event: pb.ConsentEvent) -> dict[str, Any]:
+def _processed_row(event: IntakeEvent) -> dict[str, Any]:
     return {"event_id": event.event_id, "processed_at": utcnow()}
 
 
-class ConsentEventHandler(BatchHandler[pb.ConsentEvent]):
-    """The consumer's handler: a poll's events in one transaction."""
+class IntakeHandler(BatchHandler[IntakeEvent]):
+    """The consumer's handler (consent and license topics): a poll's events in one transaction."""
 
-    def decode(self, value: bytes | None) -> pb.ConsentEvent:
+    def __init__(self, session_factory: sessionmaker[Session], *, license_topic: str = LICENSE_TOPIC) -> None:
+        super().__init__(session_factory)
+        self.license_topic = license_topic
+
+    def decode(self, value: bytes | None) -> IntakeEvent:
         return decode(value)
 
-    def apply(self, session: Session, event: pb.ConsentEvent) -> bool:
+    def decode_record(self, topic: str, value: bytes | None) -> IntakeEvent:
+        return decode_license(value) if topic == self.license_topic else decode(value)
+
+    def apply(self, session: Session, event: IntakeEvent) -> bool:
         return apply(session, event)
 
-    def apply_batch(self, session: Session, events: Sequence[pb.ConsentEvent]) -> list[bool]:
+    def apply_batch(self, session: Session, events: Sequence[IntakeEvent]) -> list[bool]:
         return apply_events(session, events)

@@ -43,3 +43,24 @@ class RevocationPart(Base):
     licensee_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Set when only this licensee is withdrawn (the consent stays open to others).
     only_licensee_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class RevocationRecheck(Base):
+    """The registry said this licensee's license lost samples to this revocation (a
+    LicenseSamplesWithdrawn on the license topic): make sure the licensee has a notice for it.
+
+    Usually it has one already (the license was in the holders lookup) and the recheck is dropped.
+    A license recorded while the registry's projection lagged behind the revocation was not: once
+    the revocation is resolved, the resolver asks the registry again and tells the licensee. No
+    foreign key: the license event may arrive before the revocation's own consent events."""
+
+    __tablename__ = "revocation_rechecks"
+    __table_args__ = (Index("ix_revocation_rechecks_next_check_at", "next_check_at"),)
+
+    revocation_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    licensee_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # A failed lookup backs off (by attempts); a claim hides the row for its lease.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_check_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)

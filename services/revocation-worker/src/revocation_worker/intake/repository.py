@@ -6,15 +6,18 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Row, Table, bindparam, delete, insert, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from revocation_worker.intake.models import Revocation, RevocationPart
+from rescind_common.db import UTCDateTime
+from revocation_worker.intake.models import Revocation, RevocationPart, RevocationRecheck
 
 CHUNK = 900  # ids per IN list (SQLite's bound-parameter limit, with room to spare)
 
 _REVOCATIONS = cast(Table, Revocation.__table__)
 _PARTS = cast(Table, RevocationPart.__table__)
+_RECHECKS = cast(Table, RevocationRecheck.__table__)
 # Core INSERTs on the session's connection (the plain rows need none of the ORM's machinery).
 _INSERT_REVOCATIONS = insert(_REVOCATIONS)
 _INSERT_PARTS = insert(_PARTS)
@@ -73,3 +76,111 @@ def mark_ready(session: Session, ids: Sequence[str], now: dt.datetime) -> None:
             .where(c.id.in_(ids[i : i + CHUNK]), c.state == "collecting")
             .values(state="ready", next_resolve_at=now)
         )
+
+
+# -- rechecks (a licensee the registry says lost samples to a revocation) ---------------------------
+
+PAIRS = 400  # (revocation, licensee) pairs per statement: two parameters each on SQLite
+
+
+def _insert_ignoring(session: Session, table: Table) -> Any:
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=["revocation_id", "licensee_id"])
+
+
+def add_rechecks(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """New rechecks (every column); one already waiting stays as it is (its backoff too)."""
+    if rows:
+        session.connection().execute(_insert_ignoring(session, _RECHECKS), list(rows))
+
+
+# Due rechecks of resolved revocations only: one of a revocation still collecting or ready waits
+# (its resolution's own holders lookup comes after the license, which existed when the registry
+# sent the event, so it finds it). Rows another resolver is claiming are skipped (PostgreSQL).
+_DUE_RECHECKS = (
+    select(_RECHECKS.c.revocation_id, _RECHECKS.c.licensee_id)
+    .join(_REVOCATIONS, _REVOCATIONS.c.id == _RECHECKS.c.revocation_id)
+    .where(
+        _REVOCATIONS.c.state == "resolved",
+        _RECHECKS.c.next_check_at <= bindparam("now", type_=UTCDateTime()),
+    )
+    .order_by(_RECHECKS.c.next_check_at)
+    .limit(bindparam("limit"))
+    .with_for_update(of=_RECHECKS, skip_locked=True)
+)
+
+
+def _pair_in(pairs: Sequence[tuple[str, str]]) -> Any:
+    return tuple_(_RECHECKS.c.revocation_id, _RECHECKS.c.licensee_id).in_(list(pairs))
+
+
+def claim_rechecks(
+    session: Session, now: dt.datetime, limit: int, lease: dt.timedelta
+) -> list[tuple[str, str]]:
+    """Take up to `limit` due rechecks of resolved revocations for `lease` (next_check_at moved past
+    it, so that other resolvers leave them alone until it ends): (revocation, licensee) pairs."""
+    conn = session.connection()
+    pairs = [(str(r), str(lic)) for r, lic in conn.execute(_DUE_RECHECKS, {"now": now, "limit": limit})]
+    for i in range(0, len(pairs), PAIRS):
+        hide = update(_RECHECKS).where(_pair_in(pairs[i : i + PAIRS])).values(next_check_at=now + lease)
+        conn.execute(hide)
+    return pairs
+
+
+def drop_rechecks(session: Session, pairs: Sequence[tuple[str, str]]) -> None:
+    """Done: the licensee has its notice for the revocation (or is no holder of what it withdrew)."""
+    conn = session.connection()
+    for i in range(0, len(pairs), PAIRS):
+        conn.execute(delete(_RECHECKS).where(_pair_in(pairs[i : i + PAIRS])))
+
+
+def lock_rechecks(session: Session, pairs: Sequence[tuple[str, str]]) -> list[Row[Any]]:
+    """These rechecks (revocation_id, licensee_id, attempts), row-locked in key order."""
+    out: list[Row[Any]] = []
+    ordered = sorted(set(pairs))
+    c = _RECHECKS.c
+    for i in range(0, len(ordered), PAIRS):
+        stmt = (
+            select(c.revocation_id, c.licensee_id, c.attempts)
+            .where(_pair_in(ordered[i : i + PAIRS]))
+            .order_by(c.revocation_id, c.licensee_id)
+            .with_for_update()
+        )
+        out.extend(session.connection().execute(stmt))
+    return out
+
+
+def back_off_rechecks(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """b_revocation_id, b_licensee_id, b_attempts, b_next_check_at, b_last_error per recheck."""
+    if not rows:
+        return
+    c = _RECHECKS.c
+    stmt = (
+        update(_RECHECKS)
+        .where(c.revocation_id == bindparam("b_revocation_id"), c.licensee_id == bindparam("b_licensee_id"))
+        .values(
+            attempts=bindparam("b_attempts"),
+            next_check_at=bindparam("b_next_check_at", type_=UTCDateTime()),
+            last_error=bindparam("b_last_error"),
+        )
+    )
+    session.connection().execute(stmt, list(rows))
+
+
+_LOCK_RESOLVED = (
+    select(_REVOCATIONS.c.id, _REVOCATIONS.c.subject_id, _REVOCATIONS.c.occurred_at)
+    .where(_REVOCATIONS.c.id.in_(bindparam("ids", expanding=True)), _REVOCATIONS.c.state == "resolved")
+    .order_by(_REVOCATIONS.c.id)
+    .with_for_update()
+)
+
+
+def lock_resolved(session: Session, ids: Sequence[str]) -> list[Row[Any]]:
+    """Those of these revocations that are resolved (id, subject_id, occurred_at), row-locked in id
+    order as every writer of notices locks them: a resolution in progress finishes first."""
+    out: list[Row[Any]] = []
+    wanted = sorted(set(ids))
+    conn = session.connection()
+    for i in range(0, len(wanted), CHUNK):
+        out.extend(conn.execute(_LOCK_RESOLVED, {"ids": wanted[i : i + CHUNK]}))
+    return out

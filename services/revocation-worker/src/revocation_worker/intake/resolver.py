@@ -2,6 +2,13 @@
 
 Runs in the worker loop. The registry being down only delays notices: a failed lookup is retried
 with backoff, forever, and never dead-lettered (a revocation must reach its holders).
+
+Then the rechecks (`recheck_due`): licensees the registry reported, after the fact, as having lost
+samples to a revocation (its LicenseSamplesWithdrawn on the license topic). A license recorded
+between the revocation and the registry's projection applying it was accepted (the projection
+still said "active") and may have missed the revocation's holders lookup; asking again once the
+revocation is resolved finds it, and its licensee gets the notice the others got, with the same
+deadline. One notice per revocation x licensee, never two.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import logging
 import random
 from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import httpx
 from sqlalchemy import Table, bindparam, select, update
@@ -23,8 +30,10 @@ from rescind_common.db import UTCDateTime, utcnow
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.context import AppContext
 from revocation_worker.events import outbox_row
+from revocation_worker.intake import repository as intake_repo
 from revocation_worker.intake.holdings import HeldLicense, HeldModel, Holdings, HoldingsMerger
 from revocation_worker.intake.models import Revocation, RevocationPart
+from revocation_worker.notices import repository as notices_repo
 from revocation_worker.notices import service as notices
 from revocation_worker.notices.service import HolderNotice, RevocationSamples
 
@@ -415,11 +424,18 @@ def _narrower(raw: Holdings) -> Callable[[list[str]], tuple[Holdings, bool]]:
 _DATABASE_DOWN = (OperationalError, InterfaceError)
 
 
-def _commit(ctx: AppContext, told: dict[str, list[HolderNotice]]) -> tuple[int, dict[str, str]]:
-    """Notices for every revocation of `told` in one transaction; when that fails (one malformed
-    revocation), each revocation in its own transaction, so the others still go through."""
+Create = Callable[[AppContext, dict[str, list[HolderNotice]]], int]
+
+
+def _commit(
+    ctx: AppContext, told: dict[str, list[HolderNotice]], create: Create | None = None
+) -> tuple[int, dict[str, str]]:
+    """Notices for every revocation of `told` in one transaction (`create`: a resolution's, by
+    default); when that fails (one malformed revocation), each revocation in its own transaction,
+    so the others still go through."""
+    create = create or _create_notices
     try:
-        return _create_notices(ctx, told), {}
+        return create(ctx, told), {}
     except _DATABASE_DOWN:
         raise
     except Exception as exc:
@@ -430,7 +446,7 @@ def _commit(ctx: AppContext, told: dict[str, list[HolderNotice]]) -> tuple[int, 
     failed: dict[str, str] = {}
     for rid, holders in told.items():
         try:
-            done += _create_notices(ctx, {rid: holders})
+            done += create(ctx, {rid: holders})
         except _DATABASE_DOWN:
             raise
         except Exception as exc:
@@ -524,4 +540,145 @@ def _retry_later(ctx: AppContext, errors: dict[str, str]) -> None:
             ", ".join(sorted(rids)[:3]),
             min(delays, default=0.0),
             max(delays, default=0.0),
+        )
+
+
+# -- rechecks: licensees the registry reports after their revocation was resolved -------------------
+
+
+@dataclass(frozen=True)
+class Rechecked:
+    """What one `recheck_due` did: rechecks claimed, notices made."""
+
+    claimed: int
+    notices: int
+
+
+def recheck_due(
+    ctx: AppContext, registry: RegistryClient, limit: int = BATCH, *, lease: dt.timedelta = CLAIM_LEASE
+) -> Rechecked:
+    """Settle up to `limit` due rechecks of resolved revocations (a recheck of a revocation not
+    resolved yet waits: its resolution's lookup will find the license).
+
+    A licensee with a notice for the revocation already is done (the usual case: the license was
+    there at the first lookup). For the others, per batch of revocations: one holders lookup for
+    their samples, the same `affected` as a resolution, and in one transaction, under the
+    revocations' row locks (as a resolution takes them), a notice with its NoticeCreated event and
+    deliveries for each named licensee still without one. A licensee the lookup does not show
+    holding what the revocation withdrew is dropped with a warning. A failed lookup or write backs
+    the rechecks off, never drops them."""
+    with ctx.session_factory() as session, session.begin():
+        claimed = intake_repo.claim_rechecks(session, utcnow(), limit, lease)
+        if not claimed:
+            return Rechecked(0, 0)
+        already = notices_repo.told(session, sorted({rid for rid, _ in claimed}))
+        intake_repo.drop_rechecks(session, [p for p in claimed if p in already])
+        wanted: dict[str, set[str]] = {}
+        for rid, licensee_id in claimed:
+            if (rid, licensee_id) not in already:
+                wanted.setdefault(rid, set()).add(licensee_id)
+        parts = parts_of_many(session, sorted(wanted)) if wanted else {}
+    failed: dict[tuple[str, str], str] = {}
+
+    def fail(rid: str, error: str) -> None:
+        failed.update(dict.fromkeys(((rid, lic) for lic in wanted[rid]), error))
+
+    pending: list[_Pending] = []
+    for rid in sorted(wanted):
+        try:
+            ws = merge_parts(parts[rid])
+            pending.append(_Pending(rid, ws, sorted({s for w in ws for s in w.samples})))
+        except (TypeError, ValueError, AttributeError) as exc:  # a malformed part
+            fail(rid, f"bad revocation parts: {type(exc).__name__}: {exc}")
+    made = 0
+    try:
+        for group in _groups(pending):
+            told, lookup_failed = _holders_for(registry, group)
+            for rid, error in lookup_failed.items():
+                fail(rid, error)
+            if told:
+                done, commit_failed = _commit(ctx, told, lambda c, t: _create_late_notices(c, t, wanted))
+                made += done
+                for rid, error in commit_failed.items():
+                    fail(rid, error)
+    except _DATABASE_DOWN:
+        # The claims' lease brings the rest back; nothing was dropped.
+        raise
+    finally:
+        _recheck_later(ctx, failed)
+    return Rechecked(len(claimed), made)
+
+
+def _create_late_notices(
+    ctx: AppContext, told: dict[str, list[HolderNotice]], wanted: dict[str, set[str]]
+) -> int:
+    """The notices of the rechecked licensees of these revocations that have none yet, and their
+    rechecks dropped, in one transaction; returns the notices made."""
+    with ctx.session_factory() as session, session.begin():
+        now = utcnow()
+        revocations = intake_repo.lock_resolved(session, sorted(told))
+        if not revocations:
+            return 0
+        # Read under the lock: a notice made meanwhile (another resolver) is seen, never doubled.
+        existing = notices_repo.told(session, [r.id for r in revocations])
+        items: list[tuple[Any, list[HolderNotice]]] = []
+        settled: list[tuple[str, str]] = []
+        strays: list[tuple[str, str]] = []
+        for r in revocations:
+            holders = {str(h["licensee_id"]): h for h in told[r.id]}
+            new = [
+                holders[lic] for lic in sorted(wanted[r.id]) if lic in holders and (r.id, lic) not in existing
+            ]
+            items.append((r, new))
+            settled += [(r.id, lic) for lic in sorted(wanted[r.id])]
+            strays += [(r.id, lic) for lic in sorted(wanted[r.id]) if lic not in holders]
+        made = notices.create_many(session, ctx, items, now)
+        intake_repo.drop_rechecks(session, settled)
+    for r, new in items:
+        if new:
+            log.info(
+                "revocation %s: %d licensee(s) found after its resolution told (%s)",
+                r.id,
+                len(new),
+                ", ".join(str(h["licensee_id"]) for h in new),
+            )
+    for rid, lic in strays:
+        log.warning(
+            "revocation %s: the registry reported licensee %s losing samples to it, but the holders "
+            "lookup shows it holding none of what it withdrew; no notice made",
+            rid,
+            lic,
+        )
+    return len(made)
+
+
+def _recheck_later(ctx: AppContext, errors: dict[tuple[str, str], str]) -> None:
+    """Back off each recheck that could not be settled now (by its own attempt count)."""
+    if not errors:
+        return
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    with ctx.session_factory() as session, session.begin():
+        for row in intake_repo.lock_rechecks(session, sorted(errors)):
+            attempts = int(row.attempts) + 1
+            delay = min(60.0, 0.5 * 2 ** min(attempts, 10)) * (1 + random.random() * 0.2)
+            rows.append(
+                {
+                    "b_revocation_id": row.revocation_id,
+                    "b_licensee_id": row.licensee_id,
+                    "b_attempts": attempts,
+                    "b_next_check_at": now + dt.timedelta(seconds=delay),
+                    "b_last_error": errors[(row.revocation_id, row.licensee_id)][:500],
+                }
+            )
+        intake_repo.back_off_rechecks(session, rows)
+    by_error: dict[str, list[str]] = {}
+    for (rid, lic), error in errors.items():
+        by_error.setdefault(error, []).append(f"{rid}/{lic}")
+    for error, keys in by_error.items():
+        log.warning(
+            "%d recheck(s) not settled (%s), e.g. %s; retrying with backoff",
+            len(keys),
+            error,
+            ", ".join(sorted(keys)[:3]),
         )

@@ -327,6 +327,17 @@ def insert_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     insert_rows(session, Delivery, rows)
 
 
+def told(session: Session, revocation_ids: Sequence[str]) -> set[tuple[str, str]]:
+    """(revocation, licensee) of every notice of these revocations."""
+    out: set[tuple[str, str]] = set()
+    ids = sorted(set(revocation_ids))
+    for i in range(0, len(ids), CHUNK):
+        of = Notice.revocation_id.in_(ids[i : i + CHUNK])
+        stmt = select(Notice.revocation_id, Notice.licensee_id).where(of)
+        out.update((str(r), str(lic)) for r, lic in session.connection().execute(stmt))
+    return out
+
+
 def deliveries_of(session: Session, notice_id: str) -> list[Delivery]:
     return list(
         session.scalars(select(Delivery).where(Delivery.notice_id == notice_id).order_by(Delivery.id))
