@@ -355,3 +355,62 @@ def test_notice_statuses_from_one_batch_match_applying_the_events_one_at_a_time(
     assert [notices for _, notices in seen(in_batch)] == expected
     assert seen(in_batch) == seen(one_by_one)
     assert {status for status, _ in seen(in_batch)} >= {"overdue", "failed"}
+
+
+def test_a_licensee_told_after_the_resolution_shows_and_never_stands_in_for_one_still_missing(
+    client, seller, db_url
+):
+    """A license recorded while the registry lagged behind the revocation is told late: its
+    NoticeCreated comes after the revocation's RevocationResolved, which did not name it. The
+    seller sees it among the licensees told, and the revocation is not `delivered` while a licensee
+    the resolution named has still not been heard of."""
+    from consent_api.notices import handler
+    from rescind_common.db import make_engine, make_session_factory
+    from rescind_common.ids import new_id
+    from rescind_common.proto.rescind.v1 import notice_events_pb2 as npb
+
+    engine = make_engine(db_url, pool_size=1)
+    sessions = make_session_factory(engine)
+
+    def worker_says(rev: str, licensee: str = "", **payload) -> None:
+        e = npb.NoticeEvent(
+            event_id=new_id("evt"), revocation_id=rev, licensee_id=licensee, notice_id="ntc_x"
+        )
+        ((field, message),) = payload.items()
+        getattr(e, field).CopyFrom(message)
+        with sessions() as session, session.begin():
+            assert handler.apply(session, e)
+
+    def seen(rev: str) -> tuple[str, dict[str, str]]:
+        got = get_json(client, f"/v1/revocations/{rev}", seller)
+        return got["status"], {n["licensee_id"]: n["status"] for n in got["notices"]}
+
+    def revocation() -> str:
+        return revoke(client, seller, grant(client, seller, register(client, seller))["id"])["id"]
+
+    try:
+        rev = revocation()
+        resolved = npb.RevocationResolved(notice_count=2, licensee_ids=["lic_a", "lic_b"])
+        worker_says(rev, revocation_resolved=resolved)
+        for lic in ("lic_a", "lic_late"):
+            worker_says(rev, lic, notice_created=npb.NoticeCreated())
+            worker_says(rev, lic, notice_delivered=npb.NoticeDelivered())
+        # Two notices delivered, as many as the resolution counted, but lic_b's is not in yet.
+        assert seen(rev) == ("pending", {"lic_a": "delivered", "lic_late": "delivered"})
+        worker_says(rev, "lic_b", notice_created=npb.NoticeCreated())
+        worker_says(rev, "lic_b", notice_delivered=npb.NoticeDelivered())
+        assert seen(rev) == (
+            "delivered",
+            {"lic_a": "delivered", "lic_b": "delivered", "lic_late": "delivered"},
+        )
+
+        # Nobody held the samples at the resolution; a licensee told later makes it pending again.
+        rev = revocation()
+        worker_says(rev, revocation_resolved=npb.RevocationResolved(notice_count=0))
+        assert seen(rev) == ("completed", {})
+        worker_says(rev, "lic_late", notice_created=npb.NoticeCreated())
+        assert seen(rev) == ("pending", {"lic_late": "pending"})
+        worker_says(rev, "lic_late", notice_delivered=npb.NoticeDelivered())
+        assert seen(rev) == ("delivered", {"lic_late": "delivered"})
+    finally:
+        engine.dispose()

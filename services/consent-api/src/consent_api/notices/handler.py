@@ -79,12 +79,13 @@ class _Fold:
 def _write(session: Session, events: Sequence[pb.NoticeEvent]) -> None:
     """The effect of `events` (fresh, in order) in a few statements."""
     folds: dict[tuple[str, str], _Fold] = {}
-    resolutions: dict[str, int] = {}
+    resolutions: dict[str, tuple[int, list[str]]] = {}
     for event in events:
         kind = event.WhichOneof("payload")
         if kind == "revocation_resolved":
             # The first resolution of a revocation stays.
-            resolutions.setdefault(event.revocation_id, event.revocation_resolved.notice_count)
+            msg = event.revocation_resolved
+            resolutions.setdefault(event.revocation_id, (msg.notice_count, sorted(msg.licensee_ids)))
             continue
         status = STATUS.get(kind or "")
         if status is None or not event.revocation_id or not event.licensee_id:
@@ -98,8 +99,8 @@ def _write(session: Session, events: Sequence[pb.NoticeEvent]) -> None:
     now = utcnow()
     if resolutions:
         rows = [
-            {"revocation_id": r, "notice_count": n, "resolved_at": now}
-            for r, n in sorted(resolutions.items())
+            {"revocation_id": r, "notice_count": n, "licensee_ids": ids, "resolved_at": now}
+            for r, (n, ids) in sorted(resolutions.items())
         ]
         repository.add_resolutions(session, rows)
     if not folds:

@@ -6,7 +6,7 @@ from sqlalchemy import Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from consent_api.db import Base
-from rescind_common.db import UTCDateTime, utcnow
+from rescind_common.db import JSONType, UTCDateTime, utcnow
 
 
 class RevocationNotice(Base):
@@ -23,12 +23,15 @@ class RevocationNotice(Base):
 
 
 class RevocationResolution(Base):
-    """The worker found the holders of a revocation's samples (possibly none)."""
+    """The worker found the holders of a revocation's samples (possibly none). The first resolution
+    stays; a licensee told later (a license recorded while the registry lagged) only adds a notice."""
 
     __tablename__ = "revocation_resolutions"
 
     revocation_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     notice_count: Mapped[int] = mapped_column(default=0)
+    # Who the resolution told (RevocationResolved.licensee_ids); None for rows from before 0006.
+    licensee_ids: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
     resolved_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
