@@ -85,6 +85,7 @@ class Stack:
             "consent-relay": ["consent-api", "relay"],
             "consent-consumer": ["consent-api", "consumer"],
             "registry": ["registry", "serve"],
+            "registry-relay": ["registry", "relay"],
             "registry-consumer": ["registry", "consumer"],
             "worker-api": ["revocation-worker", "serve"],
             "worker": ["revocation-worker", "worker"],
@@ -102,6 +103,7 @@ class Stack:
             "consent-relay",
             "consent-consumer",
             "registry",
+            "registry-relay",
             "registry-consumer",
             "worker-api",
             "worker",
@@ -115,6 +117,17 @@ class Stack:
         assert proc.popen is not None
         proc.popen.send_signal(sig)
         proc.popen.wait(timeout=30)
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP: the process holds its connections and does nothing (a consumer lagging behind)."""
+        proc = self.procs[name]
+        assert proc.popen is not None and proc.popen.poll() is None
+        proc.popen.send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        proc = self.procs[name]
+        assert proc.popen is not None
+        proc.popen.send_signal(signal.SIGCONT)
 
     def stop_all(self) -> None:
         for proc in self.procs.values():

@@ -261,7 +261,7 @@ def test_every_workload_is_locked_down(rendered: dict[str, list[dict[str, Any]]]
     docs = rendered[env]
     found = workloads(docs)
     assert {d["kind"] for d in found} == {"Deployment", "Job"}
-    assert len(of_kind(docs, "Deployment")) == 8 and len(of_kind(docs, "Job")) == 3
+    assert len(of_kind(docs, "Deployment")) == 9 and len(of_kind(docs, "Job")) == 3
     for d in found:
         where = f"{env}: {ident(d)}"
         spec = pod_spec(d)
@@ -357,6 +357,7 @@ def test_processes_scaling_and_budgets(rendered: dict[str, list[dict[str, Any]]]
         ("consent-api", "consumer"),
         ("consent-api", "migrate"),
         ("registry", "api"),
+        ("registry", "relay"),
         ("registry", "consumer"),
         ("registry", "migrate"),
         ("revocation-worker", "api"),
@@ -526,7 +527,7 @@ def test_each_service_has_its_own_kafka_identity_and_acls(
     for svc in SERVICES:
         with mock.patch.dict(os.environ, container_env(docs, procs[(svc, "api")]), clear=True):
             s = SETTINGS[svc]()
-        consent, notice = s.kafka_consent_topic, s.kafka_notice_topic
+        consent, notice, license = s.kafka_consent_topic, s.kafka_notice_topic, s.kafka_license_topic
         if isinstance(s, ConsentSettings):
             writes, reads, group = (
                 {consent, dead_letter_topic(notice, svc)},
@@ -534,12 +535,16 @@ def test_each_service_has_its_own_kafka_identity_and_acls(
                 s.consent_consumer_group,
             )
         elif isinstance(s, RegistrySettings):
-            writes, reads, group = {dead_letter_topic(consent, svc)}, {consent}, s.registry_consumer_group
+            writes, reads, group = (
+                {license, dead_letter_topic(consent, svc)},
+                {consent},
+                s.registry_consumer_group,
+            )
         else:
             assert isinstance(s, WorkerSettings)
             writes, reads, group = (
-                {notice, dead_letter_topic(consent, svc)},
-                {consent},
+                {notice, dead_letter_topic(consent, svc), dead_letter_topic(license, svc)},
+                {consent, license},
                 s.worker_consumer_group,
             )
         assert writes | reads <= topics, f"{svc}: topics missing: {(writes | reads) - topics}"
@@ -899,6 +904,7 @@ class Stack:
             "RESCIND_KAFKA_BOOTSTRAP": broker.bootstrap,
             "RESCIND_KAFKA_CONSENT_TOPIC": self.consent_topic,
             "RESCIND_KAFKA_NOTICE_TOPIC": f"test.deploy-{run}.notice",
+            "RESCIND_KAFKA_LICENSE_TOPIC": f"test.deploy-{run}.license",
             "RESCIND_KAFKA_TOPIC_PARTITIONS": "2",
             "RESCIND_CONSENT_CONSUMER_GROUP": f"deploy-{run}-consent-api",
             "RESCIND_REGISTRY_CONSUMER_GROUP": f"deploy-{run}-registry",
@@ -926,7 +932,11 @@ class Stack:
         try:
             ensure_topics(
                 admin,
-                [self.consent_topic, self.env["RESCIND_KAFKA_NOTICE_TOPIC"]],
+                [
+                    self.consent_topic,
+                    self.env["RESCIND_KAFKA_NOTICE_TOPIC"],
+                    self.env["RESCIND_KAFKA_LICENSE_TOPIC"],
+                ],
                 partitions=2,
                 replication_factor=1,
             )
@@ -947,6 +957,7 @@ class Stack:
             ("consent-api", ["relay"]),
             ("consent-api", ["consumer"]),
             ("registry", ["serve"]),
+            ("registry", ["relay"]),
             ("registry", ["consumer"]),
             ("revocation-worker", ["serve"]),
             ("revocation-worker", ARGS["intake"]),

@@ -86,7 +86,11 @@ def services() -> list[Service]:
         Service(
             name="registry",
             migrate=[registry, "migrate"],
-            processes=[("registry", [registry, "serve"]), ("registry-consumer", [registry, "consumer"])],
+            processes=[
+                ("registry", [registry, "serve"]),
+                ("registry-relay", [registry, "relay"]),
+                ("registry-consumer", [registry, "consumer"]),
+            ],
             port=env_port("RESCIND_REGISTRY_PORT", 8002),
             port_env="RESCIND_REGISTRY_PORT",
         ),
