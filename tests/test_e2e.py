@@ -185,6 +185,79 @@ def test_revocation_reaches_every_buyer_and_the_seller_sees_it(stack: Stack) -> 
     assert [lic["status"] for lic in licenses] == ["revoked"]
 
 
+def test_licenses_recorded_while_the_registry_lags_behind_a_revocation_are_told_never_silent(
+    stack: Stack,
+) -> None:
+    """The lag window: the registry's consumer is stopped (SIGSTOP), so its projection still calls
+    the consent active after the seller revoked it. One buyer's license is recorded right after the
+    revocation, another's once the worker has already resolved it without them: the registry
+    accepts both. When the projection catches up, both buyers get a verified webhook for the
+    revocation and the seller sees every buyer told; a license asked for then is refused."""
+    w = World(stack)
+    ids = [s["id"] for s in w.samples(2)]
+    consent = w.grant(ids)["id"]
+    first, first_auth = w.licensee("Licensed before the revocation")
+    early, early_auth = w.licensee("Licensed right after it")
+    late, late_auth = w.licensee("Licensed after its resolution")
+    w.license(first, consent, ids)  # the projection has the grant: nothing of it is in flight
+    url = stack.url("consent")
+
+    def seller_view(revocation_id: str) -> dict[str, Any]:
+        return ok(w.http.get(f"{url}/v1/revocations/{revocation_id}", headers=w.seller))
+
+    with Receiver("first") as first_rx, Receiver("early") as early_rx, Receiver("late") as late_rx:
+        for auth, rx in ((first_auth, first_rx), (early_auth, early_rx), (late_auth, late_rx)):
+            w.endpoint(auth, rx)
+        stack.pause("registry-consumer")
+        try:
+            revocation = ok(w.http.post(f"{url}/v1/consents/{consent}/revoke", headers=w.seller))["id"]
+            early_license = w.license(early, consent, ids)  # accepted: the projection lags
+            wait_until(
+                "the worker to resolve the revocation (the seller sees the first buyer told)",
+                lambda: first in {n["licensee_id"] for n in seller_view(revocation)["notices"]},
+                timeout=90,
+            )
+            late_license = w.license(late, consent, ids)  # accepted too: still lagging
+            assert early_license["status"] == late_license["status"] == "active"
+        finally:
+            stack.resume("registry-consumer")
+
+        def told(rx: Receiver) -> list[dict[str, Any]]:
+            return [v for v in rx.verified if v["payload"]["data"]["revocation_id"] == revocation]
+
+        wait_until(
+            "every buyer verified a webhook for the revocation",
+            lambda: all(told(rx) for rx in (first_rx, early_rx, late_rx)),
+            timeout=120,
+        )
+        for rx, licensee in ((first_rx, first), (early_rx, early), (late_rx, late)):
+            assert rx.rejected == 0
+            data = told(rx)[0]["payload"]["data"]
+            assert data["licensee_id"] == licensee and {s["sample_id"] for s in data["samples"]} == set(ids)
+            # One notice per buyer: redeliveries only (same webhook-id).
+            assert len({v["webhook_id"] for v in told(rx)}) == 1
+
+    def everyone_delivered() -> dict[str, Any] | None:
+        got = seller_view(revocation)
+        statuses = {n["licensee_id"]: n["status"] for n in got["notices"]}
+        done = statuses == dict.fromkeys((first, early, late), "delivered") and got["status"] == "delivered"
+        return got if done else None
+
+    wait_until("the seller to see all three buyers told", everyone_delivered, timeout=60)
+    # The projection has caught up: the late licenses turned revoked, and a new one is refused.
+    for license_ in (early_license, late_license):
+        got = ok(w.http.get(f"{stack.url('registry')}/v1/licenses/{license_['id']}", headers=w.ops))
+        assert got["status"] == "revoked"
+    another, _ = w.licensee("Licensed once the registry knows")
+    r = w.http.post(
+        f"{stack.url('registry')}/v1/licenses",
+        headers=w.ops,
+        json={"licensee_id": another, "consent_id": consent, "purpose": "model_training", "sample_ids": ids},
+    )
+    assert r.status_code == 409, r.text
+    assert any(e["field"] == "body.consent_id" for e in r.json()["errors"]), r.text
+
+
 def test_worker_sigkilled_during_a_burst_loses_no_notice(stack: Stack, tmp_path: Path) -> None:
     w = World(stack)
     buyer, buyer_auth = w.licensee("Burst Buyer")
