@@ -1,5 +1,6 @@
-"""The registry as a user runs it: `registry migrate`, `registry serve` and `registry consumer` as
-processes (SQLite, the embedded default) against the real broker, stopped by SIGTERM."""
+"""The registry as a user runs it: `registry migrate`, `registry serve`, `registry consumer` and
+`registry relay` as processes (SQLite, the embedded default) against the real broker, stopped by
+SIGTERM."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from conftest import auth
 from rescind_common.embedded_broker import free_port
 from rescind_common.ids import new_id, new_ids
 from rescind_common.kafka import ensure_topics, make_admin, make_producer
+from rescind_common.proto.rescind.v1 import license_events_pb2 as lpb
 
-from registry_fixtures import Projection, wait_for
+from registry_fixtures import Projection, read_records, wait_for
 
 REGISTRY = str(Path(sys.executable).parent / "registry")
 
@@ -35,6 +37,7 @@ def test_migrate_serve_and_consume_as_processes(
         "RESCIND_REGISTRY_PROJECTION_WAIT_SECONDS": "20",
         "RESCIND_KAFKA_BOOTSTRAP": broker.bootstrap,
         "RESCIND_KAFKA_CONSENT_TOPIC": topic,
+        "RESCIND_KAFKA_LICENSE_TOPIC": f"{topic}.license",
         "RESCIND_LOG_LEVEL": "WARNING",
     }
     subprocess.run([REGISTRY, "migrate"], env=env, check=True, timeout=60)
@@ -45,7 +48,8 @@ def test_migrate_serve_and_consume_as_processes(
         admin.close()
 
     procs = [
-        subprocess.Popen([REGISTRY, cmd], env=env, stdin=subprocess.DEVNULL) for cmd in ("serve", "consumer")
+        subprocess.Popen([REGISTRY, cmd], env=env, stdin=subprocess.DEVNULL)
+        for cmd in ("serve", "consumer", "relay")
     ]
     try:
         api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
@@ -84,10 +88,18 @@ def test_migrate_serve_and_consume_as_processes(
             lambda: api.get(f"/v1/licenses/{lid}", headers=operator).json()["status"] == "revoked",
             what="the consumer process to revoke the license",
         )
+        # The relay process published what the revocation took from the license.
+        (record,) = read_records(broker.bootstrap, f"{topic}.license", lambda rs: len(rs) >= 1)
+        event = lpb.LicenseEvent.FromString(record.value)
+        assert record.key == lic.encode() and (event.licensee_id, event.license_id) == (lic, lid)
+        withdrawn = event.license_samples_withdrawn
+        assert withdrawn.revocation_id == revoke.consent_revoked.revocation_id and withdrawn.license_ended
+        assert sorted(withdrawn.sample_ids) == sorted(samples)
         api.close()
     finally:
         for proc in procs:
             proc.terminate()
         codes = [proc.wait(timeout=30) for proc in procs]
-    # A clean stop: the consumer exits 0; uvicorn re-raises SIGTERM after its graceful shutdown.
-    assert codes[1] == 0 and codes[0] in (0, -15), codes
+    # A clean stop: the consumer and the relay exit 0; uvicorn re-raises SIGTERM after its graceful
+    # shutdown.
+    assert codes[1] == codes[2] == 0 and codes[0] in (0, -15), codes
