@@ -314,7 +314,7 @@ def test_every_deployment_is_probed(rendered: dict[str, list[dict[str, Any]]], e
     port, where rescind_common.health serves them (a wedged loop fails /healthz and is restarted)."""
     docs = rendered[env]
     deployments = of_kind(docs, "Deployment")
-    assert len(deployments) == 8
+    assert len(deployments) == 9
     for d in deployments:
         component = pod_labels(d)["app.kubernetes.io/component"]
         for c in pod_spec(d)["containers"]:
@@ -1129,6 +1129,7 @@ def test_every_metric_in_the_alerts_and_the_dashboard_is_exported(
     # loops it runs (its role's), and is ready (the delivery role without asking Kafka).
     loops = {
         "consent-api relay": {"relay"},
+        "registry relay": {"relay"},
         "consent-api consumer": {"consumer"},
         "registry consumer": {"consumer"},
         "revocation-worker intake": {"consumer", "relay", "resolver"},

@@ -27,7 +27,7 @@ from rescind_common.db import make_engine, make_session_factory
 from rescind_common.health import Heartbeat, serve_health
 from rescind_common.outbox import OutboxRelay
 from rescind_common.pglisten import Listener, libpq_url
-from rescind_common.proto.rescind.v1 import consent_events_pb2
+from rescind_common.proto.rescind.v1 import consent_events_pb2, license_events_pb2
 from revocation_worker.config import WorkerSettings
 from revocation_worker.context import AppContext
 from revocation_worker.db import Outbox, OutboxLog, ProcessedEvent
@@ -74,7 +74,10 @@ def build_consumer(ctx: AppContext) -> EventConsumer:
         fetch_max_wait_ms=s.worker_consumer_fetch_max_wait_ms,
         processed_model=ProcessedEvent,
         processed_retention=dt.timedelta(hours=s.processed_events_retention_hours),
-        event_types=payload_types(consent_events_pb2.ConsentEvent),
+        event_types=(
+            *payload_types(consent_events_pb2.ConsentEvent),
+            *payload_types(license_events_pb2.LicenseEvent),
+        ),
     )
 
 
