@@ -774,3 +774,30 @@ def test_racing_rechecks_never_tell_twice(
     seen = notices_of(w, [lag.told, lag.late])
     assert {k: len(v) for k, v in seen.items()} == {(lag.id, lag.told): 1, (lag.id, lag.late): 1}
     assert waiting_rechecks(w, lag.id) == []
+
+
+def test_the_intake_reads_each_topic_with_its_own_schema_and_refuses_license_events_it_cannot_apply(
+    worker: Any,
+) -> None:
+    from rescind_common.consumer import PoisonMessage
+
+    w = worker()
+    handler = intake.IntakeHandler(w.ctx.session_factory, license_topic="t.license")
+    event = pb_license.LicenseEvent(
+        event_id=new_id("evt"),
+        licensee_id=new_id("lic"),
+        license_id=new_id("lcs"),
+        license_samples_withdrawn=pb_license.LicenseSamplesWithdrawn(revocation_id=new_id("rev")),
+    )
+    assert handler.decode_record("t.license", event.SerializeToString()) == event
+    consent = Projection.revoke_event(new_id("sub"), new_id("cns"), [new_id("smp")], ["x"], ended=True)
+    assert handler.decode_record("t.consent", consent.SerializeToString()) == consent
+    for bad in (
+        pb_license.LicenseEvent(event_id=new_id("evt"), licensee_id="lic_x", license_samples_withdrawn={}),
+        pb_license.LicenseEvent(event_id=new_id("evt"), license_samples_withdrawn={"revocation_id": "rev_x"}),
+        pb_license.LicenseEvent(
+            event_id=new_id("evt"), licensee_id="l" * 65, license_samples_withdrawn={"revocation_id": "rev_x"}
+        ),
+    ):
+        with pytest.raises(PoisonMessage):
+            handler.decode_record("t.license", bad.SerializeToString())

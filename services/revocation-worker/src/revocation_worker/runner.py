@@ -47,6 +47,8 @@ ROLES: tuple[Role, ...] = ("all", "intake", "delivery")
 # The PostgreSQL channel on which the intake role tells the delivery role "new deliveries".
 DELIVERY_CHANNEL = "rescind_worker_deliveries"
 RESOLVE_BATCH = 50
+# Rechecks are mostly dropped at once (the licensee was told by the resolution): a bigger batch.
+RECHECK_BATCH = 500
 
 
 def build_context(settings: WorkerSettings) -> AppContext:
@@ -187,7 +189,7 @@ class Worker:
                     REVOCATIONS_RESOLVED.inc(n)
                 # After the resolutions: a recheck waits for its revocation to be resolved, and one
                 # resolved just now is settled in this same pass.
-                late = await asyncio.to_thread(recheck_due, self.ctx, registry, RESOLVE_BATCH)
+                late = await asyncio.to_thread(recheck_due, self.ctx, registry, RECHECK_BATCH)
                 rechecked = late.claimed
                 if late.notices:
                     LATE_NOTICES.inc(late.notices)
@@ -201,7 +203,7 @@ class Worker:
                     await asyncio.to_thread(self._sweep)
             except Exception as exc:
                 log.warning("resolver/sweeper pass failed: %s: %s", type(exc).__name__, exc)
-            if n >= RESOLVE_BATCH or rechecked >= RESOLVE_BATCH:
+            if n >= RESOLVE_BATCH or rechecked >= RECHECK_BATCH:
                 continue  # more are ready
             signalled = self.consumer is not None  # it wakes us after each batch
             longest = s.worker_idle_wake_seconds if signalled else s.worker_poll_interval_seconds
