@@ -529,7 +529,7 @@ def test_a_consumer_running_through_a_lost_log_reads_the_new_log_from_its_start(
                 d.consumer.poll_once(timeout_ms=200)
             return count(registry_sessions, ProjectedSample, ProjectedSample.sample_id.in_(new)) == len(new)
 
-        wait_for(all_applied, 60, "every event of the new log applied")
+        wait_for(all_applied, 120, "every event of the new log applied")
     finally:
         d.close()
         broker.stop(kill=True)
