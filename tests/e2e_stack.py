@@ -1,7 +1,11 @@
-"""The three services as real processes (as a user runs them) on PostgreSQL and a real broker.
+"""The three services as real processes (as a user runs them) on PostgreSQL or SQLite and a real
+broker.
 
-Used by the end-to-end and fault tests. Every process gets its own log file under the test's
-tmp dir; on failure the tail of each log is worth reading.
+Used by the end-to-end, fault and chaos tests. Every process gets its own log file under the test's
+tmp dir (a restarted process appends to it, after a marker line); on failure the tail of each log is
+worth reading. `restart_all(fresh_broker=True)` is what a user of `make run` does after a crash:
+everything stopped, then started again from the same databases with a new, empty broker (on the same
+port, so every process finds it at the same RESCIND_KAFKA_BOOTSTRAP).
 """
 
 from __future__ import annotations
@@ -23,6 +27,32 @@ from rescind_common.embedded_broker import EmbeddedBroker, free_port
 from rescind_common.settings import RescindSettings
 
 BIN = Path(sys.executable).parent
+SERVICES = ("consent", "registry", "worker")
+
+# Every process the stack can run: its name, and its command line (a console script and arguments).
+COMMANDS: dict[str, list[str]] = {
+    "consent-api": ["consent-api", "serve"],
+    "consent-relay": ["consent-api", "relay"],
+    "consent-consumer": ["consent-api", "consumer"],
+    "registry": ["registry", "serve"],
+    "registry-relay": ["registry", "relay"],
+    "registry-consumer": ["registry", "consumer"],
+    "worker-api": ["revocation-worker", "serve"],
+    "worker": ["revocation-worker", "worker"],
+    "worker-intake": ["revocation-worker", "worker", "--role", "intake"],
+    "worker-delivery": ["revocation-worker", "worker", "--role", "delivery"],
+}
+# `revocation-worker worker` as one process (`make run`), or split into its two roles.
+WORKER_ROLES: dict[str, tuple[str, ...]] = {
+    "all": ("worker",),
+    "split": ("worker-intake", "worker-delivery"),
+}
+
+
+def sqlite_urls(folder: Path) -> dict[str, str]:
+    """One SQLite file per service in `folder`, as `make run` keeps them under `.rescind/`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return {name: f"sqlite:///{folder / f'{name}.db'}" for name in SERVICES}
 
 
 @dataclass
@@ -41,11 +71,27 @@ class Stack:
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, Proc] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
+    worker: str = "all"  # a key of WORKER_ROLES
 
     def __post_init__(self) -> None:
-        self.ports = {"consent": free_port(), "registry": free_port(), "worker": free_port()}
+        self.ports = {name: free_port() for name in SERVICES}
         self.state = self.tmp / "state"
         self.state.mkdir(exist_ok=True)
+        self.brokers_started = 1  # the broker given, then one per fresh_broker restart
+
+    @property
+    def names(self) -> list[str]:
+        """The processes of a whole stack, in start order (that of `make run`)."""
+        return [
+            "consent-api",
+            "consent-relay",
+            "consent-consumer",
+            "registry",
+            "registry-relay",
+            "registry-consumer",
+            "worker-api",
+            *WORKER_ROLES[self.worker],
+        ]
 
     @property
     def env(self) -> dict[str, str]:
@@ -80,37 +126,86 @@ class Stack:
             subprocess.run([str(BIN / exe), "migrate"], env=self.env, check=True, capture_output=True)
 
     def start(self, name: str) -> None:
-        argv = {
-            "consent-api": ["consent-api", "serve"],
-            "consent-relay": ["consent-api", "relay"],
-            "consent-consumer": ["consent-api", "consumer"],
-            "registry": ["registry", "serve"],
-            "registry-relay": ["registry", "relay"],
-            "registry-consumer": ["registry", "consumer"],
-            "worker-api": ["revocation-worker", "serve"],
-            "worker": ["revocation-worker", "worker"],
-        }[name]
+        argv = COMMANDS[name]
         log = self.tmp / f"{name}.log"
         proc = Proc(name, [str(BIN / argv[0]), *argv[1:]], log)
         with open(log, "ab") as out:
+            out.write(f"===== {time.strftime('%H:%M:%S')} start {' '.join(argv)} =====\n".encode())
+            out.flush()
             proc.popen = subprocess.Popen(proc.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT)
         self.procs[name] = proc
 
-    def start_all(self) -> None:
-        self.migrate()
-        for name in (
-            "consent-api",
-            "consent-relay",
-            "consent-consumer",
-            "registry",
-            "registry-relay",
-            "registry-consumer",
-            "worker-api",
-            "worker",
-        ):
+    def start_all(self, *, migrate: bool = True) -> None:
+        if migrate:
+            self.migrate()
+        for name in self.names:
             self.start(name)
-        for service in ("consent", "registry", "worker"):
-            wait_until(f"{service} ready", lambda s=service: _ready(self.url(s)), timeout=60)
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        for service in SERVICES:
+            wait_until(f"{service} ready", lambda s=service: _ready(self.url(s)), timeout=timeout)
+
+    def start_dead(self) -> None:
+        """Start again whatever process of the stack is not running (same broker, same databases)."""
+        for name in self.dead():
+            self.start(name)
+        self.wait_ready()
+
+    def dead(self) -> list[str]:
+        """The processes of the stack that are not running (killed, crashed, never started)."""
+        return [
+            name
+            for name in self.names
+            if name not in self.procs
+            or self.procs[name].popen is None
+            or self.procs[name].popen.poll() is not None
+        ]
+
+    def replace_broker(self) -> None:
+        """A new, empty broker on the same port: everything the old one held is gone."""
+        port = self.broker.port
+        self.broker.stop()
+        self.brokers_started += 1
+        self.broker = EmbeddedBroker(port=port, log_file=self.tmp / f"tansu-{self.brokers_started}.log")
+        self.broker.start()
+
+    def restart_all(self, *, fresh_broker: bool = True, worker: str | None = None) -> None:
+        """Stop every process (SIGTERM, as `make run` does on Ctrl-C or when a child dies), optionally
+        replace the broker by an empty one, and start the whole stack again from the same databases
+        (already migrated). `worker` switches between one worker process and its split roles."""
+        began = time.monotonic()
+        self.stop_all()
+        stopped = time.monotonic()
+        if worker is not None:
+            self.worker = worker
+        if fresh_broker:
+            self.replace_broker()
+        self.start_all(migrate=False)
+        ready = time.monotonic() - stopped
+        print(f"restart: stopped in {stopped - began:.1f}s, started and ready in {ready:.1f}s", flush=True)
+
+    def use_worker(self, worker: str) -> None:
+        """Run the worker as one process ("all") or as its two roles ("split"), the rest untouched."""
+        if worker == self.worker:
+            return
+        for name in WORKER_ROLES[self.worker]:
+            if name in self.procs:
+                self.stop(name)
+        self.worker = worker
+        for name in WORKER_ROLES[worker]:
+            self.start(name)
+
+    def stop(self, name: str, timeout: float = 20) -> None:
+        popen = self.procs[name].popen
+        if popen is None or popen.poll() is not None:
+            return
+        popen.terminate()
+        try:
+            popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[name]
@@ -141,11 +236,11 @@ class Stack:
                     proc.popen.kill()
                     proc.popen.wait()
 
-    def logs(self) -> str:
+    def logs(self, lines: int = 40) -> str:
         out = []
         for proc in self.procs.values():
             text = proc.log.read_text(errors="replace") if proc.log.exists() else ""
-            out.append(f"===== {proc.name} =====\n" + "\n".join(text.splitlines()[-40:]))
+            out.append(f"===== {proc.name} =====\n" + "\n".join(text.splitlines()[-lines:]))
         return "\n".join(out)
 
     def token(self, role: str, sub: str) -> dict[str, str]:
