@@ -68,6 +68,7 @@ from rescind_common.metrics import (
     OUTBOX_REPLAYED,
 )
 from rescind_common.pglisten import Listener, libpq_url
+from rescind_common.settings import RescindSettings
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +292,31 @@ class OutboxRelay:
         OUTBOX_REPLAYED.labels(service)
         for topic in topics:
             OUTBOX_PUBLISHED.labels(service, topic)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: RescindSettings,
+        engine: Engine,
+        model: Any,
+        *,
+        log_model: Any,
+        service: str,
+        topics: list[str],
+    ) -> OutboxRelay:
+        """A service's relay as its settings say (`RESCIND_KAFKA_*`, `RESCIND_OUTBOX_*`)."""
+        return cls(
+            engine,
+            model,
+            log_model=log_model,
+            service=service,
+            bootstrap=settings.kafka_bootstrap,
+            topics=topics,
+            partitions=settings.kafka_topic_partitions,
+            replication_factor=settings.kafka_replication_factor,
+            fallback_interval=settings.outbox_fallback_poll_seconds,
+            retention=dt.timedelta(hours=settings.outbox_retention_hours),
+        )
 
     # -- connection management -------------------------------------------------
 

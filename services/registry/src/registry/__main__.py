@@ -7,9 +7,8 @@ import logging
 import sys
 
 from registry.config import RegistrySettings
-from rescind_common.health import serve_health
 from rescind_common.logs import configure_logging
-from rescind_common.process import run_until_signalled, serve_api
+from rescind_common.process import run_probed, serve_api
 
 log = logging.getLogger("registry")
 
@@ -42,20 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         from registry.relay import build_relay
 
         relay = build_relay(settings)
-        # No HTTP API in these processes: /metrics, /healthz and /readyz on RESCIND_METRICS_PORT.
-        serve_health(settings, [relay.heartbeat], database=relay.engine, bootstrap=settings.kafka_bootstrap)
-        run_until_signalled(relay)
+        run_probed(settings, relay, database=relay.engine)
     else:
         from registry.consumer import build_consumer
 
         consumer = build_consumer(settings)
-        serve_health(
-            settings,
-            [consumer.heartbeat],
-            database=consumer.database_reachable,
-            bootstrap=settings.kafka_bootstrap,
-        )
-        run_until_signalled(consumer)
+        run_probed(settings, consumer, database=consumer.database_reachable)
     return 0
 
 

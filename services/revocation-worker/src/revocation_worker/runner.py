@@ -84,18 +84,13 @@ def build_consumer(ctx: AppContext) -> EventConsumer:
 
 
 def build_relay(ctx: AppContext) -> OutboxRelay:
-    s = ctx.settings
-    return OutboxRelay(
+    return OutboxRelay.from_settings(
+        ctx.settings,
         ctx.engine,
         Outbox,
         log_model=OutboxLog,
         service="revocation-worker",
-        bootstrap=s.kafka_bootstrap,
-        topics=[s.kafka_notice_topic],
-        partitions=s.kafka_topic_partitions,
-        replication_factor=s.kafka_replication_factor,
-        fallback_interval=s.outbox_fallback_poll_seconds,
-        retention=dt.timedelta(hours=s.outbox_retention_hours),
+        topics=[ctx.settings.kafka_notice_topic],
     )
 
 
