@@ -36,7 +36,9 @@ from e2e_stack import Stack, sqlite_urls
 from test_e2e import World, ok
 
 BURST = 60  # revocations per test: enough for events to be in flight at the kill
-CONVERGE = 300.0  # seconds: the bound for "eventually" after the restart (deliveries a killed worker had leased wait out their 120 s lease; never a speed claim)
+# Seconds: the bound for "eventually" after the restart, never a speed claim. Deliveries a killed
+# worker had leased wait out their lease (120 s at least) before they go again.
+CONVERGE = 300.0
 THREADS = 6  # concurrent seller/operator requests while setting up and revoking
 
 # The process SIGKILLed mid-delivery; the worker split into its roles for the last two.
