@@ -328,7 +328,7 @@ class WorkerHarness:
         return dict(r.json())
 
     def wait_status(
-        self, headers: dict[str, str], notice_id: str, status: str, timeout: float = 20.0
+        self, headers: dict[str, str], notice_id: str, status: str, timeout: float = 60.0
     ) -> dict[str, Any]:
         last: dict[str, Any] = {}
 
