@@ -74,7 +74,14 @@ class Stack:
     worker: str = "all"  # a key of WORKER_ROLES
 
     def __post_init__(self) -> None:
-        self.ports = {name: free_port() for name in SERVICES}
+        # Distinct ports: each free_port() is free when asked, so two asks may get the same one.
+        taken = {self.broker.port}
+        for name in SERVICES:
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            taken.add(port)
+            self.ports[name] = port
         self.state = self.tmp / "state"
         self.state.mkdir(exist_ok=True)
         self.brokers_started = 1  # the broker given, then one per fresh_broker restart
