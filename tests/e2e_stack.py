@@ -10,12 +10,13 @@ port, so every process finds it at the same RESCIND_KAFKA_BOOTSTRAP).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,3 +276,19 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float = 60, interva
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@contextlib.contextmanager
+def running(tmp: Path, db_urls: dict[str, str]) -> Iterator[Stack]:
+    """A whole stack on its own new broker for a test module: started, yielded, its process logs
+    printed if anything failed, then stopped with its broker."""
+    s = Stack(tmp=tmp, db_urls=db_urls, broker=EmbeddedBroker(log_file=tmp / "tansu.log").start())
+    try:
+        s.start_all()
+        yield s
+    except BaseException:
+        print(s.logs())
+        raise
+    finally:
+        s.stop_all()
+        s.broker.stop()

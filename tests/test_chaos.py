@@ -30,9 +30,8 @@ from typing import Any
 import pytest
 
 from rescind_cli.demo import Receiver
-from rescind_common.embedded_broker import EmbeddedBroker
 
-from e2e_stack import Stack, sqlite_urls
+from e2e_stack import Stack, running, sqlite_urls
 from test_e2e import World, ok
 
 BURST = 60  # revocations per test: enough for events to be in flight at the kill
@@ -63,16 +62,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         db_urls = {name: pg_database(f"chaos_{name}") for name in ("consent", "registry", "worker")}
     else:
         db_urls = sqlite_urls(tmp / "db")
-    s = Stack(tmp=tmp, db_urls=db_urls, broker=EmbeddedBroker(log_file=tmp / "tansu.log").start())
-    try:
-        s.start_all()
+    with running(tmp, db_urls) as s:
         yield s
-    except BaseException:
-        print(s.logs())
-        raise
-    finally:
-        s.stop_all()
-        s.broker.stop()
 
 
 class HeldReceiver(Receiver):

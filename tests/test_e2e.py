@@ -14,29 +14,16 @@ import httpx
 import pytest
 
 from rescind_cli.demo import Receiver
-from rescind_common.embedded_broker import EmbeddedBroker
 
-from e2e_stack import Stack, wait_until
+from e2e_stack import Stack, running, wait_until
 
 
 @pytest.fixture(scope="module")
 def stack(pg_database: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("e2e")
-    broker = EmbeddedBroker(log_file=tmp / "tansu.log").start()
-    s = Stack(
-        tmp=tmp,
-        db_urls={name: pg_database(f"e2e_{name}") for name in ("consent", "registry", "worker")},
-        broker=broker,
-    )
-    try:
-        s.start_all()
+    db_urls = {name: pg_database(f"e2e_{name}") for name in ("consent", "registry", "worker")}
+    with running(tmp, db_urls) as s:
         yield s
-    except BaseException:
-        print(s.logs())
-        raise
-    finally:
-        s.stop_all()
-        broker.stop()
 
 
 def ok(r: httpx.Response) -> dict[str, Any]:
