@@ -533,3 +533,30 @@ def test_a_consumer_running_through_a_lost_log_reads_the_new_log_from_its_start(
     finally:
         d.close()
         broker.stop(kill=True)
+
+
+def test_a_consumer_with_slow_work_between_short_polls_still_joins_its_group(
+    driver: Callable[..., Driver], registry_sessions: sessionmaker[Session], broker: EmbeddedBroker
+) -> None:
+    """Joining a group takes the broker seconds. kafka-python forgets a join that completes while no
+    poll waits on it and joins again, so a consumer that polls briefly and then works for a while
+    (a slow database, a large batch) would rejoin forever and apply nothing. While it (re)joins, one
+    poll waits for the join to complete."""
+    subject = new_id("sub")
+    samples = new_ids("smp", 3)
+    d = driver(ProjectionHandler(registry_sessions))
+    publish(
+        broker.bootstrap,
+        d.topic,
+        [Projection.samples_event(subject, [s]).SerializeToString() for s in samples],
+    )
+    done = 0
+
+    def applied() -> bool:
+        nonlocal done
+        done += d.consumer.poll_once(timeout_ms=50)
+        threading.Event().wait(1.0)  # the work between two polls
+        return done >= len(samples)
+
+    wait_for(applied, 60, "the records applied by a consumer that works between short polls")
+    assert count(registry_sessions, ProjectedSample, ProjectedSample.sample_id.in_(samples)) == len(samples)

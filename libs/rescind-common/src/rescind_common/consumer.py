@@ -86,6 +86,10 @@ E = TypeVar("E")
 M = TypeVar("M", bound=Message)
 
 LAG_INTERVAL = 1.0  # seconds between two observations of the lag gauge
+# How long one poll may wait while the consumer (re)joins its group. kafka-python 3.0.12 forgets a
+# join that completes while no poll is waiting on it and sends JoinGroup again; each join takes the
+# broker seconds (Tansu ~3 s), so short polls with work between them could rejoin forever.
+REJOIN_POLL_MS = 10_000
 PRUNE_INTERVAL = 600.0  # seconds between two prunings of the processed-ids table
 PRUNE_CHUNK = 5000  # rows deleted by one statement (one short transaction)
 PRUNE_CHUNKS_PER_PASS = 4  # statements per pass at most: the rest waits for the next pass
@@ -495,7 +499,8 @@ class EventConsumer:
         if self._consumer is None:
             self._consumer = self._connect()
         consumer = self._consumer
-        polled = consumer.poll(timeout_ms=timeout_ms)
+        rejoining = self._rejoining(consumer)
+        polled = consumer.poll(timeout_ms=max(timeout_ms, REJOIN_POLL_MS) if rejoining else timeout_ms)
         renewed = self._renewed_logs(consumer)
         items = [
             _Item(record)
@@ -517,10 +522,19 @@ class EventConsumer:
         now = time.monotonic()
         # After every batch (the lag just changed) and otherwise once a second: idle polls every
         # 500 ms need not ask for positions each time.
-        if items or now - self._lag_observed_at >= LAG_INTERVAL:
+        # Not while rejoining: asking for a position then blocks (up to a second) outside any poll.
+        if not rejoining and (items or now - self._lag_observed_at >= LAG_INTERVAL):
             self._lag_observed_at = now
             self._observe_lag(consumer)
         return done
+
+    @staticmethod
+    def _rejoining(consumer: KafkaConsumer) -> bool:
+        """Whether the consumer is about to (re)join its group or is in the middle of it."""
+        try:
+            return bool(consumer._coordinator.need_rejoin())
+        except Exception:  # the client's internals moved: poll as usual
+            return False
 
     def _renewed_logs(self, consumer: KafkaConsumer) -> set[str]:
         """The subscribed topics whose log changed since the last poll (another topic id in the
