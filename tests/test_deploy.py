@@ -1301,7 +1301,7 @@ def test_dockerfile_installs_the_service_from_the_workspace_lock(svc: str) -> No
     assert "COPY pyproject.toml uv.lock ./" in build
     assert {"COPY proto/ proto/", "COPY libs/ libs/", "COPY services/ services/"} <= set(build)
     (sync,) = [i for i in build if " uv sync " in f" {i.removeprefix('RUN ')} "]
-    assert sync == f"RUN uv sync --frozen --no-dev --no-editable --package {svc}"
+    assert sync == f"RUN uv sync --frozen --no-dev --no-editable --package rescind-{svc}"
     assert "UV_PROJECT_ENVIRONMENT=/app/.venv" in " ".join(build)
     # grpcio-tools only in the build stage, at the locked version; codegen as in the Makefile.
     assert f'"grpcio-tools=={locked_version("grpcio-tools")}"' in " ".join(build)
@@ -1321,13 +1321,16 @@ def test_dockerfile_installs_the_service_from_the_workspace_lock(svc: str) -> No
     uid = user.split()[1].split(":")[0]
     assert uid.isdigit() and int(uid) >= 10000, user
     assert final[-2:] == [f'ENTRYPOINT ["{svc}"]', 'CMD ["serve"]']
-    scripts = tomllib.loads((REPO / "services" / svc / "pyproject.toml").read_text())["project"]["scripts"]
-    assert svc in scripts
+    project = tomllib.loads((REPO / "services" / svc / "pyproject.toml").read_text())["project"]
+    # The distribution carries the project's prefix (a bare `registry` is someone else's on PyPI);
+    # the command keeps the service's name.
+    assert project["name"] == f"rescind-{svc}"
+    assert svc in project["scripts"]
     # What the lock gives this image: the service and its workspace libraries, no dev tools.
     uv = next((p for p in (BIN / "uv", REPO / ".bootstrap" / "bin" / "uv") if p.exists()), None)
     uv_cmd = [str(uv)] if uv else ["uv"]
     r = subprocess.run(
-        [*uv_cmd, "export", "--frozen", "--no-dev", "--no-hashes", "--package", svc],
+        [*uv_cmd, "export", "--frozen", "--no-dev", "--no-hashes", "--package", f"rescind-{svc}"],
         cwd=REPO,
         capture_output=True,
         text=True,
