@@ -228,9 +228,9 @@ class EventConsumer:
         heartbeat_interval_ms: int = 1000,
         max_poll_records: int = 500,
         # How long a fetch may wait for records. Apache Kafka answers as soon as records arrive;
-        # the embedded Tansu broker holds a fetch about half this long even then (measured: 500,
-        # kafka-python's default, put ~135 ms p50 on a hop; 100, ~24 ms). A longer wait means
-        # bigger polls: less CPU per record where the hop's latency does not matter.
+        # the embedded Tansu broker holds a fetch about half this long even then, so this bounds
+        # a hop's latency there (bench/consumers.py). A longer wait means bigger polls: less CPU
+        # per record where the hop's latency does not matter.
         fetch_max_wait_ms: int = 500,
         partitions: int = 6,
         replication_factor: int = 1,

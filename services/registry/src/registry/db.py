@@ -33,7 +33,7 @@ def make_registry_engine(url: str, *, pool_size: int) -> Engine:
         def _custom_plans(dbapi_conn: Any, _record: Any) -> None:
             # The registry's queries take id arrays (`= ANY(:ids)`) of 1 to 10,000 elements. psycopg
             # prepares a statement after 5 runs and PostgreSQL then may settle on a generic plan,
-            # which misjudges those arrays (3x slower holders lookups at 10 M rows): plan each time.
+            # which misjudges those arrays (much slower holders lookups on large tables): plan each time.
             with dbapi_conn.cursor() as cur:
                 cur.execute("SET plan_cache_mode = force_custom_plan")
             dbapi_conn.commit()
