@@ -46,7 +46,7 @@ OUTBOX_OLDEST_AGE = Gauge(
 
 
 class ObserveMiddleware:
-    """Request ids and HTTP metrics as plain ASGI (BaseHTTPMiddleware adds a task and a copy of every request)."""
+    """Request ids and HTTP metrics as plain ASGI (BaseHTTPMiddleware adds a task per request)."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app

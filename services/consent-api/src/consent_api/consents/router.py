@@ -14,7 +14,7 @@ from consent_api.revocations.schemas import ConsentRevokeIn, RevocationOut
 from consent_api.subjects import service as subjects
 from rescind_common.auth import CurrentSubject, Principal
 from rescind_common.db import run_and_commit
-from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, page_of
 from rescind_common.problems import Problem
 
 router = APIRouter(prefix="/v1/consents", tags=["consents"])
@@ -44,10 +44,7 @@ def list_consents(
     if subject is None:
         return Page(items=[])
     rows = repository.page(session, subject.id, status, decode_cursor(cursor), limit + 1)
-    return Page(
-        items=[service.to_out(c) for c in rows[:limit]],
-        next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
-    )
+    return page_of(rows, limit, lambda part: [service.to_out(c) for c in part])
 
 
 @router.get("/{consent_id}", response_model=ConsentDetail, summary="Read one own consent")

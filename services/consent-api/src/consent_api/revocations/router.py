@@ -10,7 +10,7 @@ from consent_api.revocations.schemas import RevocationIn, RevocationOut
 from consent_api.subjects import service as subjects
 from rescind_common.auth import CurrentSubject, Principal
 from rescind_common.db import run_and_commit
-from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, page_of
 from rescind_common.problems import Problem
 
 router = APIRouter(prefix="/v1/revocations", tags=["revocations"])
@@ -40,10 +40,7 @@ def list_revocations(
     if subject is None:
         return Page(items=[])
     rows = repository.page(session, subject.id, decode_cursor(cursor), limit + 1)
-    return Page(
-        items=service.to_out_with_notices(session, rows[:limit]),
-        next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
-    )
+    return page_of(rows, limit, lambda part: service.to_out_with_notices(session, part))
 
 
 @router.get("/{revocation_id}", response_model=RevocationOut, summary="Read a revocation and who was told")

@@ -3,6 +3,7 @@ gets its ConsentRevoked event(s) in the outbox, in the same transaction."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -293,7 +294,7 @@ def to_out(
     )
 
 
-def to_out_with_notices(session: Session, revocations: list[Revocation]) -> list[RevocationOut]:
+def to_out_with_notices(session: Session, revocations: Sequence[Revocation]) -> list[RevocationOut]:
     """Revocations with each licensee told and the overall status (from the notice topic)."""
     ids = [r.id for r in revocations]
     by_revocation = notices_repo.for_revocations(session, ids)

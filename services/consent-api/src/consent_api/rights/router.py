@@ -11,7 +11,7 @@ from consent_api.rights.models import RightsRequest
 from consent_api.rights.schemas import RightsRequestIn, RightsRequestOut
 from consent_api.subjects import service as subjects
 from rescind_common.auth import CurrentSubject
-from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, page_of
 from rescind_common.problems import Problem
 
 router = APIRouter(prefix="/v1/rights-requests", tags=["rights requests"])
@@ -58,10 +58,7 @@ def list_rights_requests(
     if subject is None:
         return Page(items=[])
     rows = repository.page(session, subject.id, decode_cursor(cursor), limit + 1)
-    return Page(
-        items=[_out(r) for r in rows[:limit]],
-        next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
-    )
+    return page_of(rows, limit, lambda part: [_out(r) for r in part])
 
 
 @router.get("/{request_id}", response_model=RightsRequestOut, summary="Read one rights request")

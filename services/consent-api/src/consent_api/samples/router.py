@@ -10,7 +10,7 @@ from consent_api.samples.schemas import SampleBatchIn, SampleBatchOut, SampleIn,
 from consent_api.subjects import service as subjects
 from rescind_common.auth import CurrentSubject, Principal
 from rescind_common.db import run_and_commit
-from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, page_of
 from rescind_common.problems import Problem
 
 router = APIRouter(prefix="/v1/samples", tags=["samples"])
@@ -50,8 +50,7 @@ def list_samples(
         return Page(items=[])
     rows = repository.page(session, subject.id, decode_cursor(cursor), limit + 1)
     key = subjects.data_key(session, ctx, subject, create=False)
-    items = [service.to_out(session, ctx, subject, s, key) for s in rows[:limit]]
-    return Page(items=items, next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None)
+    return page_of(rows, limit, lambda part: [service.to_out(session, ctx, subject, s, key) for s in part])
 
 
 @router.get("/{sample_id}", response_model=SampleOut, summary="Read one own sample")

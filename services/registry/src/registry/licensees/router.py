@@ -7,7 +7,7 @@ from registry.db import DbSession
 from registry.licensees import repository, service
 from registry.licensees.schemas import LicenseeIn, LicenseeOut
 from rescind_common.auth import RequireOperator
-from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, page_of
 
 router = APIRouter(prefix="/v1/licensees", tags=["licensees"])
 
@@ -22,10 +22,7 @@ def list_licensees(
     principal: RequireOperator, session: DbSession, limit: Limit = 100, cursor: Cursor = None
 ) -> Page[LicenseeOut]:
     rows = repository.page(session, decode_cursor(cursor), limit + 1)
-    return Page(
-        items=[service.to_out(r) for r in rows[:limit]],
-        next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
-    )
+    return page_of(rows, limit, lambda part: [service.to_out(r) for r in part])
 
 
 @router.get(

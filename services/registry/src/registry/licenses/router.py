@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
@@ -10,7 +11,7 @@ from registry.db import DbSession
 from registry.licenses import repository, service
 from registry.licenses.schemas import LicenseIn, LicenseOut, LicenseSampleOut, LicenseStatus
 from rescind_common.auth import RequireOperator
-from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, page_of
 
 router = APIRouter(prefix="/v1/licenses", tags=["licenses"])
 
@@ -47,10 +48,7 @@ def list_licenses(
     if own is not None and licensee_id is not None and licensee_id != own:
         return Page(items=[])
     rows = repository.page(session, own or licensee_id, status, decode_cursor(cursor), limit + 1)
-    return Page(
-        items=[service.to_out(r) for r in rows[:limit]],
-        next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
-    )
+    return page_of(rows, limit, lambda part: [service.to_out(r) for r in part])
 
 
 @router.get("/{license_id}", response_model=LicenseOut, summary="Read a license (licensee: own)")
@@ -72,16 +70,17 @@ def list_license_samples(
 ) -> Page[LicenseSampleOut]:
     license = service.visible(session, license_id, visible_licensee(principal))
     rows = repository.samples_page(session, license.id, decode_cursor(cursor), limit + 1)
-    items = [
-        LicenseSampleOut(
-            sample_id=ls.sample_id,
-            sha256=ps.sha256 if ps else None,
-            kind=ps.kind if ps else None,
-            revoked_at=ls.revoked_at,
-            revocation_id=ls.revocation_id,
-        )
-        for ls, ps in rows[:limit]
-    ]
-    return Page(
-        items=items, next_cursor=encode_cursor(rows[limit - 1][0].sample_id) if len(rows) > limit else None
-    )
+
+    def out(part: Sequence[Any]) -> list[LicenseSampleOut]:
+        return [
+            LicenseSampleOut(
+                sample_id=ls.sample_id,
+                sha256=ps.sha256 if ps else None,
+                kind=ps.kind if ps else None,
+                revoked_at=ls.revoked_at,
+                revocation_id=ls.revocation_id,
+            )
+            for ls, ps in part
+        ]
+
+    return page_of(rows, limit, out, key=lambda row: row[0].sample_id)

@@ -10,7 +10,7 @@ from registry.db import DbSession
 from registry.lineage import repository, service
 from registry.lineage.schemas import ModelIn, ModelOut
 from rescind_common.auth import CurrentLicensee
-from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, page_of
 from rescind_common.problems import Problem
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -36,10 +36,7 @@ def list_models(
     if own is not None and licensee_id is not None and licensee_id != own:
         return Page(items=[])
     rows = repository.page(session, own or licensee_id, decode_cursor(cursor), limit + 1)
-    return Page(
-        items=service.to_out(session, rows[:limit]),
-        next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
-    )
+    return page_of(rows, limit, lambda part: service.to_out(session, part))
 
 
 @router.get("/{model_id}", response_model=ModelOut, summary="Read a model (licensee: own)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,7 +123,7 @@ def _duplicate(body: ModelIn) -> Problem:
     )
 
 
-def to_out(session: Session, models: list[TrainedModel]) -> list[ModelOut]:
+def to_out(session: Session, models: Sequence[TrainedModel]) -> list[ModelOut]:
     links = repository.links(session, [m.id for m in models])
     out = []
     for m in models:

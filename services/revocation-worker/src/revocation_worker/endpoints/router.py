@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from rescind_common.auth import CurrentLicensee, RequireOperator
-from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, page_of
 from rescind_common.problems import Problem
 from revocation_worker.context import Ctx
 from revocation_worker.db import DbSession
@@ -29,10 +29,7 @@ def list_endpoints(
     licensee: CurrentLicensee, session: DbSession, limit: Limit = 100, cursor: Cursor = None
 ) -> Page[EndpointOut]:
     rows = repository.page(session, licensee.sub, None, decode_cursor(cursor), limit + 1)
-    return Page(
-        items=[service.to_out(e) for e in rows[:limit]],
-        next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
-    )
+    return page_of(rows, limit, lambda part: [service.to_out(e) for e in part])
 
 
 def _own(session: DbSession, licensee_id: str, endpoint_id: str) -> service.Endpoint:
@@ -83,7 +80,4 @@ def failing_endpoints(
     cursor: Cursor = None,
 ) -> Page[EndpointOut]:
     rows = repository.page(session, None, status, decode_cursor(cursor), limit + 1, failing=failing)
-    return Page(
-        items=[service.to_out(e) for e in rows[:limit]],
-        next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
-    )
+    return page_of(rows, limit, lambda part: [service.to_out(e) for e in part])

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from rescind_common.auth import CurrentLicensee, RequireOperator
-from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor, page_of
 from rescind_common.problems import Problem, field_error
 from revocation_worker.context import Ctx
 from revocation_worker.db import DbSession
@@ -34,9 +34,8 @@ def list_notices(
     cursor: Cursor = None,
 ) -> Page[NoticeOut]:
     rows = repository.page(session, licensee.sub, status, decode_cursor(cursor), limit + 1)
-    return Page(
-        items=[service.to_out(session, ctx, n, with_deliveries=False) for n in rows[:limit]],
-        next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
+    return page_of(
+        rows, limit, lambda part: [service.to_out(session, ctx, n, with_deliveries=False) for n in part]
     )
 
 
@@ -52,9 +51,11 @@ def notice_samples(
     notice = _own(session, licensee.sub, notice_id)
     after = cursor and decode_cursor(cursor)
     rows = repository.samples_page(session, notice, after, limit + 1)
-    return Page(
-        items=[SampleRef(sample_id=s.sample_id, sha256=s.sha256, kind=s.kind) for s in rows[:limit]],
-        next_cursor=encode_cursor(rows[limit - 1].sample_id) if len(rows) > limit else None,
+    return page_of(
+        rows,
+        limit,
+        lambda part: [SampleRef(sample_id=s.sample_id, sha256=s.sha256, kind=s.kind) for s in part],
+        key=lambda row: row.sample_id,
     )
 
 
@@ -125,7 +126,6 @@ def all_notices(
     cursor: Cursor = None,
 ) -> Page[NoticeOut]:
     rows = repository.page(session, licensee_id, status, decode_cursor(cursor), limit + 1, revocation_id)
-    return Page(
-        items=[service.to_out(session, ctx, n, with_deliveries=False) for n in rows[:limit]],
-        next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
+    return page_of(
+        rows, limit, lambda part: [service.to_out(session, ctx, n, with_deliveries=False) for n in part]
     )
