@@ -10,7 +10,7 @@ PROTO_OUT := libs/rescind-common/src/rescind_common/proto
 PROTO_SRC := $(shell find proto -name '*.proto')
 STAMP := $(VENV)/.rescind-installed
 
-.PHONY: install gen run demo test test-fast lint typecheck proto-check bench clean
+.PHONY: install gen run demo test test-fast lint typecheck proto-check docs bench clean
 
 $(BOOTSTRAP)/bin/uv:
 	$(PYTHON) -m venv $(BOOTSTRAP)
@@ -56,6 +56,10 @@ test: install lint typecheck proto-check
 
 test-fast: install
 	$(VENV)/bin/pytest -q -x $(PYTEST_ARGS)
+
+# docs/configuration.md is generated from the settings classes (a test fails when it is stale).
+docs: install
+	$(VENV)/bin/python scripts/config_docs.py > docs/configuration.md
 
 # Not part of `make test`. RESCIND_BENCH_SECONDS=15 for a quick run; RESCIND_BENCH_ONLY=stack for one.
 bench: install

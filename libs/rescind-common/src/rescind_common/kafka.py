@@ -29,12 +29,19 @@ class KafkaSecurity(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RESCIND_KAFKA_", extra="ignore")
 
+    # `SSL` (mutual TLS, as on Kubernetes), `SASL_SSL` or `SASL_PLAINTEXT` for every Kafka client.
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    # PEM file: the brokers' CA.
     ssl_cafile: Path | None = None
+    # PEM file: the client certificate.
     ssl_certfile: Path | None = None
+    # PEM file: the client certificate's key.
     ssl_keyfile: Path | None = None
+    # SASL mechanism (unset: SCRAM-SHA-512).
     sasl_mechanism: str | None = None
+    # SASL user name.
     sasl_username: str | None = None
+    # SASL password.
     sasl_password: str | None = None
 
 

@@ -18,58 +18,79 @@ class RescindSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RESCIND_", extra="ignore")
 
+    # `production` refuses development keys, the development issuer and missing key settings.
     profile: Profile = "development"
     # Where `make run` keeps development keys and SQLite files.
     state_dir: Path = DEV_STATE_DIR
 
+    # Comma-separated Kafka bootstrap servers.
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # Consent events (consent-api's outbox), read by the registry and revocation-worker.
     kafka_consent_topic: str = "rescind.consent.v1"
+    # Notice events (revocation-worker's outbox), read by consent-api.
     kafka_notice_topic: str = "rescind.notice.v1"
     # The registry's license events (samples withdrawn from a license), read by revocation-worker.
     kafka_license_topic: str = "rescind.license.v1"
+    # Partitions when a relay creates a topic.
     kafka_topic_partitions: int = Field(default=6, ge=1)
+    # Replication when a relay creates a topic (3 in production).
     kafka_replication_factor: int = Field(default=1, ge=1)
 
-    # Caller tokens (JWT). Algorithms are pinned; `none` is never accepted.
+    # Required `iss` of caller tokens (JWT).
     auth_issuer: str = "rescind-dev"
+    # Required `aud` of caller tokens.
     auth_audience: str = "rescind"
+    # Pinned JWT algorithms (a JSON list); `none` is never accepted.
     auth_algorithms: list[str] = ["ES256"]
-    # Production: keys from a JWKS URL. Development: a local PEM key pair.
+    # Production: verify caller tokens with keys from this JWKS.
     auth_jwks_url: str | None = None
+    # Or with this PEM public key.
     auth_public_key_file: Path | None = None
+    # Unused by the services; development tokens are signed with `<state_dir>/keys/auth-es256.pem`.
     auth_private_key_file: Path | None = None
+    # Clock skew allowed on `exp` and `nbf`.
     auth_leeway_seconds: int = Field(default=30, ge=0, le=300)
-    # Verified tokens kept (until their exp, at most 5 min) so a repeat skips the signature check; 0: off.
+    # Verified tokens kept per process (the exact token string, until `exp` + leeway, at most 5 min,
+    # least recently used out first) so a repeat skips the signature check; failures are never kept.
+    # 0 turns it off.
     auth_token_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
 
     # Request bodies above this are refused with 413 (batch endpoints have their own limit).
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # The body limit of the batch endpoints (samples batch, consents, revocations, licenses,
+    # models, holders).
     max_batch_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
-    # Per-caller rate limit (token `sub` + role, or client address without a valid token; operators
-    # and /healthz, /readyz, /metrics are not limited): tokens a second and the burst saved up.
-    # 0 in either turns limiting off.
+    # Requests a second per caller: a token's `sub` + role, or the client address without a valid
+    # token; over it 429 problem JSON with Retry-After. Operators (the services' own calls),
+    # /healthz, /readyz and /metrics are not limited; each replica counts on its own. 0: off.
     rate_limit_per_second: float = Field(default=100.0, ge=0)
+    # Requests a caller may make at once before the per-second rate applies (0: off).
     rate_limit_burst: int = Field(default=1000, ge=0)
 
+    # JSON logs on stderr; never tokens, secrets or personal data.
     log_level: str = "INFO"
-    # Processes without an HTTP API (relay, consumers, the worker) serve Prometheus metrics here when
-    # a port is set; `serve` exposes them on its own port at /metrics.
+    # Where `relay`, `consumer` and `worker` serve /metrics (Prometheus), /healthz and /readyz.
     metrics_host: str = "127.0.0.1"
+    # Their port; nothing is served when unset (`serve` has them on its own port). /healthz is 503
+    # when one of the process's loops is wedged; /readyz when its database does not answer or
+    # (except `worker --role delivery`) no Kafka broker accepts a connection.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
-    # Those processes also answer /healthz and /readyz there (rescind_common.health): /healthz turns
-    # 503 when one of their loops has not gone round for this long (wedged), and Kubernetes restarts
-    # the pod. Longer than any single call a loop may wait on (Kafka and registry request timeouts),
-    # and well above the relays' and consumers' idle waits (a few seconds at most).
+    # A loop (relay, consumer, the worker's resolver and delivery loop) that has not gone round for
+    # this long fails /healthz (rescind_common.health) and Kubernetes restarts the pod. Keep it above
+    # the longest single call a loop may wait on (Kafka and registry request timeouts) and well above
+    # the relays' and consumers' idle waits; the worker refuses less than twice its idle wait.
     health_stale_seconds: float = Field(default=60.0, ge=5)
     # Published outbox rows are kept this long so that a lost broker log can be replayed.
     outbox_retention_hours: float = Field(default=72.0, gt=0)
-    # On PostgreSQL the relay is woken by NOTIFY when a row commits; it also looks this often, in case
-    # a notification went missing. (SQLite, and PostgreSQL while the LISTEN connection is down: 50 ms.)
+    # On PostgreSQL the relays are woken by NOTIFY (a trigger on `outbox`) when a row commits; they
+    # also look this often, in case a notification went missing (SQLite, and PostgreSQL while the
+    # LISTEN connection is down: every 50 ms). A database that turns the trigger's NOTIFY off
+    # (`ALTER DATABASE <db> SET rescind.outbox_notify = off`) sets this to 0.05.
     outbox_fallback_poll_seconds: float = Field(default=2.0, gt=0, le=3600)
     # Each consumer's processed-event ids are kept this long, then pruned. It must outlast every way
-    # an event can come again (an outbox replay, the topic's own retention: 7 days on Kubernetes),
-    # or a replayed event whose id was pruned would be applied twice.
+    # an event can come again (an outbox replay, refused at start otherwise; the topic's own
+    # retention: 7 days on Kubernetes), or a replayed event whose id was pruned would be applied twice.
     processed_events_retention_hours: float = Field(default=720.0, gt=0)
 
     @model_validator(mode="after")

@@ -10,35 +10,52 @@ from rescind_common.settings import RescindSettings
 
 
 class ConsentSettings(RescindSettings):
+    """consent-api's own settings (`RESCIND_CONSENT_*`), beside the shared ones."""
+
+    # SQLAlchemy URL; `postgresql://user@host/db` in production.
     consent_database_url: str = "sqlite:///.rescind/consent.db"
+    # Where `consent-api serve` listens.
     consent_host: str = "127.0.0.1"
+    # Its port.
     consent_port: int = Field(default=8001, ge=1, le=65535)
-    # uvicorn processes of `consent-api serve` (each with its own pool and expiry scheduler).
+    # uvicorn processes of `consent-api serve` (`--workers` overrides); each has its own pool,
+    # admission slots and expiry scheduler (safe in parallel). PostgreSQL connections grow with it.
     consent_workers: int = Field(default=1, ge=1, le=64)
     # The URL sellers reach this service at; used in receipts ("how to withdraw").
     consent_public_url: str = "http://127.0.0.1:8001"
-    # Base64 of 32 random bytes; wraps every per-subject key. Development: generated under state_dir.
+    # Base64 of 32 random bytes; wraps every per-subject key (lost: every profile unreadable).
+    # Development: generated under state_dir.
     consent_master_key: str | None = None
     # Ed25519 PEM private key that signs consent receipts. Development: generated under state_dir.
     consent_receipt_key_file: Path | None = None
     # Retired receipt keys, still published in the JWKS so old receipts keep verifying.
     consent_receipt_previous_key_files: list[Path] = []
+    # The controller named in receipts and access exports.
     consent_controller_name: str = "Rescind data marketplace (development)"
+    # The controller's privacy contact, in receipts and exports.
     consent_controller_contact: str = "privacy@rescind.invalid"
+    # The privacy policy named in receipts and exports.
     consent_policy_url: str = "https://rescind.invalid/privacy"
     # How often the expiry scheduler looks for consents past `expires_at`.
     consent_expiry_interval_seconds: float = Field(default=5.0, gt=0)
+    # Run the expiry scheduler in this process (each expiry is one transaction under the subject's
+    # row lock, so replicas never double it).
     consent_run_scheduler: bool = True
+    # Consumer group of `consent-api consumer` (the notice topic: each licensee's status).
     consent_consumer_group: str = "consent-api"
     # Off the path to buyers (it shows sellers who was told): a long fetch wait, bigger polls.
     consent_consumer_fetch_max_wait_ms: int = Field(default=500, ge=1, le=30_000)
     # The registry answers "which licensees received which samples" for access exports.
     consent_registry_url: str = "http://127.0.0.1:8002"
+    # Operator token for that call (development: minted locally).
     consent_registry_token: str | None = None
+    # Samples per batch call (413 above).
     consent_max_batch_samples: int = Field(default=10_000, ge=1)
+    # Samples per consent.
     consent_max_sample_ids: int = Field(default=100_000, ge=1)
     # Pooled connections. At most this many requests use the database at once (admission control);
-    # the others wait up to RESCIND_CONSENT_DB_POOL_TIMEOUT_SECONDS, then get 503 + Retry-After.
+    # the others wait up to RESCIND_CONSENT_DB_POOL_TIMEOUT_SECONDS, then get 503 + Retry-After. The
+    # worker-thread pool is sized above it, so a request holding a connection never waits for a thread.
     consent_db_pool_size: int = Field(default=10, ge=1)
     # Connections beyond the pool for work outside requests (expiry scheduler, readiness probes).
     consent_db_max_overflow: int = Field(default=4, ge=0)

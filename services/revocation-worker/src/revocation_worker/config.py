@@ -11,43 +11,65 @@ DEFAULT_RETRY_SCHEDULE = [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0]
 
 
 class WorkerSettings(RescindSettings):
+    """revocation-worker's own settings (`RESCIND_WORKER_*`), beside the shared ones."""
+
+    # SQLAlchemy URL; `postgresql://user@host/db` in production.
     worker_database_url: str = "sqlite:///.rescind/worker.db"
+    # Where `revocation-worker serve` listens.
     worker_host: str = "127.0.0.1"
+    # Its port.
     worker_port: int = Field(default=8003, ge=1, le=65535)
+    # Base of `samples_url` and `ack_url` in webhooks.
     worker_public_url: str = "http://127.0.0.1:8003"
+    # Consumer group on the consent and license topics.
     worker_consumer_group: str = "revocation-worker"
-    # The consent topic -> notices hop is on every revocation's path: a short fetch wait (see
+    # How long a fetch may wait for records. The consent topic -> notices hop is on every
+    # revocation's path: a short fetch wait (see
     # rescind_common.consumer.EventConsumer; Apache Kafka answers at once, Tansu holds the fetch).
     worker_consumer_fetch_max_wait_ms: int = Field(default=100, ge=1, le=30_000)
-    # Where the holders lookup lives, and the operator token to call it (development: minted locally).
+    # Where the holders lookup lives (the registry).
     worker_registry_url: str = "http://127.0.0.1:8002"
+    # The operator token for the registry (development: minted locally).
     worker_registry_token: str | None = None
     # Base64 of 32 bytes; encrypts endpoint secrets at rest. Development: generated under state_dir.
     worker_secret_key: str | None = None
-    # GDPR Art. 12(3): one month.
+    # A notice's acknowledgement deadline. GDPR Art. 12(3): one month.
     worker_notice_deadline_days: float = Field(default=30.0, gt=0)
+    # Samples carried in the webhook body; the rest are at `samples_url`.
     worker_inline_samples: int = Field(default=1000, ge=1)
-    # Delivery
+    # Delivery backoff steps, in seconds (the last repeats until the window ends).
     worker_retry_schedule_seconds: list[float] = DEFAULT_RETRY_SCHEDULE
+    # How long a delivery is retried before it is dead-lettered.
     worker_retry_window_seconds: float = Field(default=72 * 3600.0, gt=0)
+    # ± fraction of each backoff step.
     worker_retry_jitter: float = Field(default=0.2, ge=0, le=1)
+    # Cap on an endpoint's Retry-After.
     worker_max_retry_after_seconds: float = Field(default=3600.0, gt=0)
     # An endpoint failing with no success for this long is disabled and ops are told.
     worker_disable_after_seconds: float = Field(default=5 * 24 * 3600.0, gt=0)
+    # One webhook POST.
     worker_delivery_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Deliveries in flight in all, per process.
     worker_delivery_concurrency: int = Field(default=500, ge=1)
+    # Deliveries in flight per endpoint, per process: a slow endpoint never delays other licensees.
     worker_endpoint_concurrency: int = Field(default=10, ge=1)
     # Where nothing signals new work (another process on SQLite, a consumer without the batch
     # hook), loops poll this often; where something does, they still look every idle-wake seconds.
     worker_poll_interval_seconds: float = Field(default=0.1, gt=0)
+    # Where loops are woken by a signal (new notices, consumed batches, NOTIFY), they still look
+    # this often: expired leases of a crashed worker, deliveries made through the API. Retries due
+    # sooner wake the loop at their time.
     worker_idle_wake_seconds: float = Field(default=1.0, gt=0)
+    # How often the overdue sweep runs and the notice gauges are refreshed.
     worker_sweep_interval_seconds: float = Field(default=5.0, gt=0)
     # Secret rotation: the old secret keeps signing (next to the new one) this long.
     worker_rotation_grace_seconds: float = Field(default=24 * 3600.0, ge=0)
-    # SSRF: networks endpoints may resolve to despite being private/loopback/link-local.
+    # SSRF: networks (CIDRs) endpoints may resolve to despite being private/loopback/link-local.
     # Cloud metadata addresses are refused always. `make run` allows loopback (and plain http).
     worker_allow_networks: list[str] = []
+    # Accept plain `http://` endpoint URLs (local demos only).
     worker_allow_http: bool = False
+    # Connection pool size.
     worker_db_pool_size: int = Field(default=10, ge=1)
 
     @model_validator(mode="after")
