@@ -31,7 +31,7 @@ from security_fixtures import SecurityStack, World
 MIB = 1024 * 1024
 DEFAULT_LIMIT = MIB
 BATCH_LIMIT = 16 * MIB
-# Documented in the README: these take bodies up to 16 MiB, every other endpoint up to 1 MiB.
+# Documented in docs/api.md: these take bodies up to 16 MiB, every other endpoint up to 1 MiB.
 BATCH_PATHS = {
     "consent": {"/v1/samples/batch", "/v1/consents", "/v1/revocations"},
     "registry": {"/v1/licenses", "/v1/models", "/v1/holders"},
