@@ -59,7 +59,8 @@ test-fast: install
 
 # docs/configuration.md is generated from the settings classes (a test fails when it is stale).
 docs: install
-	$(VENV)/bin/python scripts/config_docs.py > docs/configuration.md
+	$(VENV)/bin/python scripts/config_docs.py > docs/configuration.md.tmp
+	mv docs/configuration.md.tmp docs/configuration.md
 
 # Not part of `make test`. RESCIND_BENCH_SECONDS=15 for a quick run; RESCIND_BENCH_ONLY=stack for one.
 bench: install
