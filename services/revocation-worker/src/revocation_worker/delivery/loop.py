@@ -49,8 +49,8 @@ from revocation_worker.delivery import rules
 from revocation_worker.delivery.client import UnsafeURL, check_literal_host, make_session, post
 from revocation_worker.delivery.rules import Outcome
 from revocation_worker.delivery.signing import sign_headers, webhook_id
+from revocation_worker.endpoints import repository as endpoints_repo
 from revocation_worker.endpoints import service as endpoints
-from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.events import outbox_row
 from revocation_worker.metrics import (
     DELIVERY_ATTEMPTS,
@@ -357,7 +357,7 @@ class Deliverer:
             if job.delivery_id in deliveries:
                 observed.attempts.append(_outcome_label(outcome))
         for disabling in result.disabled:
-            orm_endpoint = session.get(Endpoint, disabling.endpoint_id)  # locked above
+            orm_endpoint = endpoints_repo.get(session, disabling.endpoint_id)  # locked above
             if orm_endpoint is not None:
                 endpoints.disable(session, self.ctx, orm_endpoint, disabling.reason)
                 observed.disabled.append(disabling.label)
