@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -387,13 +386,49 @@ class Deliverer:
             events.append(_notice_event(s, event.notice, **payload))
         delivery_repo.write_recorded(
             session,
-            [delivery_repo.DeliveryState(**_fields(d)) for d in result.deliveries],
+            [
+                delivery_repo.DeliveryState(
+                    d.id,
+                    d.notice_id,
+                    d.endpoint_id,
+                    d.status,
+                    d.attempts,
+                    d.first_attempt_at,
+                    d.next_attempt_at,
+                    d.succeeded_at,
+                    d.last_attempt_at,
+                    d.last_status_code,
+                    d.last_error,
+                )
+                for d in result.deliveries
+            ],
             [
                 delivery_repo.EndpointState(e.id, e.status, e.failing_since, e.last_success_at, changed=True)
                 for e in result.endpoints
             ],
-            [delivery_repo.NoticeState(**_fields(n), changed=True) for n in result.notices],
-            [_fields(a) for a in result.attempts],
+            [
+                delivery_repo.NoticeState(
+                    n.id,
+                    n.licensee_id,
+                    n.revocation_id,
+                    n.subject_id,
+                    n.status,
+                    n.delivered_at,
+                    n.revoked_at,
+                    True,
+                )
+                for n in result.notices
+            ],
+            [
+                {
+                    "delivery_id": a.delivery_id,
+                    "at": a.at,
+                    "status_code": a.status_code,
+                    "error": a.error,
+                    "duration_ms": a.duration_ms,
+                }
+                for a in result.attempts
+            ],
             events,
         )
 
@@ -487,11 +522,6 @@ def _notice_event(settings: WorkerSettings, notice: Any, **payload: Any) -> dict
         subject_id=notice.subject_id,
         **payload,
     )
-
-
-def _fields(value: Any) -> dict[str, Any]:
-    """A rules value's fields by name (shallow: no copies)."""
-    return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
 
 
 def _delivery(d: delivery_repo.DeliveryState) -> rules.Delivery:

@@ -20,7 +20,7 @@ import datetime as dt
 import email.utils
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 Uniform = Callable[[float, float], float]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What one POST of a delivery came to."""
 
@@ -44,7 +44,7 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Delivery:
     id: int
     notice_id: str
@@ -59,7 +59,7 @@ class Delivery:
     last_error: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     id: str
     status: str
@@ -67,7 +67,7 @@ class Endpoint:
     last_success_at: dt.datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Notice:
     id: str
     licensee_id: str
@@ -78,7 +78,7 @@ class Notice:
     revoked_at: dt.datetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Policy:
     """The settings the rules read."""
 
@@ -99,7 +99,7 @@ class Policy:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attempt:
     """The attempt row to insert."""
 
@@ -110,7 +110,7 @@ class Attempt:
     duration_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NoticeDelivered:
     notice: Notice
     endpoint_id: str
@@ -118,20 +118,20 @@ class NoticeDelivered:
     latency_seconds: float  # from the revocation to this success
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NoticeFailed:
     notice: Notice
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EndpointDisabled:
     endpoint_id: str
     reason: str
     label: str  # "gone" or "failing": the metric's label
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Dead:
     """A delivery that died in this pass (to a disabled endpoint, or out of its window)."""
 
@@ -139,7 +139,7 @@ class Dead:
     endpoint_disabled: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Recorded:
     """What a recording pass writes and emits."""
 
@@ -179,6 +179,10 @@ def retry_after(headers: Mapping[str, str], now: dt.datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
+def _notice(n: Notice, status: str, delivered_at: dt.datetime | None) -> Notice:
+    return Notice(n.id, n.licensee_id, n.revocation_id, n.subject_id, status, delivered_at, n.revoked_at)
+
+
 def cannot_succeed(statuses: Sequence[str] | Mapping[int, str]) -> bool:
     """True when none of a notice's deliveries (these statuses) can still succeed."""
     values = statuses.values() if isinstance(statuses, Mapping) else statuses
@@ -214,67 +218,81 @@ def record(
         if d is None:
             continue
         attempts.append(Attempt(d.id, now, outcome.status_code, outcome.error, int(outcome.duration * 1000)))
-        d = replace(
-            d,
-            attempts=d.attempts + 1,
-            last_attempt_at=now,
-            first_attempt_at=d.first_attempt_at or now,
-            last_status_code=outcome.status_code,
-            last_error=outcome.error,
-        )
-        done[d.id] = d
+        count = d.attempts + 1
+        first = d.first_attempt_at or now
+        status, next_at, succeeded_at = d.status, d.next_attempt_at, d.succeeded_at
+        died = to_disabled = False
         endpoint = ends.get(d.endpoint_id)
         notice = nots.get(d.notice_id)
         if outcome.ok:
-            done[d.id] = replace(d, status="succeeded", succeeded_at=now)
+            status, succeeded_at = "succeeded", now
             if endpoint is not None:
-                ends[endpoint.id] = replace(endpoint, failing_since=None, last_success_at=now)
+                ends[endpoint.id] = Endpoint(endpoint.id, endpoint.status, None, now)
                 ends_changed.add(endpoint.id)
             if notice is not None and notice.delivered_at is None:
-                status = "delivered" if notice.status in ("pending", "failed") else notice.status
-                notice = nots[notice.id] = replace(notice, delivered_at=now, status=status)
+                notice = nots[notice.id] = _notice(
+                    notice, "delivered" if notice.status in ("pending", "failed") else notice.status, now
+                )
                 nots_changed.add(notice.id)
                 latency = (now - notice.revoked_at).total_seconds()
-                events.append(NoticeDelivered(notice, d.endpoint_id, d.attempts, latency))
-            continue
-        if d.status != "pending":
-            continue  # acknowledged or cancelled meanwhile
-        if endpoint is not None:
-            if endpoint.failing_since is None:
-                endpoint = ends[endpoint.id] = replace(endpoint, failing_since=now)
-                ends_changed.add(endpoint.id)
-            if endpoint.status != "disabled":
-                assert endpoint.failing_since is not None
-                reason, label = "", ""
-                if outcome.status_code == 410:
-                    reason, label = "the endpoint answered 410 Gone", "gone"
-                elif (now - endpoint.failing_since).total_seconds() > policy.disable_after:
-                    reason, label = "the endpoint kept failing", "failing"
-                if reason:
-                    endpoint = ends[endpoint.id] = replace(endpoint, status="disabled")
-                    disabled.append(EndpointDisabled(endpoint.id, reason, label))
-        delay = backoff(d.attempts, policy.retry_schedule, policy.retry_jitter, uniform)
-        if outcome.retry_after is not None:
-            delay = max(delay, min(outcome.retry_after, policy.max_retry_after))
-        next_at = now + dt.timedelta(seconds=delay)
-        # A disabled endpoint is never claimed again: a retry scheduled for it would wait forever,
-        # out of the dead-letter backlog. Its delivery is dead now (re-driven once it is enabled).
-        to_disabled = endpoint is not None and endpoint.status == "disabled"
-        assert d.first_attempt_at is not None
-        if not to_disabled and (next_at - d.first_attempt_at).total_seconds() <= policy.retry_window:
-            done[d.id] = replace(d, next_attempt_at=next_at)
-            continue
-        d = done[d.id] = replace(d, status="dead")
-        dead.append(Dead(d, to_disabled))
-        if notice is not None and notice.delivered_at is None and notice.status == "pending":
-            # The others as stored, or as this pass leaves them.
-            others = dict(statuses_of(notice.id))
-            others.update({i: x.status for i, x in done.items() if x.notice_id == notice.id})
-            others.pop(d.id, None)
-            if cannot_succeed(others):
-                notice = nots[notice.id] = replace(notice, status="failed")
-                nots_changed.add(notice.id)
-                events.append(NoticeFailed(notice, f"undeliverable: {outcome.error or outcome.status_code}"))
+                events.append(NoticeDelivered(notice, d.endpoint_id, count, latency))
+        elif d.status == "pending":  # else acknowledged or cancelled meanwhile: only the attempt counts
+            if endpoint is not None:
+                failing_since = endpoint.failing_since or now
+                endpoint_status = endpoint.status
+                if endpoint_status != "disabled":
+                    reason, label = "", ""
+                    if outcome.status_code == 410:
+                        reason, label = "the endpoint answered 410 Gone", "gone"
+                    elif (now - failing_since).total_seconds() > policy.disable_after:
+                        reason, label = "the endpoint kept failing", "failing"
+                    if reason:
+                        endpoint_status = "disabled"
+                        disabled.append(EndpointDisabled(endpoint.id, reason, label))
+                if endpoint.failing_since is None:
+                    ends_changed.add(endpoint.id)
+                if (failing_since, endpoint_status) != (endpoint.failing_since, endpoint.status):
+                    endpoint = ends[endpoint.id] = Endpoint(
+                        endpoint.id, endpoint_status, failing_since, endpoint.last_success_at
+                    )
+            delay = backoff(count, policy.retry_schedule, policy.retry_jitter, uniform)
+            if outcome.retry_after is not None:
+                delay = max(delay, min(outcome.retry_after, policy.max_retry_after))
+            retry_at = now + dt.timedelta(seconds=delay)
+            # A disabled endpoint is never claimed again: a retry scheduled for it would wait forever,
+            # out of the dead-letter backlog. Its delivery is dead now (re-driven once it is enabled).
+            to_disabled = endpoint is not None and endpoint.status == "disabled"
+            died = to_disabled or (retry_at - first).total_seconds() > policy.retry_window
+            if died:
+                status = "dead"
+            else:
+                next_at = retry_at
+            if died and notice is not None and notice.delivered_at is None and notice.status == "pending":
+                # The others as stored, or as this pass leaves them (this one is dead).
+                others = dict(statuses_of(notice.id))
+                others.update({i: x.status for i, x in done.items() if x.notice_id == notice.id})
+                others.pop(d.id, None)
+                if cannot_succeed(others):
+                    notice = nots[notice.id] = _notice(notice, "failed", notice.delivered_at)
+                    nots_changed.add(notice.id)
+                    events.append(
+                        NoticeFailed(notice, f"undeliverable: {outcome.error or outcome.status_code}")
+                    )
+        d = done[d.id] = Delivery(
+            d.id,
+            d.notice_id,
+            d.endpoint_id,
+            status,
+            count,
+            first,
+            next_at,
+            succeeded_at,
+            now,
+            outcome.status_code,
+            outcome.error,
+        )
+        if died:
+            dead.append(Dead(d, to_disabled))
     return Recorded(
         deliveries=tuple(done.values()),
         endpoints=tuple(ends[i] for i in endpoints if i in ends_changed),
