@@ -13,25 +13,11 @@ from typing import Any
 import httpx
 
 from consent_api.config import ConsentSettings
-from rescind_common.auth import ensure_dev_key, mint_token
+from rescind_common.service_token import ServiceToken
 
 log = logging.getLogger(__name__)
 
 BATCH = 10_000
-
-
-def _token(settings: ConsentSettings) -> str:
-    if settings.consent_registry_token:
-        return settings.consent_registry_token
-    key = ensure_dev_key(settings.dev_auth_key_file)
-    return mint_token(
-        key,
-        sub="consent-api",
-        role="operator",
-        issuer=settings.auth_issuer,
-        audience=settings.auth_audience,
-        ttl=dt.timedelta(minutes=5),
-    )
 
 
 def lookup(settings: ConsentSettings, sample_ids: list[str]) -> dict[str, Any]:
@@ -39,7 +25,13 @@ def lookup(settings: ConsentSettings, sample_ids: list[str]) -> dict[str, Any]:
         return {"status": "ok", "licensees": []}
     merged: dict[str, dict[str, Any]] = {}
     try:
-        headers = {"Authorization": f"Bearer {_token(settings)}"}
+        token = ServiceToken(
+            settings,
+            subject="consent-api",
+            static=settings.consent_registry_token,
+            ttl=dt.timedelta(minutes=5),
+        )
+        headers = token.headers()
         with httpx.Client(base_url=settings.consent_registry_url, timeout=10, headers=headers) as client:
             for i in range(0, len(sample_ids), BATCH):
                 r = client.post("/v1/holders", json={"sample_ids": sample_ids[i : i + BATCH]})

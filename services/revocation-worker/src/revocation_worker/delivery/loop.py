@@ -10,13 +10,11 @@
   notices updated together, the NoticeDelivered/NoticeFailed/EndpointDisabled events in the same
   transaction). Until it commits the delivery stays leased: a crash between the POST and the
   record means the lease expires and the receiver sees a redelivery with the same `webhook-id`.
-- Only 2xx is success. Failures back off along `worker_retry_schedule_seconds` with jitter,
-  honouring Retry-After, for `worker_retry_window_seconds` (72 h); then the delivery is dead
-  (the operator can re-drive it). 410 Gone disables the endpoint at once; an endpoint failing
-  without a success for `worker_disable_after_seconds` is disabled. Ops are told by metric and
-  by an EndpointDisabled event. A disabled endpoint is never claimed, so its deliveries are
-  dead-lettered at once (this one, and its backlog just after), and a notice none of whose
-  deliveries can still succeed turns `failed`; enabling the endpoint re-drives them.
+- What an outcome does (success, retry, dead, endpoint disabled, notice delivered or failed) is
+  decided by the pure rules of `delivery/rules.py`; this module reads the states they need, locked,
+  and writes what they return. A disabled endpoint is never claimed, so its deliveries are
+  dead-lettered at once (this one by the rules, its backlog just after by
+  `notices.dead_letter_disabled`); enabling the endpoint re-drives them.
 - The loop sleeps until woken (`wake()`: new notices, freed capacity, a recorded batch), until
   the earliest pending retry is due, or at most `worker_idle_wake_seconds` (leases of crashed
   workers, deliveries made by the API). Run with nobody to wake it (`signalled=False`), it polls
@@ -28,10 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import email.utils
 import json
 import logging
-import random
 import time
 import uuid
 from collections.abc import Coroutine
@@ -48,10 +44,12 @@ from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.config import WorkerSettings
 from revocation_worker.context import AppContext
 from revocation_worker.delivery import repository as delivery_repo
+from revocation_worker.delivery import rules
 from revocation_worker.delivery.client import UnsafeURL, check_literal_host, make_session, post
+from revocation_worker.delivery.rules import Outcome
 from revocation_worker.delivery.signing import sign_headers, webhook_id
+from revocation_worker.endpoints import repository as endpoints_repo
 from revocation_worker.endpoints import service as endpoints
-from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.events import outbox_row
 from revocation_worker.metrics import (
     DELIVERY_ATTEMPTS,
@@ -97,14 +95,6 @@ class Leased:
 
     def job(self, body: bytes) -> Job:
         return Job(self.delivery_id, self.endpoint_id, self.notice.id, self.url, body, self.secrets)
-
-
-@dataclass
-class Outcome:
-    status_code: int | None
-    error: str | None
-    duration: float
-    retry_after: float | None = None
 
 
 @dataclass
@@ -221,7 +211,9 @@ class Deliverer:
             check_literal_host(job.url, self.ctx.policy, s.worker_allow_http)
             headers = sign_headers(webhook_id(job.notice_id), job.body.decode(), job.secrets, utcnow())
             status, resp_headers = await post(http, job.url, job.body, headers)
-            return Outcome(status, None, time.perf_counter() - start, _retry_after(resp_headers))
+            return Outcome(
+                status, None, time.perf_counter() - start, rules.retry_after(resp_headers, utcnow())
+            )
         except UnsafeURL as exc:
             return Outcome(None, f"refused address: {exc}", time.perf_counter() - start)
         except TimeoutError:
@@ -338,8 +330,8 @@ class Deliverer:
                 )
 
     def _record(self, session: Session, batch: list[tuple[Job, Outcome]], observed: _Observed) -> None:
-        """Deliveries, endpoints and notices are read as plain rows (locked) and written back with
-        one executemany UPDATE each, attempts and events with one multi-row INSERT each: no ORM
+        """Read the states (locked), apply the rules (`rules.record`), write the result back: one
+        executemany UPDATE per table, attempts and events with one multi-row INSERT each. No ORM
         unit of work, except the rare endpoint being disabled (`endpoints.disable`)."""
         s = self.ctx.settings
         now = utcnow()
@@ -348,116 +340,95 @@ class Deliverer:
         rows = deliveries.values()
         by_endpoint = delivery_repo.lock_endpoint_states(session, (d.endpoint_id for d in rows))
         by_notice = delivery_repo.lock_notice_states(session, (d.notice_id for d in rows))
-        attempts: list[dict[str, object]] = []
-        events: list[dict[str, Any]] = []
-        recorded: dict[int, delivery_repo.DeliveryState] = {}
+        result = rules.record(
+            [(job.delivery_id, outcome) for job, outcome in batch],
+            {i: _delivery(d) for i, d in deliveries.items()},
+            {
+                i: rules.Endpoint(e.id, e.status, e.failing_since, e.last_success_at)
+                for i, e in by_endpoint.items()
+            },
+            {i: _notice(n) for i, n in by_notice.items()},
+            rules.Policy.of(s),
+            now,
+            statuses_of=lambda notice_id: delivery_repo.delivery_statuses_of(session, notice_id),
+        )
         for job, outcome in batch:
-            d = deliveries.get(job.delivery_id)
-            if d is None:
-                continue
-            recorded[d.id] = d
-            attempts.append(
-                {
-                    "delivery_id": d.id,
-                    "at": now,
-                    "status_code": outcome.status_code,
-                    "error": outcome.error,
-                    "duration_ms": int(outcome.duration * 1000),
-                }
+            if job.delivery_id in deliveries:
+                observed.attempts.append(_outcome_label(outcome))
+        for disabling in result.disabled:
+            orm_endpoint = endpoints_repo.get(session, disabling.endpoint_id)  # locked above
+            if orm_endpoint is not None:
+                endpoints.disable(session, self.ctx, orm_endpoint, disabling.reason)
+                observed.disabled.append(disabling.label)
+                observed.disabled_endpoints.append(disabling.endpoint_id)
+        for dead in result.dead:
+            d = dead.delivery
+            log.warning(
+                "delivery of %s to %s is dead after %d attempts%s",
+                d.notice_id,
+                d.endpoint_id,
+                d.attempts,
+                " (endpoint disabled)" if dead.endpoint_disabled else "",
             )
-            d.attempts += 1
-            d.last_attempt_at = now
-            d.first_attempt_at = d.first_attempt_at or now
-            d.last_status_code = outcome.status_code
-            d.last_error = outcome.error
-            endpoint = by_endpoint.get(d.endpoint_id)
-            notice = by_notice.get(d.notice_id)
-            ok = outcome.status_code is not None and 200 <= outcome.status_code < 300
-            observed.attempts.append(_outcome_label(outcome, ok))
-            if ok:
-                d.status = "succeeded"
-                d.succeeded_at = now
-                if endpoint is not None:
-                    endpoint.failing_since = None
-                    endpoint.last_success_at = now
-                    endpoint.changed = True
-                if notice is not None and notice.delivered_at is None:
-                    notice.delivered_at = now
-                    notice.changed = True
-                    if notice.status in ("pending", "failed"):
-                        notice.status = "delivered"
-                    latency = (now - notice.revoked_at).total_seconds()
-                    observed.latencies.append(max(0.0, latency))
-                    events.append(
-                        _notice_event(
-                            s,
-                            notice,
-                            notice_delivered=pb.NoticeDelivered(
-                                endpoint_id=d.endpoint_id, attempts=d.attempts, latency_seconds=latency
-                            ),
-                        )
+        events: list[dict[str, Any]] = []
+        for event in result.events:
+            if isinstance(event, rules.NoticeDelivered):
+                observed.latencies.append(max(0.0, event.latency_seconds))
+                payload: dict[str, Any] = {
+                    "notice_delivered": pb.NoticeDelivered(
+                        endpoint_id=event.endpoint_id,
+                        attempts=event.attempts,
+                        latency_seconds=event.latency_seconds,
                     )
-                continue
-            if d.status != "pending":
-                continue  # acknowledged or cancelled meanwhile
-            if endpoint is not None:
-                if endpoint.failing_since is None:
-                    endpoint.failing_since = now
-                    endpoint.changed = True
-                if endpoint.status != "disabled":
-                    reason, label = "", ""
-                    if outcome.status_code == 410:
-                        reason, label = "the endpoint answered 410 Gone", "gone"
-                    elif (now - endpoint.failing_since).total_seconds() > s.worker_disable_after_seconds:
-                        reason, label = "the endpoint kept failing", "failing"
-                    orm_endpoint = session.get(Endpoint, endpoint.id) if reason else None
-                    if orm_endpoint is not None:  # rare: the ORM object (locked above) for `disable`
-                        endpoints.disable(session, self.ctx, orm_endpoint, reason)
-                        endpoint.status = "disabled"
-                        observed.disabled.append(label)
-                        observed.disabled_endpoints.append(endpoint.id)
-            delay = backoff(d.attempts, s.worker_retry_schedule_seconds, s.worker_retry_jitter)
-            if outcome.retry_after is not None:
-                delay = max(delay, min(outcome.retry_after, s.worker_max_retry_after_seconds))
-            next_at = now + dt.timedelta(seconds=delay)
-            # A disabled endpoint is never claimed again: a retry scheduled for it would wait
-            # forever, out of the dead-letter backlog. Its delivery is dead now (re-driven once
-            # the endpoint is enabled again).
-            to_disabled = endpoint is not None and endpoint.status == "disabled"
-            if to_disabled or (next_at - d.first_attempt_at).total_seconds() > s.worker_retry_window_seconds:
-                d.status = "dead"
-                log.warning(
-                    "delivery of %s to %s is dead after %d attempts%s",
-                    d.notice_id,
-                    d.endpoint_id,
-                    d.attempts,
-                    " (endpoint disabled)" if to_disabled else "",
-                )
-                if notice is not None and notice.delivered_at is None and notice.status == "pending":
-                    # The others as stored, or as this pass leaves them.
-                    others = delivery_repo.delivery_statuses_of(session, notice.id)
-                    others.update({i: x.status for i, x in recorded.items() if x.notice_id == notice.id})
-                    others.pop(d.id, None)
-                    if all(st in ("dead", "cancelled") for st in others.values()):
-                        notice.status = "failed"
-                        notice.changed = True
-                        events.append(
-                            _notice_event(
-                                s,
-                                notice,
-                                notice_failed=pb.NoticeFailed(
-                                    reason=f"undeliverable: {outcome.error or outcome.status_code}"
-                                ),
-                            )
-                        )
+                }
             else:
-                d.next_attempt_at = next_at
+                payload = {"notice_failed": pb.NoticeFailed(reason=event.reason)}
+            events.append(_notice_event(s, event.notice, **payload))
         delivery_repo.write_recorded(
             session,
-            list(recorded.values()),
-            [e for e in by_endpoint.values() if e.changed],
-            [n for n in by_notice.values() if n.changed],
-            attempts,
+            [
+                delivery_repo.DeliveryState(
+                    d.id,
+                    d.notice_id,
+                    d.endpoint_id,
+                    d.status,
+                    d.attempts,
+                    d.first_attempt_at,
+                    d.next_attempt_at,
+                    d.succeeded_at,
+                    d.last_attempt_at,
+                    d.last_status_code,
+                    d.last_error,
+                )
+                for d in result.deliveries
+            ],
+            [
+                delivery_repo.EndpointState(e.id, e.status, e.failing_since, e.last_success_at, changed=True)
+                for e in result.endpoints
+            ],
+            [
+                delivery_repo.NoticeState(
+                    n.id,
+                    n.licensee_id,
+                    n.revocation_id,
+                    n.subject_id,
+                    n.status,
+                    n.delivered_at,
+                    n.revoked_at,
+                    True,
+                )
+                for n in result.notices
+            ],
+            [
+                {
+                    "delivery_id": a.delivery_id,
+                    "at": a.at,
+                    "status_code": a.status_code,
+                    "error": a.error,
+                    "duration_ms": a.duration_ms,
+                }
+                for a in result.attempts
+            ],
             events,
         )
 
@@ -553,30 +524,30 @@ def _notice_event(settings: WorkerSettings, notice: Any, **payload: Any) -> dict
     )
 
 
-def backoff(failures: int, schedule: list[float], jitter: float) -> float:
-    base = schedule[min(failures, len(schedule) - 1)]
-    return max(0.0, base * (1 + random.uniform(-jitter, jitter)))
+def _delivery(d: delivery_repo.DeliveryState) -> rules.Delivery:
+    return rules.Delivery(
+        d.id,
+        d.notice_id,
+        d.endpoint_id,
+        d.status,
+        d.attempts,
+        d.first_attempt_at,
+        d.next_attempt_at,
+        d.succeeded_at,
+        d.last_attempt_at,
+        d.last_status_code,
+        d.last_error,
+    )
 
 
-def _retry_after(headers: dict[str, str]) -> float | None:
-    raw = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - utcnow()).total_seconds())
+def _notice(n: delivery_repo.NoticeState) -> rules.Notice:
+    return rules.Notice(
+        n.id, n.licensee_id, n.revocation_id, n.subject_id, n.status, n.delivered_at, n.revoked_at
+    )
 
 
-def _outcome_label(outcome: Outcome, ok: bool) -> str:
-    if ok:
+def _outcome_label(outcome: Outcome) -> str:
+    if outcome.ok:
         return "success"
     if outcome.status_code is None:
         return "timeout" if outcome.error == "timeout" else "error"

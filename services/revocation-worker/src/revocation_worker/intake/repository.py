@@ -1,10 +1,11 @@
-"""The intake handler's queries: a batch's revocations and parts, read and written a batch at a time."""
+"""The intake's queries: the handler's (a batch's revocations and parts, read and written a batch at
+a time), the resolver's (claiming due revocations, their parts, resolving them) and the rechecks'."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Row, Table, bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -12,6 +13,9 @@ from sqlalchemy.orm import Session
 
 from rescind_common.db import UTCDateTime
 from revocation_worker.intake.models import Revocation, RevocationPart, RevocationRecheck
+
+if TYPE_CHECKING:
+    from revocation_worker.intake.rules import PartLike
 
 CHUNK = 900  # ids per IN list (SQLite's bound-parameter limit, with room to spare)
 
@@ -76,6 +80,105 @@ def mark_ready(session: Session, ids: Sequence[str], now: dt.datetime) -> None:
             .where(c.id.in_(ids[i : i + CHUNK]), c.state == "collecting")
             .values(state="ready", next_resolve_at=now)
         )
+
+
+# -- resolving (ready revocations -> notices) --------------------------------------------------------
+
+# The claim's statements, built once (Core, bound per call): the resolver claims on every pass.
+_DUE = (
+    select(_REVOCATIONS.c.id)
+    .where(
+        _REVOCATIONS.c.state == "ready",
+        _REVOCATIONS.c.next_resolve_at <= bindparam("now", type_=UTCDateTime()),
+    )
+    .order_by(_REVOCATIONS.c.next_resolve_at)
+    .limit(bindparam("limit"))
+)
+_DUE_SKIP_LOCKED = _DUE.with_for_update(skip_locked=True)
+_HIDE = (
+    update(_REVOCATIONS)
+    .where(_REVOCATIONS.c.id.in_(bindparam("ids", expanding=True)))
+    .values(next_resolve_at=bindparam("until", type_=UTCDateTime()))
+)
+
+
+def due(session: Session, now: dt.datetime, limit: int, *, skip_locked: bool = False) -> list[str]:
+    stmt = _DUE_SKIP_LOCKED if skip_locked else _DUE
+    return [str(i) for i in session.connection().execute(stmt, {"now": now, "limit": limit}).scalars()]
+
+
+def claim(session: Session, now: dt.datetime, limit: int, lease: dt.timedelta) -> list[str]:
+    """Take up to `limit` due revocations for `lease`, in the caller's transaction.
+
+    On PostgreSQL rows another resolver is claiming right now are skipped (SKIP LOCKED), and
+    moving next_resolve_at past the lease hides the claimed rows from every other resolver until
+    it ends (a crashed resolver's claims come back then). On SQLite, BEGIN IMMEDIATE serialises
+    claims. The lease only saves duplicate work: notices are made under a row lock that re-checks
+    the state, so a revocation whose lease ran out is still never resolved twice."""
+    ids = due(session, now, limit, skip_locked=True)
+    if ids:
+        session.connection().execute(_HIDE, {"ids": ids, "until": now + lease})
+    return ids
+
+
+_PARTS_OF = select(
+    _PARTS.c.revocation_id,
+    _PARTS.c.consent_id,
+    _PARTS.c.sample_ids,
+    _PARTS.c.purposes,
+    _PARTS.c.only_licensee_id,
+).where(_PARTS.c.revocation_id.in_(bindparam("ids", expanding=True)))
+
+
+def parts_of_many(session: Session, revocation_ids: Sequence[str]) -> dict[str, list[PartLike]]:
+    """Every revocation's parts as plain rows (no ORM objects), one query per CHUNK revocations
+    (none for a revocation without)."""
+    parts: dict[str, list[PartLike]] = {rid: [] for rid in revocation_ids}
+    ids = sorted(set(revocation_ids))
+    conn = session.connection()
+    for i in range(0, len(ids), CHUNK):
+        for part in conn.execute(_PARTS_OF, {"ids": ids[i : i + CHUNK]}):
+            parts[part.revocation_id].append(part)
+    return parts
+
+
+# Resolve the ready ones of these revocations (their rows locked in id order, so that resolvers
+# never deadlock) and return what their notices need, in one statement: a revocation no longer
+# ready was resolved by another resolver whose lease had outlived ours. On SQLite (no FOR UPDATE)
+# BEGIN IMMEDIATE serialises writers instead.
+_RESOLVE = (
+    update(_REVOCATIONS)
+    .where(
+        _REVOCATIONS.c.id.in_(
+            select(_REVOCATIONS.c.id)
+            .where(_REVOCATIONS.c.id.in_(bindparam("ids", expanding=True)), _REVOCATIONS.c.state == "ready")
+            .order_by(_REVOCATIONS.c.id)
+            .with_for_update()
+            .scalar_subquery()
+        )
+    )
+    .values(state="resolved", resolved_at=bindparam("now"))
+    .returning(_REVOCATIONS.c.id, _REVOCATIONS.c.subject_id, _REVOCATIONS.c.occurred_at)
+)
+
+
+def resolve(session: Session, ids: Sequence[str], now: dt.datetime) -> list[Row[Any]]:
+    """Mark those of these revocations still ready resolved; returns them (id, subject_id,
+    occurred_at) in id order."""
+    rows = session.connection().execute(_RESOLVE, {"ids": sorted(ids), "now": now})
+    return sorted(rows, key=lambda r: r.id)
+
+
+def lock_ready(session: Session, ids: Sequence[str]) -> list[Revocation]:
+    """Those of these revocations still ready, row-locked in id order (to back them off)."""
+    return list(
+        session.scalars(
+            select(Revocation)
+            .where(Revocation.id.in_(sorted(ids)), Revocation.state == "ready")
+            .order_by(Revocation.id)
+            .with_for_update()
+        )
+    )
 
 
 # -- rechecks (a licensee the registry says lost samples to a revocation) ---------------------------

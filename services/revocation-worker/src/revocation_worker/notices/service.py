@@ -15,6 +15,7 @@ from rescind_common.ids import new_ids
 from rescind_common.problems import Problem, field_error
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.context import AppContext
+from revocation_worker.delivery.rules import cannot_succeed
 from revocation_worker.endpoints import repository as endpoints_repo
 from revocation_worker.events import outbox_row, publish, publish_many, timestamp
 from revocation_worker.notices import repository
@@ -412,7 +413,7 @@ def dead_letter_disabled(ctx: AppContext, endpoint_ids: Sequence[str] | None = N
                 if notice.status != "pending" or notice.delivered_at is not None:
                     continue
                 statuses = repository.delivery_statuses(session, notice_id)
-                if all(st in ("dead", "cancelled") for st in statuses):
+                if cannot_succeed(statuses):
                     notice.status = "failed"
                     events.append(
                         outbox_row(
