@@ -201,8 +201,8 @@ class Exited(Exception):
 
 
 class NotReady(Exception):
-    def __init__(self, service: str, timeout: float, probe: str, last: str) -> None:
-        super().__init__(f"{service} not ready after {timeout:.0f}s: GET {probe} -> {last}")
+    def __init__(self, what: str, timeout: float, probe: str, last: str) -> None:
+        super().__init__(f"{what} not ready after {timeout:.0f}s: GET {probe} -> {last}")
 
 
 class Launcher:
@@ -304,11 +304,16 @@ class Launcher:
         return self.start(name, proc.argv)
 
     def run_to_end(
-        self, name: str, argv: list[str], *, stopping: Callable[[], bool] = lambda: False
+        self,
+        name: str,
+        argv: list[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> int | None:
         """Run a one-off command (a migration) to its end: its exit code, or None once `stopping()`
         (it is then left running among `procs`, for stop_all)."""
-        proc = self.procs[name] = self.popen(name, argv)
+        proc = self.procs[name] = self.popen(name, argv, env)
         while (code := proc.popen.poll()) is None:
             if stopping():
                 return None
@@ -357,29 +362,43 @@ class Launcher:
         watch: Iterable[str] | None = None,
         stopping: Callable[[], bool] = lambda: False,
     ) -> bool:
-        """Wait until each service answers 200 on /readyz. False as soon as `stopping()`; raises
-        Exited if a watched process stops first (default: every process), NotReady at `timeout`."""
+        """Wait until each service answers 200 on /readyz, in turn (see wait_http)."""
         watched = None if watch is None else list(watch)
-        with httpx.Client(timeout=2.0) as client:
-            for key in services:
-                probe = f"{self.url(key)}/readyz"
-                deadline = time.monotonic() + timeout
-                last = "no answer"
-                while True:
-                    if stopping():
-                        return False
-                    self.check_running(watched)
-                    try:
-                        response = client.get(probe)
-                        if response.status_code == 200:
-                            break
-                        last = f"{response.status_code} {response.text[:300]}"
-                    except httpx.HTTPError as exc:
-                        last = str(exc) or type(exc).__name__
-                    if time.monotonic() > deadline:
-                        raise NotReady(SERVICES[key].name, timeout, probe, last)
-                    time.sleep(POLL_INTERVAL)
+        for key in services:
+            probe = f"{self.url(key)}/readyz"
+            if not self.wait_http(SERVICES[key].name, probe, timeout, watch=watched, stopping=stopping):
+                return False
         return True
+
+    def wait_http(
+        self,
+        what: str,
+        probe: str,
+        timeout: float = READY_TIMEOUT,
+        *,
+        watch: Iterable[str] | None = None,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> bool:
+        """Wait until GET `probe` answers 200. False as soon as `stopping()`; raises Exited if a
+        watched process (default: every process) or the broker stops first, NotReady at `timeout`."""
+        watched = None if watch is None else list(watch)
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                if stopping():
+                    return False
+                self.check_running(watched)
+                try:
+                    response = client.get(probe)
+                    if response.status_code == 200:
+                        return True
+                    last = f"{response.status_code} {response.text[:300]}"
+                except httpx.HTTPError as exc:
+                    last = str(exc) or type(exc).__name__
+                if time.monotonic() > deadline:
+                    raise NotReady(what, timeout, probe, last)
+                time.sleep(POLL_INTERVAL)
 
     def stop_all(
         self,
