@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,12 +40,11 @@ from _common import (
     percentile,
     proc_cpu,
     random_sha256,
-    serve,
     service_env,
-    stop_processes,
     write_result,
 )
 
+from rescind_cli.processes import Launcher
 from rescind_common.embedded_broker import free_port
 
 HERE = Path(__file__).parent
@@ -184,11 +182,14 @@ async def open_loop(url_of: list[str], headers_of: list[dict[str, str]], rate: i
     }
 
 
-class Stack:
+class Stack(Launcher):
+    """The launcher of `make run` (rescind_cli.processes) starting single targets, each on its own
+    fresh database and port; every database dropped by close()."""
+
     def __init__(self) -> None:
         self.state = Path(tempfile.mkdtemp(prefix="rescind-load-"))
+        super().__init__(service_env(self.state), {})
         self.dbs: list[str] = []
-        self.procs: list[subprocess.Popen[bytes]] = []
 
     def db(self, label: str) -> str:
         url = create_database(f"load_{label}")
@@ -198,29 +199,35 @@ class Stack:
     def token(self, sub: str) -> dict[str, str]:
         return bearer(self.state, "subject", sub)
 
+    def serve(self, name: str, argv: list[str], env: dict[str, str], port: int, db_url: str) -> Target:
+        """Start a target and wait until it answers; `env` adds to the stack's."""
+        self.ports[name] = port
+        proc = self.start(name, argv, env)
+        self.wait_http(name, f"{self.url(name)}/healthz", 30, watch=[name])
+        return Target(name, self.url(name), database_name(db_url), proc.popen.pid)
+
     def consent_api(self, name: str, src: str | None) -> Target:
         db_url = self.db(name)
         port = free_port()
-        env = service_env(self.state, RESCIND_CONSENT_DATABASE_URL=db_url, RESCIND_CONSENT_PORT=str(port))
+        env = {"RESCIND_CONSENT_DATABASE_URL": db_url, "RESCIND_CONSENT_PORT": str(port)}
         if src:
             paths = [f"{src}/services/consent-api/src", f"{src}/libs/rescind-common/src"]
             env["PYTHONPATH"] = os.pathsep.join(paths)
         py = sys.executable
-        subprocess.run([py, "-m", "consent_api", "migrate"], env=env, check=True)
+        code = self.run_to_end(f"{name}-migrate", [py, "-m", "consent_api", "migrate"], env)
+        if code != 0:
+            raise RuntimeError(f"{name} migrate exited with code {code}")
         workers = WORKERS if src is None else "1"
-        p = serve([py, "-m", "consent_api", "serve", "--workers", workers], env, port)
-        self.procs.append(p)
-        return Target(name, f"http://127.0.0.1:{port}", database_name(db_url), p.pid)
+        return self.serve(name, [py, "-m", "consent_api", "serve", "--workers", workers], env, port, db_url)
 
     def bare(self) -> Target:
         db_url = self.db("bare")
         port = free_port()
-        p = serve([sys.executable, str(HERE / "bare_app.py"), str(port), db_url], dict(os.environ), port)
-        self.procs.append(p)
-        return Target("bare", f"http://127.0.0.1:{port}", database_name(db_url), p.pid)
+        argv = [sys.executable, str(HERE / "bare_app.py"), str(port), db_url]
+        return self.serve("bare", argv, {}, port, db_url)
 
     def close(self) -> None:
-        stop_processes(*self.procs)
+        self.stop_all()
         for url in self.dbs:
             drop_database(url)
 

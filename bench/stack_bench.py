@@ -1,8 +1,8 @@
 """The whole stack under load: revoke -> verified webhook, fan-out, grants, each beside its raw path.
 
 Starts, on fresh PostgreSQL databases and a fresh Tansu broker, the three services as processes
-exactly as `tests/e2e_stack.py` does (consent-api serve/relay/consumer, registry serve/consumer,
-revocation-worker serve/worker; defaults except loopback webhooks allowed), plus
+with the launcher of `make run` and the tests (rescind_cli.processes: consent-api serve/relay/consumer,
+registry serve/consumer, revocation-worker serve/worker; defaults except loopback webhooks allowed), plus
   - a receiver process (bench/receiver.py, aiohttp) that verifies every webhook with the
     `standardwebhooks` library and records when it arrived, and
   - a bare FastAPI endpoint (bench/bare_app.py, uvicorn, one worker like consent-api) doing one
@@ -52,7 +52,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +69,6 @@ from _common import (
     create_topic,
     database_name,
     drop_database,
-    http_ok,
     machine,
     nearest_rank,
     print_table,
@@ -79,18 +77,16 @@ from _common import (
     reset_peak_rss,
     rss_kb,
     server_version,
-    wait_until,
     write_result,
 )
 from kafka import KafkaConsumer, TopicPartition
 from standardwebhooks.webhooks import Webhook
 
-from rescind_common.embedded_broker import EmbeddedBroker, free_port
+from rescind_cli.processes import SERVICES, Launcher, free_ports, stack_env
 from rescind_common.kafka import make_producer
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as consent_pb
 
 HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
 
 
 def _env_float(name: str, default: float) -> float:
@@ -253,26 +249,27 @@ def _short(frame: str) -> str:
     return f"{name} ({'/'.join(parts[-2:])})" if where else name
 
 
-class Stack:
-    """Fresh databases, a broker, the seven service processes, the receiver and the bare endpoint."""
+class Stack(Launcher):
+    """The launcher of `make run` (rescind_cli.processes) on fresh databases and a fresh broker, plus
+    the receiver and the bare endpoint; every database dropped by close()."""
 
-    SERVICE_PROCS = {
-        "consent-api": ["consent-api", "serve"],
-        "consent-relay": ["consent-api", "relay"],
-        "consent-consumer": ["consent-api", "consumer"],
-        "registry": ["registry", "serve"],
-        "registry-consumer": ["registry", "consumer"],
-        "worker-api": ["revocation-worker", "serve"],
-        "worker": ["revocation-worker", "worker"],
-    }
+    # Those of `make run` but registry-relay: nothing here reads the license events it publishes.
+    SERVICE_PROCS = (
+        "consent-api",
+        "consent-relay",
+        "consent-consumer",
+        "registry",
+        "registry-consumer",
+        "revocation-worker",
+        "worker",
+    )
 
     def __init__(self, tmp: Path) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        super().__init__({}, free_ports(("consent", "registry", "worker", "receiver", "bare")), log_dir=tmp)
         self.tmp = tmp
         self.tag = uuid.uuid4().hex[:8]
-        self.db_urls: dict[str, str] = {}  # filled by start(), dropped by stop()
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.broker: EmbeddedBroker | None = None
-        self.ports = {n: free_port() for n in ("consent", "registry", "worker", "receiver", "bare")}
+        self.db_urls: dict[str, str] = {}  # filled by up(), dropped by close()
         self.state = tmp / "state"
         self.state.mkdir(parents=True, exist_ok=True)
 
@@ -284,100 +281,44 @@ class Stack:
     def db_url(self, name: str) -> str:
         return self.db_urls[name]
 
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
-
-    @property
-    def env(self) -> dict[str, str]:
-        assert self.broker is not None
-        return {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "RESCIND_STATE_DIR": str(self.state),
-            "RESCIND_KAFKA_BOOTSTRAP": self.broker.bootstrap,
-            "RESCIND_LOG_LEVEL": "INFO",
-            "RESCIND_CONSENT_DATABASE_URL": self.db_url("consent"),
-            "RESCIND_REGISTRY_DATABASE_URL": self.db_url("registry"),
-            "RESCIND_WORKER_DATABASE_URL": self.db_url("worker"),
-            "RESCIND_CONSENT_PORT": str(self.ports["consent"]),
-            "RESCIND_REGISTRY_PORT": str(self.ports["registry"]),
-            "RESCIND_WORKER_PORT": str(self.ports["worker"]),
-            "RESCIND_CONSENT_PUBLIC_URL": self.url("consent"),
-            "RESCIND_WORKER_PUBLIC_URL": self.url("worker"),
-            "RESCIND_WORKER_REGISTRY_URL": self.url("registry"),
-            "RESCIND_CONSENT_REGISTRY_URL": self.url("registry"),
-            # The receivers are on loopback over plain http; everything else stays at its default.
-            "RESCIND_WORKER_ALLOW_NETWORKS": '["127.0.0.0/8"]',
-            "RESCIND_WORKER_ALLOW_HTTP": "true",
-        }
-
-    def start(self) -> None:
+    def up(self) -> None:
         for s in ("consent", "registry", "worker", "raw"):
             self.db_urls[s] = create_database(f"{self.tag}_{s}")
-        self.broker = EmbeddedBroker(log_file=self.tmp / "broker.log").start()
-        bearer(self.state, "operator", "bench")  # creates the signing key before the services start
-        migrations = {
-            exe: subprocess.Popen(
-                [str(BIN / exe), "migrate"], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-            )
-            for exe in ("consent-api", "registry", "revocation-worker")
+        broker = self.start_broker(log_file=self.tmp / "broker.log")
+        services = {s: self.ports[s] for s in SERVICES}
+        self.env = {
+            **os.environ,
+            **stack_env(
+                services,
+                bootstrap=broker.bootstrap,
+                state=self.state,
+                db_urls={s: self.db_urls[s] for s in SERVICES},
+            ),
+            "RESCIND_LOG_LEVEL": "INFO",
         }
-        for exe, p in migrations.items():
-            try:
-                output, _ = p.communicate(timeout=300)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                output, _ = p.communicate()
-            if p.returncode != 0:
-                raise RuntimeError(f"{exe} migrate failed:\n{output.decode(errors='replace')[-3000:]}")
-        for name, argv in self.SERVICE_PROCS.items():
-            self.spawn(name, [str(BIN / argv[0]), *argv[1:]])
-        self.spawn("receiver", [sys.executable, str(HERE / "receiver.py"), str(self.ports["receiver"])])
-        self.spawn(
+        bearer(self.state, "operator", "bench")  # creates the signing key before the services start
+        self.migrate()
+        for name in self.SERVICE_PROCS:
+            self.start(name)
+        self.start("receiver", [sys.executable, str(HERE / "receiver.py"), str(self.ports["receiver"])])
+        self.start(
             "bare", [sys.executable, str(HERE / "bare_app.py"), str(self.ports["bare"]), self.db_url("raw")]
         )
-        for svc in ("consent", "registry", "worker"):
-            self.wait(f"{svc} ready", lambda s=svc: http_ok(f"{self.url(s)}/readyz"), 90)  # type: ignore[misc]
-        self.wait("receiver", lambda: http_ok(f"{self.url('receiver')}/_count"), 30)
-        self.wait("bare endpoint", lambda: http_ok(f"{self.url('bare')}/healthz"), 30)
-
-    def spawn(self, name: str, argv: list[str]) -> None:
-        with open(self.tmp / f"{name}.log", "ab") as out:
-            self.procs[name] = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-
-    def wait(self, what: str, check: Callable[[], bool], timeout: float) -> None:
-        wait_until(what, check, timeout, alive=self.check_alive)
-
-    def check_alive(self) -> None:
-        dead = [n for n, p in self.procs.items() if p.poll() is not None]
-        if dead:
-            raise RuntimeError(f"process(es) exited: {dead}; logs in {self.tmp}\n" + self.tail(dead))
+        self.wait_ready(services, 90)
+        self.wait_http("receiver", f"{self.url('receiver')}/_count", 30)
+        self.wait_http("bare endpoint", f"{self.url('bare')}/healthz", 30)
 
     def tail(self, names: list[str], lines: int = 30) -> str:
-        out = []
-        for n in names:
-            log = self.tmp / f"{n}.log"
-            text = log.read_text(errors="replace") if log.exists() else ""
-            out.append(f"===== {n} =====\n" + "\n".join(text.splitlines()[-lines:]))
-        return "\n".join(out)
+        return "\n".join(self.procs[n].tail(lines) for n in names if n in self.procs)
 
     def pid(self, name: str) -> int:
-        return self.procs[name].pid
+        return self.procs[name].popen.pid
 
     def token(self, role: str, sub: str) -> dict[str, str]:
         return bearer(self.state, role, sub, ttl=dt.timedelta(hours=6))
 
-    def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for name, p in self.procs.items():
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                say(f"{name} did not stop on SIGTERM: killing it")
-                p.kill()
-                p.wait()
+    def close(self) -> None:
+        self.stop_all(on_timeout=lambda name: say(f"{name} did not stop on SIGTERM: killing it"))
         if self.broker is not None:
             self.broker.stop()
         if KEEP:
@@ -1014,7 +955,7 @@ def _ms(v: float | None) -> float | str | None:
 
 def cpu_snapshot(stack: Stack) -> dict[str, float]:
     """CPU seconds (user+system) so far: each of our processes, our PostgreSQL backends, the machine."""
-    out = {name: proc_cpu(p.pid) for name, p in stack.procs.items()}
+    out = {name: proc_cpu(p.popen.pid) for name, p in stack.procs.items()}
     out["harness"] = proc_cpu(os.getpid())
     if stack.broker is not None and stack.broker.proc is not None:
         out["broker"] = proc_cpu(stack.broker.proc.pid)
@@ -1467,7 +1408,7 @@ class Bench:
         stack = Stack(self.root / f"stack{self.stacks}")
         self.stack = stack  # stopped by close() even when start() fails half-way
         t = time.monotonic()
-        stack.start()
+        stack.up()
         say(f"  stack up in {time.monotonic() - t:.0f}s (logs in {stack.tmp})")
         self.api = Api(stack)
         self.receipts = Receipts(stack.url("receiver"))
@@ -1483,7 +1424,7 @@ class Bench:
     def close(self) -> None:
         if self.stack is not None:
             say(f"stopping stack #{self.stacks} and dropping its databases")
-            self.stack.stop()
+            self.stack.close()
             self.stack = None
 
     def rate(self, rate: float, seconds: float, profile: bool = False) -> dict[str, Any]:
