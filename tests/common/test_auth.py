@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from rescind_common.auth import TOKEN_CACHE_TTL, Principal, TokenVerifier, ensure_dev_key
 from rescind_common.problems import Problem
 
-from helpers import assert_problem, bearer, register
+from support.helpers import assert_problem, bearer, register
 
 # One request per kind of subject endpoint: reads, writes, lists.
 SUBJECT_CALLS = [

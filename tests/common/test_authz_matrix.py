@@ -22,9 +22,8 @@ import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import Route
 
-from helpers import assert_problem, sha
-from security_fixtures import *  # noqa: F403
-from security_fixtures import (
+from support.helpers import assert_problem, sha
+from support.security import (
     BAD_TOKEN_KINDS,
     ROLES,
     TENANT_ROLES,

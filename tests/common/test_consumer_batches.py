@@ -45,8 +45,9 @@ from revocation_worker.intake.handler import IntakeHandler
 from revocation_worker.intake.models import Revocation, RevocationPart
 from revocation_worker.migrate import upgrade as upgrade_worker
 
-from registry_fixtures import Projection, new_registry_db, read_records, wait_for
-from worker_fixtures import revocation_part
+from support.registry import Projection, new_registry_db, read_records
+from support.wait import wait_until
+from support.worker import revocation_part
 
 WAIT = 30.0
 
@@ -103,7 +104,7 @@ class Driver:
             done += self.consumer.poll_once(timeout_ms=200)
             return done >= count
 
-        wait_for(more, timeout, f"{count} records consumed")
+        wait_until(more, timeout, f"{count} records consumed")
         return done
 
     def committed(self) -> int | None:
@@ -315,8 +316,6 @@ def test_settings_refuse_a_processed_events_retention_not_longer_than_the_outbox
 
 
 def test_every_service_consumer_prunes_its_own_processed_events(tmp_path: Path) -> None:
-    from conftest import make_settings
-
     from consent_api.consumer import build_consumer as build_consent
     from consent_api.notices.models import ProcessedEvent as ConsentProcessed
     from registry.config import RegistrySettings
@@ -325,6 +324,8 @@ def test_every_service_consumer_prunes_its_own_processed_events(tmp_path: Path) 
     from revocation_worker.db import ProcessedEvent as WorkerProcessed
     from revocation_worker.runner import build_consumer as build_worker
     from revocation_worker.runner import build_context
+
+    from support.helpers import make_settings
 
     worker = build_context(
         WorkerSettings(worker_database_url=f"sqlite:///{tmp_path / 'w.db'}", state_dir=tmp_path)
@@ -410,7 +411,7 @@ def test_offsets_wait_for_an_unreachable_database_and_nothing_is_dead_lettered(
     try:
         # The proxy is not listening: every transaction fails to connect. Poll until the batch has
         # been tried (and brought back by the seek) more than once.
-        wait_for(lambda: d.consumer.poll_once(timeout_ms=200) == 0 and handler.tries >= 3, WAIT, "retries")
+        wait_until(lambda: d.consumer.poll_once(timeout_ms=200) == 0 and handler.tries >= 3, WAIT, "retries")
         assert d.committed() is None
         assert d.dead_lettered() == 0 and d.batches == []
 
@@ -529,7 +530,7 @@ def test_a_consumer_running_through_a_lost_log_reads_the_new_log_from_its_start(
                 d.consumer.poll_once(timeout_ms=200)
             return count(registry_sessions, ProjectedSample, ProjectedSample.sample_id.in_(new)) == len(new)
 
-        wait_for(all_applied, 120, "every event of the new log applied")
+        wait_until(all_applied, 120, "every event of the new log applied")
     finally:
         d.close()
         broker.stop(kill=True)
@@ -558,5 +559,5 @@ def test_a_consumer_with_slow_work_between_short_polls_still_joins_its_group(
         threading.Event().wait(1.0)  # the work between two polls
         return done >= len(samples)
 
-    wait_for(applied, 60, "the records applied by a consumer that works between short polls")
+    wait_until(applied, 60, "the records applied by a consumer that works between short polls")
     assert count(registry_sessions, ProjectedSample, ProjectedSample.sample_id.in_(samples)) == len(samples)

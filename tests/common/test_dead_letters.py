@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import auth
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, text
@@ -40,17 +39,11 @@ from rescind_common.embedded_broker import EmbeddedBroker, free_port
 from rescind_common.kafka import ensure_topics, make_admin, make_producer
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
-from helpers import assert_problem
-from registry_fixtures import (
-    ConsumerThread,
-    Projection,
-    make_registry_settings,
-    new_registry_db,
-    read_records,
-    wait_for,
-)
+from support.helpers import assert_problem, auth
+from support.registry import ConsumerThread, Projection, make_registry_settings, new_registry_db, read_records
+from support.wait import wait_until
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "deploy" / "k8s" / "base" / "monitoring" / "alerts.yaml"
 TRAINING = "model_training"
 WAIT = 30.0
@@ -170,7 +163,7 @@ def test_a_dead_lettered_revocation_pages_and_a_replay_applies_it(
 
             consumer.start()
             publish_as_relay(broker.bootstrap, topic, [revoke])
-            wait_for(
+            wait_until(
                 lambda: exported(registry, "rescind_dead_letter_events_total", **series) == 1,
                 WAIT,
                 "the revocation to be dead-lettered",
@@ -222,7 +215,7 @@ def test_a_dead_lettered_revocation_pages_and_a_replay_applies_it(
                     row = session.get(ProjectedConsent, consent)
                     return row is not None and row.status == "revoked"
 
-            wait_for(revoked, WAIT, "the replayed revocation to be applied")
+            wait_until(revoked, WAIT, "the replayed revocation to be applied")
             refused = assert_problem(registry.post("/v1/licenses", json=body, headers=operator), 409)
             assert refused["reason"] == "consent_revoked"
             # The license granted meanwhile is withdrawn too.
@@ -298,7 +291,7 @@ def drain(consumer: EventConsumer, count: int) -> None:
         done += consumer.poll_once(timeout_ms=200)
         return done >= count
 
-    wait_for(more, WAIT, f"{count} records consumed")
+    wait_until(more, WAIT, f"{count} records consumed")
 
 
 def test_replaying_chosen_offsets_then_the_rest(flaky: tuple[EventConsumer, Flaky, str], cli: Cli) -> None:

@@ -23,10 +23,9 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from test_authz_matrix import MATRIX, PUBLIC, Op
 
-from security_fixtures import *  # noqa: F403
-from security_fixtures import ConsentWorld, RegistryWorld, SecurityStack, WorkerWorld, World
+from support.security import ConsentWorld, RegistryWorld, SecurityStack, WorkerWorld, World
+from test_authz_matrix import MATRIX, PUBLIC, Op
 
 # Per operation and mode; RESCIND_FUZZ_EXAMPLES=500 for a deeper run by hand.
 EXAMPLES = {mode: int(os.environ.get("RESCIND_FUZZ_EXAMPLES", "12")) for mode in GenerationMode}

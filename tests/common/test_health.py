@@ -46,18 +46,9 @@ from rescind_common.kafka import (
 from revocation_worker.config import WorkerSettings
 from revocation_worker.migrate import upgrade as worker_upgrade
 
+from support.wait import wait_until
+
 BIN = Path(sys.executable).parent
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 def get(url: str) -> httpx.Response | None:
@@ -172,7 +163,12 @@ def test_a_wedged_consumer_fails_healthz_until_it_goes_round_again(
     url = f"http://127.0.0.1:{server.port}"
     thread.start()
     try:
-        wait_for("the consumer to be live", lambda: status(f"{url}/healthz") == 200)
+        wait_until(
+            lambda: status(f"{url}/healthz") == 200,
+            timeout=60.0,
+            what="the consumer to be live",
+            interval=0.1,
+        )
         producer = make_producer(broker.bootstrap, "test-health")
         try:
             producer.send(topic, key=b"k", value=b"event").get(timeout=10)
@@ -184,12 +180,19 @@ def test_a_wedged_consumer_fails_healthz_until_it_goes_round_again(
             r = get(f"{url}/healthz")
             return r.json()["stale"] if r is not None and r.status_code == 503 else None
 
-        (entry,) = wait_for("/healthz to report the wedged consumer", stale)
+        (entry,) = wait_until(
+            stale, timeout=60.0, what="/healthz to report the wedged consumer", interval=0.1
+        )
         assert entry["loop"] == "consumer" and entry["age_seconds"] > 3
         # Liveness is not readiness: the database is fine.
         assert status(f"{url}/readyz") == 200
         handler.release.set()
-        wait_for("the consumer to be live again", lambda: status(f"{url}/healthz") == 200)
+        wait_until(
+            lambda: status(f"{url}/healthz") == 200,
+            timeout=60.0,
+            what="the consumer to be live again",
+            interval=0.1,
+        )
     finally:
         handler.release.set()
         consumer.stop_event.set()
@@ -308,9 +311,13 @@ def test_background_processes_serve_probes_and_readiness_follows_the_broker(
             return r.json() if r is not None and r.status_code == code else None
 
         for name, (loops, _) in commands.items():
-            live = wait_for(f"{name} live", lambda n=name: answer(n, "/healthz", 200))
+            live = wait_until(
+                lambda n=name: answer(n, "/healthz", 200), timeout=60.0, what=f"{name} live", interval=0.1
+            )
             assert set(live["loops"]) == loops, live
-            ready = wait_for(f"{name} ready", lambda n=name: answer(n, "/readyz", 200))
+            ready = wait_until(
+                lambda n=name: answer(n, "/readyz", 200), timeout=60.0, what=f"{name} ready", interval=0.1
+            )
             assert ready["checks"] == {"database": "ok", "kafka": "ok"}, ready
         # /metrics is still served there, as Prometheus scrapes it.
         metrics = probes("consent-api relay", "/metrics")
@@ -319,7 +326,12 @@ def test_background_processes_serve_probes_and_readiness_follows_the_broker(
         broker.stop()
 
         for name in commands:
-            body = wait_for(f"{name} not ready without the broker", lambda n=name: answer(n, "/readyz", 503))
+            body = wait_until(
+                lambda n=name: answer(n, "/readyz", 503),
+                timeout=60.0,
+                what=f"{name} not ready without the broker",
+                interval=0.1,
+            )
             assert body["checks"] == {"database": "ok", "kafka": "down"}, body
             assert body["status"] == 503 and body["detail"] == "Not ready: kafka."
         # The loops retry the outage and keep going round: alive for longer than the stale window.
@@ -331,7 +343,12 @@ def test_background_processes_serve_probes_and_readiness_follows_the_broker(
 
         broker.start()  # the same port: the processes' bootstrap
         for name in commands:
-            wait_for(f"{name} ready again", lambda n=name: answer(n, "/readyz", 200))
+            wait_until(
+                lambda n=name: answer(n, "/readyz", 200),
+                timeout=60.0,
+                what=f"{name} ready again",
+                interval=0.1,
+            )
             assert answer(name, "/healthz", 200), name
     except BaseException:
         for name, (_, _, log) in procs.items():

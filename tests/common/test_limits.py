@@ -9,10 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import make_settings
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from test_authz_matrix import MATRIX, Op
 
 from consent_api.main import create_app as create_consent_app
 from registry.main import create_app as create_registry_app
@@ -23,10 +21,10 @@ from rescind_common.settings import RescindSettings
 from revocation_worker.config import WorkerSettings
 from revocation_worker.main import create_app as create_worker_app
 
-from helpers import assert_problem
-from registry_fixtures import make_registry_settings
-from security_fixtures import *  # noqa: F403
-from security_fixtures import SecurityStack, World
+from support.helpers import assert_problem, make_settings
+from support.registry import make_registry_settings
+from support.security import SecurityStack, World
+from test_authz_matrix import MATRIX, Op
 
 MIB = 1024 * 1024
 DEFAULT_LIMIT = MIB
@@ -375,7 +373,7 @@ def test_callers_without_a_valid_token_share_their_address_bucket(
 
 
 def test_forged_tokens_cannot_drain_someone_elses_bucket(sec_stack: SecurityStack, tight: Any) -> None:
-    from security_fixtures import bad_token_headers
+    from support.security import bad_token_headers
 
     client, _ = tight("worker", rate=1, burst=3)
     victim = "lic_rlvictim"

@@ -58,7 +58,7 @@ def test_worker_notices_from_before_revocation_samples_still_read(
     from revocation_worker import migrate
     from revocation_worker.notices.service import RevocationSamples
 
-    from worker_fixtures import WorkerHarness, add_revocation, create_notices, holder_notice
+    from support.worker import WorkerHarness, add_revocation, create_notices, holder_notice
 
     url = pg_database("mig_old_notice") if backend == "postgresql" else f"sqlite:///{tmp_path / 'w.db'}"
     migrate.upgrade(url, "0001")

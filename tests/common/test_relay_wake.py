@@ -11,7 +11,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import make_settings
 from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
@@ -19,8 +18,9 @@ from consent_api.main import create_app
 from rescind_common.db import make_engine, utcnow
 from rescind_common.outbox import OUTBOX_CHANNEL, OutboxRelay
 
-from helpers import register
-from kafka_helpers import RelayThread, for_key, outbox_rows, read_topic, unique_topic, wait_until
+from support.helpers import make_settings, register
+from support.kafka import RelayThread, for_key, outbox_rows, read_topic, unique_topic
+from support.wait import wait_until
 
 FALLBACK = 30.0
 PROMPT = 10.0  # well under FALLBACK: "published before the fallback poll could have found it"

@@ -14,12 +14,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import TokenFactory, auth, make_settings
 from fastapi.testclient import TestClient
 
 from consent_api.main import create_app
 
-from helpers import assert_problem, register, sha
+from support.helpers import TokenFactory, assert_problem, auth, make_settings, register, sha
 
 SLOTS = 2
 

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 from consent_api.audit.models import AuditEntry
 from rescind_common.db import make_engine
 
-from helpers import assert_problem, grant, register, revoke, subject_id
+from support.helpers import assert_problem, grant, register, revoke, subject_id
 
 
 @pytest.fixture(scope="module")

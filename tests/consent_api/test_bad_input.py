@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from helpers import assert_problem, grant, register, sha
+from support.helpers import assert_problem, grant, register, sha
 
 MIB = 1024 * 1024
 CONSENT_ID = "cns_00000000000000000000000000"
@@ -143,7 +143,7 @@ def test_reregistering_an_existing_sha256_is_409(client, seller):
 
 
 def test_same_sha256_for_two_sellers_is_fine(client, seller, token):
-    from helpers import bearer
+    from support.helpers import bearer
 
     h = sha()
     other = bearer(token("subject"))

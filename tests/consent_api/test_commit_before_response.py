@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from helpers import register
+from support.helpers import register
 
 
 def test_commit_happens_before_the_response_is_sent(client: Any, seller: dict[str, str]) -> None:

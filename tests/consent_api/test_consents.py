@@ -9,7 +9,7 @@ import json
 import jwt
 import pytest
 
-from helpers import assert_problem, bearer, get_json, grant, register, revoke, walk
+from support.helpers import assert_problem, bearer, get_json, grant, register, revoke, walk
 
 
 def _jwks_keys(client) -> dict[str, jwt.PyJWK]:

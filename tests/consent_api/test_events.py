@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import auth, make_settings
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import update
@@ -28,8 +27,8 @@ from rescind_common.embedded_broker import free_port
 from rescind_common.metrics import OUTBOX_REPLAYED
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
-from helpers import grant, register, sha
-from kafka_helpers import (
+from support.helpers import auth, grant, make_settings, register, sha
+from support.kafka import (
     RelayThread,
     for_key,
     has_types,
@@ -38,8 +37,8 @@ from kafka_helpers import (
     publish_errors,
     read_topic,
     unique_topic,
-    wait_until,
 )
+from support.wait import wait_until
 
 
 def timing(label: str, seconds: float) -> None:

@@ -14,11 +14,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from conftest import make_settings
 from fastapi.testclient import TestClient
 from kafka import KafkaConsumer
 from sqlalchemy import select, update
-from test_events import Seller
 
 from consent_api.db import OutboxLog
 from consent_api.main import create_app
@@ -26,16 +24,10 @@ from rescind_common.embedded_broker import free_port
 from rescind_common.metrics import OUTBOX_REPLAYED
 from rescind_common.outbox import KnownLog, SeenLog, lost_logs
 
-from helpers import grant, register
-from kafka_helpers import (
-    RelayThread,
-    for_key,
-    has_types,
-    own_broker,
-    read_topic,
-    unique_topic,
-    wait_until,
-)
+from support.helpers import grant, make_settings, register
+from support.kafka import RelayThread, for_key, has_types, own_broker, read_topic, unique_topic
+from support.wait import wait_until
+from test_events import Seller
 
 # -- the rule, as a function of values ---------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import assert_problem, bearer, get_json, grant, register, revoke, revoke_scope, walk
+from support.helpers import assert_problem, bearer, get_json, grant, register, revoke, revoke_scope, walk
 
 
 def consent(client, headers, cid):

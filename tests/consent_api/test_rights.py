@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import assert_problem, bearer, get_json, grant, register, revoke, walk
+from support.helpers import assert_problem, bearer, get_json, grant, register, revoke, walk
 
 PROFILE = {"display_name": "Ada Example", "email": "ada@example.com", "country": "DE"}
 ATTRS = {"age_band": "40-49", "accent": "Berlin"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from helpers import assert_problem, bearer, get_json, register, sha, walk
+from support.helpers import assert_problem, bearer, get_json, register, sha, walk
 
 ATTRS = {"age_band": "30-39", "accent": "Glaswegian", "takes": 3, "score": 0.75, "consented_on_camera": True}
 

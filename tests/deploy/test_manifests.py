@@ -24,10 +24,9 @@ import os
 import re
 import subprocess
 import sys
-import time
 import tomllib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -63,7 +62,9 @@ from rescind_common.settings import RescindSettings
 from revocation_worker.config import WorkerSettings
 from revocation_worker.migrate import upgrade as worker_upgrade
 
-REPO = Path(__file__).resolve().parents[1]
+from support.wait import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "k8s"
 BIN = Path(sys.executable).parent
 OVERLAYS = ["dev", "prod"]
@@ -875,17 +876,6 @@ class Process:
     log: Path
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
-
-
 class Stack:
     """The three services' eight processes, as the Deployments run them, on SQLite and the broker."""
 
@@ -977,9 +967,19 @@ class Stack:
                 )
             self.procs.append(Process(f"{svc} {command}", [svc, *args], url, popen, log))
         for p in self.procs:
-            wait_for(f"{p.name} to serve /metrics", lambda p=p: self.scrape_one(p) is not None, timeout=60)
+            wait_until(
+                lambda p=p: self.scrape_one(p) is not None,
+                timeout=60,
+                what=f"{p.name} to serve /metrics",
+                interval=0.2,
+            )
         for svc in SERVICES:
-            wait_for(f"{svc} ready", lambda svc=svc: self.get(f"{self.url(svc)}/readyz") == 200, timeout=60)
+            wait_until(
+                lambda svc=svc: self.get(f"{self.url(svc)}/readyz") == 200,
+                timeout=60,
+                what=f"{svc} ready",
+                interval=0.2,
+            )
 
     @staticmethod
     def get(url: str) -> int:
@@ -1078,7 +1078,12 @@ def test_every_metric_in_the_alerts_and_the_dashboard_is_exported(
                 )
             )
         ok(http.post(f"{consent}/v1/consents/{grant['id']}/revoke", headers=seller))
-        wait_for("both buyers to be called", lambda: all(b.received for b in buyers))
+        wait_until(
+            lambda: all(b.received for b in buyers),
+            timeout=30.0,
+            what="both buyers to be called",
+            interval=0.2,
+        )
         # A record no consumer can decode goes to their dead-letter topics.
         producer = make_producer(stack.env["RESCIND_KAFKA_BOOTSTRAP"], "test-deploy-garbage")
         try:
@@ -1098,7 +1103,7 @@ def test_every_metric_in_the_alerts_and_the_dashboard_is_exported(
             return not last["missing"]
 
         try:
-            wait_for("every metric to be exported", all_exported, timeout=30)
+            wait_until(all_exported, timeout=30, what="every metric to be exported", interval=0.2)
         except AssertionError:
             raise AssertionError(f"not exported by any Rescind process: {last['missing']}") from None
     finally:
@@ -1140,7 +1145,9 @@ def test_every_metric_in_the_alerts_and_the_dashboard_is_exported(
             base = p.metrics_url.removesuffix("/metrics")
             live = httpx.get(f"{base}/healthz", timeout=10)
             assert live.status_code == 200 and set(live.json()["loops"]) == loops[p.name], (p.name, live.text)
-            ready = wait_for(f"{p.name} ready", lambda b=base: ready_checks(b))
+            ready = wait_until(
+                lambda b=base: ready_checks(b), timeout=30.0, what=f"{p.name} ready", interval=0.2
+            )
             kafka = {} if p.name.endswith("delivery") else {"kafka": "ok"}
             assert ready == {"database": "ok", **kafka}, p.name
 

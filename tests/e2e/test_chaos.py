@@ -31,7 +31,8 @@ import pytest
 
 from rescind_cli.demo import Receiver
 
-from e2e_stack import Stack, running, sqlite_urls
+from support.stack import Stack, running, sqlite_urls
+from support.wait import WaitTimeout, wait_until
 from test_e2e import World, ok
 
 BURST = 60  # revocations per test: enough for events to be in flight at the kill
@@ -115,11 +116,11 @@ def delivered(rx: Receiver) -> set[str]:
 
 
 def eventually(check: Callable[[], bool], timeout: float = CONVERGE, interval: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
+    """Whether `check` turns true in time (the caller fails with its own diagnostics if not)."""
+    try:
+        wait_until(check, timeout=timeout, what="convergence", interval=interval)
+    except WaitTimeout:
+        return False
     return True
 
 

@@ -15,7 +15,8 @@ import pytest
 
 from rescind_cli.demo import Receiver
 
-from e2e_stack import Stack, running, wait_until
+from support.stack import Stack, running
+from support.wait import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,10 @@ def test_revocation_reaches_every_buyer_and_the_seller_sees_it(stack: Stack) -> 
         )
 
         wait_until(
-            "both buyers verified a webhook", lambda: acme_rx.verified and bolt_rx.verified, timeout=90
+            lambda: acme_rx.verified and bolt_rx.verified,
+            timeout=90,
+            what="both buyers verified a webhook",
+            interval=0.2,
         )
         assert acme_rx.rejected == 0 and bolt_rx.rejected == 0
         acme_data = acme_rx.verified[0]["payload"]["data"]
@@ -138,7 +142,7 @@ def test_revocation_reaches_every_buyer_and_the_seller_sees_it(stack: Stack) -> 
             )
             return got if got["status"] == "delivered" else None
 
-        notice = wait_until("the notice to read delivered", delivered_notice, timeout=30)
+        notice = wait_until(delivered_notice, timeout=30, what="the notice to read delivered", interval=0.2)
         assert notice["id"] == acme_data["notice_id"]
         ok(
             w.http.post(
@@ -156,7 +160,9 @@ def test_revocation_reaches_every_buyer_and_the_seller_sees_it(stack: Stack) -> 
         statuses = {n["licensee_id"]: n["status"] for n in rev["notices"]}
         return statuses if statuses == {acme: "acknowledged", bolt: "delivered"} else None
 
-    wait_until("the seller to see one acknowledged, one delivered", seller_view, timeout=60)
+    wait_until(
+        seller_view, timeout=60, what="the seller to see one acknowledged, one delivered", interval=0.2
+    )
     # The seller's access export names who received which samples (from the registry).
     export = ok(
         w.http.post(f"{stack.url('consent')}/v1/rights-requests", headers=w.seller, json={"type": "access"})
@@ -200,9 +206,10 @@ def test_licenses_recorded_while_the_registry_lags_behind_a_revocation_are_told_
             revocation = ok(w.http.post(f"{url}/v1/consents/{consent}/revoke", headers=w.seller))["id"]
             early_license = w.license(early, consent, ids)  # accepted: the projection lags
             wait_until(
-                "the worker to resolve the revocation (the seller sees the first buyer told)",
                 lambda: first in {n["licensee_id"] for n in seller_view(revocation)["notices"]},
                 timeout=90,
+                what="the worker to resolve the revocation (the seller sees the first buyer told)",
+                interval=0.2,
             )
             late_license = w.license(late, consent, ids)  # accepted too: still lagging
             assert early_license["status"] == late_license["status"] == "active"
@@ -213,9 +220,10 @@ def test_licenses_recorded_while_the_registry_lags_behind_a_revocation_are_told_
             return [v for v in rx.verified if v["payload"]["data"]["revocation_id"] == revocation]
 
         wait_until(
-            "every buyer verified a webhook for the revocation",
             lambda: all(told(rx) for rx in (first_rx, early_rx, late_rx)),
             timeout=120,
+            what="every buyer verified a webhook for the revocation",
+            interval=0.2,
         )
         for rx, licensee in ((first_rx, first), (early_rx, early), (late_rx, late)):
             assert rx.rejected == 0
@@ -230,7 +238,7 @@ def test_licenses_recorded_while_the_registry_lags_behind_a_revocation_are_told_
         done = statuses == dict.fromkeys((first, early, late), "delivered") and got["status"] == "delivered"
         return got if done else None
 
-    wait_until("the seller to see all three buyers told", everyone_delivered, timeout=60)
+    wait_until(everyone_delivered, timeout=60, what="the seller to see all three buyers told", interval=0.2)
     # The projection has caught up: the late licenses turned revoked, and a new one is refused.
     for license_ in (early_license, late_license):
         got = ok(w.http.get(f"{stack.url('registry')}/v1/licenses/{license_['id']}", headers=w.ops))
@@ -262,7 +270,9 @@ def test_worker_sigkilled_during_a_burst_loses_no_notice(stack: Stack, tmp_path:
                 ok(w.http.post(f"{stack.url('consent')}/v1/consents/{cid}/revoke", headers=w.seller))["id"]
             )
             if i == 5:
-                wait_until("some deliveries before the kill", lambda: rx.verified, timeout=60)
+                wait_until(
+                    lambda: rx.verified, timeout=60, what="some deliveries before the kill", interval=0.2
+                )
                 stack.kill("worker")
         stack.start("worker")
 
@@ -270,7 +280,9 @@ def test_worker_sigkilled_during_a_burst_loses_no_notice(stack: Stack, tmp_path:
             got = {v["payload"]["data"]["revocation_id"] for v in rx.verified}
             return got >= set(revocations)
 
-        wait_until("every revocation delivered after the restart", all_delivered, timeout=120)
+        wait_until(
+            all_delivered, timeout=120, what="every revocation delivered after the restart", interval=0.2
+        )
         assert rx.rejected == 0
         # Duplicates are only redeliveries of the same notice, with the same webhook-id.
         by_id: dict[str, set[str]] = {}

@@ -19,7 +19,8 @@ import pytest
 from rescind_cli.demo import Receiver
 from rescind_common.embedded_broker import EmbeddedBroker
 
-from e2e_stack import Stack, running, wait_until
+from support.stack import Stack, running
+from support.wait import wait_until
 from test_e2e import World, ok
 
 
@@ -63,7 +64,9 @@ def test_broker_replaced_by_an_empty_one_loses_nothing(stack: Stack) -> None:
         w.endpoint(buyer_auth, rx)
         before, _ = licensed_consent(w, buyer)
         first = revoke(w, before)
-        wait_until("the first revocation delivered", lambda: first in delivered(rx), timeout=60)
+        wait_until(
+            lambda: first in delivered(rx), timeout=60, what="the first revocation delivered", interval=0.2
+        )
         after, _ = licensed_consent(w, buyer)
 
         # The disaster: the broker and everything it held are gone; an empty one takes its place.
@@ -88,12 +91,15 @@ def test_broker_replaced_by_an_empty_one_loses_nothing(stack: Stack) -> None:
             return r.status_code in (200, 201)
 
         # The grant made during the outage reaches the registry through the new broker.
-        wait_until("the registry to learn the grant made during the outage", licensed, timeout=90, interval=1)
+        wait_until(
+            licensed, timeout=90, what="the registry to learn the grant made during the outage", interval=1
+        )
         second, third = revoke(w, after), revoke(w, during)
         wait_until(
-            "revocations made around the loss delivered",
             lambda: {second, third} <= delivered(rx),
             timeout=120,
+            what="revocations made around the loss delivered",
+            interval=0.2,
         )
         # The first notice was not created twice: replayed events were absorbed by idempotency.
         notices = ok(
@@ -109,7 +115,9 @@ def test_broker_replaced_by_an_empty_one_loses_nothing(stack: Stack) -> None:
                 return False
         return True
 
-    wait_until("the seller to see every notice delivered", seller_sees_delivered, timeout=90)
+    wait_until(
+        seller_sees_delivered, timeout=90, what="the seller to see every notice delivered", interval=0.2
+    )
 
 
 def test_worker_and_registry_consumer_killed_repeatedly_during_a_burst(stack: Stack) -> None:
@@ -126,7 +134,12 @@ def test_worker_and_registry_consumer_killed_repeatedly_during_a_burst(stack: St
                 stack.kill("registry-consumer")
                 stack.start("worker")
                 stack.start("registry-consumer")
-        wait_until("every revocation delivered", lambda: set(revocations) <= delivered(rx), timeout=180)
+        wait_until(
+            lambda: set(revocations) <= delivered(rx),
+            timeout=180,
+            what="every revocation delivered",
+            interval=0.2,
+        )
         assert_only_same_id_duplicates(rx)
     # The registry's projection converged: every license is revoked.
     licenses = ok(
@@ -134,7 +147,6 @@ def test_worker_and_registry_consumer_killed_repeatedly_during_a_burst(stack: St
     )
     assert len(licenses["items"]) == 15
     wait_until(
-        "the registry to mark every license revoked",
         lambda: all(
             lic["status"] == "revoked"
             for lic in ok(
@@ -142,6 +154,8 @@ def test_worker_and_registry_consumer_killed_repeatedly_during_a_burst(stack: St
             )["items"]
         ),
         timeout=60,
+        what="the registry to mark every license revoked",
+        interval=0.2,
     )
 
 
@@ -177,7 +191,7 @@ def test_postgresql_restarted_under_load_fails_cleanly_and_recovers(stack: Stack
 
     thread = threading.Thread(target=load, daemon=True)
     thread.start()
-    wait_until("some successful requests", lambda: statuses.count(201) >= 5, timeout=30)
+    wait_until(lambda: statuses.count(201) >= 5, timeout=30, what="some successful requests", interval=0.2)
     subprocess.run(
         ["pg_ctlcluster", "--skip-systemctl-redirect", cluster[0], cluster[1], "restart", "-m", "fast"],
         check=True,
@@ -185,15 +199,17 @@ def test_postgresql_restarted_under_load_fails_cleanly_and_recovers(stack: Stack
         timeout=120,
     )
     wait_until(
-        "PostgreSQL back",
         lambda: subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"]).returncode == 0,
         timeout=60,
+        what="PostgreSQL back",
+        interval=0.2,
     )
     mark = len(statuses)
     wait_until(
-        "requests succeeding again without restarting the services",
         lambda: statuses[mark:].count(201) >= 5,
         timeout=60,
+        what="requests succeeding again without restarting the services",
+        interval=0.2,
     )
     stop.set()
     thread.join(timeout=30)
@@ -206,4 +222,9 @@ def test_postgresql_restarted_under_load_fails_cleanly_and_recovers(stack: Stack
         w.endpoint(buyer_auth, rx)
         consent_id, _ = licensed_consent(w, buyer)
         rid = revoke(w, consent_id)
-        wait_until("a revocation delivered after the restart", lambda: rid in delivered(rx), timeout=90)
+        wait_until(
+            lambda: rid in delivered(rx),
+            timeout=90,
+            what="a revocation delivered after the restart",
+            interval=0.2,
+        )

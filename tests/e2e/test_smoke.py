@@ -1,4 +1,4 @@
-from helpers import grant, register
+from support.helpers import grant, register
 
 
 def test_grant_and_revoke(client, seller):

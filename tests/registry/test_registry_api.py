@@ -8,7 +8,6 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import auth
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -25,8 +24,8 @@ from rescind_common.ids import new_id, new_ids
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 from rescind_common.proto.rescind.v1 import license_events_pb2 as lpb
 
-from helpers import assert_problem
-from registry_fixtures import Projection, new_registry_db, snapshot
+from support.helpers import assert_problem, auth
+from support.registry import Projection, new_registry_db, snapshot
 
 TRAINING = "model_training"
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import auth, make_settings
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,8 +31,9 @@ from rescind_common.db import make_engine, make_session_factory
 from rescind_common.kafka import ensure_topics, make_admin, make_producer
 from rescind_common.outbox import OutboxRelay
 
-from helpers import assert_problem, grant, register
-from registry_fixtures import ConsumerThread, new_registry_db, read_records, snapshot, wait_for
+from support.helpers import assert_problem, auth, grant, make_settings, register
+from support.registry import ConsumerThread, new_registry_db, read_records, snapshot
+from support.wait import wait_until
 
 TRAINING = "model_training"
 
@@ -156,7 +156,7 @@ def test_revocation_through_consent_api_revokes_the_licenses(stack: Stack) -> No
     )
     assert r.status_code == 202, r.text
     revocation_id = r.json()["id"]
-    wait_for(
+    wait_until(
         lambda: stack.get(f"/v1/licenses/{license['id']}", buyer)["revoked_sample_count"] == 1,
         what="the withdrawn sample to reach the registry",
     )
@@ -169,7 +169,7 @@ def test_revocation_through_consent_api_revokes_the_licenses(stack: Stack) -> No
     # ... then everything: the license is revoked.
     r = stack.consent.post("/v1/revocations", json={"scope": "all"}, headers=seller)
     assert r.status_code == 202, r.text
-    wait_for(
+    wait_until(
         lambda: stack.get(f"/v1/licenses/{license['id']}", buyer)["status"] == "revoked",
         what="the license to be revoked",
     )
@@ -236,7 +236,7 @@ def test_projection_survives_a_consumer_restart_without_double_applying(stack: S
         f"/v1/consents/{consent['id']}/revoke", json={"sample_ids": [samples[1]]}, headers=seller
     )
     assert r.status_code == 202, r.text
-    wait_for(lambda: stack.get(f"/v1/licenses/{license['id']}", buyer)["revoked_sample_count"] == 1)
+    wait_until(lambda: stack.get(f"/v1/licenses/{license['id']}", buyer)["revoked_sample_count"] == 1)
 
     def processed() -> int:
         with stack.sessions() as session:
@@ -263,7 +263,7 @@ def test_projection_survives_a_consumer_restart_without_double_applying(stack: S
         with stack.sessions() as session:
             return session.get(ProjectedSample, marker) is not None
 
-    wait_for(marker_applied, what="the new consumer to reach the end of the topic")
+    wait_until(marker_applied, what="the new consumer to reach the end of the topic")
     after = snapshot(stack.sessions)
     assert processed() == seen + 1  # the marker's event, nothing else
     assert duplicates() - dups >= seen

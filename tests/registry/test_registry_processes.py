@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import auth
 
 from rescind_common.embedded_broker import free_port
 from rescind_common.ids import new_id, new_ids
 from rescind_common.kafka import ensure_topics, make_admin, make_producer
 from rescind_common.proto.rescind.v1 import license_events_pb2 as lpb
 
-from registry_fixtures import Projection, read_records, wait_for
+from support.helpers import auth
+from support.registry import Projection, read_records
+from support.wait import wait_until
 
 REGISTRY = str(Path(sys.executable).parent / "registry")
 
@@ -61,7 +62,7 @@ def test_migrate_serve_and_consume_as_processes(
             except httpx.TransportError:
                 return False
 
-        wait_for(ready, what="registry serve to be ready")
+        wait_until(ready, what="registry serve to be ready")
         lic = api.post("/v1/licensees", json={"name": "Proc Co"}, headers=operator).json()["id"]
 
         subject, samples = new_id("sub"), new_ids("smp", 2)
@@ -84,7 +85,7 @@ def test_migrate_serve_and_consume_as_processes(
         finally:
             producer.close(timeout=5)
         lid = r.json()["id"]
-        wait_for(
+        wait_until(
             lambda: api.get(f"/v1/licenses/{lid}", headers=operator).json()["status"] == "revoked",
             what="the consumer process to revoke the license",
         )

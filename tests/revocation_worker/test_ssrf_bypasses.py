@@ -16,9 +16,8 @@ import pytest
 
 from revocation_worker.delivery import client as delivery_client
 
-from helpers import assert_problem
-from worker_fixtures import *  # noqa: F403
-from worker_fixtures import wait_until
+from support.helpers import assert_problem
+from support.wait import wait_until
 
 STRICT: dict[str, Any] = {"worker_allow_networks": [], "worker_allow_http": False}
 

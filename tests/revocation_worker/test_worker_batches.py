@@ -24,8 +24,7 @@ from revocation_worker.notices import service as notices
 from revocation_worker.notices.models import Notice
 from revocation_worker.notices.service import RevocationSamples
 
-from worker_fixtures import *  # noqa: F403
-from worker_fixtures import WorkerHarness, add_revocation, create_notices, holder_notice, revocation_part
+from support.worker import WorkerHarness, add_revocation, create_notices, holder_notice, revocation_part
 
 
 def _states(w: WorkerHarness, ids: list[str]) -> dict[str, tuple[str, dt.datetime | None, int]]:

@@ -16,9 +16,9 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from rescind_common.db import utcnow
 
-from helpers import assert_problem, walk
-from worker_fixtures import *  # noqa: F403
-from worker_fixtures import Receiver, barrier, outbox_events, wait_until
+from support.helpers import assert_problem, walk
+from support.wait import wait_until
+from support.worker import Receiver, barrier, outbox_events
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 

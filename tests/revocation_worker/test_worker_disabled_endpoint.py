@@ -15,8 +15,8 @@ from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.notices import service as notices_service
 from revocation_worker.notices.models import Delivery
 
-from worker_fixtures import *  # noqa: F403
-from worker_fixtures import barrier, outbox_events, wait_until
+from support.wait import wait_until
+from support.worker import barrier, outbox_events
 
 
 def dead_letters(w: Any, licensee_id: str) -> dict[str, Any]:

@@ -13,9 +13,8 @@ from revocation_worker.config import WorkerSettings
 from revocation_worker.delivery import client as delivery_client
 from revocation_worker.endpoints.urlguard import AddressPolicy, UnsafeURL, check_webhook_url
 
-from helpers import assert_problem
-from worker_fixtures import *  # noqa: F403
-from worker_fixtures import wait_until
+from support.helpers import assert_problem
+from support.wait import wait_until
 
 # Production-like: nothing internal allowed, https only.
 STRICT: dict[str, Any] = {"worker_allow_networks": [], "worker_allow_http": False}

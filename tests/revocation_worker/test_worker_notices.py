@@ -16,9 +16,8 @@ from revocation_worker.intake.resolver import Withdrawal, affected
 from revocation_worker.notices.models import Notice, NoticeSample, RevocationSample
 from revocation_worker.notices.service import sweep_overdue
 
-from helpers import assert_problem, sha, walk
-from worker_fixtures import *  # noqa: F403
-from worker_fixtures import add_revocation, create_notices, outbox_events
+from support.helpers import assert_problem, sha, walk
+from support.worker import add_revocation, create_notices, outbox_events
 
 MODEL = {"model_id": "mdl_notices1", "name": "voice-clone", "version": "7"}
 

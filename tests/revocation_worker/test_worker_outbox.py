@@ -10,8 +10,8 @@ from rescind_common.db import utcnow
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.notices.service import sweep_overdue
 
-from worker_fixtures import *  # noqa: F403
-from worker_fixtures import outbox_events, wait_until
+from support.wait import wait_until
+from support.worker import outbox_events
 
 # Things a licensee or the worker holds that must never reach the (unforgettable) log.
 PII = "jane.doe@example.com"

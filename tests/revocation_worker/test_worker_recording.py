@@ -23,8 +23,8 @@ from revocation_worker.delivery.client import make_session
 from revocation_worker.delivery.loop import Deliverer, Job, Outcome
 from revocation_worker.notices.models import Delivery
 
-from worker_fixtures import *  # noqa: F403
-from worker_fixtures import outbox_events, wait_until
+from support.wait import wait_until
+from support.worker import outbox_events
 
 
 def claim_send_record(w: Any) -> tuple[list[Job], list[Outcome], int]:

@@ -40,10 +40,10 @@ from revocation_worker.intake.resolver import (
     resolve_due,
 )
 
-from helpers import walk
-from registry_fixtures import Projection, make_registry_settings, new_registry_db
-from worker_fixtures import *  # noqa: F403
-from worker_fixtures import WorkerHarness, outbox_events, wait_until
+from support.helpers import walk
+from support.registry import Projection, make_registry_settings, new_registry_db
+from support.wait import wait_until
+from support.worker import WorkerHarness, outbox_events
 
 TRAINING = frozenset({"model_training"})
 

@@ -4,9 +4,35 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+
+from consent_api.config import ConsentSettings
+from rescind_common.embedded_broker import free_port
+
+TokenFactory = Callable[..., str]  # the `token` fixture: token(role, sub=None, **claims) -> a JWT
+
+
+def make_settings(db_url: str, state_dir: Path, **overrides: Any) -> ConsentSettings:
+    values: dict[str, Any] = {
+        "consent_database_url": db_url,
+        "state_dir": state_dir,
+        # No broker unless a test asks for one: the API never needs Kafka to accept a write.
+        "kafka_bootstrap": f"127.0.0.1:{free_port()}",
+        # No registry either: access exports say the recipients are unavailable.
+        "consent_registry_url": f"http://127.0.0.1:{free_port()}",
+        "consent_run_scheduler": False,
+        "consent_db_pool_size": 5,
+    }
+    values.update(overrides)
+    return ConsentSettings(**values)
+
+
+def auth(tok: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tok}"}
 
 
 def sha(i: int | str | None = None) -> str:

@@ -30,18 +30,6 @@ def unique_topic(label: str = "t") -> str:
     return f"test.{label}.{uuid.uuid4().hex[:12]}"
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = WAIT, what: str = "condition") -> Any:
-    """Poll until `predicate()` is truthy (and return it); fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
 @dataclass
 class Record:
     partition: int

@@ -1,9 +1,7 @@
-"""Registry fixtures and helpers (loaded from conftest.py through `pytest_plugins`).
+"""Registry helpers (its fixtures are in tests/registry/conftest.py).
 
-- `registry_db_url`: the registry's database, migrated by Alembic, on the same backend as the
-  consent-api `db_url` it follows (PostgreSQL, then SQLite).
-- `registry`: the registry over HTTP (no broker: tests feed the projection through its handler).
-- `projection`: a `Projection` that applies synthetic consent events with the real handler.
+- `new_registry_db` / `make_registry_settings`: a migrated registry database and its settings.
+- `Projection`: applies synthetic consent events with the real handler.
 - `ConsumerThread`: the registry's consent-topic consumer running in a thread, as `registry consumer`.
 """
 
@@ -13,12 +11,10 @@ import datetime as dt
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-from fastapi.testclient import TestClient
 from google.protobuf.timestamp_pb2 import Timestamp
 from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import select
@@ -26,29 +22,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registry.config import RegistrySettings
 from registry.consumer import build_consumer
-from registry.main import create_app
 from registry.migrate import upgrade
 from registry.models import Base
 from registry.projection.service import apply_event
 from rescind_common.consumer import EventConsumer
-from rescind_common.db import make_engine, make_session_factory
 from rescind_common.embedded_broker import free_port
 from rescind_common.ids import new_id, new_ids
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
 WAIT = 20.0  # seconds: the bound for "eventually"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = WAIT, what: str = "condition") -> Any:
-    """Poll until `predicate()` is truthy and return it; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def new_registry_db(backend: str, pg_database: Callable[[str], str], tmp: Path) -> str:
@@ -69,35 +51,6 @@ def make_registry_settings(db_url: str, state_dir: Path, **overrides: Any) -> Re
     }
     values.update(overrides)
     return RegistrySettings(**values)
-
-
-@pytest.fixture(scope="session")
-def registry_db_url(db_url: str, pg_database: Callable[[str], str], tmp_path_factory: Any) -> str:
-    backend = "postgresql" if db_url.startswith("postgresql") else "sqlite"
-    return new_registry_db(backend, pg_database, tmp_path_factory.mktemp("registry"))
-
-
-@pytest.fixture(scope="session")
-def registry_settings(registry_db_url: str, state_dir: Path) -> RegistrySettings:
-    return make_registry_settings(registry_db_url, state_dir)
-
-
-@pytest.fixture(scope="session")
-def registry(registry_settings: RegistrySettings) -> Iterator[TestClient]:
-    with TestClient(create_app(registry_settings)) as c:
-        yield c
-
-
-@pytest.fixture(scope="session")
-def registry_sessions(registry_settings: RegistrySettings) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(registry_settings.registry_database_url, pool_size=2)
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture(scope="session")
-def projection(registry_sessions: sessionmaker[Session]) -> Projection:
-    return Projection(registry_sessions)
 
 
 def _ts(value: dt.datetime) -> Timestamp:

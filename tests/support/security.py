@@ -5,7 +5,7 @@ would try.
 Own databases: these tests redrive dead letters, fuzz operator endpoints and leave odd records
 behind; none of that may reach the other suites' shared databases (or their delivery loops).
 
-Use from a test module with `from security_fixtures import *  # noqa: F403`.
+The fixtures (`sec_backend`, `sec_stack`, `sec_worlds`) are in tests/common/conftest.py.
 """
 
 from __future__ import annotations
@@ -17,13 +17,11 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jwt
-import pytest
-from conftest import make_settings
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI
@@ -42,25 +40,9 @@ from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.migrate import upgrade as upgrade_worker
 from revocation_worker.notices.models import Delivery, Notice
 
-from helpers import sha
-from registry_fixtures import Projection, make_registry_settings, new_registry_db
-from worker_fixtures import WorkerHarness
-
-__all__ = [
-    "BAD_TOKEN_KINDS",
-    "ROLES",
-    "TENANT_ROLES",
-    "ConsentWorld",
-    "RegistryWorld",
-    "SecurityStack",
-    "WorkerWorld",
-    "World",
-    "bad_token_headers",
-    "build_stack",
-    "sec_backend",
-    "sec_stack",
-    "sec_worlds",
-]
+from support.helpers import make_settings, sha
+from support.registry import Projection, make_registry_settings, new_registry_db
+from support.worker import WorkerHarness
 
 ROLES = ("subject", "licensee", "operator")
 TENANT_ROLES = ("subject", "licensee")  # roles whose records belong to one caller
@@ -143,24 +125,6 @@ def build_stack(
     upgrade_worker(urls["worker"])
     urls["registry"] = new_registry_db(backend, pg_database, tmp)
     return SecurityStack(backend, urls, state_dir, **overrides)
-
-
-@pytest.fixture(scope="session", params=["postgresql", "sqlite"])
-def sec_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(scope="session")
-def sec_stack(
-    sec_backend: str,
-    pg_database: Callable[[str], str],
-    tmp_path_factory: pytest.TempPathFactory,
-    state_dir: Path,
-) -> Iterator[SecurityStack]:
-    """The three services on this backend, rate limiting off, on databases no other suite uses."""
-    tmp = tmp_path_factory.mktemp(f"security-{sec_backend}")
-    with build_stack(sec_backend, pg_database, tmp, state_dir, **STACK_SETTINGS) as stack:
-        yield stack
 
 
 # -- bad tokens ------------------------------------------------------------------------
@@ -459,13 +423,3 @@ class WorkerWorld(World):
             notice = session.get(Notice, record_id)
             deliveries = session.scalars(select(Delivery).where(Delivery.notice_id == record_id))
             return (_row(notice) if notice else None, sorted(map(repr, map(_row, deliveries))))
-
-
-@pytest.fixture(scope="session")
-def sec_worlds(sec_stack: SecurityStack) -> dict[str, World]:
-    """Tenants "a" and "b" with records of every kind in each service (built once per backend)."""
-    return {
-        "consent": ConsentWorld(sec_stack),
-        "registry": RegistryWorld(sec_stack),
-        "worker": WorkerWorld(sec_stack),
-    }

@@ -1,7 +1,8 @@
-"""revocation-worker test fixtures: a migrated database per backend, the API, the delivery loop in
-a thread, and real local webhook receivers that verify every delivery with `standardwebhooks`.
+"""revocation-worker test helpers: the API and the delivery loop in a thread (`WorkerHarness`), and
+real local webhook receivers that verify every delivery with `standardwebhooks` (`Receiver`).
 
-Use from a test module with `from worker_fixtures import *  # noqa: F403`.
+The fixtures that make them (`worker_db_url`, `worker`, `receiver`) are in
+tests/revocation_worker/conftest.py.
 """
 
 from __future__ import annotations
@@ -9,15 +10,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence, Set
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -34,31 +33,13 @@ from revocation_worker.db import Outbox
 from revocation_worker.delivery.loop import Deliverer
 from revocation_worker.intake.models import Revocation
 from revocation_worker.main import create_app
-from revocation_worker.migrate import upgrade
 from revocation_worker.notices import repository as notices_repo
 from revocation_worker.notices.models import Delivery, DeliveryAttempt
 from revocation_worker.notices.service import HolderNotice, RevocationSamples, create_many
 
-from helpers import sha
-from registry_fixtures import Projection
-
-__all__ = [
-    "Received",
-    "Receiver",
-    "WorkerHarness",
-    "add_revocation",
-    "barrier",
-    "create_notices",
-    "holder_notice",
-    "outbox_events",
-    "receiver",
-    "revocation_part",
-    "wait_until",
-    "worker",
-    "worker_db_url",
-]
-
-T = TypeVar("T")
+from support.helpers import sha
+from support.registry import Projection
+from support.wait import wait_until
 
 # Fast, deterministic retries for tests: at once, then 50 ms, 100 ms, no jitter.
 FAST_RETRIES: dict[str, Any] = {
@@ -66,33 +47,6 @@ FAST_RETRIES: dict[str, Any] = {
     "worker_retry_jitter": 0.0,
     "worker_poll_interval_seconds": 0.05,
 }
-
-
-def wait_until(predicate: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
-@pytest.fixture(scope="session", params=["postgresql", "sqlite"])
-def worker_db_url(
-    request: pytest.FixtureRequest,
-    pg_database: Callable[[str], str],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> str:
-    """revocation-worker's database, migrated with Alembic: once on PostgreSQL, once on SQLite."""
-    if request.param == "postgresql":
-        url = pg_database("worker")
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('worker-sqlite') / 'worker.db'}"
-    upgrade(url)
-    return url
 
 
 # -- receivers -------------------------------------------------------------------
@@ -189,27 +143,6 @@ class Receiver:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(5)
-
-
-@pytest.fixture
-def receiver(worker: Callable[..., WorkerHarness]) -> Iterator[Callable[..., Receiver]]:
-    """receiver(respond=None) -> a running local receiver; all are shut down after the test.
-
-    Depends on `worker` so that receivers close (releasing hung requests) before delivery loops stop.
-    """
-    made: list[Receiver] = []
-
-    def make(respond: Responder | None = None) -> Receiver:
-        r = Receiver(respond)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
-
-
-# -- the worker ------------------------------------------------------------------
 
 
 class DeliveryLoop:
@@ -376,34 +309,6 @@ class WorkerHarness:
     def close(self) -> None:
         self.client.close()
         self.ctx.engine.dispose()
-
-
-@pytest.fixture
-def worker(worker_db_url: str, state_dir: Path) -> Iterator[Callable[..., WorkerHarness]]:
-    """worker(**settings_overrides) -> a WorkerHarness on this run's worker database.
-
-    Defaults: loopback allowed, plain http allowed (local receivers), fast retries without jitter.
-    """
-    made: list[WorkerHarness] = []
-
-    def make(**overrides: Any) -> WorkerHarness:
-        h = WorkerHarness(worker_db_url, state_dir, **overrides)
-        made.append(h)
-        return h
-
-    yield make
-    errors: list[BaseException] = []
-    for h in made:
-        try:
-            h.stop_loops()
-        except BaseException as exc:
-            errors.append(exc)
-    if made:
-        made[0].cancel_leftovers()
-    for h in made:
-        h.close()
-    if errors:
-        raise errors[0]
 
 
 # -- revocations and notices, as the intake and the resolver make them ---------------------
