@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,7 +39,6 @@ from rescind_common.ids import new_id, new_ids
 from rescind_common.kafka import ensure_topics, make_admin, make_producer
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as npb
-from rescind_common.settings import RescindSettings
 from revocation_worker.intake.handler import IntakeHandler
 from revocation_worker.intake.models import Revocation, RevocationPart
 from revocation_worker.migrate import upgrade as upgrade_worker
@@ -298,21 +296,6 @@ def test_a_pruning_failure_does_not_stop_the_consumer(
     publish(broker.bootstrap, d.topic, [Projection.samples_event(subject, samples).SerializeToString()])
     d.drain(1)
     assert count(registry_sessions, ProjectedSample, ProjectedSample.sample_id.in_(samples)) == 1
-
-
-def test_settings_refuse_a_processed_events_retention_not_longer_than_the_outbox_retention(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    with pytest.raises(ValidationError, match="RESCIND_PROCESSED_EVENTS_RETENTION_HOURS"):
-        RescindSettings(outbox_retention_hours=72, processed_events_retention_hours=72)
-    monkeypatch.setenv("RESCIND_PROCESSED_EVENTS_RETENTION_HOURS", "48")
-    with pytest.raises(ValidationError, match="must be longer than RESCIND_OUTBOX_RETENTION_HOURS"):
-        RescindSettings()
-    monkeypatch.setenv("RESCIND_OUTBOX_RETENTION_HOURS", "24")
-    assert RescindSettings().processed_events_retention_hours == 48
-    monkeypatch.delenv("RESCIND_PROCESSED_EVENTS_RETENTION_HOURS")
-    monkeypatch.delenv("RESCIND_OUTBOX_RETENTION_HOURS")
-    assert RescindSettings().processed_events_retention_hours == 720
 
 
 def test_every_service_consumer_prunes_its_own_processed_events(tmp_path: Path) -> None:

@@ -30,7 +30,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from registry.main import create_app
 from registry.projection.models import ProcessedEvent, ProjectedConsent
-from rescind_cli.kafka_dead_letters import DeadLetter, TopicLog
 from rescind_cli.main import main as rescind
 from rescind_common import dead_letters as dl
 from rescind_common.consumer import BatchHandler, EventConsumer
@@ -326,19 +325,6 @@ def test_replaying_chosen_offsets_then_the_rest(flaky: tuple[EventConsumer, Flak
     assert dl.header(replayed.headers, dl.REPLAYED_FROM) == f"{dlq}:0:1"
     assert not [n for n in names if n.startswith("dlq-") and n != dl.REPLAYED_FROM]
     assert dl.header(replayed.headers, dl.EVENT_ID) == events[1].event_id
-
-
-def test_watermark_moves_only_over_replayed_records() -> None:
-    def record(offset: int) -> DeadLetter:
-        return DeadLetter("t.dlq", 0, offset, 0, None, b"", ())
-
-    log = TopicLog("t.dlq", [record(o) for o in range(5)], committed={})
-    assert log.watermarks({(0, 2)}) == {0: 0}
-    assert log.watermarks({(0, 0), (0, 1), (0, 3)}) == {0: 2}
-    # Records before the committed offset count as replayed; the log may start past it (retention).
-    later = TopicLog("t.dlq", [record(o) for o in range(3, 6)], committed={0: 2})
-    assert later.watermarks({(0, 3), (0, 4), (0, 5)}) == {0: 6}
-    assert later.watermarks(set()) == {0: 2}
 
 
 def test_unreachable_broker_and_unknown_topic_are_clear_errors(

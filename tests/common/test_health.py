@@ -1,6 +1,6 @@
 """Liveness and readiness of the processes without an HTTP API (rescind_common.health).
 
-- The staleness rule, on values (an injected clock, no waiting out the window).
+- The staleness rule on values is in tests/unit/test_staleness.py; here, /healthz serving it.
 - A real consumer on the real broker whose handler never returns: /healthz turns 503 naming it,
   and 200 again once it goes round.
 - A database that accepts the connection and never answers: /readyz still answers, 503, and a
@@ -35,7 +35,7 @@ from registry.migrate import upgrade as registry_upgrade
 from rescind_common.consumer import BatchHandler, EventConsumer
 from rescind_common.db import make_engine, make_session_factory, ping
 from rescind_common.embedded_broker import EmbeddedBroker, free_port
-from rescind_common.health import HealthServer, Heartbeat, stale_loops
+from rescind_common.health import HealthServer, Heartbeat
 from rescind_common.kafka import (
     BOOTSTRAP_TIMEOUT_MS,
     broker_reachable,
@@ -43,7 +43,6 @@ from rescind_common.kafka import (
     make_admin,
     make_producer,
 )
-from revocation_worker.config import WorkerSettings
 from revocation_worker.migrate import upgrade as worker_upgrade
 
 from support.wait import wait_until
@@ -64,16 +63,6 @@ def status(url: str) -> int:
 
 
 # -- the rule ------------------------------------------------------------------------------------
-
-
-def test_a_loop_is_stale_only_once_it_has_not_ticked_for_the_whole_window() -> None:
-    relay, consumer = Heartbeat("relay"), Heartbeat("consumer")
-    relay.last, consumer.last = 1000.0, 1030.0
-    assert stale_loops([relay, consumer], 1060.0, 60) == []  # exactly the window: still alive
-    assert stale_loops([relay, consumer], 1060.5, 60) == [("relay", 60.5)]
-    assert stale_loops([relay, consumer], 1100.0, 60) == [("relay", 100.0), ("consumer", 70.0)]
-    consumer.tick()  # a tick takes the real clock, which is far past these values
-    assert stale_loops([consumer], time.monotonic(), 60) == []
 
 
 def test_healthz_names_the_stale_loop_and_its_age() -> None:
@@ -101,14 +90,6 @@ def test_healthz_names_the_stale_loop_and_its_age() -> None:
         assert httpx.get(f"http://127.0.0.1:{server.port}/nothing-here").status_code == 404
     finally:
         server.stop()
-
-
-def test_the_worker_refuses_idle_waits_that_would_read_as_wedged() -> None:
-    with pytest.raises(ValueError, match="RESCIND_HEALTH_STALE_SECONDS"):
-        WorkerSettings(metrics_port=9090, health_stale_seconds=60, worker_idle_wake_seconds=40)
-    assert WorkerSettings(metrics_port=9090, health_stale_seconds=100, worker_idle_wake_seconds=40)
-    # No probes served (no metrics port, as `make run`): nothing to read as wedged.
-    assert WorkerSettings(health_stale_seconds=60, worker_idle_wake_seconds=40)
 
 
 # -- a wedged loop -------------------------------------------------------------------------------

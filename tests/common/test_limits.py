@@ -16,11 +16,11 @@ from consent_api.main import create_app as create_consent_app
 from registry.main import create_app as create_registry_app
 from rescind_common.app import MAX_JSON_DEPTH
 from rescind_common.problems import MAX_ERRORS
-from rescind_common.ratelimit import TokenBucketLimiter
 from rescind_common.settings import RescindSettings
 from revocation_worker.config import WorkerSettings
 from revocation_worker.main import create_app as create_worker_app
 
+from support.clock import Clock
 from support.helpers import assert_problem, make_settings
 from support.registry import make_registry_settings
 from support.security import SecurityStack, World
@@ -277,14 +277,6 @@ def test_many_field_errors_are_truncated(sec_worlds: dict[str, World]) -> None:
 # -- rate limiting ----------------------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 # One read per service, by the role that may make it.
 READS = {
     "consent": ("subject", "/v1/samples"),
@@ -415,16 +407,3 @@ def test_rate_limit_settings(sec_stack: SecurityStack, monkeypatch: pytest.Monke
         app = limited_app(sec_stack, "registry", **off)
         assert getattr(app.state, "rate_limiter", None) is None
         app.state.ctx.engine.dispose()
-
-
-def test_token_bucket_arithmetic() -> None:
-    clock = Clock()
-    bucket = TokenBucketLimiter(rate=2, burst=3, max_keys=2, clock=clock)
-    assert [bucket.take("a") for _ in range(3)] == [0, 0, 0]
-    assert bucket.take("a") == pytest.approx(0.5)
-    clock.now += 0.5
-    assert bucket.take("a") == 0
-    assert bucket.take("b") == 0 and bucket.take("c") == 0  # "a" is the least recently used: forgotten
-    assert [bucket.take("a") for _ in range(3)] == [0, 0, 0]
-    with pytest.raises(ValueError):
-        TokenBucketLimiter(rate=0, burst=1)

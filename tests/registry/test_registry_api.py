@@ -11,7 +11,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from registry.config import RegistrySettings
 from registry.db import Outbox
 from registry.holders.schemas import HoldersByLicenseOut, HoldersOut
 from registry.licensees.models import Licensee
@@ -777,19 +776,6 @@ def test_undecodable_records_are_poison(value: bytes) -> None:
 
     with pytest.raises(PoisonMessage):
         decode(value)
-
-
-def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(__import__("os").environ):
-        if name.startswith("RESCIND_REGISTRY_"):
-            monkeypatch.delenv(name)
-    defaults = RegistrySettings()
-    assert (defaults.registry_host, defaults.registry_port) == ("127.0.0.1", 8002)
-    assert defaults.registry_database_url == "sqlite:///.rescind/registry.db"
-    assert defaults.registry_consumer_group == "registry"
-    assert defaults.registry_projection_wait_seconds == 3.0
-    assert defaults.registry_max_license_samples == 100_000
-    assert defaults.registry_max_holder_samples == 10_000
 
 
 def test_events_with_ids_longer_than_the_columns_are_refused(projection: Projection) -> None:
