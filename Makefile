@@ -10,7 +10,7 @@ PROTO_OUT := libs/rescind-common/src/rescind_common/proto
 PROTO_SRC := $(shell find proto -name '*.proto')
 STAMP := $(VENV)/.rescind-installed
 
-.PHONY: install gen run demo test test-fast lint typecheck proto-check bench clean
+.PHONY: install gen run demo test test-fast test-unit lint typecheck proto-check bench clean
 
 $(BOOTSTRAP)/bin/uv:
 	$(PYTHON) -m venv $(BOOTSTRAP)
@@ -56,6 +56,13 @@ test: install lint typecheck proto-check
 
 test-fast: install
 	$(VENV)/bin/pytest -q -x $(PYTEST_ARGS)
+
+# Pure logic only (tests/unit): no PostgreSQL, no broker, a second or so.
+test-unit: install
+	$(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS)
+
+# One service's suite: `make test PYTEST_ARGS=tests/registry` (tests/{common,consent_api,registry,
+# revocation_worker,e2e,deploy,unit}).
 
 # Not part of `make test`. RESCIND_BENCH_SECONDS=15 for a quick run; RESCIND_BENCH_ONLY=stack for one.
 bench: install

@@ -1,7 +1,7 @@
 """The whole stack under load: revoke -> verified webhook, fan-out, grants, each beside its raw path.
 
 Starts, on fresh PostgreSQL databases and a fresh Tansu broker, the three services as processes
-exactly as `tests/e2e_stack.py` does (consent-api serve/relay/consumer, registry serve/consumer,
+exactly as `tests/support/stack.py` does (consent-api serve/relay/consumer, registry serve/consumer,
 revocation-worker serve/worker; defaults except loopback webhooks allowed), plus
   - a receiver process (bench/receiver.py, aiohttp) that verifies every webhook with the
     `standardwebhooks` library and records when it arrived, and

@@ -1,4 +1,4 @@
-"""SSRF bypass attempts that tests/test_worker_endpoints.py does not already make: more spellings of
+"""SSRF bypass attempts that test_worker_endpoints.py does not already make: more spellings of
 internal addresses through the API, host names that resolve internal at registration, DNS rebinding
 to other loopback forms at delivery, and redirects towards an internal receiver.
 
