@@ -10,7 +10,7 @@ PROTO_OUT := libs/rescind-common/src/rescind_common/proto
 PROTO_SRC := $(shell find proto -name '*.proto')
 STAMP := $(VENV)/.rescind-installed
 
-.PHONY: install gen run demo test test-fast lint typecheck proto-check docs bench clean
+.PHONY: install gen run demo test test-fast test-unit lint typecheck proto-check docs bench clean
 
 $(BOOTSTRAP)/bin/uv:
 	$(PYTHON) -m venv $(BOOTSTRAP)
@@ -61,6 +61,10 @@ test-fast: install
 docs: install
 	$(VENV)/bin/python scripts/config_docs.py > docs/configuration.md.tmp
 	mv docs/configuration.md.tmp docs/configuration.md
+
+# Pure logic only (tests/unit): no PostgreSQL, no broker, a second or so.
+test-unit: install
+	$(VENV)/bin/pytest -q tests/unit $(PYTEST_ARGS)
 
 # Not part of `make test`. RESCIND_BENCH_SECONDS=15 for a quick run; RESCIND_BENCH_ONLY=stack for one.
 bench: install

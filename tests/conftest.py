@@ -1,4 +1,6 @@
-"""Shared fixtures: real PostgreSQL (a fresh database per run, built by Alembic), SQLite, a real broker."""
+"""Fixtures shared by every suite: real PostgreSQL (a fresh database per run, built by Alembic), SQLite,
+a real broker, consent-api over HTTP and tokens. Each suite's own fixtures are in its directory's
+conftest.py; helpers are imported from `support`."""
 
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ from consent_api.config import ConsentSettings
 from consent_api.main import create_app
 from consent_api.migrate import upgrade
 from rescind_common.auth import ensure_dev_key, mint_token
-from rescind_common.embedded_broker import EmbeddedBroker, free_port
+from rescind_common.embedded_broker import EmbeddedBroker
+
+from support.helpers import TokenFactory, auth, make_settings
 
 PG_ADMIN_URL = os.environ.get("RESCIND_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -58,21 +62,6 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
         yield b
 
 
-def make_settings(db_url: str, state_dir: Path, **overrides: Any) -> ConsentSettings:
-    values: dict[str, Any] = {
-        "consent_database_url": db_url,
-        "state_dir": state_dir,
-        # No broker unless a test asks for one: the API never needs Kafka to accept a write.
-        "kafka_bootstrap": f"127.0.0.1:{free_port()}",
-        # No registry either: access exports say the recipients are unavailable.
-        "consent_registry_url": f"http://127.0.0.1:{free_port()}",
-        "consent_run_scheduler": False,
-        "consent_db_pool_size": 5,
-    }
-    values.update(overrides)
-    return ConsentSettings(**values)
-
-
 @pytest.fixture(scope="session", params=["postgresql", "sqlite"])
 def db_url(
     request: pytest.FixtureRequest,
@@ -100,9 +89,6 @@ def client(settings: ConsentSettings) -> Iterator[TestClient]:
         yield c
 
 
-TokenFactory = Callable[..., str]
-
-
 @pytest.fixture(scope="session")
 def token(state_dir: Path) -> TokenFactory:
     """token(role, sub=None, **claims_overrides) -> a signed JWT the services accept."""
@@ -122,10 +108,6 @@ def token(state_dir: Path) -> TokenFactory:
     return make
 
 
-def auth(tok: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tok}"}
-
-
 @pytest.fixture
 def seller(token: TokenFactory) -> dict[str, str]:
     """Authorization headers for a brand-new seller (subject)."""
@@ -135,7 +117,3 @@ def seller(token: TokenFactory) -> dict[str, str]:
 @pytest.fixture
 def operator(token: TokenFactory) -> dict[str, str]:
     return auth(token("operator", sub="ops-test"))
-
-
-# Registry fixtures (registry_db_url, registry, projection, ...) live in their own module.
-pytest_plugins = ["registry_fixtures"]

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites (imported explicitly: `from support.helpers import register`)."""
