@@ -191,3 +191,96 @@ def test_fold_is_one_statement_on_postgresql_and_in_order_elsewhere(engine: Engi
 def test_chunks() -> None:
     assert [list(c) for c in bulk.chunks([1, 2, 3, 4, 5], 2)] == [[1, 2], [3, 4], [5]]
     assert list(bulk.chunks([], 3)) == []
+
+
+def test_worker_writes_stay_one_round_trip_on_postgresql(pg_database: Callable[[str], str]) -> None:
+    """A resolution's notices, models, deliveries and events are one statement; so is everything
+    a recording pass writes (the worker's hot paths, built by bulk from the models)."""
+    from google.protobuf.empty_pb2 import Empty
+    from sqlalchemy.orm import Session
+
+    from rescind_common.outbox import outbox_row
+    from revocation_worker.db import Outbox
+    from revocation_worker.delivery import repository as delivery_repo
+    from revocation_worker.endpoints.models import Endpoint
+    from revocation_worker.migrate import upgrade
+    from revocation_worker.notices import repository as notices_repo
+    from revocation_worker.notices.models import Delivery, DeliveryAttempt, Notice, NoticeModel
+
+    url = pg_database("bulk_worker")
+    upgrade(url)
+    engine = make_engine(url)
+    seen = _statements(engine)
+
+    def event(i: int) -> dict[str, Any]:
+        return outbox_row(topic="t", key="k", event_id=f"evt{i}", event_type="x", message=Empty())
+
+    notices = [
+        {
+            "id": f"ntc{i}",
+            "revocation_id": "rev1",
+            "subject_id": "sub1",
+            "licensee_id": f"lic{i}",
+            "status": "pending",
+            "deadline": T0,
+            "revoked_at": T0,
+            "sample_count": 2,
+            "covers_revocation_samples": True,
+            "created_at": T0,
+        }
+        for i in range(3)
+    ]
+    models = [
+        {"notice_id": f"ntc{i}", "model_id": "mdl1", "name": "m", "version": "1", "shard_ids": ["s1", "s2"]}
+        for i in range(3)
+    ]
+    deliveries = [
+        {
+            "notice_id": f"ntc{i}",
+            "endpoint_id": "end1",
+            "licensee_id": f"lic{i}",
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": T0,
+            "created_at": T0,
+        }
+        for i in range(3)
+    ]
+    with Session(engine) as session, session.begin():
+        session.add(Endpoint(id="end1", licensee_id="lic0", url="https://x.invalid", secret_sealed=b"s"))
+        session.flush()
+        seen.clear()
+        notices_repo.insert_created(session, notices, models, deliveries, [event(i) for i in range(3)])
+        assert len(seen) == 1
+    with Session(engine) as session:
+        assert session.scalars(select(NoticeModel.shard_ids)).all() == [["s1", "s2"]] * 3
+        ids = sorted(session.scalars(select(Delivery.id)))
+        assert len(ids) == 3
+        assert len(session.scalars(select(Outbox.event_id)).all()) == 3
+
+    states = delivery_repo.lock_delivery_states
+    with Session(engine) as session, session.begin():
+        got = states(session, ids)
+        for d in got.values():
+            d.status, d.attempts, d.last_status_code, d.last_error = "succeeded", 1, 200, None
+        ends = delivery_repo.lock_endpoint_states(session, ["end1"])
+        ends["end1"].last_success_at = T0
+        marked = delivery_repo.lock_notice_states(session, ["ntc0"])
+        marked["ntc0"].status, marked["ntc0"].delivered_at = "delivered", T0
+        seen.clear()
+        delivery_repo.write_recorded(
+            session,
+            list(got.values()),
+            list(ends.values()),
+            list(marked.values()),
+            [{"delivery_id": i, "at": T0, "status_code": 200, "error": None, "duration_ms": 5} for i in ids],
+            [event(10)],
+        )
+        assert len(seen) == 1
+    with Session(engine) as session:
+        assert set(session.scalars(select(Delivery.status))) == {"succeeded"}
+        assert session.scalar(select(Endpoint.last_success_at)) == T0
+        assert session.scalar(select(Notice.status).where(Notice.id == "ntc0")) == "delivered"
+        assert len(session.scalars(select(DeliveryAttempt.id)).all()) == 3
+        assert len(session.scalars(select(Outbox.event_id)).all()) == 4
+    engine.dispose()

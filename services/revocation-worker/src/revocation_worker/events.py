@@ -104,4 +104,4 @@ def publish_many(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         return
     session.flush()
-    insert_outbox(session.connection(), Outbox, rows)
+    insert_outbox(session, Outbox, rows)

@@ -1,18 +1,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, cast
 
-from sqlalchemy import Insert, Select, Table, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import Select, Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from rescind_common import bulk
+from rescind_common.bulk import IN_LIST_CHUNK
 from rescind_common.db import UTCDateTime, utcnow
+from rescind_common.outbox import outbox_write
+from revocation_worker.db import Outbox
 from revocation_worker.endpoints.models import Endpoint
-from revocation_worker.events import publish_many
 from revocation_worker.notices.models import (
     Delivery,
     DeliveryAttempt,
@@ -23,8 +24,7 @@ from revocation_worker.notices.models import (
     RevocationSampleSet,
 )
 
-CHUNK = 900
-INSERT_BATCH = 1000
+CHUNK = IN_LIST_CHUNK
 
 
 class SampleRow(NamedTuple):
@@ -242,15 +242,9 @@ def _insert_rows(session: Session, table: Table, rows: Iterable[tuple[str, str, 
             for row in it:
                 copy.write_row(row)
         return
-    stmt = insert(table)
-    batch: list[dict[str, str]] = [dict(zip(columns, first, strict=True))]
-    for row in it:
-        batch.append(dict(zip(columns, row, strict=True)))
-        if len(batch) >= INSERT_BATCH:
-            conn.execute(stmt, batch)
-            batch = []
-    if batch:
-        conn.execute(stmt, batch)
+    batch = [dict(zip(columns, first, strict=True))]
+    batch.extend(dict(zip(columns, row, strict=True)) for row in it)
+    bulk.execute(conn, [bulk.insert_rows(table, batch)])
 
 
 def revocation_sample_sets(session: Session, revocation_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
@@ -298,21 +292,8 @@ def insert_notice_samples(session: Session, rows: Iterable[tuple[str, str, str, 
 
 
 def insert_rows(session: Session, model: type[Any], rows: Sequence[dict[str, Any]]) -> None:
-    """Plain rows (no ORM objects), 1,000 per executemany, which psycopg pipelines: one round trip
-    per chunk. (Multi-row VALUES via RETURNING measured slower: psycopg re-parses every such
-    statement, ~2 ms per 1,000 rows.) A Core INSERT on the session's connection: the ORM's
-    bulk-insert path costs several times more Python per statement."""
-    if not rows:
-        return
-    conn = session.connection()
-    stmt = _insert_of(cast(Table, model.__table__))
-    for i in range(0, len(rows), 1000):
-        conn.execute(stmt, list(rows[i : i + 1000]))
-
-
-@functools.cache
-def _insert_of(table: Table) -> Insert:
-    return insert(table)
+    """Plain rows (no ORM objects) in one statement on PostgreSQL (rescind_common.bulk)."""
+    bulk.execute(session, [bulk.insert_rows(model, rows)])
 
 
 def insert_notices(session: Session, rows: Sequence[dict[str, Any]]) -> None:
@@ -596,52 +577,6 @@ def count_dead(session: Session, licensee_id: str | None = None) -> int:
     return int(session.scalar(stmt) or 0)
 
 
-# A resolution's new notices, their models and deliveries and the events in one round trip on
-# PostgreSQL: each table's rows go as arrays (unnest, in order), the notices, models and
-# deliveries as data-modifying CTEs of the outbox INSERT (one NoticeCreated per notice, so never
-# empty). Models and deliveries reference notices of the same statement: foreign keys are checked
-# at its end.
-_CREATED = text(
-    """
-WITH n AS (
-    INSERT INTO notices (id, revocation_id, subject_id, licensee_id, status, deadline, revoked_at,
-        sample_count, covers_revocation_samples, created_at)
-    SELECT id, revocation_id, subject_id, licensee_id, status, deadline, revoked_at, sample_count,
-        covers, created_at
-    FROM unnest(CAST(:n_id AS text[]), CAST(:n_revocation AS text[]), CAST(:n_subject AS text[]),
-        CAST(:n_licensee AS text[]), CAST(:n_status AS text[]), CAST(:n_deadline AS timestamptz[]),
-        CAST(:n_revoked AS timestamptz[]), CAST(:n_count AS integer[]), CAST(:n_covers AS boolean[]),
-        CAST(:n_created AS timestamptz[])) WITH ORDINALITY
-        AS v(id, revocation_id, subject_id, licensee_id, status, deadline, revoked_at, sample_count,
-            covers, created_at, i)
-    ORDER BY i
-), m AS (
-    INSERT INTO notice_models (notice_id, model_id, name, version, shard_ids)
-    SELECT notice_id, model_id, name, version, shard_ids
-    FROM unnest(CAST(:m_notice AS text[]), CAST(:m_model AS text[]), CAST(:m_name AS text[]),
-        CAST(:m_version AS text[]), CAST(:m_shards AS jsonb[])) WITH ORDINALITY
-        AS v(notice_id, model_id, name, version, shard_ids, i)
-    ORDER BY i
-), d AS (
-    INSERT INTO deliveries (notice_id, endpoint_id, licensee_id, status, attempts, next_attempt_at,
-        created_at)
-    SELECT notice_id, endpoint_id, licensee_id, status, attempts, next_attempt_at, created_at
-    FROM unnest(CAST(:d_notice AS text[]), CAST(:d_endpoint AS text[]), CAST(:d_licensee AS text[]),
-        CAST(:d_status AS text[]), CAST(:d_attempts AS integer[]), CAST(:d_next AS timestamptz[]),
-        CAST(:d_created AS timestamptz[])) WITH ORDINALITY
-        AS v(notice_id, endpoint_id, licensee_id, status, attempts, next_attempt_at, created_at, i)
-    ORDER BY i
-)
-INSERT INTO outbox (event_id, topic, key, event_type, payload, created_at)
-SELECT event_id, topic, key, event_type, payload, created_at
-FROM unnest(CAST(:o_event AS text[]), CAST(:o_topic AS text[]), CAST(:o_key AS text[]),
-    CAST(:o_type AS text[]), CAST(:o_payload AS bytea[]), CAST(:o_created AS timestamptz[])) WITH ORDINALITY
-    AS v(event_id, topic, key, event_type, payload, created_at, i)
-ORDER BY i
-"""
-)
-
-
 def insert_created(
     session: Session,
     notices: Sequence[dict[str, Any]],
@@ -649,47 +584,16 @@ def insert_created(
     deliveries: Sequence[dict[str, Any]],
     events: Sequence[dict[str, Any]],
 ) -> None:
-    """New notices (every column given), their models and deliveries, then the events: one
-    statement on PostgreSQL (when there are notices and events), else one executemany per table,
-    in that order."""
-    conn = session.connection()
-    if conn.dialect.name != "postgresql" or not notices or not events:
-        insert_notices(session, notices)
-        insert_models(session, models)
-        insert_deliveries(session, deliveries)
-        publish_many(session, events)
-        return
+    """New notices, their models and deliveries, then the events: one statement on PostgreSQL
+    (models and deliveries reference notices of the same statement: foreign keys are checked at
+    its end), else one executemany per table, in that order."""
     session.flush()  # as publish_many: pending ORM changes first
-    conn.execute(
-        _CREATED,
-        {
-            "n_id": [n["id"] for n in notices],
-            "n_revocation": [n["revocation_id"] for n in notices],
-            "n_subject": [n["subject_id"] for n in notices],
-            "n_licensee": [n["licensee_id"] for n in notices],
-            "n_status": [n["status"] for n in notices],
-            "n_deadline": [n["deadline"] for n in notices],
-            "n_revoked": [n["revoked_at"] for n in notices],
-            "n_count": [n["sample_count"] for n in notices],
-            "n_covers": [n["covers_revocation_samples"] for n in notices],
-            "n_created": [n["created_at"] for n in notices],
-            "m_notice": [m["notice_id"] for m in models],
-            "m_model": [m["model_id"] for m in models],
-            "m_name": [m["name"] for m in models],
-            "m_version": [m["version"] for m in models],
-            "m_shards": [json.dumps(m["shard_ids"]) for m in models],
-            "d_notice": [d["notice_id"] for d in deliveries],
-            "d_endpoint": [d["endpoint_id"] for d in deliveries],
-            "d_licensee": [d["licensee_id"] for d in deliveries],
-            "d_status": [d["status"] for d in deliveries],
-            "d_attempts": [d["attempts"] for d in deliveries],
-            "d_next": [d["next_attempt_at"] for d in deliveries],
-            "d_created": [d["created_at"] for d in deliveries],
-            "o_event": [o["event_id"] for o in events],
-            "o_topic": [o["topic"] for o in events],
-            "o_key": [o["key"] for o in events],
-            "o_type": [o["event_type"] for o in events],
-            "o_payload": [o["payload"] for o in events],
-            "o_created": [o["created_at"] for o in events],
-        },
+    bulk.execute(
+        session,
+        [
+            bulk.insert_rows(Notice, notices),
+            bulk.insert_rows(NoticeModel, models),
+            bulk.insert_rows(Delivery, deliveries),
+            outbox_write(Outbox, events),
+        ],
     )
