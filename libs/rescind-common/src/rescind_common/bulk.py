@@ -10,8 +10,9 @@ list of them in the caller's transaction:
   only fold writes that do not read each other (foreign keys are fine: they are checked at the
   end of the statement). The statement is built once per shape (tables, columns, order) and its
   compiled form cached by SQLAlchemy: a call costs the parameters only.
-- elsewhere (SQLite), one executemany per write, in order: so order them as they must run one by
-  one (a row before the rows that reference it).
+- elsewhere (SQLite), and when two writes touch the same table (the order of CTEs is unspecified),
+  one executemany per write, in order: so order them as they must run one by one (a row before the
+  rows that reference it).
 
 The column list comes from the table, so a column added to a model is written as soon as the rows
 carry it: a row lacking a column that another row (or the table's Python-side default) supplies
@@ -242,6 +243,16 @@ def _fold(writes: Sequence[Write], shape: tuple[Any, ...]) -> Any:
     return folded[0]
 
 
+def _collide(writes: Sequence[Write]) -> bool:
+    """Whether these writes cannot share a statement: a prebuilt statement twice (its parameters
+    would collide), or a table written twice (the order of a statement's CTEs is unspecified, and
+    rows must land in the order given, as the outbox's ids do)."""
+    raw = [id(w.stmt) for w in writes if w.kind == "statement"]
+    tables = [w.table if w.table is not None else getattr(w.stmt, "table", None) for w in writes]
+    named = [t for t in tables if t is not None]
+    return len(set(raw)) < len(raw) or len(set(named)) < len(named)
+
+
 def execute(session_or_conn: Session | Connection, writes: Sequence[Write]) -> None:
     """Run `writes` (none returning rows) in the caller's transaction: one statement on
     PostgreSQL, one executemany each, in order, elsewhere. Writes with no rows are left out. A
@@ -250,8 +261,7 @@ def execute(session_or_conn: Session | Connection, writes: Sequence[Write]) -> N
     todo = [w for w in writes if w.kind == "statement" or w.rows]
     if not todo:
         return
-    raw = [id(w.stmt) for w in todo if w.kind == "statement"]
-    if conn.dialect.name != "postgresql" or len(set(raw)) < len(raw):
+    if conn.dialect.name != "postgresql" or len(todo) < 2 or _collide(todo):
         for w in todo:
             _run_one(conn, w)
         return

@@ -25,7 +25,8 @@ from consent_api.samples import repository as samples_repo
 from consent_api.samples.repository import chunks
 from consent_api.subjects import service as subjects
 from consent_api.subjects.models import Subject
-from rescind_common.db import Write, execute_together, utcnow
+from rescind_common import bulk
+from rescind_common.db import utcnow
 from rescind_common.ids import new_id
 from rescind_common.problems import Problem, field_error
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
@@ -75,7 +76,7 @@ def revoke(
     # Every target's samples not yet revoked, in one query (unless the caller loaded them).
     loaded = consents_repo.active_sample_ids_of(session, [t.consent.id for t in targets if t.active is None])
     touched: list[tuple[Target, list[str], list[str], bool]] = []
-    target_writes: list[Write] = []
+    target_writes: list[bulk.Write] = []
     for t in targets:
         c = t.consent
         active = t.active if t.active is not None else loaded[c.id]
@@ -174,7 +175,7 @@ def revoke(
     )
     # One consent, few samples (the usual revocation): every write in one round trip on PostgreSQL.
     # None reads another's rows: the items are selected by sample id, not by revoked_at.
-    execute_together(session, [*writes, *audit_writes])
+    bulk.execute(session, [*writes, *audit_writes])
     count_revocation(session, trigger)
     return revocation
 
