@@ -180,6 +180,13 @@ def lost_logs(known: Mapping[str, KnownLog], seen: Mapping[str, SeenLog]) -> dic
     return lost
 
 
+# Ids per event (a revocation's or a license's sample ids): a record stays well under Kafka's
+# default 1 MB whatever the number of samples; the consumers join the numbered chunks.
+EVENT_IDS_CHUNK = 5000
+# Sample references (id, hash, kind) per event: each is larger than an id.
+EVENT_REFS_CHUNK = 1000
+
+
 def outbox_row(
     *,
     topic: str,

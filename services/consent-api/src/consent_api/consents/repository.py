@@ -7,11 +7,8 @@ from sqlalchemy import Table, and_, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from consent_api.consents.models import Consent, ConsentSample
-from consent_api.samples.repository import chunks
 from rescind_common import bulk
-
-# Consent-sample links written per executemany.
-SAMPLES_PER_STATEMENT = 1000
+from rescind_common.bulk import EXECUTEMANY_CHUNK, chunks
 
 
 def row_insert(values: dict[str, Any]) -> bulk.Write:
@@ -22,7 +19,7 @@ def row_insert(values: dict[str, Any]) -> bulk.Write:
 def add_samples(session: Session, consent_id: str, sample_ids: Sequence[str]) -> None:
     rows: list[dict[str, Any]] = [{"consent_id": consent_id, "sample_id": s} for s in sample_ids]
     conn = session.connection()
-    for part in chunks(rows, SAMPLES_PER_STATEMENT):
+    for part in chunks(rows, EXECUTEMANY_CHUNK):
         conn.execute(insert(ConsentSample), list(part))
 
 

@@ -18,6 +18,7 @@ from consent_api.subjects import service as subjects
 from consent_api.subjects.models import Subject
 from rescind_common import bulk
 from rescind_common.auth import Principal
+from rescind_common.bulk import IN_LIST_CHUNK
 from rescind_common.db import utcnow
 from rescind_common.ids import new_id
 from rescind_common.problems import Problem, field_error
@@ -28,7 +29,7 @@ def grant_as(session: Session, ctx: AppContext, principal: Principal, body: Cons
     """Grant for the caller's subject (locked). Naming a few samples, the subject and the samples'
     fingerprints are read in one query."""
     ids = list(dict.fromkeys(body.sample_ids or []))
-    if ids and not body.all_samples and len(ids) <= samples_repo.CHUNK:
+    if ids and not body.all_samples and len(ids) <= IN_LIST_CHUNK:
         sub_hash = ctx.master.sub_hash(principal.sub)
         subject, found = samples_repo.subject_with_fingerprints(session, sub_hash, ids)
         if subject is not None:

@@ -22,16 +22,15 @@ from consent_api.revocations import repository
 from consent_api.revocations.models import Revocation
 from consent_api.revocations.schemas import NoticeOut, RevocationIn, RevocationOut
 from consent_api.samples import repository as samples_repo
-from consent_api.samples.repository import chunks
 from consent_api.subjects import service as subjects
 from consent_api.subjects.models import Subject
 from rescind_common import bulk
+from rescind_common.bulk import chunks
 from rescind_common.db import utcnow
 from rescind_common.ids import new_id
+from rescind_common.outbox import EVENT_IDS_CHUNK
 from rescind_common.problems import Problem, field_error
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
-
-EVENT_CHUNK = 5000
 
 
 @dataclass
@@ -139,7 +138,7 @@ def revoke(
     # Written once, complete (no insert-then-update), before its items (they reference it).
     writes = [repository.row_insert(values), *target_writes]
     for t, samples, purposes, ended in touched:
-        parts = [samples[i : i + EVENT_CHUNK] for i in range(0, len(samples), EVENT_CHUNK)]
+        parts = list(chunks(samples, EVENT_IDS_CHUNK))
         for index, part in enumerate(parts):
             _, outbox = outbox_insert(
                 ctx.settings,

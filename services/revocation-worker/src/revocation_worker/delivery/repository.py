@@ -11,11 +11,12 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from rescind_common import bulk
+from rescind_common.bulk import chunks
 from rescind_common.outbox import outbox_write
 from revocation_worker.db import Outbox
 from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.notices.models import Delivery, DeliveryAttempt, Notice
-from revocation_worker.notices.repository import CHUNK, NoticeRow
+from revocation_worker.notices.repository import NoticeRow
 
 _DELIVERIES = cast(Table, Delivery.__table__)
 _NOTICES = cast(Table, Notice.__table__)
@@ -117,8 +118,8 @@ def leased_rows(
     next_due: dt.datetime | None = None
     wanted = sorted(set(ids))
     conn = session.connection()
-    for i in range(0, len(wanted), CHUNK):
-        for row in conn.execute(_LEASED, {"ids": wanted[i : i + CHUNK], "now": now}):
+    for part in chunks(wanted):
+        for row in conn.execute(_LEASED, {"ids": list(part), "now": now}):
             next_due = row[1]
             endpoint = EndpointSecrets(*row[_SECRETS])
             notice = NoticeRow(*row[_NOTICE])

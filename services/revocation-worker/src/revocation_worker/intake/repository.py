@@ -10,10 +10,9 @@ from sqlalchemy import Row, Table, bindparam, delete, insert, select, tuple_, up
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from rescind_common.bulk import chunks
 from rescind_common.db import UTCDateTime
 from revocation_worker.intake.models import Revocation, RevocationPart, RevocationRecheck
-
-CHUNK = 900  # ids per IN list (SQLite's bound-parameter limit, with room to spare)
 
 _REVOCATIONS = cast(Table, Revocation.__table__)
 _PARTS = cast(Table, RevocationPart.__table__)
@@ -39,8 +38,8 @@ def lock_revocations(session: Session, ids: Sequence[str]) -> dict[str, tuple[st
     found: dict[str, tuple[str, int]] = {}
     wanted = sorted(set(ids))
     conn = session.connection()
-    for i in range(0, len(wanted), CHUNK):
-        for rid, state, count in conn.execute(_LOCK_REVOCATIONS, {"ids": wanted[i : i + CHUNK]}):
+    for part in chunks(wanted):
+        for rid, state, count in conn.execute(_LOCK_REVOCATIONS, {"ids": list(part)}):
             found[str(rid)] = (str(state), int(count))
     return found
 
@@ -50,8 +49,8 @@ def part_keys(session: Session, revocation_ids: Sequence[str]) -> dict[tuple[str
     found: dict[tuple[str, str, int], int] = {}
     wanted = sorted(set(revocation_ids))
     conn = session.connection()
-    for i in range(0, len(wanted), CHUNK):
-        rows = conn.execute(_PART_KEYS, {"ids": wanted[i : i + CHUNK]})
+    for part in chunks(wanted):
+        rows = conn.execute(_PART_KEYS, {"ids": list(part)})
         for rid, consent_id, chunk_index, chunk_count in rows:
             found[(str(rid), str(consent_id), int(chunk_index))] = int(chunk_count)
     return found
@@ -70,10 +69,10 @@ def insert_parts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 def mark_ready(session: Session, ids: Sequence[str], now: dt.datetime) -> None:
     """Revocations still collecting whose every part is now in: ready for the resolver."""
     c = _REVOCATIONS.c
-    for i in range(0, len(ids), CHUNK):
+    for part in chunks(ids):
         session.connection().execute(
             update(_REVOCATIONS)
-            .where(c.id.in_(ids[i : i + CHUNK]), c.state == "collecting")
+            .where(c.id.in_(list(part)), c.state == "collecting")
             .values(state="ready", next_resolve_at=now)
         )
 
@@ -181,6 +180,6 @@ def lock_resolved(session: Session, ids: Sequence[str]) -> list[Row[Any]]:
     out: list[Row[Any]] = []
     wanted = sorted(set(ids))
     conn = session.connection()
-    for i in range(0, len(wanted), CHUNK):
-        out.extend(conn.execute(_LOCK_RESOLVED, {"ids": wanted[i : i + CHUNK]}))
+    for part in chunks(wanted):
+        out.extend(conn.execute(_LOCK_RESOLVED, {"ids": list(part)}))
     return out

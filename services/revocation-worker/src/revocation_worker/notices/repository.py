@@ -9,7 +9,7 @@ from sqlalchemy import Select, Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from rescind_common import bulk
-from rescind_common.bulk import IN_LIST_CHUNK
+from rescind_common.bulk import chunks
 from rescind_common.db import UTCDateTime, utcnow
 from rescind_common.outbox import outbox_write
 from revocation_worker.db import Outbox
@@ -23,8 +23,6 @@ from revocation_worker.notices.models import (
     RevocationSample,
     RevocationSampleSet,
 )
-
-CHUNK = IN_LIST_CHUNK
 
 
 class SampleRow(NamedTuple):
@@ -135,8 +133,8 @@ def notice_rows(session: Session, ids: Iterable[str]) -> dict[str, NoticeRow]:
     """Notices by id as plain rows, for building their webhook bodies."""
     wanted = sorted(set(ids))
     out: dict[str, NoticeRow] = {}
-    for i in range(0, len(wanted), CHUNK):
-        for row in session.execute(_NOTICE_ROWS, {"ids": wanted[i : i + CHUNK]}):
+    for part in chunks(wanted):
+        for row in session.execute(_NOTICE_ROWS, {"ids": list(part)}):
             out[row[0]] = NoticeRow(*row)
     return out
 
@@ -204,8 +202,8 @@ def first_samples_of(
         (_OWN_FIRST, sorted(own), False),
     ]
     for stmt, keys, shared in sources:
-        for i in range(0, len(keys), CHUNK):
-            for k, sid, sha, kind in session.execute(stmt, {"keys": keys[i : i + CHUNK], "limit": limit}):
+        for part in chunks(keys):
+            for k, sid, sha, kind in session.execute(stmt, {"keys": list(part), "limit": limit}):
                 row = SampleRow(sid, sha, kind)
                 for notice_id in by_revocation[k] if shared else (k,):
                     out[notice_id].append(row)
@@ -216,10 +214,8 @@ def models_of_many(session: Session, notice_ids: Sequence[str]) -> dict[str, lis
     """`models_of` for many notices in one query (per 900 ids), each notice's by model id."""
     out: dict[str, list[ModelRow]] = {i: [] for i in notice_ids}
     wanted = sorted(set(notice_ids))
-    for i in range(0, len(wanted), CHUNK):
-        for notice_id, model_id, name, version, shard_ids in session.execute(
-            _MODELS_OF, {"ids": wanted[i : i + CHUNK]}
-        ):
+    for part in chunks(wanted):
+        for notice_id, model_id, name, version, shard_ids in session.execute(_MODELS_OF, {"ids": list(part)}):
             out[notice_id].append(ModelRow(model_id, name, version, shard_ids))
     return out
 
@@ -251,13 +247,13 @@ def revocation_sample_sets(session: Session, revocation_ids: Sequence[str]) -> d
     """(sample_count, digest) of each of these revocations' stored sample sets (those that have one)."""
     found: dict[str, tuple[int, str]] = {}
     ids = sorted(set(revocation_ids))
-    for i in range(0, len(ids), CHUNK):
+    for part in chunks(ids):
         for rid, count, digest in session.execute(
             select(
                 RevocationSampleSet.revocation_id,
                 RevocationSampleSet.sample_count,
                 RevocationSampleSet.digest,
-            ).where(RevocationSampleSet.revocation_id.in_(ids[i : i + CHUNK]))
+            ).where(RevocationSampleSet.revocation_id.in_(list(part)))
         ):
             found[str(rid)] = (int(count), str(digest))
     return found
@@ -312,8 +308,8 @@ def told(session: Session, revocation_ids: Sequence[str]) -> set[tuple[str, str]
     """(revocation, licensee) of every notice of these revocations."""
     out: set[tuple[str, str]] = set()
     ids = sorted(set(revocation_ids))
-    for i in range(0, len(ids), CHUNK):
-        of = Notice.revocation_id.in_(ids[i : i + CHUNK])
+    for part in chunks(ids):
+        of = Notice.revocation_id.in_(list(part))
         stmt = select(Notice.revocation_id, Notice.licensee_id).where(of)
         out.update((str(r), str(lic)) for r, lic in session.connection().execute(stmt))
     return out
