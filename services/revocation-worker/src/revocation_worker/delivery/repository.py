@@ -1,4 +1,5 @@
-"""The delivery loop's own queries: batch loads for claiming and recording, the next due time."""
+"""Deliveries: adding and cancelling them, leasing due ones, batch loads for sending and recording,
+the one statement of a recording pass, the next due time."""
 
 from __future__ import annotations
 
@@ -7,16 +8,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from rescind_common import bulk
 from rescind_common.bulk import chunks
+from rescind_common.db import UTCDateTime, utcnow
 from rescind_common.outbox import outbox_write
 from revocation_worker.db import Outbox
 from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.notices.models import Delivery, DeliveryAttempt, Notice
-from revocation_worker.notices.repository import NoticeRow
+from revocation_worker.notices.rows import NoticeRow
 
 _DELIVERIES = cast(Table, Delivery.__table__)
 _NOTICES = cast(Table, Notice.__table__)
@@ -299,4 +301,160 @@ def write_recorded(
             bulk.insert_rows(DeliveryAttempt, attempts),
             outbox_write(Outbox, events),
         ],
+    )
+
+
+def deliveries_of(session: Session, notice_id: str) -> list[Delivery]:
+    return list(
+        session.scalars(select(Delivery).where(Delivery.notice_id == notice_id).order_by(Delivery.id))
+    )
+
+
+def add_deliveries(session: Session, notice: Notice, endpoints: Sequence[Endpoint], now: dt.datetime) -> int:
+    existing = {d.endpoint_id for d in deliveries_of(session, notice.id)}
+    rows = [
+        {
+            "notice_id": notice.id,
+            "endpoint_id": e.id,
+            "licensee_id": notice.licensee_id,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for e in endpoints
+        if e.id not in existing
+    ]
+    if rows:
+        session.flush()  # a new endpoint (or notice) before the rows that reference it
+        bulk.execute(session, [bulk.insert_rows(Delivery, rows)])
+    return len(rows)
+
+
+def add_deliveries_for_new_endpoint(session: Session, endpoint: Endpoint) -> int:
+    """A licensee's new endpoint receives every notice not yet delivered anywhere nor acknowledged."""
+    now = utcnow()
+    notices = session.scalars(
+        select(Notice).where(
+            Notice.licensee_id == endpoint.licensee_id,
+            Notice.delivered_at.is_(None),
+            Notice.status.in_(["pending", "failed", "overdue"]),
+        )
+    )
+    return sum(add_deliveries(session, n, [endpoint], now) for n in notices)
+
+
+def cancel_deliveries_to(session: Session, endpoint_id: str) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.endpoint_id == endpoint_id, Delivery.status == "pending")
+        .values(status="cancelled")
+    )
+
+
+def delivery_statuses(session: Session, notice_id: str) -> list[str]:
+    return [str(x) for x in session.scalars(select(Delivery.status).where(Delivery.notice_id == notice_id))]
+
+
+def cancel_pending_for_notice(session: Session, notice_id: str) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.notice_id == notice_id, Delivery.status == "pending")
+        .values(status="cancelled")
+    )
+
+
+# claim_due's statements, built once (Core, bound per call): building and compiling-cache-keying
+# ORM statements on every claim cost more than running them.
+_RANKED = (
+    select(
+        _DELIVERIES.c.id,
+        _DELIVERIES.c.endpoint_id,
+        func.row_number()
+        .over(
+            partition_by=_DELIVERIES.c.endpoint_id,
+            order_by=(_DELIVERIES.c.next_attempt_at, _DELIVERIES.c.id),
+        )
+        .label("rn"),
+    )
+    .select_from(_DELIVERIES.join(_ENDPOINTS, _ENDPOINTS.c.id == _DELIVERIES.c.endpoint_id))
+    .where(
+        _DELIVERIES.c.status == "pending",
+        _DELIVERIES.c.next_attempt_at <= bindparam("now", type_=UTCDateTime()),
+        or_(
+            _DELIVERIES.c.lease_until.is_(None),
+            _DELIVERIES.c.lease_until < bindparam("now", type_=UTCDateTime()),
+        ),
+        _ENDPOINTS.c.status == "active",
+    )
+    .subquery()
+)
+
+
+_DUE = (
+    select(_RANKED.c.id, _RANKED.c.endpoint_id, _RANKED.c.rn)
+    .where(_RANKED.c.rn <= bindparam("capacity"))
+    .order_by(_RANKED.c.rn, _RANKED.c.id)
+    .limit(bindparam("limit"))
+)
+
+
+_LEASE = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
+        _DELIVERIES.c.status == "pending",
+        or_(
+            _DELIVERIES.c.lease_until.is_(None),
+            _DELIVERIES.c.lease_until < bindparam("now", type_=UTCDateTime()),
+        ),
+    )
+    .values(lease_until=bindparam("until", type_=UTCDateTime()), lease_owner=bindparam("owner"))
+    .returning(_DELIVERIES.c.id, _DELIVERIES.c.endpoint_id, _DELIVERIES.c.notice_id)
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A leased delivery: what the delivery loop needs to build and send it."""
+
+    id: int
+    endpoint_id: str
+    notice_id: str
+
+
+def claim_due(
+    session: Session,
+    *,
+    now: dt.datetime,
+    owner: str,
+    lease: dt.timedelta,
+    per_endpoint: dict[str, int],
+    default_capacity: int,
+    limit: int,
+) -> list[Claimed]:
+    """Lease due deliveries, at most `capacity` per endpoint, so that one endpoint's backlog can
+    never crowd out other licensees. Safe with several workers: a lease is taken with a
+    conditional UPDATE, and only the rows that UPDATE changed (RETURNING) are ours."""
+    conn = session.connection()
+    rows = conn.execute(_DUE, {"now": now, "capacity": default_capacity, "limit": limit * 2}).all()
+    chosen: list[int] = []
+    for delivery_id, endpoint_id, rn in rows:
+        if rn <= per_endpoint.get(endpoint_id, default_capacity):
+            chosen.append(delivery_id)
+        if len(chosen) >= limit:
+            break
+    if not chosen:
+        return []
+    leased = conn.execute(_LEASE, {"ids": chosen, "now": now, "until": now + lease, "owner": owner}).all()
+    return sorted((Claimed(int(i), str(e), str(n)) for i, e, n in leased), key=lambda c: c.id)
+
+
+def attempts_of(session: Session, delivery_id: int) -> list[DeliveryAttempt]:
+    return list(
+        session.scalars(
+            select(DeliveryAttempt)
+            .where(DeliveryAttempt.delivery_id == delivery_id)
+            .order_by(DeliveryAttempt.id)
+        )
     )

@@ -1,34 +1,33 @@
+"""Notices: reads, their samples and models, and the one statement of a resolution's writes."""
+
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, cast
+from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, func, or_, select, update
+from sqlalchemy import Select, Table, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from rescind_common import bulk
 from rescind_common.bulk import chunks
-from rescind_common.db import UTCDateTime, utcnow
+from rescind_common.db import utcnow
 from rescind_common.outbox import outbox_write
 from revocation_worker.db import Outbox
-from revocation_worker.endpoints.models import Endpoint
+
+# Leasing lives in delivery/repository.py; the delivery loop still reaches it through this module.
+from revocation_worker.delivery.repository import Claimed, claim_due
 from revocation_worker.notices.models import (
     Delivery,
-    DeliveryAttempt,
     Notice,
     NoticeModel,
     NoticeSample,
     RevocationSample,
     RevocationSampleSet,
 )
+from revocation_worker.notices.rows import ModelRow, NoticeLike, NoticeRow, SampleRow
 
-
-class SampleRow(NamedTuple):
-    sample_id: str
-    sha256: str
-    kind: str
+__all__ = ["Claimed", "ModelRow", "NoticeLike", "NoticeRow", "SampleRow", "claim_due"]
 
 
 def get_own(session: Session, licensee_id: str, notice_id: str, *, lock: bool = False) -> Notice | None:
@@ -90,40 +89,6 @@ def models_of(session: Session, notice_id: str) -> list[NoticeModel]:
     )
 
 
-class NoticeLike(Protocol):
-    """What building a webhook body reads of a notice: a `Notice` or a plain `NoticeRow`."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def revocation_id(self) -> str: ...
-    @property
-    def licensee_id(self) -> str: ...
-    @property
-    def deadline(self) -> dt.datetime: ...
-    @property
-    def revoked_at(self) -> dt.datetime: ...
-    @property
-    def sample_count(self) -> int: ...
-    @property
-    def covers_revocation_samples(self) -> bool: ...
-    @property
-    def created_at(self) -> dt.datetime: ...
-
-
-class NoticeRow(NamedTuple):
-    """A notice as the delivery loop reads it (no ORM object)."""
-
-    id: str
-    revocation_id: str
-    licensee_id: str
-    deadline: dt.datetime
-    revoked_at: dt.datetime
-    sample_count: int
-    covers_revocation_samples: bool
-    created_at: dt.datetime
-
-
 _NOTICE_ROWS = select(*(cast(Table, Notice.__table__).c[name] for name in NoticeRow._fields)).where(
     cast(Table, Notice.__table__).c.id.in_(bindparam("ids", expanding=True))
 )
@@ -137,13 +102,6 @@ def notice_rows(session: Session, ids: Iterable[str]) -> dict[str, NoticeRow]:
         for row in session.execute(_NOTICE_ROWS, {"ids": list(part)}):
             out[row[0]] = NoticeRow(*row)
     return out
-
-
-class ModelRow(NamedTuple):
-    model_id: str
-    name: str
-    version: str
-    shard_ids: list[str]
 
 
 def _first_samples_stmt(table: Table, key: str) -> Select[tuple[str, str, str, str]]:
@@ -168,7 +126,11 @@ def _first_samples_stmt(table: Table, key: str) -> Select[tuple[str, str, str, s
 
 
 _SHARED_FIRST = _first_samples_stmt(cast(Table, RevocationSample.__table__), "revocation_id")
+
+
 _OWN_FIRST = _first_samples_stmt(cast(Table, NoticeSample.__table__), "notice_id")
+
+
 _MODELS_OF = (
     select(
         NoticeModel.__table__.c.notice_id,
@@ -292,18 +254,6 @@ def insert_rows(session: Session, model: type[Any], rows: Sequence[dict[str, Any
     bulk.execute(session, [bulk.insert_rows(model, rows)])
 
 
-def insert_notices(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    insert_rows(session, Notice, rows)
-
-
-def insert_models(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    insert_rows(session, NoticeModel, rows)
-
-
-def insert_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    insert_rows(session, Delivery, rows)
-
-
 def told(session: Session, revocation_ids: Sequence[str]) -> set[tuple[str, str]]:
     """(revocation, licensee) of every notice of these revocations."""
     out: set[tuple[str, str]] = set()
@@ -315,75 +265,6 @@ def told(session: Session, revocation_ids: Sequence[str]) -> set[tuple[str, str]
     return out
 
 
-def deliveries_of(session: Session, notice_id: str) -> list[Delivery]:
-    return list(
-        session.scalars(select(Delivery).where(Delivery.notice_id == notice_id).order_by(Delivery.id))
-    )
-
-
-def add_deliveries(session: Session, notice: Notice, endpoints: Sequence[Endpoint], now: dt.datetime) -> int:
-    existing = {d.endpoint_id for d in deliveries_of(session, notice.id)}
-    rows = [
-        {
-            "notice_id": notice.id,
-            "endpoint_id": e.id,
-            "licensee_id": notice.licensee_id,
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        }
-        for e in endpoints
-        if e.id not in existing
-    ]
-    if rows:
-        session.flush()  # a new endpoint (or notice) before the rows that reference it
-        insert_rows(session, Delivery, rows)
-    return len(rows)
-
-
-def add_deliveries_for_new_endpoint(session: Session, endpoint: Endpoint) -> int:
-    """A licensee's new endpoint receives every notice not yet delivered anywhere nor acknowledged."""
-    now = utcnow()
-    notices = session.scalars(
-        select(Notice).where(
-            Notice.licensee_id == endpoint.licensee_id,
-            Notice.delivered_at.is_(None),
-            Notice.status.in_(["pending", "failed", "overdue"]),
-        )
-    )
-    return sum(add_deliveries(session, n, [endpoint], now) for n in notices)
-
-
-def cancel_deliveries_to(session: Session, endpoint_id: str) -> None:
-    session.execute(
-        update(Delivery)
-        .where(Delivery.endpoint_id == endpoint_id, Delivery.status == "pending")
-        .values(status="cancelled")
-    )
-
-
-def pending_to_disabled(
-    session: Session, now: dt.datetime, endpoint_ids: Sequence[str] | None, limit: int
-) -> list[tuple[int, str, str]]:
-    """(delivery id, notice id, endpoint id) of pending deliveries to disabled endpoints that no
-    attempt holds (no live lease), by delivery id. The loop never claims them."""
-    disabled = select(Endpoint.id).where(Endpoint.status != "active")
-    if endpoint_ids is not None:
-        disabled = disabled.where(Endpoint.id.in_(sorted(set(endpoint_ids))))
-    rows = session.execute(
-        select(Delivery.id, Delivery.notice_id, Delivery.endpoint_id)
-        .where(
-            Delivery.status == "pending",
-            Delivery.endpoint_id.in_(disabled.scalar_subquery()),
-            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
-        )
-        .order_by(Delivery.id)
-        .limit(limit)
-    )
-    return [(int(i), str(n), str(e)) for i, n, e in rows]
-
-
 def lock_notices_skip_locked(session: Session, ids: Iterable[str]) -> dict[str, Notice]:
     """The notices nobody else holds, row-locked in id order; the others are left for later."""
     wanted = sorted(set(ids))
@@ -391,151 +272,6 @@ def lock_notices_skip_locked(session: Session, ids: Iterable[str]) -> dict[str, 
         return {}
     stmt = select(Notice).where(Notice.id.in_(wanted)).order_by(Notice.id).with_for_update(skip_locked=True)
     return {n.id: n for n in session.scalars(stmt)}
-
-
-def share_disabled_skip_locked(session: Session, ids: Iterable[str]) -> set[str]:
-    """Those of these endpoints that are disabled, share-locked (enabling one waits for us, then
-    sees what we did); an endpoint someone holds is left for later."""
-    wanted = sorted(set(ids))
-    if not wanted:
-        return set()
-    stmt = (
-        select(Endpoint.id)
-        .where(Endpoint.id.in_(wanted), Endpoint.status != "active")
-        .order_by(Endpoint.id)
-        .with_for_update(read=True, skip_locked=True)
-    )
-    return {str(i) for i in session.scalars(stmt)}
-
-
-def dead_letter_pending(
-    session: Session, ids: Sequence[int], now: dt.datetime, error: str
-) -> list[tuple[int, str]]:
-    """Dead-letter these deliveries if they are still pending and unleased (rows someone holds
-    are skipped). Returns (id, notice id) of those dead-lettered."""
-    if not ids:
-        return []
-    table = cast(Table, Delivery.__table__)
-    d = table.c
-    free = (
-        select(d.id)
-        .where(d.id.in_(list(ids)), d.status == "pending", or_(d.lease_until.is_(None), d.lease_until < now))
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    rows = session.execute(
-        update(table)
-        .where(d.id.in_(free))
-        .values(status="dead", lease_until=None, lease_owner=None, last_error=error[:500])
-        .returning(d.id, d.notice_id)
-    )
-    return [(int(i), str(n)) for i, n in rows]
-
-
-def delivery_statuses(session: Session, notice_id: str) -> list[str]:
-    return [str(x) for x in session.scalars(select(Delivery.status).where(Delivery.notice_id == notice_id))]
-
-
-def cancel_pending_for_notice(session: Session, notice_id: str) -> None:
-    session.execute(
-        update(Delivery)
-        .where(Delivery.notice_id == notice_id, Delivery.status == "pending")
-        .values(status="cancelled")
-    )
-
-
-_DELIVERIES = cast(Table, Delivery.__table__)
-_ENDPOINTS = cast(Table, Endpoint.__table__)
-# claim_due's statements, built once (Core, bound per call): building and compiling-cache-keying
-# ORM statements on every claim cost more than running them.
-_RANKED = (
-    select(
-        _DELIVERIES.c.id,
-        _DELIVERIES.c.endpoint_id,
-        func.row_number()
-        .over(
-            partition_by=_DELIVERIES.c.endpoint_id,
-            order_by=(_DELIVERIES.c.next_attempt_at, _DELIVERIES.c.id),
-        )
-        .label("rn"),
-    )
-    .select_from(_DELIVERIES.join(_ENDPOINTS, _ENDPOINTS.c.id == _DELIVERIES.c.endpoint_id))
-    .where(
-        _DELIVERIES.c.status == "pending",
-        _DELIVERIES.c.next_attempt_at <= bindparam("now", type_=UTCDateTime()),
-        or_(
-            _DELIVERIES.c.lease_until.is_(None),
-            _DELIVERIES.c.lease_until < bindparam("now", type_=UTCDateTime()),
-        ),
-        _ENDPOINTS.c.status == "active",
-    )
-    .subquery()
-)
-_DUE = (
-    select(_RANKED.c.id, _RANKED.c.endpoint_id, _RANKED.c.rn)
-    .where(_RANKED.c.rn <= bindparam("capacity"))
-    .order_by(_RANKED.c.rn, _RANKED.c.id)
-    .limit(bindparam("limit"))
-)
-_LEASE = (
-    update(_DELIVERIES)
-    .where(
-        _DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
-        _DELIVERIES.c.status == "pending",
-        or_(
-            _DELIVERIES.c.lease_until.is_(None),
-            _DELIVERIES.c.lease_until < bindparam("now", type_=UTCDateTime()),
-        ),
-    )
-    .values(lease_until=bindparam("until", type_=UTCDateTime()), lease_owner=bindparam("owner"))
-    .returning(_DELIVERIES.c.id, _DELIVERIES.c.endpoint_id, _DELIVERIES.c.notice_id)
-)
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A leased delivery: what the delivery loop needs to build and send it."""
-
-    id: int
-    endpoint_id: str
-    notice_id: str
-
-
-def claim_due(
-    session: Session,
-    *,
-    now: dt.datetime,
-    owner: str,
-    lease: dt.timedelta,
-    per_endpoint: dict[str, int],
-    default_capacity: int,
-    limit: int,
-) -> list[Claimed]:
-    """Lease due deliveries, at most `capacity` per endpoint, so that one endpoint's backlog can
-    never crowd out other licensees. Safe with several workers: a lease is taken with a
-    conditional UPDATE, and only the rows that UPDATE changed (RETURNING) are ours."""
-    conn = session.connection()
-    rows = conn.execute(_DUE, {"now": now, "capacity": default_capacity, "limit": limit * 2}).all()
-    chosen: list[int] = []
-    for delivery_id, endpoint_id, rn in rows:
-        if rn <= per_endpoint.get(endpoint_id, default_capacity):
-            chosen.append(delivery_id)
-        if len(chosen) >= limit:
-            break
-    if not chosen:
-        return []
-    leased = conn.execute(_LEASE, {"ids": chosen, "now": now, "until": now + lease, "owner": owner}).all()
-    return sorted((Claimed(int(i), str(e), str(n)) for i, e, n in leased), key=lambda c: c.id)
-
-
-def attempts_of(session: Session, delivery_id: int) -> list[DeliveryAttempt]:
-    return list(
-        session.scalars(
-            select(DeliveryAttempt)
-            .where(DeliveryAttempt.delivery_id == delivery_id)
-            .order_by(DeliveryAttempt.id)
-        )
-    )
 
 
 def overdue_candidates(session: Session, now: dt.datetime, limit: int) -> list[str]:
@@ -548,29 +284,11 @@ def overdue_candidates(session: Session, now: dt.datetime, limit: int) -> list[s
     )
 
 
-def dead_deliveries(
-    session: Session, licensee_id: str | None, after: int | None, limit: int
-) -> list[Delivery]:
-    stmt = select(Delivery).where(Delivery.status == "dead")
-    if licensee_id:
-        stmt = stmt.where(Delivery.licensee_id == licensee_id)
-    if after:
-        stmt = stmt.where(Delivery.id > after)
-    return list(session.scalars(stmt.order_by(Delivery.id).limit(limit)))
-
-
 def count_by_status(session: Session) -> dict[str, int]:
     return {
         str(s): int(n)
         for s, n in session.execute(select(Notice.status, func.count()).group_by(Notice.status))
     }
-
-
-def count_dead(session: Session, licensee_id: str | None = None) -> int:
-    stmt = select(func.count()).select_from(Delivery).where(Delivery.status == "dead")
-    if licensee_id:
-        stmt = stmt.where(Delivery.licensee_id == licensee_id)
-    return int(session.scalar(stmt) or 0)
 
 
 def insert_created(
