@@ -293,3 +293,37 @@ def test_worker_writes_stay_one_round_trip_on_postgresql(pg_database: Callable[[
         assert len(session.scalars(select(DeliveryAttempt.id)).all()) == 3
         assert len(session.scalars(select(Outbox.event_id)).all()) == 4
     engine.dispose()
+
+
+def test_a_grant_writes_consent_link_event_and_audit_in_one_statement_on_postgresql(
+    client: Any, seller: dict[str, str], settings: Any
+) -> None:
+    """consent-api's grant: the consent, its one sample link, its event, its audit entry and the
+    subject's new chain head, built by bulk, in one statement on PostgreSQL (in order elsewhere)."""
+    from sqlalchemy.engine import Engine as AnyEngine
+
+    from helpers import grant, register
+
+    sample = register(client, seller, 1)
+    seen: list[str] = []
+
+    def _count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    event.listen(AnyEngine, "before_cursor_execute", _count)
+    try:
+        grant(client, seller, sample)
+    finally:
+        event.remove(AnyEngine, "before_cursor_execute", _count)
+    writes = {
+        "INSERT INTO consents",
+        "INSERT INTO consent_samples",
+        "INSERT INTO outbox",
+        "INSERT INTO audit_log",
+        "UPDATE subjects",
+    }
+    holding = [s for s in seen if any(w in s for w in writes)]
+    if settings.consent_database_url.startswith("postgresql"):
+        assert len(holding) == 1 and all(w in holding[0] for w in writes), holding
+    else:
+        assert len(holding) == len(writes), holding
