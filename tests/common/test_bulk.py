@@ -189,12 +189,26 @@ def test_two_writes_to_one_table_keep_their_order(engine: Engine) -> None:
     md.create_all(engine)
     with engine.begin() as conn:
         bulk.execute(conn, [bulk.insert_rows(parents, [_row(1)])])
+    seen = _statements(engine)
+    with engine.begin() as conn:
+        # Adjacent inserts into one table become one write (one executemany on SQLite).
         bulk.execute(
             conn,
             [bulk.insert_rows(children, [{"parent_id": "p001", "seq": s}]) for s in (4, 2, 8, 6)],
         )
+        writes = [x for x in seen if x.startswith("INSERT")]
+        assert len(writes) == 1
+        # Apart, they run one by one: the order of a statement's CTEs is unspecified.
+        bulk.execute(
+            conn,
+            [
+                bulk.insert_rows(children, [{"parent_id": "p001", "seq": 3}]),
+                bulk.update_rows(parents, [{"id": "p001", "n": 7}]),
+                bulk.insert_rows(children, [{"parent_id": "p001", "seq": 1}]),
+            ],
+        )
         seqs = list(conn.execute(select(children.c.seq).order_by(children.c.id)).scalars())
-    assert seqs == [4, 2, 8, 6]
+    assert seqs == [4, 2, 8, 6, 3, 1]
 
 
 def test_chunks() -> None:

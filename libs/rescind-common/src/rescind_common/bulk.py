@@ -14,6 +14,9 @@ list of them in the caller's transaction:
   one executemany per write, in order: so order them as they must run one by one (a row before the
   rows that reference it).
 
+Adjacent inserts into one table (the same columns) are merged into one write first, on every
+dialect: a batch's events, say, are one write however many there are.
+
 The column list comes from the table, so a column added to a model is written as soon as the rows
 carry it: a row lacking a column that another row (or the table's Python-side default) supplies
 gets that default, or fails loudly (`ValueError`) when there is none; a key that names no column
@@ -243,6 +246,23 @@ def _fold(writes: Sequence[Write], shape: tuple[Any, ...]) -> Any:
     return folded[0]
 
 
+def _merged(writes: list[Write]) -> list[Write]:
+    """Adjacent inserts of the same columns into the same table as one (rows in order)."""
+    out: list[Write] = []
+    for w in writes:
+        last = out[-1] if out else None
+        if (
+            last is not None
+            and w.kind == last.kind == "insert"
+            and w.table is last.table
+            and w.columns == last.columns
+        ):
+            out[-1] = Write("insert", w.table, w.columns, [*last.rows, *w.rows])
+        else:
+            out.append(w)
+    return out
+
+
 def _collide(writes: Sequence[Write]) -> bool:
     """Whether these writes cannot share a statement: a prebuilt statement twice (its parameters
     would collide), or a table written twice (the order of a statement's CTEs is unspecified, and
@@ -258,7 +278,7 @@ def execute(session_or_conn: Session | Connection, writes: Sequence[Write]) -> N
     PostgreSQL, one executemany each, in order, elsewhere. Writes with no rows are left out. A
     session's pending ORM changes are not flushed: flush first when they must come before."""
     conn = session_or_conn.connection() if isinstance(session_or_conn, Session) else session_or_conn
-    todo = [w for w in writes if w.kind == "statement" or w.rows]
+    todo = _merged([w for w in writes if w.kind == "statement" or w.rows])
     if not todo:
         return
     if conn.dialect.name != "postgresql" or len(todo) < 2 or _collide(todo):
