@@ -281,7 +281,7 @@ def execute(session_or_conn: Session | Connection, writes: Sequence[Write]) -> N
     todo = _merged([w for w in writes if w.kind == "statement" or w.rows])
     if not todo:
         return
-    if conn.dialect.name != "postgresql" or len(todo) < 2 or _collide(todo):
+    if conn.dialect.name != "postgresql" or _collide(todo):
         for w in todo:
             _run_one(conn, w)
         return
