@@ -185,9 +185,9 @@ def legacy_create_notice(session: Any, ctx: Any, revocation: Any, holder: dict[s
 
     from rescind_common.ids import new_id
     from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
+    from revocation_worker.delivery import repository as deliveries_repo
     from revocation_worker.endpoints import repository as endpoints_repo
     from revocation_worker.events import publish, timestamp
-    from revocation_worker.notices import repository
     from revocation_worker.notices.models import Notice, NoticeModel, NoticeSample
 
     licensee_id = str(holder["licensee_id"])
@@ -229,7 +229,7 @@ def legacy_create_notice(session: Any, ctx: Any, revocation: Any, holder: dict[s
                 shard_ids=list(m.get("shard_ids") or []),
             )
         )
-    repository.add_deliveries(session, notice, endpoints_repo.active_for(session, licensee_id), now)
+    deliveries_repo.add_deliveries(session, notice, endpoints_repo.active_for(session, licensee_id), now)
     publish(
         session,
         ctx.settings,

@@ -30,10 +30,10 @@ from rescind_common.proto.rescind.v1 import consent_events_pb2, notice_events_pb
 from revocation_worker.config import WorkerSettings
 from revocation_worker.context import AppContext
 from revocation_worker.db import Outbox
+from revocation_worker.delivery import repository as deliveries_repo
 from revocation_worker.delivery.loop import Deliverer
 from revocation_worker.intake.models import Revocation
 from revocation_worker.main import create_app
-from revocation_worker.notices import repository as notices_repo
 from revocation_worker.notices.models import Delivery, DeliveryAttempt
 from revocation_worker.notices.service import HolderNotice, RevocationSamples, create_many
 
@@ -279,8 +279,8 @@ class WorkerHarness:
     def attempts(self, notice_id: str) -> list[DeliveryAttempt]:
         with self.ctx.session_factory() as session:
             out: list[DeliveryAttempt] = []
-            for d in notices_repo.deliveries_of(session, notice_id):
-                out += notices_repo.attempts_of(session, d.id)
+            for d in deliveries_repo.deliveries_of(session, notice_id):
+                out += deliveries_repo.attempts_of(session, d.id)
             return out
 
     # the delivery loop

@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -16,15 +16,10 @@ from fastapi import Depends, Request
 from sqlalchemy import (
     JSON,
     DateTime,
-    Delete,
     Engine,
-    Insert,
-    Update,
-    bindparam,
     create_engine,
     event,
     exc,
-    insert,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session, sessionmaker
@@ -150,59 +145,6 @@ def make_engine(
             raise exc.DisconnectionError("pooled connection is dead")
 
     return engine
-
-
-# A write for `execute_together`: a statement built once (its values `bindparam`s, see
-# `insert_template`) and this call's parameters.
-Write = tuple[Insert | Update | Delete, dict[str, Any]]
-
-_folded: dict[tuple[int, ...], Insert | Update | Delete] = {}
-
-
-def insert_template(model: Any, prefix: str) -> Insert:
-    """`INSERT INTO <model's table>` of every column but an autoincrement key, each value a bound
-    parameter `<prefix>_<column>`: built once, compiled once; pass values with `params(prefix, ...)`."""
-    table = model.__table__
-    return insert(table).values(
-        {
-            c.key: bindparam(f"{prefix}_{c.key}", type_=c.type)
-            for c in table.columns
-            if not (c.primary_key and c.autoincrement is True)
-        }
-    )
-
-
-def params(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
-    return {f"{prefix}_{k}": v for k, v in values.items()}
-
-
-def execute_together(session: Session, writes: Sequence[Write]) -> None:
-    """Run writes (none of them returning rows) in the session's transaction, in one round trip on
-    PostgreSQL: all but the last become data-modifying CTEs of the last. They see the same snapshot
-    and none sees another's rows, so only fold writes that do not read each other (foreign keys are
-    fine: they are checked at the end of the statement). Elsewhere (SQLite), or when a template
-    comes twice (its parameters would collide), one by one, in order: so order them as they must
-    run one by one (a row before the rows that reference it).
-
-    The statements are templates (built once, parameter names unique across the writes): the folded
-    statement is built once per combination and its compiled form cached by SQLAlchemy; a call
-    costs the parameters only."""
-    conn = session.connection()
-    key = tuple(id(statement) for statement, _ in writes)
-    if conn.dialect.name != "postgresql" or len(writes) < 2 or len(set(key)) < len(key):
-        for statement, values in writes:
-            conn.execute(statement, values)
-        return
-    folded = _folded.get(key)
-    if folded is None:
-        *first, (folded, _) = writes
-        for i, (statement, _) in enumerate(first):
-            folded = folded.add_cte(statement.cte(f"w{i}"))
-        _folded[key] = folded  # holds the templates too, so their ids stay theirs
-    merged: dict[str, Any] = {}
-    for _, values in writes:
-        merged.update(values)
-    conn.execute(folded, merged)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -1,10 +1,11 @@
 """The transactional outbox and its relay to Kafka.
 
 A state change and its event commit in the same database transaction: the writer builds its
-events' rows (`outbox_row`) and adds them with its other writes (`insert_outbox`, or folded into
-a statement of its own). The relay publishes committed rows in order and marks them published;
-it keeps published rows for a retention window and re-publishes them when it finds that the
-broker has lost its log. Consumers deduplicate by event id, so repeats are harmless.
+events' rows (`outbox_row`) and adds them with its other writes (`insert_outbox`, or
+`outbox_write` folded with them by `rescind_common.bulk.execute`). The relay publishes committed
+rows in order and marks them published; it keeps published rows for a retention window and
+re-publishes them when it finds that the broker has lost its log. Consumers deduplicate by event
+id, so repeats are harmless.
 
 What the relay knows of each topic's log is kept in the service's own database (`outbox_log`,
 `OutboxLogMixin`), so that it survives the relay's restarts: the topic id the broker gave the log
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import logging
 import threading
 import time
@@ -57,6 +57,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
 
+from rescind_common.bulk import Write, execute, insert_rows
 from rescind_common.db import JSONType, UTCDateTime, utcnow
 from rescind_common.health import Heartbeat
 from rescind_common.kafka import ensure_topics, make_admin, make_producer
@@ -179,6 +180,13 @@ def lost_logs(known: Mapping[str, KnownLog], seen: Mapping[str, SeenLog]) -> dic
     return lost
 
 
+# Ids per event (a revocation's or a license's sample ids): a record stays well under Kafka's
+# default 1 MB whatever the number of samples; the consumers join the numbered chunks.
+EVENT_IDS_CHUNK = 5000
+# Sample references (id, hash, kind) per event: each is larger than an id.
+EVENT_REFS_CHUNK = 1000
+
+
 def outbox_row(
     *,
     topic: str,
@@ -200,34 +208,17 @@ def outbox_row(
     }
 
 
-OUTBOX_INSERT_BATCH = 1000  # rows per executemany
+def outbox_write(model: Any, rows: Sequence[dict[str, Any]]) -> Write:
+    """`outbox_row`s as one write for `rescind_common.bulk.execute`, alone or folded with the
+    caller's other writes: rows land in order (the relay publishes in id order)."""
+    return insert_rows(model, rows)
 
 
-def insert_outbox(conn: Connection, model: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """Add `outbox_row`s to the outbox in the caller's transaction, in order (the relay publishes in
-    id order): one executemany of a Core INSERT built once per table, 1,000 rows at a time, which
-    psycopg pipelines into one round trip. No rows, no statement. A caller with pending ORM changes
-    that must come first flushes its session before."""
-    if not rows:
-        return
-    stmt = _insert_of(model.__table__)
-    for i in range(0, len(rows), OUTBOX_INSERT_BATCH):
-        conn.execute(stmt, list(rows[i : i + OUTBOX_INSERT_BATCH]))
-
-
-@functools.cache
-def _insert_of(table: Any) -> Any:
-    # Core, not the ORM's bulk-insert path (which costs several times more Python per statement).
-    return insert(table)
-
-
-def enqueue(
-    session: Session, model: Any, *, topic: str, key: str, event_id: str, event_type: str, message: Message
-) -> None:
-    """Add one event to the outbox inside the caller's transaction (after its pending ORM changes)."""
-    session.flush()
-    row = outbox_row(topic=topic, key=key, event_id=event_id, event_type=event_type, message=message)
-    insert_outbox(session.connection(), model, [row])
+def insert_outbox(session_or_conn: Session | Connection, model: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Add `outbox_row`s to the outbox in the caller's transaction, in order, in one statement on
+    PostgreSQL. No rows, no statement. A caller with pending ORM changes that must come first
+    flushes its session before."""
+    execute(session_or_conn, [outbox_write(model, rows)])
 
 
 class OutboxRelay:

@@ -9,9 +9,10 @@ from sqlalchemy.orm import Session
 
 from consent_api.config import ConsentSettings
 from consent_api.db import Outbox
-from rescind_common.db import Write, insert_template, params, utcnow
+from rescind_common import bulk
+from rescind_common.db import utcnow
 from rescind_common.ids import new_id
-from rescind_common.outbox import outbox_row
+from rescind_common.outbox import outbox_row, outbox_write
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
 PRODUCER = "consent-api"
@@ -36,21 +37,18 @@ def timestamp(value: dt.datetime) -> Timestamp:
     return ts
 
 
-_OUTBOX_INSERT = insert_template(Outbox, "outbox")
-
-
 def publish(session: Session, settings: ConsentSettings, subject_id: str, **payload: object) -> str:
     """Enqueue one ConsentEvent with exactly one payload field set; return its event id."""
-    event_id, (statement, values) = outbox_insert(settings, subject_id, **payload)
+    event_id, write = outbox_insert(settings, subject_id, **payload)
     # Core, on the session's connection, like the other writes of the hot paths: rows land in the
     # order events are published (the relay publishes in outbox id order), with no ORM flush.
-    session.connection().execute(statement, values)
+    bulk.execute(session, [write])
     return event_id
 
 
-def outbox_insert(settings: ConsentSettings, subject_id: str, **payload: object) -> tuple[str, Write]:
+def outbox_insert(settings: ConsentSettings, subject_id: str, **payload: object) -> tuple[str, bulk.Write]:
     """(event id, the outbox write) for one ConsentEvent with exactly one payload field set; the
-    caller executes it in the business transaction (alone, or folded: `execute_together`)."""
+    caller executes it in the business transaction (alone, or folded: `rescind_common.bulk.execute`)."""
     (field, message), *rest = payload.items()
     assert not rest, "one payload per event"
     event_id = new_id("evt")
@@ -59,15 +57,12 @@ def outbox_insert(settings: ConsentSettings, subject_id: str, **payload: object)
         event_id=event_id, subject_id=subject_id, producer=PRODUCER, occurred_at=timestamp(now)
     )
     getattr(envelope, field).CopyFrom(message)
-    values = {
-        **outbox_row(
-            topic=settings.kafka_consent_topic,
-            key=subject_id,
-            event_id=event_id,
-            event_type=field,
-            message=envelope,
-            created_at=now,
-        ),
-        "published_at": None,
-    }
-    return event_id, (_OUTBOX_INSERT, params("outbox", values))
+    row = outbox_row(
+        topic=settings.kafka_consent_topic,
+        key=subject_id,
+        event_id=event_id,
+        event_type=field,
+        message=envelope,
+        created_at=now,
+    )
+    return event_id, outbox_write(Outbox, [row])

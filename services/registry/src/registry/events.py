@@ -10,14 +10,13 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from rescind_common.ids import new_ids
-from rescind_common.outbox import outbox_row
+from rescind_common.outbox import EVENT_IDS_CHUNK, outbox_row
 from rescind_common.proto.rescind.v1 import license_events_pb2 as pb
 
 PRODUCER = "registry"
 # Sample ids per event, as consent-api chunks its ConsentRevoked events: a license may hold 100,000
-# samples (RESCIND_REGISTRY_MAX_LICENSE_SAMPLES), far over a Kafka record's default 1 MB; 5,000 ids
-# keep a record near 200 KB.
-EVENT_CHUNK = 5000
+# samples (RESCIND_REGISTRY_MAX_LICENSE_SAMPLES), far over a Kafka record's default 1 MB.
+EVENT_CHUNK = EVENT_IDS_CHUNK
 
 
 def timestamp(value: dt.datetime) -> Timestamp:

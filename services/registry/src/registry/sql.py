@@ -10,17 +10,10 @@ from sqlalchemy import ColumnElement, Connection, String, any_, bindparam, liter
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-# SQLite allows 32,766 bound parameters per statement: IN lists of 900 (two at most) stay far below.
-SQLITE_CHUNK = 900
-# PostgreSQL takes one array parameter (`= ANY(:ids)`): a single plan whatever the length, ~10x
-# faster than long IN lists; chunks only bound the memory of one round trip.
-POSTGRES_CHUNK = 10_000
-INSERT_BATCH = 5000
+from rescind_common.bulk import ANY_ARRAY_CHUNK, EXECUTEMANY_CHUNK, IN_LIST_CHUNK, chunks
 
-
-def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+# PostgreSQL takes one array parameter (`= ANY(:ids)`): a single plan whatever the length, faster
+# than long IN lists; SQLite takes IN lists under its bound-parameter limit.
 
 
 def is_postgres(session: Session) -> bool:
@@ -28,7 +21,7 @@ def is_postgres(session: Session) -> bool:
 
 
 def id_chunks(session: Session, ids: Sequence[str]) -> Iterable[Sequence[str]]:
-    return chunks(ids, POSTGRES_CHUNK if is_postgres(session) else SQLITE_CHUNK)
+    return chunks(ids, ANY_ARRAY_CHUNK if is_postgres(session) else IN_LIST_CHUNK)
 
 
 def is_postgres_conn(conn: Connection) -> bool:
@@ -36,7 +29,7 @@ def is_postgres_conn(conn: Connection) -> bool:
 
 
 def chunk_size(postgres: bool) -> int:
-    return POSTGRES_CHUNK if postgres else SQLITE_CHUNK
+    return ANY_ARRAY_CHUNK if postgres else IN_LIST_CHUNK
 
 
 def member(postgres: bool, column: Any, name: str) -> ColumnElement[bool]:
@@ -62,5 +55,5 @@ def insert_ignoring_duplicates(
         return
     insert = postgresql.insert if is_postgres(session) else sqlite.insert
     stmt = insert(model).on_conflict_do_nothing(index_elements=index_elements)
-    for part in chunks(rows, INSERT_BATCH):
+    for part in chunks(rows, EXECUTEMANY_CHUNK):
         session.execute(stmt, list(part))

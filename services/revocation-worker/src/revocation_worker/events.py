@@ -11,8 +11,7 @@ from sqlalchemy.orm import Session
 
 from rescind_common.db import utcnow
 from rescind_common.ids import new_id
-from rescind_common.outbox import insert_outbox
-from rescind_common.outbox import outbox_row as make_outbox_row
+from rescind_common.outbox import insert_outbox, outbox_row
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.config import WorkerSettings
 from revocation_worker.db import Outbox
@@ -57,7 +56,7 @@ def publish(
     **payload: object,
 ) -> str:
     """Add one event to the outbox in the caller's transaction; its event id."""
-    row = outbox_row(
+    row = notice_event_row(
         settings,
         licensee_id=licensee_id,
         notice_id=notice_id,
@@ -70,7 +69,7 @@ def publish(
     return str(row["event_id"])
 
 
-def outbox_row(
+def notice_event_row(
     settings: WorkerSettings,
     *,
     licensee_id: str,
@@ -80,7 +79,8 @@ def outbox_row(
     key: str | None = None,
     **payload: object,
 ) -> dict[str, Any]:
-    """The outbox row `publish` would add, as plain data for `publish_many` (same event, same key)."""
+    """A notice event as the outbox row `publish` would add (`rescind_common.outbox.outbox_row`), for
+    `publish_many`: same event, same key."""
     event_id, field, envelope = _envelope(
         licensee_id=licensee_id,
         notice_id=notice_id,
@@ -88,7 +88,7 @@ def outbox_row(
         subject_id=subject_id,
         payload=payload,
     )
-    return make_outbox_row(
+    return outbox_row(
         topic=settings.kafka_notice_topic,
         key=key or licensee_id,
         event_id=event_id,
@@ -104,4 +104,4 @@ def publish_many(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         return
     session.flush()
-    insert_outbox(session.connection(), Outbox, rows)
+    insert_outbox(session, Outbox, rows)

@@ -31,6 +31,7 @@ from rescind_common.proto.rescind.v1 import consent_events_pb2, license_events_p
 from revocation_worker.config import WorkerSettings
 from revocation_worker.context import AppContext
 from revocation_worker.db import Outbox, OutboxLog, ProcessedEvent
+from revocation_worker.delivery import dead_letter_repository as dead_letter_repo
 from revocation_worker.delivery.loop import Deliverer
 from revocation_worker.endpoints.urlguard import AddressPolicy
 from revocation_worker.intake.handler import IntakeHandler
@@ -215,7 +216,7 @@ class Worker:
             counts = notices_repo.count_by_status(session)
             for status in ("pending", "delivered", "acknowledged", "overdue", "failed"):
                 NOTICES.labels(status).set(counts.get(status, 0))
-            DEAD_LETTER_DEPTH.set(notices_repo.count_dead(session))
+            DEAD_LETTER_DEPTH.set(dead_letter_repo.count_dead(session))
 
     async def run_async(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -1,31 +1,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consent_api.audit.models import AuditEntry
 from consent_api.subjects.models import Subject
-from rescind_common.db import Write, insert_template, params
-
-_ENTRY_INSERT = insert_template(AuditEntry, "audit")
-_SUBJECTS = cast(Table, Subject.__table__)
-_HEAD_UPDATE = (
-    update(_SUBJECTS)
-    .where(_SUBJECTS.c.id == bindparam("head_subject_id"))
-    .values(audit_seq=bindparam("head_seq"), audit_head=bindparam("head_hash"))
-)
+from rescind_common import bulk
 
 
-def entry_insert(values: dict[str, Any]) -> Write:
+def entry_insert(values: dict[str, Any]) -> bulk.Write:
     # Core: no ORM object to track and flush.
-    return _ENTRY_INSERT, params("audit", values)
+    return bulk.insert_rows(AuditEntry, [values])
 
 
-def head_update(subject_id: str, seq: int, head: str) -> Write:
-    return _HEAD_UPDATE, {"head_subject_id": subject_id, "head_seq": seq, "head_hash": head}
+def head_update(subject_id: str, seq: int, head: str) -> bulk.Write:
+    return bulk.update_rows(Subject, [{"id": subject_id, "audit_seq": seq, "audit_head": head}])
 
 
 def entries_for(session: Session, subject_id: str, after_seq: int = 0, limit: int = 500) -> list[AuditEntry]:

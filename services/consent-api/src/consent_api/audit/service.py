@@ -19,7 +19,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 from consent_api.audit import repository
 from consent_api.audit.models import AuditEntry
 from consent_api.subjects.models import Subject
-from rescind_common.db import Write, execute_together, utcnow
+from rescind_common import bulk
+from rescind_common.db import utcnow
 
 GENESIS = "0" * 64
 
@@ -56,16 +57,17 @@ def append(
 ) -> AuditEntry:
     """Append to the subject's chain. The caller holds the subject row lock."""
     entry, statements = append_statements(subject, actor=actor, action=action, entity_id=entity_id, data=data)
-    execute_together(session, statements)
+    bulk.execute(session, statements)
     return entry
 
 
 def append_statements(
     subject: Subject, *, actor: str, action: str, entity_id: str, data: dict[str, Any]
-) -> tuple[AuditEntry, list[Write]]:
+) -> tuple[AuditEntry, list[bulk.Write]]:
     """The entry and the writes that append it (the entry, the new chain head), for the caller to
-    execute in its transaction, alone or folded with its own writes (`execute_together`). The caller
-    holds the subject row lock and must execute them: the loaded subject already shows the new head."""
+    execute in its transaction, alone or folded with its own writes (`rescind_common.bulk.execute`).
+    The caller holds the subject row lock and must execute them: the loaded subject already shows
+    the new head."""
     seq = subject.audit_seq + 1
     at = utcnow()
     digest = entry_hash(
@@ -89,7 +91,7 @@ def append_statements(
         "prev_hash": subject.audit_head,
         "hash": digest,
     }
-    statements: list[Write] = [
+    statements: list[bulk.Write] = [
         repository.entry_insert(values),
         repository.head_update(subject.id, seq, digest),
     ]

@@ -7,33 +7,26 @@ from sqlalchemy import Table, and_, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from consent_api.consents.models import Consent, ConsentSample
-from consent_api.samples.repository import chunks
-from rescind_common.db import Write, insert_template, params
-
-# Consent-sample links written per executemany.
-SAMPLES_PER_STATEMENT = 1000
+from rescind_common import bulk
+from rescind_common.bulk import EXECUTEMANY_CHUNK, chunks
 
 
-_CONSENT_INSERT = insert_template(Consent, "consent")
-_LINK_INSERT = insert_template(ConsentSample, "link")
-
-
-def row_insert(values: dict[str, Any]) -> Write:
-    """The consent row (every column given) as a write for `execute_together`."""
-    return _CONSENT_INSERT, params("consent", values)
+def row_insert(values: dict[str, Any]) -> bulk.Write:
+    """The consent row as a write for `rescind_common.bulk.execute`."""
+    return bulk.insert_rows(Consent, [values])
 
 
 def add_samples(session: Session, consent_id: str, sample_ids: Sequence[str]) -> None:
     rows: list[dict[str, Any]] = [{"consent_id": consent_id, "sample_id": s} for s in sample_ids]
     conn = session.connection()
-    for part in chunks(rows, SAMPLES_PER_STATEMENT):
+    for part in chunks(rows, EXECUTEMANY_CHUNK):
         conn.execute(insert(ConsentSample), list(part))
 
 
-def sample_insert(consent_id: str, sample_id: str) -> Write:
-    """The link of a one-sample consent, as a write for `execute_together`."""
+def sample_insert(consent_id: str, sample_id: str) -> bulk.Write:
+    """The link of a one-sample consent, as a write for `rescind_common.bulk.execute`."""
     link = {"consent_id": consent_id, "sample_id": sample_id, "revoked_at": None, "revocation_id": None}
-    return _LINK_INSERT, params("link", link)
+    return bulk.insert_rows(ConsentSample, [link])
 
 
 def get(session: Session, subject_id: str, consent_id: str, *, lock: bool = False) -> Consent | None:
@@ -156,27 +149,34 @@ _MARK_REVOKED = (
 )
 
 
-def consent_update(consent: Consent) -> Write:
+def consent_update(consent: Consent) -> bulk.Write:
     """The revocation's changes to `consent` (as the caller set them on the object), as a write for
-    `execute_together`."""
-    return _CONSENT_UPDATE, {
-        "cupd_id": consent.id,
-        "cupd_status": consent.status,
-        "cupd_ended_at": consent.ended_at,
-        "cupd_active_sample_count": consent.active_sample_count,
-        "cupd_revoked_purposes": consent.revoked_purposes or [],
-        "cupd_excluded_licensees": consent.excluded_licensees or [],
-    }
+    `rescind_common.bulk.execute`."""
+    return bulk.statement(
+        _CONSENT_UPDATE,
+        {
+            "cupd_id": consent.id,
+            "cupd_status": consent.status,
+            "cupd_ended_at": consent.ended_at,
+            "cupd_active_sample_count": consent.active_sample_count,
+            "cupd_revoked_purposes": consent.revoked_purposes or [],
+            "cupd_excluded_licensees": consent.excluded_licensees or [],
+        },
+    )
 
 
-def mark_revoked(consent_id: str, sample_ids: Sequence[str], revocation_id: str, at: Any) -> Write:
-    """Mark these (at most CHUNK) of the consent's samples revoked, as a write for `execute_together`."""
-    return _MARK_REVOKED, {
-        "mark_consent_id": consent_id,
-        "mark_sample_ids": list(sample_ids),
-        "mark_at": at,
-        "mark_revocation_id": revocation_id,
-    }
+def mark_revoked(consent_id: str, sample_ids: Sequence[str], revocation_id: str, at: Any) -> bulk.Write:
+    """Mark these (at most IN_LIST_CHUNK) of the consent's samples revoked, as a write for
+    `rescind_common.bulk.execute`."""
+    return bulk.statement(
+        _MARK_REVOKED,
+        {
+            "mark_consent_id": consent_id,
+            "mark_sample_ids": list(sample_ids),
+            "mark_at": at,
+            "mark_revocation_id": revocation_id,
+        },
+    )
 
 
 def expired_candidates(session: Session, now: Any, limit: int) -> list[tuple[str, str]]:

@@ -16,8 +16,10 @@ from consent_api.receipts import claims as receipt_claims
 from consent_api.samples import repository as samples_repo
 from consent_api.subjects import service as subjects
 from consent_api.subjects.models import Subject
+from rescind_common import bulk
 from rescind_common.auth import Principal
-from rescind_common.db import Write, execute_together, utcnow
+from rescind_common.bulk import IN_LIST_CHUNK
+from rescind_common.db import utcnow
 from rescind_common.ids import new_id
 from rescind_common.problems import Problem, field_error
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
@@ -27,7 +29,7 @@ def grant_as(session: Session, ctx: AppContext, principal: Principal, body: Cons
     """Grant for the caller's subject (locked). Naming a few samples, the subject and the samples'
     fingerprints are read in one query."""
     ids = list(dict.fromkeys(body.sample_ids or []))
-    if ids and not body.all_samples and len(ids) <= samples_repo.CHUNK:
+    if ids and not body.all_samples and len(ids) <= IN_LIST_CHUNK:
         sub_hash = ctx.master.sub_hash(principal.sub)
         subject, found = samples_repo.subject_with_fingerprints(session, sub_hash, ids)
         if subject is not None:
@@ -156,10 +158,10 @@ def grant(
     )
     # The consent, its sample (when one; more go in one executemany after), its event and its audit
     # entry in one round trip on PostgreSQL (none of these writes reads another's rows).
-    writes: list[Write] = [repository.row_insert(row)]
+    writes: list[bulk.Write] = [repository.row_insert(row)]
     if len(sample_ids) == 1:
         writes.append(repository.sample_insert(consent_id, sample_ids[0]))
-    execute_together(session, [*writes, outbox, *audit_writes])
+    bulk.execute(session, [*writes, outbox, *audit_writes])
     if len(sample_ids) > 1:
         repository.add_samples(session, consent_id, sample_ids)  # after the consent row (foreign key)
     # As GET /v1/consents/{id} would answer (to_out + to_detail, without an ORM object in between):

@@ -8,6 +8,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from consent_api.notices.models import RevocationNotice, RevocationResolution
+from rescind_common.bulk import IN_LIST_CHUNK, chunks
 
 
 def for_revocations(session: Session, revocation_ids: Sequence[str]) -> dict[str, list[RevocationNotice]]:
@@ -33,9 +34,6 @@ def resolutions(session: Session, revocation_ids: Sequence[str]) -> dict[str, Re
     return {r.revocation_id: r for r in rows}
 
 
-# Keys per SELECT ... FOR UPDATE: two bind parameters each, well under every driver's limit.
-CHUNK = 1000
-
 NOTICES = RevocationNotice.__table__
 RESOLUTIONS = RevocationResolution.__table__
 
@@ -45,10 +43,10 @@ def lock_statuses(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[s
     so that two consumers on overlapping notices (a rebalance) cannot deadlock."""
     pk = tuple_(NOTICES.c.revocation_id, NOTICES.c.licensee_id)
     out: dict[tuple[str, str], str] = {}
-    for start in range(0, len(keys), CHUNK):
+    for part in chunks(keys, IN_LIST_CHUNK):
         stmt = (
             select(NOTICES.c.revocation_id, NOTICES.c.licensee_id, NOTICES.c.status)
-            .where(pk.in_(keys[start : start + CHUNK]))
+            .where(pk.in_(part))
             .order_by(NOTICES.c.revocation_id, NOTICES.c.licensee_id)
             .with_for_update()
         )

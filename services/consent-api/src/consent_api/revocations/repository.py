@@ -8,9 +8,8 @@ from sqlalchemy.orm import Session
 
 from consent_api.consents.models import ConsentSample
 from consent_api.revocations.models import Revocation, RevocationItem
-from rescind_common.db import Write, insert_template, params
+from rescind_common import bulk
 
-_REVOCATION_INSERT = insert_template(Revocation, "rev")
 _LINKS = cast(Table, ConsentSample.__table__)
 # The items are the consent's links to the withdrawn samples (one statement, whatever their number).
 _ITEMS_INSERT = insert(cast(Table, RevocationItem.__table__)).from_select(
@@ -22,18 +21,22 @@ _ITEMS_INSERT = insert(cast(Table, RevocationItem.__table__)).from_select(
 )
 
 
-def row_insert(values: dict[str, Any]) -> Write:
-    """The revocation row (every column given) as a write for `execute_together`."""
-    return _REVOCATION_INSERT, params("rev", values)
+def row_insert(values: dict[str, Any]) -> bulk.Write:
+    """The revocation row as a write for `rescind_common.bulk.execute`."""
+    return bulk.insert_rows(Revocation, [values])
 
 
-def items_insert(revocation_id: str, consent_id: str, sample_ids: Sequence[str]) -> Write:
-    """Items for these (at most CHUNK) samples withdrawn from the consent, for `execute_together`."""
-    return _ITEMS_INSERT, {
-        "items_revocation_id": revocation_id,
-        "items_consent_id": consent_id,
-        "items_sample_ids": list(sample_ids),
-    }
+def items_insert(revocation_id: str, consent_id: str, sample_ids: Sequence[str]) -> bulk.Write:
+    """Items for these (at most IN_LIST_CHUNK) samples withdrawn from the consent, for
+    `rescind_common.bulk.execute`."""
+    return bulk.statement(
+        _ITEMS_INSERT,
+        {
+            "items_revocation_id": revocation_id,
+            "items_consent_id": consent_id,
+            "items_sample_ids": list(sample_ids),
+        },
+    )
 
 
 def get(session: Session, subject_id: str, revocation_id: str) -> Revocation | None:

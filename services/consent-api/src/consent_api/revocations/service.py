@@ -22,15 +22,15 @@ from consent_api.revocations import repository
 from consent_api.revocations.models import Revocation
 from consent_api.revocations.schemas import NoticeOut, RevocationIn, RevocationOut
 from consent_api.samples import repository as samples_repo
-from consent_api.samples.repository import chunks
 from consent_api.subjects import service as subjects
 from consent_api.subjects.models import Subject
-from rescind_common.db import Write, execute_together, utcnow
+from rescind_common import bulk
+from rescind_common.bulk import chunks
+from rescind_common.db import utcnow
 from rescind_common.ids import new_id
+from rescind_common.outbox import EVENT_IDS_CHUNK
 from rescind_common.problems import Problem, field_error
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
-
-EVENT_CHUNK = 5000
 
 
 @dataclass
@@ -75,7 +75,7 @@ def revoke(
     # Every target's samples not yet revoked, in one query (unless the caller loaded them).
     loaded = consents_repo.active_sample_ids_of(session, [t.consent.id for t in targets if t.active is None])
     touched: list[tuple[Target, list[str], list[str], bool]] = []
-    target_writes: list[Write] = []
+    target_writes: list[bulk.Write] = []
     for t in targets:
         c = t.consent
         active = t.active if t.active is not None else loaded[c.id]
@@ -138,7 +138,7 @@ def revoke(
     # Written once, complete (no insert-then-update), before its items (they reference it).
     writes = [repository.row_insert(values), *target_writes]
     for t, samples, purposes, ended in touched:
-        parts = [samples[i : i + EVENT_CHUNK] for i in range(0, len(samples), EVENT_CHUNK)]
+        parts = list(chunks(samples, EVENT_IDS_CHUNK))
         for index, part in enumerate(parts):
             _, outbox = outbox_insert(
                 ctx.settings,
@@ -174,7 +174,7 @@ def revoke(
     )
     # One consent, few samples (the usual revocation): every write in one round trip on PostgreSQL.
     # None reads another's rows: the items are selected by sample id, not by revoked_at.
-    execute_together(session, [*writes, *audit_writes])
+    bulk.execute(session, [*writes, *audit_writes])
     count_revocation(session, trigger)
     return revocation
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, insert, select, text
@@ -8,14 +8,7 @@ from sqlalchemy.orm import Session
 
 from consent_api.samples.models import Sample
 from consent_api.subjects.models import Subject
-
-CHUNK = 900  # stays under SQLite's bound-parameter limits
-
-
-def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
+from rescind_common.bulk import EXECUTEMANY_CHUNK, chunks
 
 # The subject's samples with these hashes, matched by a join on the array's elements. As
 # `sha256 IN (...)` the planner may filter the subject's rows against the list one by one (no
@@ -43,7 +36,7 @@ def existing_hashes(session: Session, subject_id: str, hashes: Sequence[str]) ->
 def subject_with_fingerprints(
     session: Session, sub_hash: str, sample_ids: Sequence[str]
 ) -> tuple[Subject | None, dict[str, tuple[str, str]]]:
-    """The subject, locked, and `fingerprints` of those of `sample_ids` (at most CHUNK) it owns, in
+    """The subject, locked, and `fingerprints` of those of `sample_ids` (at most IN_LIST_CHUNK) it owns, in
     one query (a grant's read)."""
     rows = session.execute(
         select(Subject, Sample.id, Sample.sha256, Sample.kind)
@@ -58,7 +51,7 @@ def subject_with_fingerprints(
 
 def insert_many(session: Session, rows: list[dict[str, Any]]) -> None:
     conn = session.connection()  # Core executemany: no ORM bulk machinery per row
-    for part in chunks(rows, 1000):
+    for part in chunks(rows, EXECUTEMANY_CHUNK):
         conn.execute(insert(Sample), list(part))
 
 

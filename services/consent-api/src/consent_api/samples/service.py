@@ -14,12 +14,12 @@ from consent_api.samples.models import Sample
 from consent_api.samples.schemas import SampleIn, SampleOut
 from consent_api.subjects import service as subjects
 from consent_api.subjects.models import Subject
+from rescind_common.bulk import chunks
 from rescind_common.db import utcnow
 from rescind_common.ids import new_ids
+from rescind_common.outbox import EVENT_REFS_CHUNK
 from rescind_common.problems import Problem, field_error
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
-
-EVENT_CHUNK = 1000
 
 
 def register(
@@ -67,8 +67,7 @@ def register(
     ]
     repository.insert_many(session, rows)
 
-    for start in range(0, len(rows), EVENT_CHUNK):
-        part = rows[start : start + EVENT_CHUNK]
+    for part in chunks(rows, EVENT_REFS_CHUNK):
         refs = [pb.SampleRef(sample_id=r["id"], sha256=r["sha256"], kind=KIND_TO_PB[r["kind"]]) for r in part]
         publish(session, ctx.settings, subject.id, sample_registered=pb.SampleRegistered(samples=refs))
     audit.append(

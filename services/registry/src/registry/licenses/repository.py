@@ -11,15 +11,14 @@ from sqlalchemy.orm import Session
 from registry.licenses.models import License, LicenseSample
 from registry.projection.models import ProjectedSample
 from registry.sql import (
-    INSERT_BATCH,
     among,
     chunk_size,
-    chunks,
     id_chunks,
     insert_ignoring_duplicates,
     is_postgres_conn,
     member,
 )
+from rescind_common.bulk import EXECUTEMANY_CHUNK, chunks
 
 
 def get(session: Session, license_id: str) -> License | None:
@@ -79,7 +78,7 @@ def page(
 def add_samples(session: Session, license_id: str, sample_ids: Sequence[str]) -> None:
     """A new license's samples: plain executemany inserts, no conflict possible."""
     rows: list[dict[str, Any]] = [{"license_id": license_id, "sample_id": s} for s in sample_ids]
-    for part in chunks(rows, INSERT_BATCH):
+    for part in chunks(rows, EXECUTEMANY_CHUNK):
         session.execute(insert(LicenseSample), list(part))
 
 

@@ -7,7 +7,8 @@ from sqlalchemy.orm import Session
 
 from registry.licenses.models import License
 from registry.lineage.models import ModelLicense, TrainedModel
-from registry.sql import INSERT_BATCH, among, chunks, id_chunks
+from registry.sql import among, id_chunks
+from rescind_common.bulk import EXECUTEMANY_CHUNK, chunks
 
 
 def get(session: Session, model_id: str) -> TrainedModel | None:
@@ -32,7 +33,7 @@ def find(session: Session, licensee_id: str, name: str, version: str) -> Trained
 def add_links(session: Session, model_id: str, links: Sequence[tuple[str, str]]) -> None:
     """(license_id, shard_id) pairs, already deduplicated."""
     rows = [{"model_id": model_id, "license_id": lic, "shard_id": shard} for lic, shard in links]
-    for part in chunks(rows, INSERT_BATCH):
+    for part in chunks(rows, EXECUTEMANY_CHUNK):
         session.execute(insert(ModelLicense), list(part))
 
 

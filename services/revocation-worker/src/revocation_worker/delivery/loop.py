@@ -50,15 +50,15 @@ from revocation_worker.delivery.rules import Outcome
 from revocation_worker.delivery.signing import sign_headers, webhook_id
 from revocation_worker.endpoints import repository as endpoints_repo
 from revocation_worker.endpoints import service as endpoints
-from revocation_worker.events import outbox_row
+from revocation_worker.events import notice_event_row
 from revocation_worker.metrics import (
     DELIVERY_ATTEMPTS,
     DELIVERY_LATENCY,
     ENDPOINTS_DISABLED,
     REVOCATION_TO_DELIVERY,
 )
-from revocation_worker.notices import repository
 from revocation_worker.notices import service as notices
+from revocation_worker.notices.rows import NoticeLike
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Leased:
     endpoint_id: str
     url: str
     secrets: list[str]
-    notice: repository.NoticeLike
+    notice: NoticeLike
 
     def job(self, body: bytes) -> Job:
         return Job(self.delivery_id, self.endpoint_id, self.notice.id, self.url, body, self.secrets)
@@ -164,7 +164,7 @@ class Deliverer:
         out: list[Leased] = []
         secrets: dict[str, list[str]] = {}
         with self.ctx.session_factory() as session, session.begin():
-            claimed = repository.claim_due(
+            claimed = delivery_repo.claim_due(
                 session,
                 now=now,
                 owner=uuid.uuid4().hex,
@@ -196,7 +196,7 @@ class Deliverer:
         with self.ctx.session_factory() as session, session.begin():
             delivery_repo.release(session, delivery_ids)
 
-    def bodies(self, notices_: list[repository.NoticeLike]) -> dict[str, bytes]:
+    def bodies(self, notices_: list[NoticeLike]) -> dict[str, bytes]:
         """Each distinct notice's webhook body, built once (a notice's body never changes)."""
         with self.ctx.session_factory() as session:
             built = notices.webhook_bodies(session, self.ctx, notices_)
@@ -514,7 +514,7 @@ class Deliverer:
 
 def _notice_event(settings: WorkerSettings, notice: Any, **payload: Any) -> dict[str, Any]:
     """The outbox row of a notice event (`notice`: a recorded notice row with its ids)."""
-    return outbox_row(
+    return notice_event_row(
         settings,
         licensee_id=notice.licensee_id,
         notice_id=notice.id,

@@ -1,4 +1,5 @@
-"""The delivery loop's own queries: batch loads for claiming and recording, the next due time."""
+"""Deliveries: adding and cancelling them, leasing due ones, batch loads for sending and recording,
+the one statement of a recording pass, the next due time."""
 
 from __future__ import annotations
 
@@ -7,19 +8,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, text, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from rescind_common import bulk
+from rescind_common.bulk import chunks
+from rescind_common.db import UTCDateTime, utcnow
+from rescind_common.outbox import outbox_write
+from revocation_worker.db import Outbox
 from revocation_worker.endpoints.models import Endpoint
-from revocation_worker.events import publish_many
 from revocation_worker.notices.models import Delivery, DeliveryAttempt, Notice
-from revocation_worker.notices.repository import CHUNK, NoticeRow
+from revocation_worker.notices.rows import NoticeRow
 
 _DELIVERIES = cast(Table, Delivery.__table__)
 _NOTICES = cast(Table, Notice.__table__)
 _ENDPOINTS = cast(Table, Endpoint.__table__)
 _ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
-_INSERT_ATTEMPTS = insert(_ATTEMPTS)
 
 
 @dataclass
@@ -116,8 +120,8 @@ def leased_rows(
     next_due: dt.datetime | None = None
     wanted = sorted(set(ids))
     conn = session.connection()
-    for i in range(0, len(wanted), CHUNK):
-        for row in conn.execute(_LEASED, {"ids": wanted[i : i + CHUNK], "now": now}):
+    for part in chunks(wanted):
+        for row in conn.execute(_LEASED, {"ids": list(part), "now": now}):
             next_due = row[1]
             endpoint = EndpointSecrets(*row[_SECRETS])
             notice = NoticeRow(*row[_NOTICE])
@@ -151,8 +155,7 @@ def release(session: Session, ids: Sequence[int]) -> None:
 
 def add_attempts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """One multi-row INSERT for every attempt of a recording pass."""
-    if rows:
-        session.connection().execute(_INSERT_ATTEMPTS, list(rows))
+    bulk.execute(session, [bulk.insert_rows(DeliveryAttempt, rows)])
 
 
 def next_due_at(session: Session, after: dt.datetime) -> dt.datetime | None:
@@ -217,58 +220,52 @@ def delivery_statuses_of(session: Session, notice_id: str) -> dict[int, str]:
     return {int(i): str(st) for i, st in rows}
 
 
-_WRITE_DELIVERY = (
-    update(_DELIVERIES)
-    .where(_DELIVERIES.c.id == bindparam("b_id"))
-    .values(
-        status=bindparam("b_status"),
-        attempts=bindparam("b_attempts"),
-        first_attempt_at=bindparam("b_first"),
-        last_attempt_at=bindparam("b_last"),
-        next_attempt_at=bindparam("b_next"),
-        succeeded_at=bindparam("b_succeeded"),
-        last_status_code=bindparam("b_code"),
-        last_error=bindparam("b_error"),
-        lease_until=None,
-        lease_owner=None,
+def _deliveries_write(states: Sequence[DeliveryState]) -> bulk.Write:
+    """The recorded deliveries, their leases released."""
+    return bulk.update_rows(
+        Delivery,
+        [
+            {
+                "id": d.id,
+                "status": d.status,
+                "attempts": d.attempts,
+                "first_attempt_at": d.first_attempt_at,
+                "last_attempt_at": d.last_attempt_at,
+                "next_attempt_at": d.next_attempt_at,
+                "succeeded_at": d.succeeded_at,
+                "last_status_code": d.last_status_code,
+                "last_error": d.last_error,
+                "lease_until": None,
+                "lease_owner": None,
+            }
+            for d in states
+        ],
     )
-)
 
-_WRITE_NOTICE = (
-    update(_NOTICES)
-    .where(_NOTICES.c.id == bindparam("b_id"))
-    .values(status=bindparam("b_status"), delivered_at=bindparam("b_delivered"))
-)
+
+def _notices_write(states: Sequence[NoticeState]) -> bulk.Write:
+    return bulk.update_rows(
+        Notice, [{"id": n.id, "status": n.status, "delivered_at": n.delivered_at} for n in states]
+    )
+
+
+def _endpoints_write(states: Sequence[EndpointState]) -> bulk.Write:
+    return bulk.update_rows(
+        Endpoint,
+        [
+            {"id": e.id, "failing_since": e.failing_since, "last_success_at": e.last_success_at}
+            for e in states
+        ],
+    )
 
 
 def write_deliveries(session: Session, states: Sequence[DeliveryState]) -> None:
-    """One executemany UPDATE for every recorded delivery (its lease released)."""
-    if states:
-        session.connection().execute(
-            _WRITE_DELIVERY,
-            [
-                {
-                    "b_id": d.id,
-                    "b_status": d.status,
-                    "b_attempts": d.attempts,
-                    "b_first": d.first_attempt_at,
-                    "b_last": d.last_attempt_at,
-                    "b_next": d.next_attempt_at,
-                    "b_succeeded": d.succeeded_at,
-                    "b_code": d.last_status_code,
-                    "b_error": d.last_error,
-                }
-                for d in states
-            ],
-        )
+    """One multi-row UPDATE for every recorded delivery (its lease released)."""
+    bulk.execute(session, [_deliveries_write(states)])
 
 
 def write_notices(session: Session, states: Sequence[NoticeState]) -> None:
-    if states:
-        session.connection().execute(
-            _WRITE_NOTICE,
-            [{"b_id": n.id, "b_status": n.status, "b_delivered": n.delivered_at} for n in states],
-        )
+    bulk.execute(session, [_notices_write(states)])
 
 
 def lock_endpoint_states(session: Session, ids: Iterable[str]) -> dict[str, EndpointState]:
@@ -279,65 +276,8 @@ def lock_endpoint_states(session: Session, ids: Iterable[str]) -> dict[str, Endp
     return {str(r[0]): EndpointState(*r) for r in rows}
 
 
-_WRITE_ENDPOINT = (
-    update(_ENDPOINTS)
-    .where(_ENDPOINTS.c.id == bindparam("b_id"))
-    .values(failing_since=bindparam("b_failing"), last_success_at=bindparam("b_success"))
-)
-
-
 def write_endpoints(session: Session, states: Sequence[EndpointState]) -> None:
-    if states:
-        session.connection().execute(
-            _WRITE_ENDPOINT,
-            [{"b_id": e.id, "b_failing": e.failing_since, "b_success": e.last_success_at} for e in states],
-        )
-
-
-# A recording pass's writes in one round trip on PostgreSQL: each table's rows go as arrays
-# (unnest), so one statement serves any number of rows; the updates and the attempts' INSERT are
-# data-modifying CTEs of the outbox INSERT (or of SELECT 1 when there is no event: the outbox's
-# NOTIFY trigger fires per statement, even for no rows). None of them reads another's rows.
-_FOLDED_WRITES = """
-WITH d AS (
-    UPDATE deliveries AS t SET status = v.status, attempts = v.attempts,
-        first_attempt_at = v.first_at, last_attempt_at = v.last_at, next_attempt_at = v.next_at,
-        succeeded_at = v.succeeded_at, last_status_code = v.code, last_error = v.error,
-        lease_until = NULL, lease_owner = NULL
-    FROM unnest(CAST(:d_id AS bigint[]), CAST(:d_status AS text[]), CAST(:d_attempts AS integer[]),
-        CAST(:d_first AS timestamptz[]), CAST(:d_last AS timestamptz[]), CAST(:d_next AS timestamptz[]),
-        CAST(:d_succeeded AS timestamptz[]), CAST(:d_code AS integer[]), CAST(:d_error AS text[]))
-        AS v(id, status, attempts, first_at, last_at, next_at, succeeded_at, code, error)
-    WHERE t.id = v.id
-), e AS (
-    UPDATE endpoints AS t SET failing_since = v.failing_since, last_success_at = v.last_success_at
-    FROM unnest(CAST(:e_id AS text[]), CAST(:e_failing AS timestamptz[]), CAST(:e_success AS timestamptz[]))
-        AS v(id, failing_since, last_success_at)
-    WHERE t.id = v.id
-), n AS (
-    UPDATE notices AS t SET status = v.status, delivered_at = v.delivered_at
-    FROM unnest(CAST(:n_id AS text[]), CAST(:n_status AS text[]), CAST(:n_delivered AS timestamptz[]))
-        AS v(id, status, delivered_at)
-    WHERE t.id = v.id
-), a AS (
-    INSERT INTO delivery_attempts (delivery_id, "at", status_code, error, duration_ms)
-    SELECT delivery_id, at_, status_code, error, duration_ms
-    FROM unnest(CAST(:a_delivery AS bigint[]), CAST(:a_at AS timestamptz[]), CAST(:a_code AS integer[]),
-        CAST(:a_error AS text[]), CAST(:a_ms AS integer[])) WITH ORDINALITY
-        AS v(delivery_id, at_, status_code, error, duration_ms, i)
-    ORDER BY i
-)
-"""
-_FOLDED_NO_EVENTS = text(_FOLDED_WRITES + "SELECT 1")
-_FOLDED_WITH_EVENTS = text(
-    _FOLDED_WRITES
-    + """INSERT INTO outbox (event_id, topic, key, event_type, payload, created_at)
-SELECT event_id, topic, key, event_type, payload, created_at
-FROM unnest(CAST(:o_event AS text[]), CAST(:o_topic AS text[]), CAST(:o_key AS text[]),
-    CAST(:o_type AS text[]), CAST(:o_payload AS bytea[]), CAST(:o_created AS timestamptz[])) WITH ORDINALITY
-    AS v(event_id, topic, key, event_type, payload, created_at, i)
-ORDER BY i"""
-)
+    bulk.execute(session, [_endpoints_write(states)])
 
 
 def write_recorded(
@@ -349,48 +289,172 @@ def write_recorded(
     events: Sequence[dict[str, Any]],
 ) -> None:
     """Everything a recording pass writes: the deliveries (leases released), endpoints and notices
-    updated, the attempts and the events (outbox) inserted. One statement on PostgreSQL; on SQLite
-    one executemany per table, in that order."""
-    conn = session.connection()
-    if conn.dialect.name != "postgresql":
-        write_deliveries(session, deliveries)
-        write_endpoints(session, endpoints)
-        write_notices(session, notices)
-        add_attempts(session, attempts)
-        publish_many(session, events)
-        return
+    updated, the attempts and the events (outbox) inserted. One statement on PostgreSQL (none of
+    these writes reads another's rows); on SQLite one executemany per table, in that order."""
     session.flush()  # pending ORM changes (an endpoint being disabled) first, as publish_many does
-    params: dict[str, Any] = {
-        "d_id": [d.id for d in deliveries],
-        "d_status": [d.status for d in deliveries],
-        "d_attempts": [d.attempts for d in deliveries],
-        "d_first": [d.first_attempt_at for d in deliveries],
-        "d_last": [d.last_attempt_at for d in deliveries],
-        "d_next": [d.next_attempt_at for d in deliveries],
-        "d_succeeded": [d.succeeded_at for d in deliveries],
-        "d_code": [d.last_status_code for d in deliveries],
-        "d_error": [d.last_error for d in deliveries],
-        "e_id": [e.id for e in endpoints],
-        "e_failing": [e.failing_since for e in endpoints],
-        "e_success": [e.last_success_at for e in endpoints],
-        "n_id": [n.id for n in notices],
-        "n_status": [n.status for n in notices],
-        "n_delivered": [n.delivered_at for n in notices],
-        "a_delivery": [a["delivery_id"] for a in attempts],
-        "a_at": [a["at"] for a in attempts],
-        "a_code": [a["status_code"] for a in attempts],
-        "a_error": [a["error"] for a in attempts],
-        "a_ms": [a["duration_ms"] for a in attempts],
-    }
-    if not events:
-        conn.execute(_FOLDED_NO_EVENTS, params)
-        return
-    params.update(
-        o_event=[o["event_id"] for o in events],
-        o_topic=[o["topic"] for o in events],
-        o_key=[o["key"] for o in events],
-        o_type=[o["event_type"] for o in events],
-        o_payload=[o["payload"] for o in events],
-        o_created=[o["created_at"] for o in events],
+    bulk.execute(
+        session,
+        [
+            _deliveries_write(deliveries),
+            _endpoints_write(endpoints),
+            _notices_write(notices),
+            bulk.insert_rows(DeliveryAttempt, attempts),
+            outbox_write(Outbox, events),
+        ],
     )
-    conn.execute(_FOLDED_WITH_EVENTS, params)
+
+
+def deliveries_of(session: Session, notice_id: str) -> list[Delivery]:
+    return list(
+        session.scalars(select(Delivery).where(Delivery.notice_id == notice_id).order_by(Delivery.id))
+    )
+
+
+def add_deliveries(session: Session, notice: Notice, endpoints: Sequence[Endpoint], now: dt.datetime) -> int:
+    existing = {d.endpoint_id for d in deliveries_of(session, notice.id)}
+    rows = [
+        {
+            "notice_id": notice.id,
+            "endpoint_id": e.id,
+            "licensee_id": notice.licensee_id,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for e in endpoints
+        if e.id not in existing
+    ]
+    if rows:
+        session.flush()  # a new endpoint (or notice) before the rows that reference it
+        bulk.execute(session, [bulk.insert_rows(Delivery, rows)])
+    return len(rows)
+
+
+def add_deliveries_for_new_endpoint(session: Session, endpoint: Endpoint) -> int:
+    """A licensee's new endpoint receives every notice not yet delivered anywhere nor acknowledged."""
+    now = utcnow()
+    notices = session.scalars(
+        select(Notice).where(
+            Notice.licensee_id == endpoint.licensee_id,
+            Notice.delivered_at.is_(None),
+            Notice.status.in_(["pending", "failed", "overdue"]),
+        )
+    )
+    return sum(add_deliveries(session, n, [endpoint], now) for n in notices)
+
+
+def cancel_deliveries_to(session: Session, endpoint_id: str) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.endpoint_id == endpoint_id, Delivery.status == "pending")
+        .values(status="cancelled")
+    )
+
+
+def delivery_statuses(session: Session, notice_id: str) -> list[str]:
+    return [str(x) for x in session.scalars(select(Delivery.status).where(Delivery.notice_id == notice_id))]
+
+
+def cancel_pending_for_notice(session: Session, notice_id: str) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.notice_id == notice_id, Delivery.status == "pending")
+        .values(status="cancelled")
+    )
+
+
+# claim_due's statements, built once (Core, bound per call): building and compiling-cache-keying
+# ORM statements on every claim cost more than running them.
+_RANKED = (
+    select(
+        _DELIVERIES.c.id,
+        _DELIVERIES.c.endpoint_id,
+        func.row_number()
+        .over(
+            partition_by=_DELIVERIES.c.endpoint_id,
+            order_by=(_DELIVERIES.c.next_attempt_at, _DELIVERIES.c.id),
+        )
+        .label("rn"),
+    )
+    .select_from(_DELIVERIES.join(_ENDPOINTS, _ENDPOINTS.c.id == _DELIVERIES.c.endpoint_id))
+    .where(
+        _DELIVERIES.c.status == "pending",
+        _DELIVERIES.c.next_attempt_at <= bindparam("now", type_=UTCDateTime()),
+        or_(
+            _DELIVERIES.c.lease_until.is_(None),
+            _DELIVERIES.c.lease_until < bindparam("now", type_=UTCDateTime()),
+        ),
+        _ENDPOINTS.c.status == "active",
+    )
+    .subquery()
+)
+
+
+_DUE = (
+    select(_RANKED.c.id, _RANKED.c.endpoint_id, _RANKED.c.rn)
+    .where(_RANKED.c.rn <= bindparam("capacity"))
+    .order_by(_RANKED.c.rn, _RANKED.c.id)
+    .limit(bindparam("limit"))
+)
+
+
+_LEASE = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
+        _DELIVERIES.c.status == "pending",
+        or_(
+            _DELIVERIES.c.lease_until.is_(None),
+            _DELIVERIES.c.lease_until < bindparam("now", type_=UTCDateTime()),
+        ),
+    )
+    .values(lease_until=bindparam("until", type_=UTCDateTime()), lease_owner=bindparam("owner"))
+    .returning(_DELIVERIES.c.id, _DELIVERIES.c.endpoint_id, _DELIVERIES.c.notice_id)
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A leased delivery: what the delivery loop needs to build and send it."""
+
+    id: int
+    endpoint_id: str
+    notice_id: str
+
+
+def claim_due(
+    session: Session,
+    *,
+    now: dt.datetime,
+    owner: str,
+    lease: dt.timedelta,
+    per_endpoint: dict[str, int],
+    default_capacity: int,
+    limit: int,
+) -> list[Claimed]:
+    """Lease due deliveries, at most `capacity` per endpoint, so that one endpoint's backlog can
+    never crowd out other licensees. Safe with several workers: a lease is taken with a
+    conditional UPDATE, and only the rows that UPDATE changed (RETURNING) are ours."""
+    conn = session.connection()
+    rows = conn.execute(_DUE, {"now": now, "capacity": default_capacity, "limit": limit * 2}).all()
+    chosen: list[int] = []
+    for delivery_id, endpoint_id, rn in rows:
+        if rn <= per_endpoint.get(endpoint_id, default_capacity):
+            chosen.append(delivery_id)
+        if len(chosen) >= limit:
+            break
+    if not chosen:
+        return []
+    leased = conn.execute(_LEASE, {"ids": chosen, "now": now, "until": now + lease, "owner": owner}).all()
+    return sorted((Claimed(int(i), str(e), str(n)) for i, e, n in leased), key=lambda c: c.id)
+
+
+def attempts_of(session: Session, delivery_id: int) -> list[DeliveryAttempt]:
+    return list(
+        session.scalars(
+            select(DeliveryAttempt)
+            .where(DeliveryAttempt.delivery_id == delivery_id)
+            .order_by(DeliveryAttempt.id)
+        )
+    )

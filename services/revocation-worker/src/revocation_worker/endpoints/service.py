@@ -12,11 +12,11 @@ from rescind_common.ids import new_id
 from rescind_common.problems import Problem, field_error
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.context import AppContext
+from revocation_worker.delivery import repository as deliveries_repo
 from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.endpoints.schemas import EndpointIn, EndpointOut
 from revocation_worker.endpoints.urlguard import UnsafeURL, check_webhook_url
 from revocation_worker.events import publish
-from revocation_worker.notices import repository as notices_repo
 from revocation_worker.notices import service as notices_service
 from revocation_worker.secrets import new_secret
 
@@ -45,7 +45,7 @@ def create(session: Session, ctx: AppContext, licensee_id: str, body: EndpointIn
     session.add(endpoint)
     session.flush()
     # Notices that reached no endpoint yet go to the new one.
-    notices_repo.add_deliveries_for_new_endpoint(session, endpoint)
+    deliveries_repo.add_deliveries_for_new_endpoint(session, endpoint)
     return endpoint, secret
 
 
@@ -110,7 +110,7 @@ def enable(session: Session, endpoint: Endpoint) -> int:
         return 0
     session.flush()
     redriven = notices_service.redrive_dead(session, endpoint.licensee_id, endpoint.id)
-    return redriven + notices_repo.add_deliveries_for_new_endpoint(session, endpoint)
+    return redriven + deliveries_repo.add_deliveries_for_new_endpoint(session, endpoint)
 
 
 def to_out(e: Endpoint) -> EndpointOut:
@@ -129,4 +129,4 @@ def to_out(e: Endpoint) -> EndpointOut:
 
 
 def cancel_deliveries(session: Session, endpoint: Endpoint) -> None:
-    notices_repo.cancel_deliveries_to(session, endpoint.id)
+    deliveries_repo.cancel_deliveries_to(session, endpoint.id)

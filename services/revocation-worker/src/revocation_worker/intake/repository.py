@@ -11,13 +11,12 @@ from sqlalchemy import Row, Table, bindparam, delete, insert, select, tuple_, up
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from rescind_common.bulk import chunks
 from rescind_common.db import UTCDateTime
 from revocation_worker.intake.models import Revocation, RevocationPart, RevocationRecheck
 
 if TYPE_CHECKING:
     from revocation_worker.intake.rules import PartLike
-
-CHUNK = 900  # ids per IN list (SQLite's bound-parameter limit, with room to spare)
 
 _REVOCATIONS = cast(Table, Revocation.__table__)
 _PARTS = cast(Table, RevocationPart.__table__)
@@ -43,8 +42,8 @@ def lock_revocations(session: Session, ids: Sequence[str]) -> dict[str, tuple[st
     found: dict[str, tuple[str, int]] = {}
     wanted = sorted(set(ids))
     conn = session.connection()
-    for i in range(0, len(wanted), CHUNK):
-        for rid, state, count in conn.execute(_LOCK_REVOCATIONS, {"ids": wanted[i : i + CHUNK]}):
+    for part in chunks(wanted):
+        for rid, state, count in conn.execute(_LOCK_REVOCATIONS, {"ids": list(part)}):
             found[str(rid)] = (str(state), int(count))
     return found
 
@@ -54,8 +53,8 @@ def part_keys(session: Session, revocation_ids: Sequence[str]) -> dict[tuple[str
     found: dict[tuple[str, str, int], int] = {}
     wanted = sorted(set(revocation_ids))
     conn = session.connection()
-    for i in range(0, len(wanted), CHUNK):
-        rows = conn.execute(_PART_KEYS, {"ids": wanted[i : i + CHUNK]})
+    for part in chunks(wanted):
+        rows = conn.execute(_PART_KEYS, {"ids": list(part)})
         for rid, consent_id, chunk_index, chunk_count in rows:
             found[(str(rid), str(consent_id), int(chunk_index))] = int(chunk_count)
     return found
@@ -74,10 +73,10 @@ def insert_parts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 def mark_ready(session: Session, ids: Sequence[str], now: dt.datetime) -> None:
     """Revocations still collecting whose every part is now in: ready for the resolver."""
     c = _REVOCATIONS.c
-    for i in range(0, len(ids), CHUNK):
+    for part in chunks(ids):
         session.connection().execute(
             update(_REVOCATIONS)
-            .where(c.id.in_(ids[i : i + CHUNK]), c.state == "collecting")
+            .where(c.id.in_(list(part)), c.state == "collecting")
             .values(state="ready", next_resolve_at=now)
         )
 
@@ -131,13 +130,13 @@ _PARTS_OF = select(
 
 
 def parts_of_many(session: Session, revocation_ids: Sequence[str]) -> dict[str, list[PartLike]]:
-    """Every revocation's parts as plain rows (no ORM objects), one query per CHUNK revocations
+    """Every revocation's parts as plain rows (no ORM objects), one query per IN list of revocations
     (none for a revocation without)."""
     parts: dict[str, list[PartLike]] = {rid: [] for rid in revocation_ids}
     ids = sorted(set(revocation_ids))
     conn = session.connection()
-    for i in range(0, len(ids), CHUNK):
-        for part in conn.execute(_PARTS_OF, {"ids": ids[i : i + CHUNK]}):
+    for chunk in chunks(ids):
+        for part in conn.execute(_PARTS_OF, {"ids": chunk}):
             parts[part.revocation_id].append(part)
     return parts
 
@@ -284,6 +283,6 @@ def lock_resolved(session: Session, ids: Sequence[str]) -> list[Row[Any]]:
     out: list[Row[Any]] = []
     wanted = sorted(set(ids))
     conn = session.connection()
-    for i in range(0, len(wanted), CHUNK):
-        out.extend(conn.execute(_LOCK_RESOLVED, {"ids": wanted[i : i + CHUNK]}))
+    for part in chunks(wanted):
+        out.extend(conn.execute(_LOCK_RESOLVED, {"ids": list(part)}))
     return out

@@ -29,7 +29,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from rescind_common.db import utcnow
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.context import AppContext
-from revocation_worker.events import outbox_row
+from revocation_worker.events import notice_event_row
 from revocation_worker.intake import repository as intake_repo
 from revocation_worker.intake.holdings import Holdings
 from revocation_worker.intake.registry_client import HOLDERS_BATCH, RegistryClient
@@ -187,7 +187,7 @@ def _create_notices(ctx: AppContext, told: dict[str, list[HolderNotice]]) -> int
             return 0
         # Every notice, then each revocation's RevocationResolved event (one outbox INSERT for all).
         resolved = [
-            outbox_row(
+            notice_event_row(
                 ctx.settings,
                 licensee_id="",
                 key=r.id,

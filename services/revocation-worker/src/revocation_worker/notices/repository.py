@@ -1,36 +1,30 @@
+"""Notices: reads, their samples and models, and the one statement of a resolution's writes."""
+
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, cast
+from typing import Any, cast
 
-from sqlalchemy import Insert, Select, Table, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import Select, Table, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from rescind_common.db import UTCDateTime, utcnow
-from revocation_worker.endpoints.models import Endpoint
-from revocation_worker.events import publish_many
+from rescind_common import bulk
+from rescind_common.bulk import chunks
+from rescind_common.db import utcnow
+from rescind_common.outbox import outbox_write
+from revocation_worker.db import Outbox
 from revocation_worker.notices.models import (
     Delivery,
-    DeliveryAttempt,
     Notice,
     NoticeModel,
     NoticeSample,
     RevocationSample,
     RevocationSampleSet,
 )
+from revocation_worker.notices.rows import ModelRow, NoticeLike, NoticeRow, SampleRow
 
-CHUNK = 900
-INSERT_BATCH = 1000
-
-
-class SampleRow(NamedTuple):
-    sample_id: str
-    sha256: str
-    kind: str
+__all__ = ["ModelRow", "NoticeLike", "NoticeRow", "SampleRow"]
 
 
 def get_own(session: Session, licensee_id: str, notice_id: str, *, lock: bool = False) -> Notice | None:
@@ -92,40 +86,6 @@ def models_of(session: Session, notice_id: str) -> list[NoticeModel]:
     )
 
 
-class NoticeLike(Protocol):
-    """What building a webhook body reads of a notice: a `Notice` or a plain `NoticeRow`."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def revocation_id(self) -> str: ...
-    @property
-    def licensee_id(self) -> str: ...
-    @property
-    def deadline(self) -> dt.datetime: ...
-    @property
-    def revoked_at(self) -> dt.datetime: ...
-    @property
-    def sample_count(self) -> int: ...
-    @property
-    def covers_revocation_samples(self) -> bool: ...
-    @property
-    def created_at(self) -> dt.datetime: ...
-
-
-class NoticeRow(NamedTuple):
-    """A notice as the delivery loop reads it (no ORM object)."""
-
-    id: str
-    revocation_id: str
-    licensee_id: str
-    deadline: dt.datetime
-    revoked_at: dt.datetime
-    sample_count: int
-    covers_revocation_samples: bool
-    created_at: dt.datetime
-
-
 _NOTICE_ROWS = select(*(cast(Table, Notice.__table__).c[name] for name in NoticeRow._fields)).where(
     cast(Table, Notice.__table__).c.id.in_(bindparam("ids", expanding=True))
 )
@@ -135,17 +95,10 @@ def notice_rows(session: Session, ids: Iterable[str]) -> dict[str, NoticeRow]:
     """Notices by id as plain rows, for building their webhook bodies."""
     wanted = sorted(set(ids))
     out: dict[str, NoticeRow] = {}
-    for i in range(0, len(wanted), CHUNK):
-        for row in session.execute(_NOTICE_ROWS, {"ids": wanted[i : i + CHUNK]}):
+    for part in chunks(wanted):
+        for row in session.execute(_NOTICE_ROWS, {"ids": list(part)}):
             out[row[0]] = NoticeRow(*row)
     return out
-
-
-class ModelRow(NamedTuple):
-    model_id: str
-    name: str
-    version: str
-    shard_ids: list[str]
 
 
 def _first_samples_stmt(table: Table, key: str) -> Select[tuple[str, str, str, str]]:
@@ -170,7 +123,11 @@ def _first_samples_stmt(table: Table, key: str) -> Select[tuple[str, str, str, s
 
 
 _SHARED_FIRST = _first_samples_stmt(cast(Table, RevocationSample.__table__), "revocation_id")
+
+
 _OWN_FIRST = _first_samples_stmt(cast(Table, NoticeSample.__table__), "notice_id")
+
+
 _MODELS_OF = (
     select(
         NoticeModel.__table__.c.notice_id,
@@ -204,8 +161,8 @@ def first_samples_of(
         (_OWN_FIRST, sorted(own), False),
     ]
     for stmt, keys, shared in sources:
-        for i in range(0, len(keys), CHUNK):
-            for k, sid, sha, kind in session.execute(stmt, {"keys": keys[i : i + CHUNK], "limit": limit}):
+        for part in chunks(keys):
+            for k, sid, sha, kind in session.execute(stmt, {"keys": list(part), "limit": limit}):
                 row = SampleRow(sid, sha, kind)
                 for notice_id in by_revocation[k] if shared else (k,):
                     out[notice_id].append(row)
@@ -216,10 +173,8 @@ def models_of_many(session: Session, notice_ids: Sequence[str]) -> dict[str, lis
     """`models_of` for many notices in one query (per 900 ids), each notice's by model id."""
     out: dict[str, list[ModelRow]] = {i: [] for i in notice_ids}
     wanted = sorted(set(notice_ids))
-    for i in range(0, len(wanted), CHUNK):
-        for notice_id, model_id, name, version, shard_ids in session.execute(
-            _MODELS_OF, {"ids": wanted[i : i + CHUNK]}
-        ):
+    for part in chunks(wanted):
+        for notice_id, model_id, name, version, shard_ids in session.execute(_MODELS_OF, {"ids": list(part)}):
             out[notice_id].append(ModelRow(model_id, name, version, shard_ids))
     return out
 
@@ -242,28 +197,22 @@ def _insert_rows(session: Session, table: Table, rows: Iterable[tuple[str, str, 
             for row in it:
                 copy.write_row(row)
         return
-    stmt = insert(table)
-    batch: list[dict[str, str]] = [dict(zip(columns, first, strict=True))]
-    for row in it:
-        batch.append(dict(zip(columns, row, strict=True)))
-        if len(batch) >= INSERT_BATCH:
-            conn.execute(stmt, batch)
-            batch = []
-    if batch:
-        conn.execute(stmt, batch)
+    batch = [dict(zip(columns, first, strict=True))]
+    batch.extend(dict(zip(columns, row, strict=True)) for row in it)
+    bulk.execute(conn, [bulk.insert_rows(table, batch)])
 
 
 def revocation_sample_sets(session: Session, revocation_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
     """(sample_count, digest) of each of these revocations' stored sample sets (those that have one)."""
     found: dict[str, tuple[int, str]] = {}
     ids = sorted(set(revocation_ids))
-    for i in range(0, len(ids), CHUNK):
+    for part in chunks(ids):
         for rid, count, digest in session.execute(
             select(
                 RevocationSampleSet.revocation_id,
                 RevocationSampleSet.sample_count,
                 RevocationSampleSet.digest,
-            ).where(RevocationSampleSet.revocation_id.in_(ids[i : i + CHUNK]))
+            ).where(RevocationSampleSet.revocation_id.in_(list(part)))
         ):
             found[str(rid)] = (int(count), str(digest))
     return found
@@ -298,113 +247,19 @@ def insert_notice_samples(session: Session, rows: Iterable[tuple[str, str, str, 
 
 
 def insert_rows(session: Session, model: type[Any], rows: Sequence[dict[str, Any]]) -> None:
-    """Plain rows (no ORM objects), 1,000 per executemany, which psycopg pipelines: one round trip
-    per chunk. (Multi-row VALUES via RETURNING measured slower: psycopg re-parses every such
-    statement, ~2 ms per 1,000 rows.) A Core INSERT on the session's connection: the ORM's
-    bulk-insert path costs several times more Python per statement."""
-    if not rows:
-        return
-    conn = session.connection()
-    stmt = _insert_of(cast(Table, model.__table__))
-    for i in range(0, len(rows), 1000):
-        conn.execute(stmt, list(rows[i : i + 1000]))
-
-
-@functools.cache
-def _insert_of(table: Table) -> Insert:
-    return insert(table)
-
-
-def insert_notices(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    insert_rows(session, Notice, rows)
-
-
-def insert_models(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    insert_rows(session, NoticeModel, rows)
-
-
-def insert_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    insert_rows(session, Delivery, rows)
+    """Plain rows (no ORM objects) in one statement on PostgreSQL (rescind_common.bulk)."""
+    bulk.execute(session, [bulk.insert_rows(model, rows)])
 
 
 def told(session: Session, revocation_ids: Sequence[str]) -> set[tuple[str, str]]:
     """(revocation, licensee) of every notice of these revocations."""
     out: set[tuple[str, str]] = set()
     ids = sorted(set(revocation_ids))
-    for i in range(0, len(ids), CHUNK):
-        of = Notice.revocation_id.in_(ids[i : i + CHUNK])
+    for part in chunks(ids):
+        of = Notice.revocation_id.in_(list(part))
         stmt = select(Notice.revocation_id, Notice.licensee_id).where(of)
         out.update((str(r), str(lic)) for r, lic in session.connection().execute(stmt))
     return out
-
-
-def deliveries_of(session: Session, notice_id: str) -> list[Delivery]:
-    return list(
-        session.scalars(select(Delivery).where(Delivery.notice_id == notice_id).order_by(Delivery.id))
-    )
-
-
-def add_deliveries(session: Session, notice: Notice, endpoints: Sequence[Endpoint], now: dt.datetime) -> int:
-    existing = {d.endpoint_id for d in deliveries_of(session, notice.id)}
-    rows = [
-        {
-            "notice_id": notice.id,
-            "endpoint_id": e.id,
-            "licensee_id": notice.licensee_id,
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        }
-        for e in endpoints
-        if e.id not in existing
-    ]
-    if rows:
-        session.flush()  # a new endpoint (or notice) before the rows that reference it
-        insert_rows(session, Delivery, rows)
-    return len(rows)
-
-
-def add_deliveries_for_new_endpoint(session: Session, endpoint: Endpoint) -> int:
-    """A licensee's new endpoint receives every notice not yet delivered anywhere nor acknowledged."""
-    now = utcnow()
-    notices = session.scalars(
-        select(Notice).where(
-            Notice.licensee_id == endpoint.licensee_id,
-            Notice.delivered_at.is_(None),
-            Notice.status.in_(["pending", "failed", "overdue"]),
-        )
-    )
-    return sum(add_deliveries(session, n, [endpoint], now) for n in notices)
-
-
-def cancel_deliveries_to(session: Session, endpoint_id: str) -> None:
-    session.execute(
-        update(Delivery)
-        .where(Delivery.endpoint_id == endpoint_id, Delivery.status == "pending")
-        .values(status="cancelled")
-    )
-
-
-def pending_to_disabled(
-    session: Session, now: dt.datetime, endpoint_ids: Sequence[str] | None, limit: int
-) -> list[tuple[int, str, str]]:
-    """(delivery id, notice id, endpoint id) of pending deliveries to disabled endpoints that no
-    attempt holds (no live lease), by delivery id. The loop never claims them."""
-    disabled = select(Endpoint.id).where(Endpoint.status != "active")
-    if endpoint_ids is not None:
-        disabled = disabled.where(Endpoint.id.in_(sorted(set(endpoint_ids))))
-    rows = session.execute(
-        select(Delivery.id, Delivery.notice_id, Delivery.endpoint_id)
-        .where(
-            Delivery.status == "pending",
-            Delivery.endpoint_id.in_(disabled.scalar_subquery()),
-            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
-        )
-        .order_by(Delivery.id)
-        .limit(limit)
-    )
-    return [(int(i), str(n), str(e)) for i, n, e in rows]
 
 
 def lock_notices_skip_locked(session: Session, ids: Iterable[str]) -> dict[str, Notice]:
@@ -414,151 +269,6 @@ def lock_notices_skip_locked(session: Session, ids: Iterable[str]) -> dict[str, 
         return {}
     stmt = select(Notice).where(Notice.id.in_(wanted)).order_by(Notice.id).with_for_update(skip_locked=True)
     return {n.id: n for n in session.scalars(stmt)}
-
-
-def share_disabled_skip_locked(session: Session, ids: Iterable[str]) -> set[str]:
-    """Those of these endpoints that are disabled, share-locked (enabling one waits for us, then
-    sees what we did); an endpoint someone holds is left for later."""
-    wanted = sorted(set(ids))
-    if not wanted:
-        return set()
-    stmt = (
-        select(Endpoint.id)
-        .where(Endpoint.id.in_(wanted), Endpoint.status != "active")
-        .order_by(Endpoint.id)
-        .with_for_update(read=True, skip_locked=True)
-    )
-    return {str(i) for i in session.scalars(stmt)}
-
-
-def dead_letter_pending(
-    session: Session, ids: Sequence[int], now: dt.datetime, error: str
-) -> list[tuple[int, str]]:
-    """Dead-letter these deliveries if they are still pending and unleased (rows someone holds
-    are skipped). Returns (id, notice id) of those dead-lettered."""
-    if not ids:
-        return []
-    table = cast(Table, Delivery.__table__)
-    d = table.c
-    free = (
-        select(d.id)
-        .where(d.id.in_(list(ids)), d.status == "pending", or_(d.lease_until.is_(None), d.lease_until < now))
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    rows = session.execute(
-        update(table)
-        .where(d.id.in_(free))
-        .values(status="dead", lease_until=None, lease_owner=None, last_error=error[:500])
-        .returning(d.id, d.notice_id)
-    )
-    return [(int(i), str(n)) for i, n in rows]
-
-
-def delivery_statuses(session: Session, notice_id: str) -> list[str]:
-    return [str(x) for x in session.scalars(select(Delivery.status).where(Delivery.notice_id == notice_id))]
-
-
-def cancel_pending_for_notice(session: Session, notice_id: str) -> None:
-    session.execute(
-        update(Delivery)
-        .where(Delivery.notice_id == notice_id, Delivery.status == "pending")
-        .values(status="cancelled")
-    )
-
-
-_DELIVERIES = cast(Table, Delivery.__table__)
-_ENDPOINTS = cast(Table, Endpoint.__table__)
-# claim_due's statements, built once (Core, bound per call): building and compiling-cache-keying
-# ORM statements on every claim cost more than running them.
-_RANKED = (
-    select(
-        _DELIVERIES.c.id,
-        _DELIVERIES.c.endpoint_id,
-        func.row_number()
-        .over(
-            partition_by=_DELIVERIES.c.endpoint_id,
-            order_by=(_DELIVERIES.c.next_attempt_at, _DELIVERIES.c.id),
-        )
-        .label("rn"),
-    )
-    .select_from(_DELIVERIES.join(_ENDPOINTS, _ENDPOINTS.c.id == _DELIVERIES.c.endpoint_id))
-    .where(
-        _DELIVERIES.c.status == "pending",
-        _DELIVERIES.c.next_attempt_at <= bindparam("now", type_=UTCDateTime()),
-        or_(
-            _DELIVERIES.c.lease_until.is_(None),
-            _DELIVERIES.c.lease_until < bindparam("now", type_=UTCDateTime()),
-        ),
-        _ENDPOINTS.c.status == "active",
-    )
-    .subquery()
-)
-_DUE = (
-    select(_RANKED.c.id, _RANKED.c.endpoint_id, _RANKED.c.rn)
-    .where(_RANKED.c.rn <= bindparam("capacity"))
-    .order_by(_RANKED.c.rn, _RANKED.c.id)
-    .limit(bindparam("limit"))
-)
-_LEASE = (
-    update(_DELIVERIES)
-    .where(
-        _DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
-        _DELIVERIES.c.status == "pending",
-        or_(
-            _DELIVERIES.c.lease_until.is_(None),
-            _DELIVERIES.c.lease_until < bindparam("now", type_=UTCDateTime()),
-        ),
-    )
-    .values(lease_until=bindparam("until", type_=UTCDateTime()), lease_owner=bindparam("owner"))
-    .returning(_DELIVERIES.c.id, _DELIVERIES.c.endpoint_id, _DELIVERIES.c.notice_id)
-)
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A leased delivery: what the delivery loop needs to build and send it."""
-
-    id: int
-    endpoint_id: str
-    notice_id: str
-
-
-def claim_due(
-    session: Session,
-    *,
-    now: dt.datetime,
-    owner: str,
-    lease: dt.timedelta,
-    per_endpoint: dict[str, int],
-    default_capacity: int,
-    limit: int,
-) -> list[Claimed]:
-    """Lease due deliveries, at most `capacity` per endpoint, so that one endpoint's backlog can
-    never crowd out other licensees. Safe with several workers: a lease is taken with a
-    conditional UPDATE, and only the rows that UPDATE changed (RETURNING) are ours."""
-    conn = session.connection()
-    rows = conn.execute(_DUE, {"now": now, "capacity": default_capacity, "limit": limit * 2}).all()
-    chosen: list[int] = []
-    for delivery_id, endpoint_id, rn in rows:
-        if rn <= per_endpoint.get(endpoint_id, default_capacity):
-            chosen.append(delivery_id)
-        if len(chosen) >= limit:
-            break
-    if not chosen:
-        return []
-    leased = conn.execute(_LEASE, {"ids": chosen, "now": now, "until": now + lease, "owner": owner}).all()
-    return sorted((Claimed(int(i), str(e), str(n)) for i, e, n in leased), key=lambda c: c.id)
-
-
-def attempts_of(session: Session, delivery_id: int) -> list[DeliveryAttempt]:
-    return list(
-        session.scalars(
-            select(DeliveryAttempt)
-            .where(DeliveryAttempt.delivery_id == delivery_id)
-            .order_by(DeliveryAttempt.id)
-        )
-    )
 
 
 def overdue_candidates(session: Session, now: dt.datetime, limit: int) -> list[str]:
@@ -571,75 +281,11 @@ def overdue_candidates(session: Session, now: dt.datetime, limit: int) -> list[s
     )
 
 
-def dead_deliveries(
-    session: Session, licensee_id: str | None, after: int | None, limit: int
-) -> list[Delivery]:
-    stmt = select(Delivery).where(Delivery.status == "dead")
-    if licensee_id:
-        stmt = stmt.where(Delivery.licensee_id == licensee_id)
-    if after:
-        stmt = stmt.where(Delivery.id > after)
-    return list(session.scalars(stmt.order_by(Delivery.id).limit(limit)))
-
-
 def count_by_status(session: Session) -> dict[str, int]:
     return {
         str(s): int(n)
         for s, n in session.execute(select(Notice.status, func.count()).group_by(Notice.status))
     }
-
-
-def count_dead(session: Session, licensee_id: str | None = None) -> int:
-    stmt = select(func.count()).select_from(Delivery).where(Delivery.status == "dead")
-    if licensee_id:
-        stmt = stmt.where(Delivery.licensee_id == licensee_id)
-    return int(session.scalar(stmt) or 0)
-
-
-# A resolution's new notices, their models and deliveries and the events in one round trip on
-# PostgreSQL: each table's rows go as arrays (unnest, in order), the notices, models and
-# deliveries as data-modifying CTEs of the outbox INSERT (one NoticeCreated per notice, so never
-# empty). Models and deliveries reference notices of the same statement: foreign keys are checked
-# at its end.
-_CREATED = text(
-    """
-WITH n AS (
-    INSERT INTO notices (id, revocation_id, subject_id, licensee_id, status, deadline, revoked_at,
-        sample_count, covers_revocation_samples, created_at)
-    SELECT id, revocation_id, subject_id, licensee_id, status, deadline, revoked_at, sample_count,
-        covers, created_at
-    FROM unnest(CAST(:n_id AS text[]), CAST(:n_revocation AS text[]), CAST(:n_subject AS text[]),
-        CAST(:n_licensee AS text[]), CAST(:n_status AS text[]), CAST(:n_deadline AS timestamptz[]),
-        CAST(:n_revoked AS timestamptz[]), CAST(:n_count AS integer[]), CAST(:n_covers AS boolean[]),
-        CAST(:n_created AS timestamptz[])) WITH ORDINALITY
-        AS v(id, revocation_id, subject_id, licensee_id, status, deadline, revoked_at, sample_count,
-            covers, created_at, i)
-    ORDER BY i
-), m AS (
-    INSERT INTO notice_models (notice_id, model_id, name, version, shard_ids)
-    SELECT notice_id, model_id, name, version, shard_ids
-    FROM unnest(CAST(:m_notice AS text[]), CAST(:m_model AS text[]), CAST(:m_name AS text[]),
-        CAST(:m_version AS text[]), CAST(:m_shards AS jsonb[])) WITH ORDINALITY
-        AS v(notice_id, model_id, name, version, shard_ids, i)
-    ORDER BY i
-), d AS (
-    INSERT INTO deliveries (notice_id, endpoint_id, licensee_id, status, attempts, next_attempt_at,
-        created_at)
-    SELECT notice_id, endpoint_id, licensee_id, status, attempts, next_attempt_at, created_at
-    FROM unnest(CAST(:d_notice AS text[]), CAST(:d_endpoint AS text[]), CAST(:d_licensee AS text[]),
-        CAST(:d_status AS text[]), CAST(:d_attempts AS integer[]), CAST(:d_next AS timestamptz[]),
-        CAST(:d_created AS timestamptz[])) WITH ORDINALITY
-        AS v(notice_id, endpoint_id, licensee_id, status, attempts, next_attempt_at, created_at, i)
-    ORDER BY i
-)
-INSERT INTO outbox (event_id, topic, key, event_type, payload, created_at)
-SELECT event_id, topic, key, event_type, payload, created_at
-FROM unnest(CAST(:o_event AS text[]), CAST(:o_topic AS text[]), CAST(:o_key AS text[]),
-    CAST(:o_type AS text[]), CAST(:o_payload AS bytea[]), CAST(:o_created AS timestamptz[])) WITH ORDINALITY
-    AS v(event_id, topic, key, event_type, payload, created_at, i)
-ORDER BY i
-"""
-)
 
 
 def insert_created(
@@ -649,47 +295,16 @@ def insert_created(
     deliveries: Sequence[dict[str, Any]],
     events: Sequence[dict[str, Any]],
 ) -> None:
-    """New notices (every column given), their models and deliveries, then the events: one
-    statement on PostgreSQL (when there are notices and events), else one executemany per table,
-    in that order."""
-    conn = session.connection()
-    if conn.dialect.name != "postgresql" or not notices or not events:
-        insert_notices(session, notices)
-        insert_models(session, models)
-        insert_deliveries(session, deliveries)
-        publish_many(session, events)
-        return
+    """New notices, their models and deliveries, then the events: one statement on PostgreSQL
+    (models and deliveries reference notices of the same statement: foreign keys are checked at
+    its end), else one executemany per table, in that order."""
     session.flush()  # as publish_many: pending ORM changes first
-    conn.execute(
-        _CREATED,
-        {
-            "n_id": [n["id"] for n in notices],
-            "n_revocation": [n["revocation_id"] for n in notices],
-            "n_subject": [n["subject_id"] for n in notices],
-            "n_licensee": [n["licensee_id"] for n in notices],
-            "n_status": [n["status"] for n in notices],
-            "n_deadline": [n["deadline"] for n in notices],
-            "n_revoked": [n["revoked_at"] for n in notices],
-            "n_count": [n["sample_count"] for n in notices],
-            "n_covers": [n["covers_revocation_samples"] for n in notices],
-            "n_created": [n["created_at"] for n in notices],
-            "m_notice": [m["notice_id"] for m in models],
-            "m_model": [m["model_id"] for m in models],
-            "m_name": [m["name"] for m in models],
-            "m_version": [m["version"] for m in models],
-            "m_shards": [json.dumps(m["shard_ids"]) for m in models],
-            "d_notice": [d["notice_id"] for d in deliveries],
-            "d_endpoint": [d["endpoint_id"] for d in deliveries],
-            "d_licensee": [d["licensee_id"] for d in deliveries],
-            "d_status": [d["status"] for d in deliveries],
-            "d_attempts": [d["attempts"] for d in deliveries],
-            "d_next": [d["next_attempt_at"] for d in deliveries],
-            "d_created": [d["created_at"] for d in deliveries],
-            "o_event": [o["event_id"] for o in events],
-            "o_topic": [o["topic"] for o in events],
-            "o_key": [o["key"] for o in events],
-            "o_type": [o["event_type"] for o in events],
-            "o_payload": [o["payload"] for o in events],
-            "o_created": [o["created_at"] for o in events],
-        },
+    bulk.execute(
+        session,
+        [
+            bulk.insert_rows(Notice, notices),
+            bulk.insert_rows(NoticeModel, models),
+            bulk.insert_rows(Delivery, deliveries),
+            outbox_write(Outbox, events),
+        ],
     )

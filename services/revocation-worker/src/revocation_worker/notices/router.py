@@ -9,6 +9,7 @@ from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode
 from rescind_common.problems import Problem, field_error
 from revocation_worker.context import Ctx
 from revocation_worker.db import DbSession
+from revocation_worker.delivery import dead_letter_repository as dead_letter_repo
 from revocation_worker.notices import repository, service
 from revocation_worker.notices.models import Notice
 from revocation_worker.notices.schemas import AckIn, NoticeOut, NoticeStatus, RedriveIn, RedriveOut, SampleRef
@@ -88,9 +89,9 @@ def dead_letters(
     after = int(raw[4:]) if raw and raw.startswith("dlv_") and raw[4:].isdigit() else None
     if raw and after is None:
         raise Problem(400, "The cursor is not valid.", errors=[field_error("query.cursor", "invalid")])
-    rows = repository.dead_deliveries(session, licensee_id, after, limit + 1)
+    rows = dead_letter_repo.dead_deliveries(session, licensee_id, after, limit + 1)
     return {
-        "total": repository.count_dead(session, licensee_id),
+        "total": dead_letter_repo.count_dead(session, licensee_id),
         "next_cursor": encode_cursor(f"dlv_{rows[limit - 1].id}") if len(rows) > limit else None,
         "items": [
             {

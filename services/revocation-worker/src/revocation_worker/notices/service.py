@@ -15,9 +15,11 @@ from rescind_common.ids import new_ids
 from rescind_common.problems import Problem, field_error
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.context import AppContext
+from revocation_worker.delivery import dead_letter_repository as dead_letter_repo
+from revocation_worker.delivery import repository as deliveries_repo
 from revocation_worker.delivery.rules import cannot_succeed
 from revocation_worker.endpoints import repository as endpoints_repo
-from revocation_worker.events import outbox_row, publish, publish_many, timestamp
+from revocation_worker.events import notice_event_row, publish, publish_many, timestamp
 from revocation_worker.notices import repository
 from revocation_worker.notices.models import Notice
 from revocation_worker.notices.schemas import AckIn, DeliveryOut, ModelRef, NoticeOut, SampleRef
@@ -157,7 +159,7 @@ def create_many(
         ]
         per_notice.append((notice_id, licensee_id))
         created.append(
-            outbox_row(
+            notice_event_row(
                 ctx.settings,
                 licensee_id=licensee_id,
                 notice_id=notice_id,
@@ -247,7 +249,7 @@ def _body(
 
 def to_out(session: Session, ctx: AppContext, notice: Notice, *, with_deliveries: bool = True) -> NoticeOut:
     samples = repository.samples_page(session, notice, None, ctx.settings.worker_inline_samples)
-    deliveries = repository.deliveries_of(session, notice.id) if with_deliveries else []
+    deliveries = deliveries_repo.deliveries_of(session, notice.id) if with_deliveries else []
     return NoticeOut(
         id=notice.id,
         revocation_id=notice.revocation_id,
@@ -304,7 +306,7 @@ def acknowledge(session: Session, ctx: AppContext, notice: Notice, body: AckIn) 
         "evidence": body.evidence,
         "at": iso(now),
     }
-    repository.cancel_pending_for_notice(session, notice.id)
+    deliveries_repo.cancel_pending_for_notice(session, notice.id)
     publish(
         session,
         ctx.settings,
@@ -328,7 +330,7 @@ def redeliver(session: Session, notice: Notice) -> int:
     if not endpoints:
         raise Problem(409, "No active endpoint to deliver to; register or re-enable one first.")
     count = 0
-    by_endpoint = {d.endpoint_id: d for d in repository.deliveries_of(session, notice.id)}
+    by_endpoint = {d.endpoint_id: d for d in deliveries_repo.deliveries_of(session, notice.id)}
     for e in endpoints:
         d = by_endpoint.get(e.id)
         if d is None:
@@ -340,7 +342,7 @@ def redeliver(session: Session, notice: Notice) -> int:
             d.next_attempt_at = now
             d.lease_until = None
         count += 1
-    count += repository.add_deliveries(session, notice, endpoints, now)
+    count += deliveries_repo.add_deliveries(session, notice, endpoints, now)
     if notice.status == "failed":
         notice.status = "pending"
     return count
@@ -356,7 +358,7 @@ def redrive_dead(session: Session, licensee_id: str | None, endpoint_id: str | N
     after: int | None = None
     endpoint_status: dict[str, str | None] = {}
     while True:
-        batch = repository.dead_deliveries(session, licensee_id, after, 500)
+        batch = dead_letter_repo.dead_deliveries(session, licensee_id, after, 500)
         if not batch:
             return count
         for d in batch:
@@ -394,29 +396,29 @@ def dead_letter_disabled(ctx: AppContext, endpoint_ids: Sequence[str] | None = N
     done = 0
     while True:
         with ctx.session_factory() as session:  # a read first: nothing to do commits nothing
-            if not repository.pending_to_disabled(session, utcnow(), endpoint_ids, 1):
+            if not dead_letter_repo.pending_to_disabled(session, utcnow(), endpoint_ids, 1):
                 return done
         now = utcnow()
         with ctx.session_factory() as session, session.begin():
-            found = repository.pending_to_disabled(session, now, endpoint_ids, batch)
+            found = dead_letter_repo.pending_to_disabled(session, now, endpoint_ids, batch)
             if not found:
                 return done
             # Nothing here waits for a lock (SKIP LOCKED), so no lock order can deadlock with the
             # recorder or an acknowledgement; what is skipped is found again next time.
             locked = repository.lock_notices_skip_locked(session, (n for _, n, _ in found))
-            disabled = repository.share_disabled_skip_locked(session, (e for _, _, e in found))
+            disabled = dead_letter_repo.share_disabled_skip_locked(session, (e for _, _, e in found))
             ids = [i for i, n, e in found if n in locked and e in disabled]
-            dead = repository.dead_letter_pending(session, ids, now, "endpoint disabled")
+            dead = dead_letter_repo.dead_letter_pending(session, ids, now, "endpoint disabled")
             events: list[dict[str, Any]] = []
             for notice_id in sorted({n for _, n in dead}):
                 notice = locked[notice_id]
                 if notice.status != "pending" or notice.delivered_at is not None:
                     continue
-                statuses = repository.delivery_statuses(session, notice_id)
+                statuses = deliveries_repo.delivery_statuses(session, notice_id)
                 if cannot_succeed(statuses):
                     notice.status = "failed"
                     events.append(
-                        outbox_row(
+                        notice_event_row(
                             ctx.settings,
                             licensee_id=notice.licensee_id,
                             notice_id=notice.id,
