@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -283,19 +284,24 @@ def test_worker_writes_stay_one_round_trip_on_postgresql(pg_database: Callable[[
 
     states = delivery_repo.lock_delivery_states
     with Session(engine) as session, session.begin():
-        got = states(session, ids)
-        for d in got.values():
-            d.status, d.attempts, d.last_status_code, d.last_error = "succeeded", 1, 200, None
-        ends = delivery_repo.lock_endpoint_states(session, ["end1"])
-        ends["end1"].last_success_at = T0
-        marked = delivery_repo.lock_notice_states(session, ["ntc0"])
-        marked["ntc0"].status, marked["ntc0"].delivered_at = "delivered", T0
+        got = [
+            replace(d, status="succeeded", attempts=1, last_status_code=200, last_error=None)
+            for d in states(session, ids).values()
+        ]
+        ends = [
+            replace(e, last_success_at=T0)
+            for e in delivery_repo.lock_endpoint_states(session, ["end1"]).values()
+        ]
+        marked = [
+            replace(n, status="delivered", delivered_at=T0)
+            for n in delivery_repo.lock_notice_states(session, ["ntc0"]).values()
+        ]
         seen.clear()
         delivery_repo.write_recorded(
             session,
-            list(got.values()),
-            list(ends.values()),
-            list(marked.values()),
+            got,
+            ends,
+            marked,
             [{"delivery_id": i, "at": T0, "status_code": 200, "error": None, "duration_ms": 5} for i in ids],
             [event(10)],
         )
@@ -314,7 +320,7 @@ def test_a_grant_writes_consent_link_event_and_audit_in_one_statement_on_postgre
 ) -> None:
     """consent-api's grant: the consent, its one sample link, its event, its audit entry and the
     subject's new chain head, built by bulk, in one statement on PostgreSQL (in order elsewhere)."""
-    from helpers import grant, register
+    from support.helpers import grant, register
     from sqlalchemy.engine import Engine as AnyEngine
 
     sample = register(client, seller, 1)

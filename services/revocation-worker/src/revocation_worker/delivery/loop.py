@@ -342,12 +342,9 @@ class Deliverer:
         by_notice = delivery_repo.lock_notice_states(session, (d.notice_id for d in rows))
         result = rules.record(
             [(job.delivery_id, outcome) for job, outcome in batch],
-            {i: _delivery(d) for i, d in deliveries.items()},
-            {
-                i: rules.Endpoint(e.id, e.status, e.failing_since, e.last_success_at)
-                for i, e in by_endpoint.items()
-            },
-            {i: _notice(n) for i, n in by_notice.items()},
+            deliveries,
+            by_endpoint,
+            by_notice,
             rules.Policy.of(s),
             now,
             statuses_of=lambda notice_id: delivery_repo.delivery_statuses_of(session, notice_id),
@@ -386,39 +383,9 @@ class Deliverer:
             events.append(_notice_event(s, event.notice, **payload))
         delivery_repo.write_recorded(
             session,
-            [
-                delivery_repo.DeliveryState(
-                    d.id,
-                    d.notice_id,
-                    d.endpoint_id,
-                    d.status,
-                    d.attempts,
-                    d.first_attempt_at,
-                    d.next_attempt_at,
-                    d.succeeded_at,
-                    d.last_attempt_at,
-                    d.last_status_code,
-                    d.last_error,
-                )
-                for d in result.deliveries
-            ],
-            [
-                delivery_repo.EndpointState(e.id, e.status, e.failing_since, e.last_success_at, changed=True)
-                for e in result.endpoints
-            ],
-            [
-                delivery_repo.NoticeState(
-                    n.id,
-                    n.licensee_id,
-                    n.revocation_id,
-                    n.subject_id,
-                    n.status,
-                    n.delivered_at,
-                    n.revoked_at,
-                    True,
-                )
-                for n in result.notices
-            ],
+            result.deliveries,
+            result.endpoints,
+            result.notices,
             [
                 {
                     "delivery_id": a.delivery_id,
@@ -521,28 +488,6 @@ def _notice_event(settings: WorkerSettings, notice: Any, **payload: Any) -> dict
         revocation_id=notice.revocation_id,
         subject_id=notice.subject_id,
         **payload,
-    )
-
-
-def _delivery(d: delivery_repo.DeliveryState) -> rules.Delivery:
-    return rules.Delivery(
-        d.id,
-        d.notice_id,
-        d.endpoint_id,
-        d.status,
-        d.attempts,
-        d.first_attempt_at,
-        d.next_attempt_at,
-        d.succeeded_at,
-        d.last_attempt_at,
-        d.last_status_code,
-        d.last_error,
-    )
-
-
-def _notice(n: delivery_repo.NoticeState) -> rules.Notice:
-    return rules.Notice(
-        n.id, n.licensee_id, n.revocation_id, n.subject_id, n.status, n.delivered_at, n.revoked_at
     )
 
 

@@ -16,6 +16,7 @@ from rescind_common.bulk import chunks
 from rescind_common.db import UTCDateTime, utcnow
 from rescind_common.outbox import outbox_write
 from revocation_worker.db import Outbox
+from revocation_worker.delivery import rules
 from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.notices.models import Delivery, DeliveryAttempt, Notice
 from revocation_worker.notices.rows import NoticeRow
@@ -24,48 +25,6 @@ _DELIVERIES = cast(Table, Delivery.__table__)
 _NOTICES = cast(Table, Notice.__table__)
 _ENDPOINTS = cast(Table, Endpoint.__table__)
 _ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
-
-
-@dataclass
-class EndpointState:
-    """What recording an outcome reads and writes of an endpoint."""
-
-    id: str
-    status: str
-    failing_since: dt.datetime | None
-    last_success_at: dt.datetime | None
-    changed: bool = False
-
-
-@dataclass
-class DeliveryState:
-    """What recording an outcome reads and writes of a delivery (plain row, no ORM object)."""
-
-    id: int
-    notice_id: str
-    endpoint_id: str
-    status: str
-    attempts: int
-    first_attempt_at: dt.datetime | None
-    next_attempt_at: dt.datetime
-    succeeded_at: dt.datetime | None
-    last_attempt_at: dt.datetime | None = None
-    last_status_code: int | None = None
-    last_error: str | None = None
-
-
-@dataclass
-class NoticeState:
-    """What recording an outcome reads and writes of a notice."""
-
-    id: str
-    licensee_id: str
-    revocation_id: str
-    subject_id: str
-    status: str
-    delivered_at: dt.datetime | None
-    revoked_at: dt.datetime
-    changed: bool = False
 
 
 class EndpointSecrets(NamedTuple):
@@ -197,21 +156,21 @@ _LOCK_NOTICES = _locking(
 _LOCK_ENDPOINTS = _locking(_ENDPOINTS, "id", "status", "failing_since", "last_success_at")
 
 
-def lock_delivery_states(session: Session, ids: Iterable[int]) -> dict[int, DeliveryState]:
+def lock_delivery_states(session: Session, ids: Iterable[int]) -> dict[int, rules.Delivery]:
     """The deliveries' recording state, row-locked in id order (every recorder locks alike)."""
     wanted = sorted(set(ids))
     if not wanted:
         return {}
     rows = session.connection().execute(_LOCK_DELIVERIES, {"ids": wanted})
-    return {int(r[0]): DeliveryState(*r) for r in rows}
+    return {int(r[0]): rules.Delivery(*r) for r in rows}
 
 
-def lock_notice_states(session: Session, ids: Iterable[str]) -> dict[str, NoticeState]:
+def lock_notice_states(session: Session, ids: Iterable[str]) -> dict[str, rules.Notice]:
     wanted = sorted(set(ids))
     if not wanted:
         return {}
     rows = session.connection().execute(_LOCK_NOTICES, {"ids": wanted})
-    return {str(r[0]): NoticeState(*r) for r in rows}
+    return {str(r[0]): rules.Notice(*r) for r in rows}
 
 
 def delivery_statuses_of(session: Session, notice_id: str) -> dict[int, str]:
@@ -220,7 +179,7 @@ def delivery_statuses_of(session: Session, notice_id: str) -> dict[int, str]:
     return {int(i): str(st) for i, st in rows}
 
 
-def _deliveries_write(states: Sequence[DeliveryState]) -> bulk.Write:
+def _deliveries_write(states: Sequence[rules.Delivery]) -> bulk.Write:
     """The recorded deliveries, their leases released."""
     return bulk.update_rows(
         Delivery,
@@ -243,13 +202,13 @@ def _deliveries_write(states: Sequence[DeliveryState]) -> bulk.Write:
     )
 
 
-def _notices_write(states: Sequence[NoticeState]) -> bulk.Write:
+def _notices_write(states: Sequence[rules.Notice]) -> bulk.Write:
     return bulk.update_rows(
         Notice, [{"id": n.id, "status": n.status, "delivered_at": n.delivered_at} for n in states]
     )
 
 
-def _endpoints_write(states: Sequence[EndpointState]) -> bulk.Write:
+def _endpoints_write(states: Sequence[rules.Endpoint]) -> bulk.Write:
     return bulk.update_rows(
         Endpoint,
         [
@@ -259,32 +218,19 @@ def _endpoints_write(states: Sequence[EndpointState]) -> bulk.Write:
     )
 
 
-def write_deliveries(session: Session, states: Sequence[DeliveryState]) -> None:
-    """One multi-row UPDATE for every recorded delivery (its lease released)."""
-    bulk.execute(session, [_deliveries_write(states)])
-
-
-def write_notices(session: Session, states: Sequence[NoticeState]) -> None:
-    bulk.execute(session, [_notices_write(states)])
-
-
-def lock_endpoint_states(session: Session, ids: Iterable[str]) -> dict[str, EndpointState]:
+def lock_endpoint_states(session: Session, ids: Iterable[str]) -> dict[str, rules.Endpoint]:
     wanted = sorted(set(ids))
     if not wanted:
         return {}
     rows = session.connection().execute(_LOCK_ENDPOINTS, {"ids": wanted})
-    return {str(r[0]): EndpointState(*r) for r in rows}
-
-
-def write_endpoints(session: Session, states: Sequence[EndpointState]) -> None:
-    bulk.execute(session, [_endpoints_write(states)])
+    return {str(r[0]): rules.Endpoint(*r) for r in rows}
 
 
 def write_recorded(
     session: Session,
-    deliveries: Sequence[DeliveryState],
-    endpoints: Sequence[EndpointState],
-    notices: Sequence[NoticeState],
+    deliveries: Sequence[rules.Delivery],
+    endpoints: Sequence[rules.Endpoint],
+    notices: Sequence[rules.Notice],
     attempts: Sequence[dict[str, Any]],
     events: Sequence[dict[str, Any]],
 ) -> None:
