@@ -320,8 +320,9 @@ def test_a_grant_writes_consent_link_event_and_audit_in_one_statement_on_postgre
 ) -> None:
     """consent-api's grant: the consent, its one sample link, its event, its audit entry and the
     subject's new chain head, built by bulk, in one statement on PostgreSQL (in order elsewhere)."""
-    from support.helpers import grant, register
     from sqlalchemy.engine import Engine as AnyEngine
+
+    from support.helpers import grant, register
 
     sample = register(client, seller, 1)
     seen: list[str] = []
