@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from consent_api.consents.models import Consent, ConsentSample
 from rescind_common import bulk
 from rescind_common.bulk import EXECUTEMANY_CHUNK, chunks
+from rescind_common.db import keyset_page
 
 
 def row_insert(values: dict[str, Any]) -> bulk.Write:
@@ -76,9 +77,7 @@ def page(
     stmt = select(Consent).where(Consent.subject_id == subject_id)
     if status:
         stmt = stmt.where(Consent.status == status)
-    if after:
-        stmt = stmt.where(Consent.id > after)
-    return list(session.scalars(stmt.order_by(Consent.id).limit(limit)))
+    return keyset_page(session, stmt, Consent.id, after, limit)
 
 
 def active_for_subject(session: Session, subject_id: str) -> list[Consent]:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from consent_api.consents.models import ConsentSample
 from consent_api.revocations.models import Revocation, RevocationItem
 from rescind_common import bulk
+from rescind_common.db import keyset_page
 
 _LINKS = cast(Table, ConsentSample.__table__)
 # The items are the consent's links to the withdrawn samples (one statement, whatever their number).
@@ -47,9 +48,7 @@ def get(session: Session, subject_id: str, revocation_id: str) -> Revocation | N
 
 def page(session: Session, subject_id: str, after: str | None, limit: int) -> list[Revocation]:
     stmt = select(Revocation).where(Revocation.subject_id == subject_id)
-    if after:
-        stmt = stmt.where(Revocation.id > after)
-    return list(session.scalars(stmt.order_by(Revocation.id).limit(limit)))
+    return keyset_page(session, stmt, Revocation.id, after, limit)
 
 
 def items(session: Session, revocation_id: str) -> list[tuple[str, str]]:

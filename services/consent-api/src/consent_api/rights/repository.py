@@ -7,6 +7,7 @@ from consent_api.consents.models import Consent
 from consent_api.revocations.models import Revocation
 from consent_api.rights.models import RightsRequest
 from consent_api.samples.models import Sample
+from rescind_common.db import keyset_page
 
 
 def get(session: Session, subject_id: str, request_id: str) -> RightsRequest | None:
@@ -17,9 +18,7 @@ def get(session: Session, subject_id: str, request_id: str) -> RightsRequest | N
 
 def page(session: Session, subject_id: str, after: str | None, limit: int) -> list[RightsRequest]:
     stmt = select(RightsRequest).where(RightsRequest.subject_id == subject_id)
-    if after:
-        stmt = stmt.where(RightsRequest.id > after)
-    return list(session.scalars(stmt.order_by(RightsRequest.id).limit(limit)))
+    return keyset_page(session, stmt, RightsRequest.id, after, limit)
 
 
 def all_samples(session: Session, subject_id: str) -> list[Sample]:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from consent_api.samples.models import Sample
 from consent_api.subjects.models import Subject
 from rescind_common.bulk import EXECUTEMANY_CHUNK, chunks
+from rescind_common.db import keyset_page
 
 # The subject's samples with these hashes, matched by a join on the array's elements. As
 # `sha256 IN (...)` the planner may filter the subject's rows against the list one by one (no
@@ -97,6 +98,4 @@ def get(session: Session, subject_id: str, sample_id: str) -> Sample | None:
 
 def page(session: Session, subject_id: str, after: str | None, limit: int) -> list[Sample]:
     stmt = select(Sample).where(Sample.subject_id == subject_id)
-    if after:
-        stmt = stmt.where(Sample.id > after)
-    return list(session.scalars(stmt.order_by(Sample.id).limit(limit)))
+    return keyset_page(session, stmt, Sample.id, after, limit)

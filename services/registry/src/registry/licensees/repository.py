@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from registry.licensees.models import Licensee
 from registry.sql import among, id_chunks
+from rescind_common.db import keyset_page
 
 
 def get(session: Session, licensee_id: str) -> Licensee | None:
@@ -23,6 +24,4 @@ def get_many(session: Session, ids: Iterable[str]) -> dict[str, Licensee]:
 
 def page(session: Session, after: str | None, limit: int) -> list[Licensee]:
     stmt = select(Licensee)
-    if after:
-        stmt = stmt.where(Licensee.id > after)
-    return list(session.scalars(stmt.order_by(Licensee.id).limit(limit)))
+    return keyset_page(session, stmt, Licensee.id, after, limit)

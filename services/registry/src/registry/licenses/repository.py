@@ -19,6 +19,7 @@ from registry.sql import (
     member,
 )
 from rescind_common.bulk import EXECUTEMANY_CHUNK, chunks
+from rescind_common.db import keyset_page
 
 
 def get(session: Session, license_id: str) -> License | None:
@@ -70,9 +71,7 @@ def page(
         stmt = stmt.where(License.licensee_id == licensee_id)
     if status:
         stmt = stmt.where(License.status == status)
-    if after:
-        stmt = stmt.where(License.id > after)
-    return list(session.scalars(stmt.order_by(License.id).limit(limit)))
+    return keyset_page(session, stmt, License.id, after, limit)
 
 
 def add_samples(session: Session, license_id: str, sample_ids: Sequence[str]) -> None:

@@ -9,6 +9,7 @@ from registry.licenses.models import License
 from registry.lineage.models import ModelLicense, TrainedModel
 from registry.sql import among, id_chunks
 from rescind_common.bulk import EXECUTEMANY_CHUNK, chunks
+from rescind_common.db import keyset_page
 
 
 def get(session: Session, model_id: str) -> TrainedModel | None:
@@ -69,6 +70,4 @@ def page(session: Session, licensee_id: str | None, after: str | None, limit: in
     stmt = select(TrainedModel)
     if licensee_id is not None:
         stmt = stmt.where(TrainedModel.licensee_id == licensee_id)
-    if after:
-        stmt = stmt.where(TrainedModel.id > after)
-    return list(session.scalars(stmt.order_by(TrainedModel.id).limit(limit)))
+    return keyset_page(session, stmt, TrainedModel.id, after, limit)

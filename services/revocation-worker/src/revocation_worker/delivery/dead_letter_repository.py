@@ -9,6 +9,7 @@ from typing import cast
 from sqlalchemy import Table, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from rescind_common.db import keyset_page
 from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.notices.models import Delivery
 
@@ -79,9 +80,7 @@ def dead_deliveries(
     stmt = select(Delivery).where(Delivery.status == "dead")
     if licensee_id:
         stmt = stmt.where(Delivery.licensee_id == licensee_id)
-    if after:
-        stmt = stmt.where(Delivery.id > after)
-    return list(session.scalars(stmt.order_by(Delivery.id).limit(limit)))
+    return keyset_page(session, stmt, Delivery.id, after, limit)
 
 
 def count_dead(session: Session, licensee_id: str | None = None) -> int:

@@ -5,6 +5,7 @@ from collections.abc import Collection
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rescind_common.db import keyset_page
 from revocation_worker.endpoints.models import Endpoint
 
 
@@ -34,9 +35,7 @@ def page(
         stmt = stmt.where(Endpoint.status == status)
     if failing:
         stmt = stmt.where((Endpoint.failing_since.is_not(None)) | (Endpoint.status == "disabled"))
-    if after:
-        stmt = stmt.where(Endpoint.id > after)
-    return list(session.scalars(stmt.order_by(Endpoint.id).limit(limit)))
+    return keyset_page(session, stmt, Endpoint.id, after, limit)
 
 
 def active_ids_for_many(session: Session, licensee_ids: Collection[str]) -> dict[str, list[str]]:

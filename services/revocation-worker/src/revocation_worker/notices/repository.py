@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from rescind_common import bulk
 from rescind_common.bulk import chunks
-from rescind_common.db import utcnow
+from rescind_common.db import keyset_page, utcnow
 from rescind_common.outbox import outbox_write
 from revocation_worker.db import Outbox
 from revocation_worker.notices.models import (
@@ -56,9 +56,7 @@ def page(
         stmt = stmt.where(Notice.status == status)
     if revocation_id:
         stmt = stmt.where(Notice.revocation_id == revocation_id)
-    if after:
-        stmt = stmt.where(Notice.id > after)
-    return list(session.scalars(stmt.order_by(Notice.id).limit(limit)))
+    return keyset_page(session, stmt, Notice.id, after, limit)
 
 
 def samples_page(session: Session, notice: Notice, after: str | None, limit: int) -> list[SampleRow]:
