@@ -14,13 +14,15 @@ from revocation_worker.migrate import upgrade
 from support.worker import Receiver, Responder, WorkerHarness
 
 
-@pytest.fixture(scope="session", params=["postgresql", "sqlite"])
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
 def worker_db_url(
     request: pytest.FixtureRequest,
     pg_database: Callable[[str], str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> str:
-    """revocation-worker's database, migrated with Alembic: once on PostgreSQL, once on SQLite."""
+    """revocation-worker's database, migrated with Alembic, on PostgreSQL and on SQLite: one per test
+    module, so what one module leaves due (ready revocations, pending deliveries) never changes
+    another's counts."""
     if request.param == "postgresql":
         url = pg_database("worker")
     else:
