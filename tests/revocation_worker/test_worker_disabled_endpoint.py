@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import update
 
 from rescind_common.db import utcnow
+from revocation_worker import sweeps
 from revocation_worker.endpoints.models import Endpoint
-from revocation_worker.notices import service as notices_service
 from revocation_worker.notices.models import Delivery
 
 from support.wait import wait_until
@@ -173,15 +173,15 @@ def test_sweep_dead_letters_what_is_left_pending_to_a_disabled_endpoint(worker: 
             .values(lease_until=utcnow() + dt.timedelta(minutes=5), lease_owner="someone")
         )
 
-    assert notices_service.dead_letter_disabled(w.ctx) == 1
+    assert sweeps.dead_letter_disabled(w.ctx) == 1
     assert w.notice(h, old)["status"] == "failed"
     assert w.notice(h, old)["deliveries"][0]["status"] == "dead"
     assert w.notice(h, held)["status"] == "pending"
     assert w.notice(h, held)["deliveries"][0]["status"] == "pending"
     assert [ev.notice_id for ev in failed_events(w, lic)] == [old]
-    assert notices_service.dead_letter_disabled(w.ctx) == 0  # nothing twice
+    assert sweeps.dead_letter_disabled(w.ctx) == 0  # nothing twice
 
     # The deadline logic is untouched: a failed notice past its deadline still turns overdue.
-    notices_service.sweep_overdue(w.ctx)
+    sweeps.sweep_overdue(w.ctx)
     assert w.notice(h, old)["status"] == "overdue"
     assert "notice_overdue" in [row.event_type for row, _ in outbox_events(w.ctx, lic)]

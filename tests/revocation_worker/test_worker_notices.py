@@ -14,7 +14,7 @@ from rescind_common.db import utcnow
 from revocation_worker.intake.holdings import HoldingsMerger
 from revocation_worker.intake.resolver import Withdrawal, affected
 from revocation_worker.notices.models import Notice, NoticeSample, RevocationSample
-from revocation_worker.notices.service import sweep_overdue
+from revocation_worker.sweeps import sweep_overdue
 
 from support.helpers import assert_problem, sha, walk
 from support.worker import add_revocation, create_notices, outbox_events

@@ -8,7 +8,7 @@ from typing import Any
 
 from rescind_common.db import utcnow
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
-from revocation_worker.notices.service import sweep_overdue
+from revocation_worker.sweeps import sweep_overdue
 
 from support.wait import wait_until
 from support.worker import outbox_events

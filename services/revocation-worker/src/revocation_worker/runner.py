@@ -38,8 +38,8 @@ from revocation_worker.intake.handler import IntakeHandler
 from revocation_worker.intake.resolver import RegistryClient, recheck_due, resolve_due
 from revocation_worker.metrics import DEAD_LETTER_DEPTH, LATE_NOTICES, NOTICES, REVOCATIONS_RESOLVED
 from revocation_worker.notices import repository as notices_repo
-from revocation_worker.notices.service import dead_letter_disabled, sweep_overdue
 from revocation_worker.secrets import SecretBox
+from revocation_worker.sweeps import dead_letter_disabled, sweep_overdue
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@
   decided by the pure rules of `delivery/rules.py`; this module reads the states they need, locked,
   and writes what they return. A disabled endpoint is never claimed, so its deliveries are
   dead-lettered at once (this one by the rules, its backlog just after by
-  `notices.dead_letter_disabled`); enabling the endpoint re-drives them.
+  `sweeps.dead_letter_disabled`); enabling the endpoint re-drives them.
 - The loop sleeps until woken (`wake()`: new notices, freed capacity, a recorded batch), until
   the earliest pending retry is due, or at most `worker_idle_wake_seconds` (leases of crashed
   workers, deliveries made by the API). Run with nobody to wake it (`signalled=False`), it polls
@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 from rescind_common.db import utcnow
 from rescind_common.health import Heartbeat
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
+from revocation_worker import sweeps
 from revocation_worker.config import WorkerSettings
 from revocation_worker.context import AppContext
 from revocation_worker.delivery import repository as delivery_repo
@@ -320,7 +321,7 @@ class Deliverer:
             # The rest of a just-disabled endpoint's backlog is dead-lettered now, in transactions
             # of its own (the periodic sweep catches up if this fails).
             try:
-                notices.dead_letter_disabled(self.ctx, observed.disabled_endpoints)
+                sweeps.dead_letter_disabled(self.ctx, observed.disabled_endpoints)
             except Exception as exc:
                 log.warning(
                     "dead-lettering the backlog of disabled endpoints %s failed (%s: %s); the sweep retries",

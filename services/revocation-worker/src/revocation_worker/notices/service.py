@@ -385,75 +385,56 @@ def redrive_dead(session: Session, licensee_id: str | None, endpoint_id: str | N
             count += 1
 
 
-def dead_letter_disabled(ctx: AppContext, endpoint_ids: Sequence[str] | None = None, batch: int = 500) -> int:
-    """Dead-letter the pending deliveries to disabled endpoints (these, or all): the loop never
-    claims them, so pending they would wait forever, out of the operator's dead-letter backlog.
-    A notice none of whose deliveries can still succeed turns `failed` (NoticeFailed), as when
-    its retry window ends. Rows someone else holds (an attempt in flight, a recorder, an
-    acknowledgement) are skipped: the recorder dead-letters a failed attempt to a disabled
-    endpoint itself, and the periodic sweep comes back for the rest. Returns the deliveries
-    dead-lettered."""
-    done = 0
-    while True:
-        with ctx.session_factory() as session:  # a read first: nothing to do commits nothing
-            if not dead_letter_repo.pending_to_disabled(session, utcnow(), endpoint_ids, 1):
-                return done
-        now = utcnow()
-        with ctx.session_factory() as session, session.begin():
-            found = dead_letter_repo.pending_to_disabled(session, now, endpoint_ids, batch)
-            if not found:
-                return done
-            # Nothing here waits for a lock (SKIP LOCKED), so no lock order can deadlock with the
-            # recorder or an acknowledgement; what is skipped is found again next time.
-            locked = repository.lock_notices_skip_locked(session, (n for _, n, _ in found))
-            disabled = dead_letter_repo.share_disabled_skip_locked(session, (e for _, _, e in found))
-            ids = [i for i, n, e in found if n in locked and e in disabled]
-            dead = dead_letter_repo.dead_letter_pending(session, ids, now, "endpoint disabled")
-            events: list[dict[str, Any]] = []
-            for notice_id in sorted({n for _, n in dead}):
-                notice = locked[notice_id]
-                if notice.status != "pending" or notice.delivered_at is not None:
-                    continue
-                statuses = deliveries_repo.delivery_statuses(session, notice_id)
-                if cannot_succeed(statuses):
-                    notice.status = "failed"
-                    events.append(
-                        notice_event_row(
-                            ctx.settings,
-                            licensee_id=notice.licensee_id,
-                            notice_id=notice.id,
-                            revocation_id=notice.revocation_id,
-                            subject_id=notice.subject_id,
-                            notice_failed=pb.NoticeFailed(reason="undeliverable: endpoint disabled"),
-                        )
-                    )
-            publish_many(session, events)
-        done += len(dead)
-        if len(found) < batch or not dead:
-            return done  # the rest (if any) is held by others: the next sweep
-
-
-def sweep_overdue(ctx: AppContext, limit: int = 500) -> int:
-    """Notices past their deadline without an acknowledgement turn overdue (and ops are told)."""
-    now = utcnow()
-    with ctx.session_factory() as session:
-        ids = repository.overdue_candidates(session, now, limit)
-    done = 0
-    for notice_id in ids:
-        with ctx.session_factory() as session, session.begin():
-            notice = repository.get(session, notice_id, lock=True)
-            if notice is None or notice.status in ("acknowledged", "overdue") or notice.deadline >= now:
-                continue
-            notice.status = "overdue"
-            notice.overdue_at = now
-            publish(
-                session,
-                ctx.settings,
-                licensee_id=notice.licensee_id,
-                notice_id=notice.id,
-                revocation_id=notice.revocation_id,
-                subject_id=notice.subject_id,
-                notice_overdue=pb.NoticeOverdue(deadline=timestamp(notice.deadline)),
+def dead_letter_to_disabled(
+    session: Session, ctx: AppContext, endpoint_ids: Sequence[str] | None, batch: int, now: dt.datetime
+) -> tuple[int, int]:
+    """One batch of `sweeps.dead_letter_disabled`, in the caller's transaction: (found, dead-lettered).
+    A notice none of whose deliveries can still succeed turns `failed` (NoticeFailed)."""
+    found = dead_letter_repo.pending_to_disabled(session, now, endpoint_ids, batch)
+    if not found:
+        return 0, 0
+    # Nothing here waits for a lock (SKIP LOCKED), so no lock order can deadlock with the
+    # recorder or an acknowledgement; what is skipped is found again next time.
+    locked = repository.lock_notices_skip_locked(session, (n for _, n, _ in found))
+    disabled = dead_letter_repo.share_disabled_skip_locked(session, (e for _, _, e in found))
+    ids = [i for i, n, e in found if n in locked and e in disabled]
+    dead = dead_letter_repo.dead_letter_pending(session, ids, now, "endpoint disabled")
+    events: list[dict[str, Any]] = []
+    for notice_id in sorted({n for _, n in dead}):
+        notice = locked[notice_id]
+        if notice.status != "pending" or notice.delivered_at is not None:
+            continue
+        if cannot_succeed(deliveries_repo.delivery_statuses(session, notice_id)):
+            notice.status = "failed"
+            events.append(
+                notice_event_row(
+                    ctx.settings,
+                    licensee_id=notice.licensee_id,
+                    notice_id=notice.id,
+                    revocation_id=notice.revocation_id,
+                    subject_id=notice.subject_id,
+                    notice_failed=pb.NoticeFailed(reason="undeliverable: endpoint disabled"),
+                )
             )
-            done += 1
-    return done
+    publish_many(session, events)
+    return len(found), len(dead)
+
+
+def mark_overdue(session: Session, ctx: AppContext, notice_id: str, now: dt.datetime) -> bool:
+    """A notice past its deadline without an acknowledgement turns overdue (and ops are told), in
+    the caller's transaction; False when it no longer qualifies."""
+    notice = repository.get(session, notice_id, lock=True)
+    if notice is None or notice.status in ("acknowledged", "overdue") or notice.deadline >= now:
+        return False
+    notice.status = "overdue"
+    notice.overdue_at = now
+    publish(
+        session,
+        ctx.settings,
+        licensee_id=notice.licensee_id,
+        notice_id=notice.id,
+        revocation_id=notice.revocation_id,
+        subject_id=notice.subject_id,
+        notice_overdue=pb.NoticeOverdue(deadline=timestamp(notice.deadline)),
+    )
+    return True
