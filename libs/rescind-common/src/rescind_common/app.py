@@ -6,14 +6,16 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rescind_common.db import DbAdmission, Overloaded
+from rescind_common.auth import TokenVerifier
+from rescind_common.db import DbAdmission, Overloaded, ping
+from rescind_common.kafka import broker_reachable
 from rescind_common.metrics import install_metrics
 from rescind_common.problems import (
     PROBLEM_BASE,
@@ -23,6 +25,9 @@ from rescind_common.problems import (
     problem_response,
 )
 from rescind_common.ratelimit import RateLimitMiddleware, TokenBucketLimiter
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 
@@ -323,3 +328,51 @@ __all__ = [
     "guard_json_body",
     "json_body_problem",
 ]
+
+
+class ServiceContext(Protocol):
+    """What every service's AppContext carries."""
+
+    settings: Any
+    engine: Engine
+    session_factory: Any
+
+
+def create_service_app(
+    ctx: ServiceContext,
+    *,
+    service: str,
+    title: str,
+    version: str,
+    description: str,
+    routers: Sequence[APIRouter],
+    max_json_items: int,
+    batch_paths: Sequence[str] = (),
+    **kwargs: Any,
+) -> FastAPI:
+    """A service's app as all three are built: ready when its database and the broker answer, the
+    body and rate limits of its settings (`batch_paths` take `max_batch_body_bytes`), its context,
+    session factory and token verifier on `app.state`, its routers."""
+    settings = ctx.settings
+    app = create_app(
+        service=service,
+        title=title,
+        version=version,
+        description=description,
+        readiness={
+            "database": lambda: ping(ctx.engine),
+            "kafka": lambda: broker_reachable(settings.kafka_bootstrap),
+        },
+        max_body_bytes=settings.max_body_bytes,
+        path_body_limits=dict.fromkeys(batch_paths, settings.max_batch_body_bytes) or None,
+        rate_limit_per_second=settings.rate_limit_per_second,
+        rate_limit_burst=settings.rate_limit_burst,
+        max_json_items=max_json_items,
+        **kwargs,
+    )
+    app.state.ctx = ctx
+    app.state.session_factory = ctx.session_factory
+    app.state.token_verifier = TokenVerifier(settings)
+    for router in routers:
+        app.include_router(router)
+    return app

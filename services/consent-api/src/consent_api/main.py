@@ -20,10 +20,8 @@ from consent_api.revocations.router import router as revocations_router
 from consent_api.rights.router import router as rights_router
 from consent_api.samples.router import router as samples_router
 from consent_api.subjects.router import router as profile_router
-from rescind_common.app import create_app as create_base_app
-from rescind_common.auth import TokenVerifier
-from rescind_common.db import DbAdmission, make_engine, make_session_factory, ping
-from rescind_common.kafka import broker_reachable
+from rescind_common.app import create_service_app
+from rescind_common.db import DbAdmission, make_engine, make_session_factory
 
 SERVICE = "consent-api"
 VERSION = "0.1.0"
@@ -55,41 +53,27 @@ def create_app(settings: ConsentSettings | None = None, *, run_scheduler: bool |
         scheduler.stop()
         engine.dispose()
 
-    app = create_base_app(
+    app = create_service_app(
+        ctx,
         service=SERVICE,
         title="Rescind consent-api",
         version=VERSION,
         description="Sellers register samples, grant consent with signed receipts, and withdraw it.",
-        readiness={
-            "database": lambda: ping(engine),
-            "kafka": lambda: broker_reachable(settings.kafka_bootstrap),
-        },
-        max_body_bytes=settings.max_body_bytes,
-        rate_limit_per_second=settings.rate_limit_per_second,
-        rate_limit_burst=settings.rate_limit_burst,
+        routers=[
+            samples_router,
+            consents_router,
+            revocations_router,
+            rights_router,
+            profile_router,
+            audit_router,
+            receipts_router,
+        ],
         max_json_items=max(settings.consent_max_sample_ids, settings.consent_max_batch_samples),
-        path_body_limits={
-            "/v1/samples/batch": settings.max_batch_body_bytes,
-            "/v1/consents": settings.max_batch_body_bytes,
-            "/v1/revocations": settings.max_batch_body_bytes,
-        },
+        batch_paths=["/v1/samples/batch", "/v1/consents", "/v1/revocations"],
         lifespan=lifespan,
         # Requests never outnumber the pooled connections; the overflow is for the scheduler and probes.
         db_admission=DbAdmission(settings.consent_db_pool_size, settings.consent_db_pool_timeout_seconds),
         max_in_flight=settings.max_in_flight,
     )
-    app.state.ctx = ctx
-    app.state.session_factory = ctx.session_factory
-    app.state.token_verifier = TokenVerifier(settings)
     app.state.expiry = scheduler
-    for router in (
-        samples_router,
-        consents_router,
-        revocations_router,
-        rights_router,
-        profile_router,
-        audit_router,
-        receipts_router,
-    ):
-        app.include_router(router)
     return app

@@ -15,10 +15,8 @@ from registry.holders.router import router as holders_router
 from registry.licensees.router import router as licensees_router
 from registry.licenses.router import router as licenses_router
 from registry.lineage.router import router as models_router
-from rescind_common.app import create_app as create_base_app
-from rescind_common.auth import TokenVerifier
-from rescind_common.db import make_session_factory, ping
-from rescind_common.kafka import broker_reachable
+from rescind_common.app import create_service_app
+from rescind_common.db import make_session_factory
 
 SERVICE = "registry"
 VERSION = "0.1.0"
@@ -34,35 +32,21 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         yield
         engine.dispose()
 
-    app = create_base_app(
+    app = create_service_app(
+        ctx,
         service=SERVICE,
         title="Rescind registry",
         version=VERSION,
         description=(
             "Licensees, licenses backed by an active consent, model lineage, and who holds which samples."
         ),
-        readiness={
-            "database": lambda: ping(engine),
-            "kafka": lambda: broker_reachable(settings.kafka_bootstrap),
-        },
-        max_body_bytes=settings.max_body_bytes,
-        rate_limit_per_second=settings.rate_limit_per_second,
-        rate_limit_burst=settings.rate_limit_burst,
+        routers=[licensees_router, licenses_router, models_router, holders_router],
         max_json_items=max(
             settings.registry_max_license_samples,
             settings.registry_max_holder_samples,
             settings.registry_max_model_licenses,
         ),
-        path_body_limits={
-            "/v1/licenses": settings.max_batch_body_bytes,
-            "/v1/models": settings.max_batch_body_bytes,
-            "/v1/holders": settings.max_batch_body_bytes,
-        },
+        batch_paths=["/v1/licenses", "/v1/models", "/v1/holders"],
         lifespan=lifespan,
     )
-    app.state.ctx = ctx
-    app.state.session_factory = ctx.session_factory
-    app.state.token_verifier = TokenVerifier(settings)
-    for router in (licensees_router, licenses_router, models_router, holders_router):
-        app.include_router(router)
     return app

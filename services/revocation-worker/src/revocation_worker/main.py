@@ -7,10 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from rescind_common.app import create_app as create_base_app
-from rescind_common.auth import TokenVerifier
-from rescind_common.db import ping
-from rescind_common.kafka import broker_reachable
+from rescind_common.app import create_service_app
 from revocation_worker import models  # noqa: F401  (registers every table)
 from revocation_worker.config import WorkerSettings
 from revocation_worker.endpoints.router import ops_router as endpoints_ops_router
@@ -32,24 +29,14 @@ def create_app(settings: WorkerSettings | None = None) -> FastAPI:
         yield
         ctx.engine.dispose()
 
-    app = create_base_app(
+    app = create_service_app(
+        ctx,
         service=SERVICE,
         title="Rescind revocation-worker",
         version=VERSION,
         description="Licensees register webhook endpoints, read and acknowledge revocation notices.",
-        readiness={
-            "database": lambda: ping(ctx.engine),
-            "kafka": lambda: broker_reachable(settings.kafka_bootstrap),
-        },
-        max_body_bytes=settings.max_body_bytes,
-        rate_limit_per_second=settings.rate_limit_per_second,
-        rate_limit_burst=settings.rate_limit_burst,
+        routers=[endpoints_router, endpoints_ops_router, notices_router, notices_ops_router],
         max_json_items=10_000,  # an ack names at most 10,000 models
         lifespan=lifespan,
     )
-    app.state.ctx = ctx
-    app.state.session_factory = ctx.session_factory
-    app.state.token_verifier = TokenVerifier(settings)
-    for router in (endpoints_router, endpoints_ops_router, notices_router, notices_ops_router):
-        app.include_router(router)
     return app
