@@ -24,12 +24,14 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import httpx
 import psycopg
+
+if TYPE_CHECKING:
+    from rescind_cli.processes import Launcher, Proc
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -139,7 +141,7 @@ def run_in_tree(script: str, tree: Path, sources: Sequence[str], *args: str) -> 
     return run_json([sys.executable, str(Path(script).resolve()), *args], env=env, cwd=tree)
 
 
-# -- service processes ------------------------------------------------------------------------------
+# -- service processes (the CLI's launcher) --------------------------------------------------------
 
 
 def service_env(state: Path, **settings: str) -> dict[str, str]:
@@ -153,52 +155,32 @@ def service_env(state: Path, **settings: str) -> dict[str, str]:
     return env
 
 
-def serve(argv: list[str], env: dict[str, str], port: int, timeout: float = 30) -> subprocess.Popen[bytes]:
-    """Start a server process; return once it listens on 127.0.0.1:`port` (stopped if it never does)."""
-    from rescind_common.embedded_broker import wait_for_port
+def launcher(state: Path, db_urls: Mapping[str, str], **settings: str) -> Launcher:
+    """The CLI's launcher (rescind_cli.processes) for the APIs of `db_urls` (service key -> its
+    database), each on a free port and told where the others are, in `service_env(state, **settings)`."""
+    from rescind_cli.processes import Launcher, free_ports, stack_env
 
-    proc = subprocess.Popen(argv, env=env)
-    try:
-        wait_for_port("127.0.0.1", port, timeout=timeout)
-    except BaseException:
-        stop_processes(proc)
-        raise
+    ports = free_ports(db_urls)
+    return Launcher(service_env(state, **{**stack_env(ports, db_urls=db_urls), **settings}), ports)
+
+
+def serve(
+    stack: Launcher,
+    name: str,
+    argv: list[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    url: str | None = None,
+    timeout: float = 30,
+) -> Proc:
+    """Start `name` (as Launcher.start) and return it once GET `url`/healthz answers 200 (default
+    `url`: the API of the service that command belongs to); Exited if it dies first."""
+    from rescind_cli.processes import COMMANDS
+
+    proc = stack.start(name, argv, env)
+    base = url if url is not None else stack.url(COMMANDS[name].service)
+    stack.wait_http(name, f"{base}/healthz", timeout, watch=[name])
     return proc
-
-
-def stop_processes(*procs: subprocess.Popen[Any], timeout: float = 20) -> None:
-    """SIGTERM to all first (they shut down side by side), then wait; kill what outlives `timeout`."""
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def http_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def wait_until(
-    what: str, check: Callable[[], bool], timeout: float, *, alive: Callable[[], None] | None = None
-) -> None:
-    """Poll `check` every 0.2 s; `alive` (which raises when a process died) turns a crash into an
-    error at once instead of a timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if alive is not None:
-            alive()
-        if check():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def bearer(state: Path, role: str, sub: str, ttl: dt.timedelta | None = None) -> dict[str, str]:

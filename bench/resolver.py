@@ -34,7 +34,6 @@ import os
 import pstats
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,11 +47,10 @@ from _common import (
     bearer,
     create_database,
     drop_database,
+    launcher,
     machine,
     serve,
     server_version,
-    service_env,
-    stop_processes,
     write_result,
 )
 from fastapi.testclient import TestClient
@@ -389,20 +387,18 @@ def main() -> int:
     urls = {k: create_database(f"resolver_{k}") for k in ("registry", "worker")}
     pg_version = server_version()
     state = Path(tempfile.mkdtemp(prefix="rescind-bench-"))
-    port = free_port()
-    env = service_env(state, RESCIND_REGISTRY_DATABASE_URL=urls["registry"], RESCIND_REGISTRY_PORT=str(port))
-    proc: subprocess.Popen[bytes] | None = None
+    stack = launcher(state, {"registry": urls["registry"]})
     rounds: list[dict[str, dict[str, float]]] = []
     try:
         upgrade_registry(urls["registry"])
         upgrade_worker(urls["worker"])
-        proc = serve([str(Path(sys.executable).parent / "registry"), "serve"], env, port)
+        serve(stack, "registry")
 
         def auth(role: str, sub: str) -> dict[str, str]:
             return bearer(state, role, sub)
 
         t = time.perf_counter()
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as api:
+        with httpx.Client(base_url=stack.url("registry"), timeout=60) as api:
             licensees, sellers = fill_registry(
                 urls["registry"], api, auth("operator", "bench-ops"), lambda lic: auth("licensee", lic)
             )
@@ -410,7 +406,7 @@ def main() -> int:
             worker_database_url=urls["worker"],
             state_dir=state,
             kafka_bootstrap=f"127.0.0.1:{free_port()}",  # no relay here: events stay in the outbox
-            worker_registry_url=f"http://127.0.0.1:{port}",
+            worker_registry_url=stack.url("registry"),
             worker_allow_networks=["127.0.0.0/8"],
             worker_allow_http=True,
         )
@@ -463,8 +459,7 @@ def main() -> int:
         registry.close()
         ctx.engine.dispose()
     finally:
-        if proc is not None:
-            stop_processes(proc)
+        stack.stop_all()
         if not os.environ.get("RESCIND_BENCH_KEEP"):
             for url in urls.values():
                 drop_database(url)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,16 +24,15 @@ from _common import (
     bearer,
     create_database,
     drop_database,
+    launcher,
     machine,
     percentile,
     random_sha256,
     serve,
-    service_env,
-    stop_processes,
     write_result,
 )
 
-from rescind_common.embedded_broker import EmbeddedBroker, free_port
+from rescind_common.embedded_broker import EmbeddedBroker
 
 GRANTS = int(os.environ.get("RESCIND_BENCH_GRANTS", "200"))
 BATCH = 10_000
@@ -58,22 +56,14 @@ def raw_commit_latency(url: str, n: int) -> list[float]:
 def main() -> int:
     db_url = create_database("consent")
     state = Path(tempfile.mkdtemp(prefix="rescind-bench-"))
-    port = free_port()
     broker = EmbeddedBroker().start()
-    env = service_env(
-        state,
-        RESCIND_CONSENT_DATABASE_URL=db_url,
-        RESCIND_CONSENT_PORT=str(port),
-        RESCIND_KAFKA_BOOTSTRAP=broker.bootstrap,
-    )
-    exe = str(Path(sys.executable).parent / "consent-api")
-    procs: list[subprocess.Popen[bytes]] = []
+    stack = launcher(state, {"consent": db_url}, RESCIND_KAFKA_BOOTSTRAP=broker.bootstrap)
     try:
-        subprocess.run([exe, "migrate"], env=env, check=True)
-        procs.append(subprocess.Popen([exe, "relay"], env=env))
-        procs.append(serve([exe, "serve"], env, port))
+        stack.migrate(["consent"])
+        stack.start("consent-relay")
+        serve(stack, "consent-api")
         headers = bearer(state, "subject", "bench-seller")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as c:
+        with httpx.Client(base_url=stack.url("consent"), headers=headers, timeout=60) as c:
             ids = [
                 s["id"]
                 for s in c.post(
@@ -104,7 +94,7 @@ def main() -> int:
                 assert r.status_code == 201 and len(r.json()["items"]) == BATCH, r.text[:200]
         raw = raw_commit_latency(db_url, GRANTS)
     finally:
-        stop_processes(*procs)
+        stack.stop_all()
         broker.stop()
         drop_database(db_url)
 
