@@ -8,6 +8,7 @@ imports the services and rescind_common from there, and run_all.py needs none of
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import hashlib
@@ -25,6 +26,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -42,6 +44,7 @@ PG_ADMIN = os.environ.get("RESCIND_BENCH_PG_URL", "postgresql://postgres@127.0.0
 TICK = os.sysconf("SC_CLK_TCK")
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------
@@ -118,6 +121,21 @@ def beside_baseline(ref: str | None, run: Callable[[Path], T]) -> dict[str, T]:
         with tempfile.TemporaryDirectory() as tmp:
             rows[ref] = run(export_tree(ref, Path(tmp)))
     return rows
+
+
+def baseline_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments of a bench that measures itself beside a base revision: `--baseline REF`, and
+    the hidden `--one N` with which it runs one measurement of N in a child (see run_in_tree)."""
+    parser = argparse.ArgumentParser(
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="With --baseline the script exports REF with `git archive` into a temporary directory "
+        "(nothing in the working tree changes) and runs itself there too, so that both figures come "
+        "from one machine in one run. Never part of `make test`.",
+    )
+    parser.add_argument("--baseline", metavar="REF", help="also measure git REF (exported, not checked out)")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    return parser
 
 
 def with_pythonpath(env: dict[str, str], *paths: Path | str) -> dict[str, str]:
@@ -219,6 +237,56 @@ def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
         admin.close()
 
 
+def envelope(kind: Callable[..., M], **fields: Any) -> M:
+    """An event of `kind` (a ConsentEvent, a NoticeEvent) with a new id, producer "bench", occurred
+    now, and `fields` (its payload among them)."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from rescind_common.ids import new_id
+
+    now = Timestamp()
+    now.GetCurrentTime()
+    return kind(event_id=new_id("evt"), producer="bench", occurred_at=now, **fields)
+
+
+@dataclass
+class Drained:
+    """What `drain` counted: records in all, and over the polls only, the wall time, this process's
+    CPU, and that of the database's PostgreSQL backends (None when /proc cannot read them)."""
+
+    records: int
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+    pg_cpu_s: float | None = None
+
+    def add(self, other: Drained) -> None:
+        self.records = other.records
+        self.seconds += other.seconds
+        self.cpu_s += other.cpu_s
+        if other.pg_cpu_s is not None:
+            self.pg_cpu_s = (self.pg_cpu_s or 0.0) + other.pg_cpu_s
+
+
+def drain(
+    consumer: Poller,
+    until: int,
+    database: str,
+    *,
+    done: int = 0,
+    conn: psycopg.Connection[Any] | None = None,
+    timeout: float = 600,
+) -> Drained:
+    """Poll `consumer` until it has `until` records (`done` of them before), for `timeout` s at most."""
+    pg_before = backend_cpu(database, conn=conn)
+    started, cpu = time.monotonic(), time.process_time()
+    while done < until and time.monotonic() < started + timeout:
+        done += consumer.poll_once(timeout_ms=500)
+    elapsed, cpu = time.monotonic() - started, time.process_time() - cpu
+    pg_after = backend_cpu(database, conn=conn)
+    pg = sum(t - pg_before.get(pid, 0.0) for pid, t in pg_after.items()) if pg_after else None
+    return Drained(done, elapsed, cpu, pg)
+
+
 def join_group(consumer: Poller, producer: Any, topic: str, first: tuple[bytes, bytes]) -> None:
     """Publish one record and poll until the consumer has it, so that the group join (seconds on
     Tansu) stays off the clock."""
@@ -313,6 +381,38 @@ def nearest_rank(values: Sequence[float], p: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def compare_variants(
+    summary: dict[str, Any], rate: str, cost: str, head: tuple[str, str], note: str = ""
+) -> None:
+    """summary["ratio"] from summary["base"] and summary["new"] (each with `rate` and `cost`), both as
+    how many times better new is (rate: new / base, cost: base / new); printed under `head`."""
+    base, new = summary["base"], summary["new"]
+    ratio = summary["ratio"] = {
+        rate: round(new[rate] / base[rate], 2),
+        cost: round(base[cost] / new[cost], 2),
+    }
+    w1, w2 = (max(len(h) + 1, 10) for h in head)
+    print()
+    print(f"{'variant':8} {head[0]:>{w1}} {head[1]:>{w2}}{note}")
+    for variant in ("base", "new"):
+        print(f"{variant:8} {summary[variant][rate]:>{w1}} {summary[variant][cost]:>{w2}}")
+    print(f"ratio    {ratio[rate]:>{w1 - 1}}x {ratio[cost]:>{w2 - 1}}x (CPU: base / new)")
+
+
+def raw_commits(conn: psycopg.Connection[Any], table: str, n: int) -> list[float]:
+    """Seconds of each of `n` single-row INSERT + COMMITs into `table` (created if missing): the
+    floor under any request that commits one row."""
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id text PRIMARY KEY, body text)")
+    conn.commit()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        conn.execute(f"INSERT INTO {table} VALUES (%s, %s)", (uuid.uuid4().hex, "x" * 200))
+        conn.commit()
+        out.append(time.perf_counter() - t)
+    return out
 
 
 def random_sha256() -> str:

@@ -19,27 +19,25 @@ serving it (from /proc; the database's connections).
     .venv/bin/python bench/consumers.py                # this tree
     .venv/bin/python bench/consumers.py --baseline REF # this tree and git REF (e.g. main), side by side
     .venv/bin/python bench/consumers.py --mode revocations --baseline main
-
-With --baseline the script exports REF with `git archive` into a temporary directory (nothing in
-the working tree changes) and runs itself there too, so that both figures come from one machine
-in one run. Never part of `make test`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from _common import (
-    backend_cpu,
+    baseline_parser,
     beside_baseline,
     create_topic,
     database_name,
+    drain,
+    envelope,
     join_group,
     run_in_tree,
     scratch_database,
@@ -60,18 +58,11 @@ def events(n: int, subjects: list[Subject] | None = None) -> list[tuple[bytes, b
     """(key, value) pairs: n consent events, three per subject, in the order consent-api emits them.
     With `subjects` (an empty list to fill), only the first two of each (the revocations are
     `revocations(subjects)`)."""
-    from google.protobuf.timestamp_pb2 import Timestamp
-
     from rescind_common.ids import new_id, new_ids
     from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
-    def envelope(subject: str, **payload: object) -> bytes:
-        now = Timestamp()
-        now.GetCurrentTime()
-        event = pb.ConsentEvent(event_id=new_id("evt"), subject_id=subject, producer="bench", occurred_at=now)
-        ((field, message),) = payload.items()
-        getattr(event, field).CopyFrom(message)
-        return event.SerializeToString()
+    def event(subject: str, **payload: Any) -> bytes:
+        return envelope(pb.ConsentEvent, subject_id=subject, **payload).SerializeToString()
 
     out: list[tuple[bytes, bytes]] = []
     while len(out) < n:
@@ -91,8 +82,8 @@ def events(n: int, subjects: list[Subject] | None = None) -> list[tuple[bytes, b
             consent_count=1,
         )
         values = [
-            envelope(subject, sample_registered=pb.SampleRegistered(samples=refs)),
-            envelope(
+            event(subject, sample_registered=pb.SampleRegistered(samples=refs)),
+            event(
                 subject,
                 consent_granted=pb.ConsentGranted(
                     consent_id=consent, sample_ids=samples, purposes=["model_training"]
@@ -100,7 +91,7 @@ def events(n: int, subjects: list[Subject] | None = None) -> list[tuple[bytes, b
             ),
         ]
         if subjects is None:
-            values.append(envelope(subject, consent_revoked=revoked))
+            values.append(event(subject, consent_revoked=revoked))
         else:
             subjects.append((subject, consent, samples))
         out += [(subject.encode(), value) for value in values]
@@ -109,26 +100,20 @@ def events(n: int, subjects: list[Subject] | None = None) -> list[tuple[bytes, b
 
 def revocations(subjects: list[Subject]) -> list[tuple[bytes, bytes]]:
     """One ConsentRevoked per consent: its first sample withdrawn for every purpose."""
-    from google.protobuf.timestamp_pb2 import Timestamp
-
     from rescind_common.ids import new_id
     from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
     out: list[tuple[bytes, bytes]] = []
     for subject, consent, samples in subjects:
-        now = Timestamp()
-        now.GetCurrentTime()
-        event = pb.ConsentEvent(event_id=new_id("evt"), subject_id=subject, producer="bench", occurred_at=now)
-        event.consent_revoked.CopyFrom(
-            pb.ConsentRevoked(
-                revocation_id=new_id("rev"),
-                consent_id=consent,
-                sample_ids=samples[:1],
-                purposes=["model_training"],
-                chunk_count=1,
-                consent_count=1,
-            )
+        revoked = pb.ConsentRevoked(
+            revocation_id=new_id("rev"),
+            consent_id=consent,
+            sample_ids=samples[:1],
+            purposes=["model_training"],
+            chunk_count=1,
+            consent_count=1,
         )
+        event = envelope(pb.ConsentEvent, subject_id=subject, consent_revoked=revoked)
         out.append((subject.encode(), event.SerializeToString()))
     return out
 
@@ -211,43 +196,30 @@ def measure(n: int, mode: str) -> dict[str, float]:
             producer.flush(timeout=60)
             producer.close(timeout=5)
             # From the moment every record is on the broker to the moment the last one is committed.
-            name = database_name(url)
-            backends = backend_cpu(name)
-            done, started, cpu = 0, time.monotonic(), time.process_time()
-            while done < n and time.monotonic() < started + 600:
-                done += consumer.poll_once(timeout_ms=500)
-            elapsed, cpu = time.monotonic() - started, time.process_time() - cpu
-            after = backend_cpu(name)
-            pg_cpu = sum(t - backends.get(pid, 0.0) for pid, t in after.items())
+            polled = drain(consumer, n, database_name(url))
             consumer.stop_event.set()
             consumer._close()
+        done = polled.records
         return {
             "records": done,
-            "seconds": round(elapsed, 3),
-            "records_per_s": round(done / elapsed, 1),
-            "cpu_ms_per_record": round(1000 * cpu / max(done, 1), 3),
-            "pg_cpu_ms_per_record": round(1000 * pg_cpu / max(done, 1), 3),
+            "seconds": round(polled.seconds, 3),
+            "records_per_s": round(done / polled.seconds, 1),
+            "cpu_ms_per_record": round(1000 * polled.cpu_s / max(done, 1), 3),
+            "pg_cpu_ms_per_record": round(1000 * (polled.pg_cpu_s or 0.0) / max(done, 1), 3),
         }
 
 
-def run_in(tree: Path, n: int, mode: str) -> dict[str, float]:
-    """This script in a fresh interpreter whose imports come from `tree`."""
-    result: dict[str, float] = run_in_tree(__file__, tree, SOURCES, "--one", str(n), "--mode", mode)
-    return result
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--baseline", metavar="REF", help="also measure git REF (exported, not checked out)")
-    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser = baseline_parser(__doc__)
     parser.add_argument("--mode", choices=["mixed", "revocations"], default="mixed")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args.mode)))
         return
-    rows = beside_baseline(args.baseline, lambda tree: run_in(tree, EVENTS, args.mode))
+    rows: dict[str, dict[str, float]] = beside_baseline(
+        args.baseline,
+        lambda tree: run_in_tree(__file__, tree, SOURCES, "--one", str(EVENTS), "--mode", args.mode),
+    )
     print(
         f"registry projection consumer, {args.mode}, {EVENTS} events, {PARTITIONS} partitions,"
         f" up to {POLL_RECORDS} records per poll, PostgreSQL"

@@ -39,6 +39,7 @@ import psycopg
 from _common import (
     REPO,
     RESULTS,
+    compare_variants,
     create_database,
     drop_database,
     export_tree,
@@ -307,24 +308,9 @@ def driver(args: argparse.Namespace) -> None:
                 "deliveries_per_s": round(sum(r["deliveries_per_s"] for r in rows) / len(rows), 1),
                 "cpu_ms_per_delivery": round(sum(r["cpu_ms_per_delivery"] for r in rows) / len(rows), 3),
             }
-        summary["ratio"] = {
-            "deliveries_per_s": round(
-                summary["new"]["deliveries_per_s"] / summary["base"]["deliveries_per_s"], 2
-            ),
-            "cpu_ms_per_delivery": round(
-                summary["base"]["cpu_ms_per_delivery"] / summary["new"]["cpu_ms_per_delivery"], 2
-            ),
-        }
+        heads = ("deliveries/s", "CPU ms/delivery")
+        compare_variants(summary, "deliveries_per_s", "cpu_ms_per_delivery", heads)
         results["summary"] = summary
-        print()
-        print(f"{'variant':8} {'deliveries/s':>13} {'CPU ms/delivery':>16}")
-        for variant in ("base", "new"):
-            v = summary[variant]
-            print(f"{variant:8} {v['deliveries_per_s']:>13} {v['cpu_ms_per_delivery']:>16}")
-        ratio = summary["ratio"]
-        print(
-            f"ratio    {ratio['deliveries_per_s']:>12}x {ratio['cpu_ms_per_delivery']:>15}x (CPU: base / new)"
-        )
     for row in results["idle"]:
         how = " (0.1 s polls)" if row.get("polls") else ""
         print(f"idle {row['variant']:4} --role {row['role']:8} {row['core_percent']:6.2f}% of a core{how}")

@@ -12,29 +12,26 @@ the same span (from /proc, when PostgreSQL runs on this machine; else shown as n
     .venv/bin/python bench/notice_consumer.py                # this tree
     .venv/bin/python bench/notice_consumer.py --baseline REF # this tree and git REF (e.g. main)
     .venv/bin/python bench/notice_consumer.py --burst 8      # one revocation's events at a time
-
-With --baseline the script exports REF with `git archive` into a temporary directory (nothing in
-the working tree changes) and runs itself there too, so that both figures come from one machine
-in one run. Never part of `make test`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from _common import (
     PG_ADMIN,
-    backend_cpu,
+    Drained,
+    baseline_parser,
     beside_baseline,
     create_topic,
     database_name,
+    drain,
+    envelope,
     join_group,
     run_in_tree,
     scratch_database,
@@ -48,41 +45,28 @@ SOURCES = ["libs/rescind-common/src", "services/consent-api/src"]
 
 def events(n: int) -> list[tuple[bytes, bytes]]:
     """(key, value) pairs: n notice events, eight per revocation, in the order the worker emits them."""
-    from google.protobuf.timestamp_pb2 import Timestamp
-
     from rescind_common.ids import new_id
     from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 
-    def envelope(revocation: str, licensee: str = "", notice: str = "", **payload: Any) -> bytes:
-        now = Timestamp()
-        now.GetCurrentTime()
-        event = pb.NoticeEvent(
-            event_id=new_id("evt"),
-            revocation_id=revocation,
-            licensee_id=licensee,
-            notice_id=notice,
-            producer="bench",
-            occurred_at=now,
-        )
-        ((field, message),) = payload.items()
-        getattr(event, field).CopyFrom(message)
-        return event.SerializeToString()
+    def event(revocation: str, licensee: str = "", notice: str = "", **payload: Any) -> bytes:
+        ids = {"revocation_id": revocation, "licensee_id": licensee, "notice_id": notice}
+        return envelope(pb.NoticeEvent, **ids, **payload).SerializeToString()
 
     out: list[tuple[bytes, bytes]] = []
     while len(out) < n:
         revocation = new_id("rev")
         notices = [(new_id("lic"), new_id("ntc")) for _ in range(LICENSEES)]
         resolved = pb.RevocationResolved(notice_count=LICENSEES)
-        out.append((revocation.encode(), envelope(revocation, revocation_resolved=resolved)))
+        out.append((revocation.encode(), event(revocation, revocation_resolved=resolved)))
         for licensee, notice in notices:
             out.append(
-                (licensee.encode(), envelope(revocation, licensee, notice, notice_created=pb.NoticeCreated()))
+                (licensee.encode(), event(revocation, licensee, notice, notice_created=pb.NoticeCreated()))
             )
         for licensee, notice in notices:
-            value = envelope(revocation, licensee, notice, notice_delivered=pb.NoticeDelivered())
+            value = event(revocation, licensee, notice, notice_delivered=pb.NoticeDelivered())
             out.append((licensee.encode(), value))
         licensee, notice = notices[0]
-        value = envelope(revocation, licensee, notice, notice_acknowledged=pb.NoticeAcknowledged())
+        value = event(revocation, licensee, notice, notice_acknowledged=pb.NoticeAcknowledged())
         out.append((licensee.encode(), value))
     return out[:n]
 
@@ -122,38 +106,23 @@ def measure(n: int, burst: int = 0) -> dict[str, float | None]:
             # `burst`, a few at a time as at a steady low rate: the clocks run only while polling.
             pending = events(n)
             step = burst or n
-            done, elapsed, cpu, pg = 0, 0.0, 0.0, 0.0
+            polled = Drained(0)
             for start in range(0, n, step):
                 for key, value in pending[start : start + step]:
                     producer.send(topic, key=key, value=value)
                 producer.flush(timeout=60)
-                target = min(n, start + step)
-                pg_before = backend_cpu(name, conn=admin_conn)
-                started, cpu_started = time.monotonic(), time.process_time()
-                while done < target and time.monotonic() < started + 600:
-                    done += consumer.poll_once(timeout_ms=500)
-                elapsed += time.monotonic() - started
-                cpu += time.process_time() - cpu_started
-                pg_after = backend_cpu(name, conn=admin_conn)
-                pg += sum(t - pg_before.get(pid, 0.0) for pid, t in pg_after.items())
+                polled.add(drain(consumer, min(n, start + step), name, done=polled.records, conn=admin_conn))
             producer.close(timeout=5)
             consumer.stop_event.set()
             consumer._close()
+        done, pg = polled.records, polled.pg_cpu_s
         return {
             "records": done,
-            "seconds": round(elapsed, 3),
-            "records_per_s": round(done / elapsed, 1),
-            "cpu_ms_per_event": round(cpu * 1000 / done, 3),
-            "pg_cpu_ms_per_event": round(pg * 1000 / done, 3) if pg_after else None,
+            "seconds": round(polled.seconds, 3),
+            "records_per_s": round(done / polled.seconds, 1),
+            "cpu_ms_per_event": round(polled.cpu_s * 1000 / done, 3),
+            "pg_cpu_ms_per_event": round(pg * 1000 / done, 3) if pg is not None else None,
         }
-
-
-def run_in(tree: Path, n: int, burst: int) -> dict[str, float | None]:
-    """This script in a fresh interpreter whose imports come from `tree`."""
-    result: dict[str, float | None] = run_in_tree(
-        __file__, tree, SOURCES, "--one", str(n), "--burst", str(burst)
-    )
-    return result
 
 
 def ms(value: float | None) -> str:
@@ -161,10 +130,7 @@ def ms(value: float | None) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--baseline", metavar="REF", help="also measure git REF (exported, not checked out)")
+    parser = baseline_parser(__doc__)
     parser.add_argument(
         "--burst",
         type=int,
@@ -173,12 +139,14 @@ def main() -> None:
         help="publish K events at a time and poll them in before the next K (8: one revocation "
         "at a time, small polls as at a low steady rate); default: all at once, a backlog",
     )
-    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args.burst)))
         return
-    rows = beside_baseline(args.baseline, lambda tree: run_in(tree, EVENTS, args.burst))
+    rows: dict[str, dict[str, float | None]] = beside_baseline(
+        args.baseline,
+        lambda tree: run_in_tree(__file__, tree, SOURCES, "--one", str(EVENTS), "--burst", str(args.burst)),
+    )
     shape = f"{args.burst} at a time" if args.burst else "all at once"
     print(f"consent-api notice consumer, {EVENTS} events ({shape}), {PARTITIONS} partitions, PostgreSQL")
     print(f"  {'':<12} {'events/s':>9}  {'CPU ms/event':>12}  {'PG CPU ms/event':>15}")

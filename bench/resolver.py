@@ -47,6 +47,7 @@ from _common import (
     bearer,
     create_database,
     drop_database,
+    envelope,
     launcher,
     machine,
     serve,
@@ -54,7 +55,6 @@ from _common import (
     write_result,
 )
 from fastapi.testclient import TestClient
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import event, func, insert, select
 from sqlalchemy.orm import Session
 
@@ -154,24 +154,6 @@ def baseline_resolve_due(ctx: AppContext, registry: RegistryClient, limit: int =
 # -- the registry: sellers, licenses, models ---------------------------------------------------
 
 
-def _ts(value: dt.datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
-def _consent_event(subject_id: str, **payload: Any) -> cpb.ConsentEvent:
-    envelope = cpb.ConsentEvent(
-        event_id=new_id("evt"),
-        subject_id=subject_id,
-        producer="bench",
-        occurred_at=_ts(dt.datetime.now(dt.UTC)),
-    )
-    ((field, message),) = payload.items()
-    getattr(envelope, field).CopyFrom(message)
-    return envelope
-
-
 class Seller:
     def __init__(self, subject_id: str, consent_id: str, samples: list[str], holders: list[str]) -> None:
         self.subject_id = subject_id
@@ -207,9 +189,10 @@ def fill_registry(
                 cpb.SampleRef(sample_id=s, sha256=uuid.uuid4().hex * 2, kind=cpb.SAMPLE_KIND_FACE_IMAGE)
                 for s in samples
             ]
-            apply_event(
-                session, _consent_event(subject_id, sample_registered=cpb.SampleRegistered(samples=refs))
+            registered = envelope(
+                cpb.ConsentEvent, subject_id=subject_id, sample_registered=cpb.SampleRegistered(samples=refs)
             )
+            apply_event(session, registered)
             consent_id = new_id("cns")
             granted = cpb.ConsentGranted(
                 consent_id=consent_id,
@@ -217,7 +200,7 @@ def fill_registry(
                 purposes=["model_training"],
                 receipt_id=new_id("rcp"),
             )
-            apply_event(session, _consent_event(subject_id, consent_granted=granted))
+            apply_event(session, envelope(cpb.ConsentEvent, subject_id=subject_id, consent_granted=granted))
             sellers.append(Seller(subject_id, consent_id, samples, rng.sample(licensees, rng.choice((2, 3)))))
     engine.dispose()
     licenses: dict[str, list[str]] = {lic: [] for lic in licensees}

@@ -15,7 +15,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -28,6 +27,7 @@ from _common import (
     machine,
     percentile,
     random_sha256,
+    raw_commits,
     serve,
     write_result,
 )
@@ -40,14 +40,7 @@ BATCH = 10_000
 
 def raw_commit_latency(url: str, n: int) -> list[float]:
     with psycopg.connect(url) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS bench_raw (id text primary key, body text)")
-        conn.commit()
-        out = []
-        for _ in range(n):
-            t = time.perf_counter()
-            conn.execute("INSERT INTO bench_raw VALUES (%s, %s)", (uuid.uuid4().hex, "x" * 200))
-            conn.commit()
-            out.append(time.perf_counter() - t)
+        out = raw_commits(conn, "bench_raw", n)
         conn.execute("DROP TABLE bench_raw")
         conn.commit()
     return out
