@@ -237,6 +237,32 @@ def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
         admin.close()
 
 
+@dataclass(frozen=True)
+class Bus:
+    """A migrated scratch database and a fresh topic on an embedded broker, for one consumer run."""
+
+    url: str
+    tmp: Path  # the broker's log is there
+    bootstrap: str
+    topic: str
+
+
+@contextlib.contextmanager
+def database_and_topic(
+    label: str, kind: str, upgrade: Callable[[str], Any], partitions: int
+) -> Iterator[Bus]:
+    """A scratch database migrated by `upgrade`, a temporary directory, an embedded broker logging
+    there and a new topic `bench.<kind>.<random>` of `partitions` on it; all gone on the way out."""
+    from rescind_common.embedded_broker import EmbeddedBroker
+
+    with scratch_database(label) as url, tempfile.TemporaryDirectory() as tmp:
+        upgrade(url)
+        with EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
+            topic = f"bench.{kind}.{uuid.uuid4().hex[:8]}"
+            create_topic(broker.bootstrap, topic, partitions)
+            yield Bus(url, Path(tmp), broker.bootstrap, topic)
+
+
 def envelope(kind: Callable[..., M], **fields: Any) -> M:
     """An event of `kind` (a ConsentEvent, a NoticeEvent) with a new id, producer "bench", occurred
     now, and `fields` (its payload among them)."""

@@ -25,22 +25,19 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from _common import (
     baseline_parser,
     beside_baseline,
-    create_topic,
+    database_and_topic,
     database_name,
     drain,
     envelope,
     join_group,
     run_in_tree,
-    scratch_database,
 )
 
 EVENTS = int(os.environ.get("RESCIND_BENCH_EVENTS", "5000"))
@@ -157,48 +154,43 @@ def measure(n: int, mode: str) -> dict[str, float]:
     from registry.config import RegistrySettings
     from registry.consumer import build_consumer
     from registry.migrate import upgrade
-    from rescind_common.embedded_broker import EmbeddedBroker
     from rescind_common.kafka import make_producer
 
-    with scratch_database("consumer") as url, tempfile.TemporaryDirectory() as tmp:
-        upgrade(url)
-        with EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
-            topic = f"bench.consent.{uuid.uuid4().hex[:8]}"
-            create_topic(broker.bootstrap, topic, PARTITIONS)
-            settings = RegistrySettings(
-                registry_database_url=url,
-                state_dir=Path(tmp),
-                kafka_bootstrap=broker.bootstrap,
-                kafka_consent_topic=topic,
-                kafka_topic_partitions=PARTITIONS,
-            )
-            consumer = build_consumer(
-                settings, group_id=f"bench-{uuid.uuid4().hex[:6]}", max_poll_records=POLL_RECORDS
-            )
-            producer = make_producer(broker.bootstrap, "bench")
-            join_group(consumer, producer, topic, events(1)[0])
-            if mode == "revocations":
-                subjects: list[Subject] = []
-                setup = events(2 * n, subjects)
-                for key, value in setup:
-                    producer.send(topic, key=key, value=value)
-                producer.flush(timeout=60)
-                done, deadline = 0, time.monotonic() + 600
-                while done < len(setup) and time.monotonic() < deadline:
-                    done += consumer.poll_once(timeout_ms=500)
-                add_licenses(url, subjects)
-                timed = revocations(subjects)
-            else:
-                timed = events(n)
-            n = len(timed)
-            for key, value in timed:
-                producer.send(topic, key=key, value=value)
+    with database_and_topic("consumer", "consent", upgrade, PARTITIONS) as bus:
+        settings = RegistrySettings(
+            registry_database_url=bus.url,
+            state_dir=bus.tmp,
+            kafka_bootstrap=bus.bootstrap,
+            kafka_consent_topic=bus.topic,
+            kafka_topic_partitions=PARTITIONS,
+        )
+        consumer = build_consumer(
+            settings, group_id=f"bench-{uuid.uuid4().hex[:6]}", max_poll_records=POLL_RECORDS
+        )
+        producer = make_producer(bus.bootstrap, "bench")
+        join_group(consumer, producer, bus.topic, events(1)[0])
+        if mode == "revocations":
+            subjects: list[Subject] = []
+            setup = events(2 * n, subjects)
+            for key, value in setup:
+                producer.send(bus.topic, key=key, value=value)
             producer.flush(timeout=60)
-            producer.close(timeout=5)
-            # From the moment every record is on the broker to the moment the last one is committed.
-            polled = drain(consumer, n, database_name(url))
-            consumer.stop_event.set()
-            consumer._close()
+            done, deadline = 0, time.monotonic() + 600
+            while done < len(setup) and time.monotonic() < deadline:
+                done += consumer.poll_once(timeout_ms=500)
+            add_licenses(bus.url, subjects)
+            timed = revocations(subjects)
+        else:
+            timed = events(n)
+        n = len(timed)
+        for key, value in timed:
+            producer.send(bus.topic, key=key, value=value)
+        producer.flush(timeout=60)
+        producer.close(timeout=5)
+        # From the moment every record is on the broker to the moment the last one is committed.
+        polled = drain(consumer, n, database_name(bus.url))
+        consumer.stop_event.set()
+        consumer._close()
         done = polled.records
         return {
             "records": done,

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import uuid
-from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -28,13 +26,12 @@ from _common import (
     Drained,
     baseline_parser,
     beside_baseline,
-    create_topic,
+    database_and_topic,
     database_name,
     drain,
     envelope,
     join_group,
     run_in_tree,
-    scratch_database,
 )
 
 EVENTS = int(os.environ.get("RESCIND_BENCH_EVENTS", "8000"))
@@ -78,43 +75,37 @@ def measure(n: int, burst: int = 0) -> dict[str, float | None]:
     from consent_api.config import ConsentSettings
     from consent_api.consumer import build_consumer
     from consent_api.migrate import upgrade
-    from rescind_common.embedded_broker import EmbeddedBroker
     from rescind_common.kafka import make_producer
 
     with (
-        scratch_database("notices") as url,
-        tempfile.TemporaryDirectory() as tmp,
+        database_and_topic("notices", "notice", upgrade, PARTITIONS) as bus,
         psycopg.connect(PG_ADMIN, autocommit=True) as admin_conn,
     ):
-        upgrade(url)
-        name = database_name(url)
-        with EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
-            topic = f"bench.notice.{uuid.uuid4().hex[:8]}"
-            create_topic(broker.bootstrap, topic, PARTITIONS)
-            settings = ConsentSettings(
-                consent_database_url=url,
-                state_dir=Path(tmp),
-                kafka_bootstrap=broker.bootstrap,
-                kafka_notice_topic=topic,
-                kafka_topic_partitions=PARTITIONS,
-                consent_consumer_group=f"bench-{uuid.uuid4().hex[:6]}",
-            )
-            consumer = build_consumer(settings)
-            producer = make_producer(broker.bootstrap, "bench")
-            join_group(consumer, producer, topic, events(1)[0])
-            # Every record on the broker first (a backlog drained in polls of up to 500), or, with
-            # `burst`, a few at a time as at a steady low rate: the clocks run only while polling.
-            pending = events(n)
-            step = burst or n
-            polled = Drained(0)
-            for start in range(0, n, step):
-                for key, value in pending[start : start + step]:
-                    producer.send(topic, key=key, value=value)
-                producer.flush(timeout=60)
-                polled.add(drain(consumer, min(n, start + step), name, done=polled.records, conn=admin_conn))
-            producer.close(timeout=5)
-            consumer.stop_event.set()
-            consumer._close()
+        name = database_name(bus.url)
+        settings = ConsentSettings(
+            consent_database_url=bus.url,
+            state_dir=bus.tmp,
+            kafka_bootstrap=bus.bootstrap,
+            kafka_notice_topic=bus.topic,
+            kafka_topic_partitions=PARTITIONS,
+            consent_consumer_group=f"bench-{uuid.uuid4().hex[:6]}",
+        )
+        consumer = build_consumer(settings)
+        producer = make_producer(bus.bootstrap, "bench")
+        join_group(consumer, producer, bus.topic, events(1)[0])
+        # Every record on the broker first (a backlog drained in polls of up to 500), or, with
+        # `burst`, a few at a time as at a steady low rate: the clocks run only while polling.
+        pending = events(n)
+        step = burst or n
+        polled = Drained(0)
+        for start in range(0, n, step):
+            for key, value in pending[start : start + step]:
+                producer.send(bus.topic, key=key, value=value)
+            producer.flush(timeout=60)
+            polled.add(drain(consumer, min(n, start + step), name, done=polled.records, conn=admin_conn))
+        producer.close(timeout=5)
+        consumer.stop_event.set()
+        consumer._close()
         done, pg = polled.records, polled.pg_cpu_s
         return {
             "records": done,
