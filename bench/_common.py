@@ -138,6 +138,27 @@ def baseline_parser(doc: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def measure_in_trees(
+    args: argparse.Namespace,
+    script: str,
+    sources: Sequence[str],
+    measure: Callable[[int], T],
+    n: int,
+    *flags: str,
+) -> dict[str, T] | None:
+    """The driver of a `baseline_parser` bench. In the child (--one N): measure(N) printed as JSON,
+    and None. Else: this tree's figures and, with --baseline, the base revision's, each measured by
+    `script --one n *flags` in a fresh interpreter importing `sources` from that tree."""
+    if args.one:
+        print(json.dumps(measure(args.one)))
+        return None
+    one = ["--one", str(n), *flags]
+    result: dict[str, T] = beside_baseline(
+        args.baseline, lambda tree: run_in_tree(script, tree, sources, *one)
+    )
+    return result
+
+
 def with_pythonpath(env: dict[str, str], *paths: Path | str) -> dict[str, str]:
     """`env` with `paths` first on PYTHONPATH: the child imports those sources before the venv's."""
     entries = [str(p) for p in paths] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]

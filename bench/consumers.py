@@ -23,7 +23,6 @@ serving it (from /proc; the database's connections).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -31,13 +30,12 @@ from typing import Any
 
 from _common import (
     baseline_parser,
-    beside_baseline,
     database_and_topic,
     database_name,
     drain,
     envelope,
     join_group,
-    run_in_tree,
+    measure_in_trees,
 )
 
 EVENTS = int(os.environ.get("RESCIND_BENCH_EVENTS", "5000"))
@@ -205,13 +203,11 @@ def main() -> None:
     parser = baseline_parser(__doc__)
     parser.add_argument("--mode", choices=["mixed", "revocations"], default="mixed")
     args = parser.parse_args()
-    if args.one:
-        print(json.dumps(measure(args.one, args.mode)))
-        return
-    rows: dict[str, dict[str, float]] = beside_baseline(
-        args.baseline,
-        lambda tree: run_in_tree(__file__, tree, SOURCES, "--one", str(EVENTS), "--mode", args.mode),
+    rows = measure_in_trees(
+        args, __file__, SOURCES, lambda n: measure(n, args.mode), EVENTS, "--mode", args.mode
     )
+    if rows is None:
+        return
     print(
         f"registry projection consumer, {args.mode}, {EVENTS} events, {PARTITIONS} partitions,"
         f" up to {POLL_RECORDS} records per poll, PostgreSQL"

@@ -16,7 +16,6 @@ the same span (from /proc, when PostgreSQL runs on this machine; else shown as n
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from typing import Any
@@ -25,13 +24,12 @@ from _common import (
     PG_ADMIN,
     Drained,
     baseline_parser,
-    beside_baseline,
     database_and_topic,
     database_name,
     drain,
     envelope,
     join_group,
-    run_in_tree,
+    measure_in_trees,
 )
 
 EVENTS = int(os.environ.get("RESCIND_BENCH_EVENTS", "8000"))
@@ -131,13 +129,10 @@ def main() -> None:
         "at a time, small polls as at a low steady rate); default: all at once, a backlog",
     )
     args = parser.parse_args()
-    if args.one:
-        print(json.dumps(measure(args.one, args.burst)))
+    burst = ["--burst", str(args.burst)]
+    rows = measure_in_trees(args, __file__, SOURCES, lambda n: measure(n, args.burst), EVENTS, *burst)
+    if rows is None:
         return
-    rows: dict[str, dict[str, float | None]] = beside_baseline(
-        args.baseline,
-        lambda tree: run_in_tree(__file__, tree, SOURCES, "--one", str(EVENTS), "--burst", str(args.burst)),
-    )
     shape = f"{args.burst} at a time" if args.burst else "all at once"
     print(f"consent-api notice consumer, {EVENTS} events ({shape}), {PARTITIONS} partitions, PostgreSQL")
     print(f"  {'':<12} {'events/s':>9}  {'CPU ms/event':>12}  {'PG CPU ms/event':>15}")
