@@ -430,6 +430,32 @@ def nearest_rank(values: Sequence[float], p: float) -> float | None:
     return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
+def print_consumer_rows(rows: Mapping[str, Mapping[str, Any]], baseline: str | None, unit: str) -> None:
+    """A consumer bench's figures per tree (records/s, and CPU ms per `unit` of this process and of
+    PostgreSQL: `cpu_ms_per_<unit>`, `pg_cpu_ms_per_<unit>`); with a baseline, how many times better
+    this tree is."""
+    cpu, pg = f"cpu_ms_per_{unit}", f"pg_cpu_ms_per_{unit}"
+
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    def times(a: float | None, b: float | None) -> str:
+        return f"{a / b:.2f}x" if a and b else "n/a"
+
+    print(f"  {'':<12} {unit + 's/s':>9}  {'CPU ms/' + unit:>13}  {'PG CPU ms/' + unit:>16}")
+    for label, r in rows.items():
+        print(
+            f"  {label:<12} {r['records_per_s']:>9.1f}  {ms(r[cpu]):>13}  {ms(r[pg]):>16}"
+            f"  ({r['records']} in {r['seconds']} s)"
+        )
+    if baseline:
+        new, old = rows["this tree"], rows[baseline]
+        print(
+            f"  {'ratio':<12} {times(new['records_per_s'], old['records_per_s']):>9}"
+            f"  {times(old[cpu], new[cpu]):>13}  {times(old[pg], new[pg]):>16}  (CPU: baseline / this tree)"
+        )
+
+
 def compare_variants(
     summary: dict[str, Any], rate: str, cost: str, head: tuple[str, str], note: str = ""
 ) -> None:

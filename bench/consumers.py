@@ -36,6 +36,7 @@ from _common import (
     envelope,
     join_group,
     measure_in_trees,
+    print_consumer_rows,
 )
 
 EVENTS = int(os.environ.get("RESCIND_BENCH_EVENTS", "5000"))
@@ -212,20 +213,7 @@ def main() -> None:
         f"registry projection consumer, {args.mode}, {EVENTS} events, {PARTITIONS} partitions,"
         f" up to {POLL_RECORDS} records per poll, PostgreSQL"
     )
-    print(f"  {'':<12} {'records/s':>9}  {'CPU ms/record':>13}  {'PostgreSQL ms/record':>20}")
-    for label, r in rows.items():
-        print(
-            f"  {label:<12} {r['records_per_s']:>9.1f}  {r['cpu_ms_per_record']:>13.3f}"
-            f"  {r['pg_cpu_ms_per_record']:>20.3f}  ({r['records']} in {r['seconds']} s)"
-        )
-    if args.baseline:
-        new, old = rows["this tree"], rows[args.baseline]
-        print(
-            f"  {'ratio':<12} {new['records_per_s'] / old['records_per_s']:>8.2f}x"
-            f"  {old['cpu_ms_per_record'] / new['cpu_ms_per_record']:>12.2f}x"
-            f"  {old['pg_cpu_ms_per_record'] / max(new['pg_cpu_ms_per_record'], 1e-9):>19.2f}x"
-            "  (CPU: baseline / this tree)"
-        )
+    print_consumer_rows(rows, args.baseline, "record")
 
 
 if __name__ == "__main__":

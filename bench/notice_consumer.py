@@ -30,6 +30,7 @@ from _common import (
     envelope,
     join_group,
     measure_in_trees,
+    print_consumer_rows,
 )
 
 EVENTS = int(os.environ.get("RESCIND_BENCH_EVENTS", "8000"))
@@ -114,10 +115,6 @@ def measure(n: int, burst: int = 0) -> dict[str, float | None]:
         }
 
 
-def ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
 def main() -> None:
     parser = baseline_parser(__doc__)
     parser.add_argument(
@@ -135,24 +132,7 @@ def main() -> None:
         return
     shape = f"{args.burst} at a time" if args.burst else "all at once"
     print(f"consent-api notice consumer, {EVENTS} events ({shape}), {PARTITIONS} partitions, PostgreSQL")
-    print(f"  {'':<12} {'events/s':>9}  {'CPU ms/event':>12}  {'PG CPU ms/event':>15}")
-    for label, r in rows.items():
-        print(
-            f"  {label:<12} {r['records_per_s']:>9.1f}  {ms(r['cpu_ms_per_event']):>12}"
-            f"  {ms(r['pg_cpu_ms_per_event']):>15}  ({r['records']} in {r['seconds']} s)"
-        )
-    if args.baseline:
-        new, old = rows["this tree"], rows[args.baseline]
-        assert (
-            new["records_per_s"]
-            and old["records_per_s"]
-            and new["cpu_ms_per_event"]
-            and old["cpu_ms_per_event"]
-        )
-        print(
-            f"  ratio        {new['records_per_s'] / old['records_per_s']:>8.1f}x"
-            f"  {old['cpu_ms_per_event'] / new['cpu_ms_per_event']:>11.1f}x less"
-        )
+    print_consumer_rows(rows, args.baseline, "event")
 
 
 if __name__ == "__main__":
