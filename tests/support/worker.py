@@ -235,6 +235,15 @@ class WorkerHarness:
         body = r.json()
         return body["id"], body["secret"]
 
+    def wait_endpoint(self, headers: dict[str, str], endpoint_id: str, status: str) -> dict[str, Any]:
+        """The endpoint as its licensee reads it, once its status is `status`."""
+
+        def check() -> dict[str, Any] | None:
+            endpoint = self.client.get(f"/v1/endpoints/{endpoint_id}", headers=headers).json()
+            return dict(endpoint) if endpoint["status"] == status else None
+
+        return wait_until(check, what=f"the endpoint to be {status}")
+
     # notices
     def make_notice(
         self,
