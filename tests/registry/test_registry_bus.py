@@ -32,7 +32,8 @@ from rescind_common.kafka import ensure_topics, make_admin, make_producer
 from rescind_common.outbox import OutboxRelay
 
 from support.helpers import assert_problem, auth, grant, make_settings, register
-from support.registry import ConsumerThread, new_registry_db, read_records, snapshot
+from support.kafka import read_topic
+from support.registry import ConsumerThread, new_registry_db, snapshot
 from support.wait import wait_until
 
 TRAINING = "model_training"
@@ -218,9 +219,7 @@ def test_poison_message_goes_to_the_dead_letter_topic_and_the_projection_goes_on
     assert stack.license(lic, consent["id"], samples)["status"] == "active"
 
     dlq = dead_letter_topic(topic, "registry")
-    records = read_records(
-        stack.settings.kafka_bootstrap, dlq, lambda rs: any(r.value == garbage for r in rs)
-    )
+    records = read_topic(stack.settings.kafka_bootstrap, dlq, lambda rs: any(r.value == garbage for r in rs))
     (dead,) = [r for r in records if r.value == garbage]
     headers = dict(dead.headers)
     assert headers["dlq-original-topic"] == topic.encode() and b"PoisonMessage" in headers["dlq-error"]

@@ -18,7 +18,8 @@ from rescind_common.kafka import ensure_topics, make_admin, make_producer
 from rescind_common.proto.rescind.v1 import license_events_pb2 as lpb
 
 from support.helpers import auth
-from support.registry import Projection, read_records
+from support.kafka import read_topic
+from support.registry import Projection
 from support.wait import wait_until
 
 
@@ -79,7 +80,7 @@ def test_migrate_serve_and_consume_as_processes(
             what="the consumer process to revoke the license",
         )
         # The relay process published what the revocation took from the license.
-        (record,) = read_records(broker.bootstrap, f"{topic}.license", lambda rs: len(rs) >= 1)
+        (record,) = read_topic(broker.bootstrap, f"{topic}.license", lambda rs: len(rs) >= 1)
         event = lpb.LicenseEvent.FromString(record.value)
         assert record.key == lic.encode() and (event.licensee_id, event.license_id) == (lic, lid)
         withdrawn = event.license_samples_withdrawn
