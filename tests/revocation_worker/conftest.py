@@ -11,6 +11,7 @@ import pytest
 
 from revocation_worker.migrate import upgrade
 
+from support.helpers import migrated_db
 from support.worker import Receiver, Responder, WorkerHarness
 
 
@@ -21,12 +22,9 @@ def worker_db_url(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> str:
     """revocation-worker's database, migrated with Alembic: once on PostgreSQL, once on SQLite."""
-    if request.param == "postgresql":
-        url = pg_database("worker")
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('worker-sqlite') / 'worker.db'}"
-    upgrade(url)
-    return url
+    return migrated_db(
+        request.param, pg_database, tmp_path_factory.mktemp("worker-sqlite"), "worker", upgrade
+    )
 
 
 @pytest.fixture

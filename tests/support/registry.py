@@ -28,13 +28,13 @@ from rescind_common.embedded_broker import free_port
 from rescind_common.ids import new_id, new_ids
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
+from support.helpers import migrated_db
+
 WAIT = 20.0  # seconds: the bound for "eventually"
 
 
 def new_registry_db(backend: str, pg_database: Callable[[str], str], tmp: Path) -> str:
-    url = pg_database("registry") if backend == "postgresql" else f"sqlite:///{tmp / 'registry.db'}"
-    upgrade(url)
-    return url
+    return migrated_db(backend, pg_database, tmp, "registry", upgrade)
 
 
 def make_registry_settings(db_url: str, state_dir: Path, **overrides: Any) -> RegistrySettings:
