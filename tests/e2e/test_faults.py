@@ -78,16 +78,7 @@ def test_broker_replaced_by_an_empty_one_loses_nothing(stack: Stack) -> None:
         stack.broker = EmbeddedBroker(port=port, log_file=stack.tmp / "tansu-2.log").start()
 
         def licensed() -> bool:
-            r = w.http.post(
-                f"{stack.url('registry')}/v1/licenses",
-                headers=w.ops,
-                json={
-                    "licensee_id": buyer,
-                    "consent_id": during,
-                    "purpose": "model_training",
-                    "sample_ids": during_ids,
-                },
-            )
+            r = w.post_license(buyer, during, during_ids)
             return r.status_code in (200, 201)
 
         # The grant made during the outage reaches the registry through the new broker.
