@@ -14,10 +14,9 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from rescind_cli.processes import (
     COMMANDS,
@@ -34,7 +33,7 @@ from rescind_common.auth import ensure_dev_key, mint_token
 from rescind_common.embedded_broker import EmbeddedBroker
 from rescind_common.settings import RescindSettings
 
-__all__ = ["COMMANDS", "SERVICES", "WORKER_ROLES", "Proc", "Stack", "running", "sqlite_urls", "wait_until"]
+__all__ = ["COMMANDS", "SERVICES", "WORKER_ROLES", "Proc", "Stack", "running", "sqlite_urls"]
 
 
 @dataclass
@@ -169,17 +168,6 @@ class Stack:
             key, sub=sub, role=role, issuer=settings.auth_issuer, audience=settings.auth_audience
         )
         return {"Authorization": f"Bearer {tok}"}
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 60, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 @contextlib.contextmanager
