@@ -15,15 +15,13 @@ import pytest
 
 from rescind_cli.demo import Receiver
 
-from support.stack import Stack, running
+from support.stack import Stack, running_on_postgres
 from support.wait import wait_until
 
 
 @pytest.fixture(scope="module")
 def stack(pg_database: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("e2e")
-    db_urls = {name: pg_database(f"e2e_{name}") for name in ("consent", "registry", "worker")}
-    with running(tmp, db_urls) as s:
+    with running_on_postgres("e2e", pg_database, tmp_path_factory.mktemp("e2e")) as s:
         yield s
 
 

@@ -19,16 +19,14 @@ import pytest
 from rescind_cli.demo import Receiver
 from rescind_common.embedded_broker import EmbeddedBroker
 
-from support.stack import Stack, running
+from support.stack import Stack, running_on_postgres
 from support.wait import wait_until
 from test_e2e import World, ok
 
 
 @pytest.fixture(scope="module")
 def stack(pg_database: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("faults")
-    db_urls = {name: pg_database(f"faults_{name}") for name in ("consent", "registry", "worker")}
-    with running(tmp, db_urls) as s:
+    with running_on_postgres("faults", pg_database, tmp_path_factory.mktemp("faults")) as s:
         yield s
 
 
