@@ -8,6 +8,7 @@ imports the services and rescind_common from there, and run_all.py needs none of
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import hashlib
@@ -24,12 +25,15 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import httpx
 import psycopg
+
+if TYPE_CHECKING:
+    from rescind_cli.processes import Launcher, Proc
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -40,6 +44,7 @@ PG_ADMIN = os.environ.get("RESCIND_BENCH_PG_URL", "postgresql://postgres@127.0.0
 TICK = os.sysconf("SC_CLK_TCK")
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------
@@ -118,6 +123,42 @@ def beside_baseline(ref: str | None, run: Callable[[Path], T]) -> dict[str, T]:
     return rows
 
 
+def baseline_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments of a bench that measures itself beside a base revision: `--baseline REF`, and
+    the hidden `--one N` with which it runs one measurement of N in a child (see run_in_tree)."""
+    parser = argparse.ArgumentParser(
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="With --baseline the script exports REF with `git archive` into a temporary directory "
+        "(nothing in the working tree changes) and runs itself there too, so that both figures come "
+        "from one machine in one run. Never part of `make test`.",
+    )
+    parser.add_argument("--baseline", metavar="REF", help="also measure git REF (exported, not checked out)")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    return parser
+
+
+def measure_in_trees(
+    args: argparse.Namespace,
+    script: str,
+    sources: Sequence[str],
+    measure: Callable[[int], T],
+    n: int,
+    *flags: str,
+) -> dict[str, T] | None:
+    """The driver of a `baseline_parser` bench. In the child (--one N): measure(N) printed as JSON,
+    and None. Else: this tree's figures and, with --baseline, the base revision's, each measured by
+    `script --one n *flags` in a fresh interpreter importing `sources` from that tree."""
+    if args.one:
+        print(json.dumps(measure(args.one)))
+        return None
+    one = ["--one", str(n), *flags]
+    result: dict[str, T] = beside_baseline(
+        args.baseline, lambda tree: run_in_tree(script, tree, sources, *one)
+    )
+    return result
+
+
 def with_pythonpath(env: dict[str, str], *paths: Path | str) -> dict[str, str]:
     """`env` with `paths` first on PYTHONPATH: the child imports those sources before the venv's."""
     entries = [str(p) for p in paths] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -139,7 +180,7 @@ def run_in_tree(script: str, tree: Path, sources: Sequence[str], *args: str) -> 
     return run_json([sys.executable, str(Path(script).resolve()), *args], env=env, cwd=tree)
 
 
-# -- service processes ------------------------------------------------------------------------------
+# -- service processes (the CLI's launcher) --------------------------------------------------------
 
 
 def service_env(state: Path, **settings: str) -> dict[str, str]:
@@ -153,52 +194,32 @@ def service_env(state: Path, **settings: str) -> dict[str, str]:
     return env
 
 
-def serve(argv: list[str], env: dict[str, str], port: int, timeout: float = 30) -> subprocess.Popen[bytes]:
-    """Start a server process; return once it listens on 127.0.0.1:`port` (stopped if it never does)."""
-    from rescind_common.embedded_broker import wait_for_port
+def launcher(state: Path, db_urls: Mapping[str, str], **settings: str) -> Launcher:
+    """The CLI's launcher (rescind_cli.processes) for the APIs of `db_urls` (service key -> its
+    database), each on a free port and told where the others are, in `service_env(state, **settings)`."""
+    from rescind_cli.processes import Launcher, free_ports, stack_env
 
-    proc = subprocess.Popen(argv, env=env)
-    try:
-        wait_for_port("127.0.0.1", port, timeout=timeout)
-    except BaseException:
-        stop_processes(proc)
-        raise
+    ports = free_ports(db_urls)
+    return Launcher(service_env(state, **{**stack_env(ports, db_urls=db_urls), **settings}), ports)
+
+
+def serve(
+    stack: Launcher,
+    name: str,
+    argv: list[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    url: str | None = None,
+    timeout: float = 30,
+) -> Proc:
+    """Start `name` (as Launcher.start) and return it once GET `url`/healthz answers 200 (default
+    `url`: the API of the service that command belongs to); Exited if it dies first."""
+    from rescind_cli.processes import COMMANDS
+
+    proc = stack.start(name, argv, env)
+    base = url if url is not None else stack.url(COMMANDS[name].service)
+    stack.wait_http(name, f"{base}/healthz", timeout, watch=[name])
     return proc
-
-
-def stop_processes(*procs: subprocess.Popen[Any], timeout: float = 20) -> None:
-    """SIGTERM to all first (they shut down side by side), then wait; kill what outlives `timeout`."""
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def http_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def wait_until(
-    what: str, check: Callable[[], bool], timeout: float, *, alive: Callable[[], None] | None = None
-) -> None:
-    """Poll `check` every 0.2 s; `alive` (which raises when a process died) turns a crash into an
-    error at once instead of a timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if alive is not None:
-            alive()
-        if check():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def bearer(state: Path, role: str, sub: str, ttl: dt.timedelta | None = None) -> dict[str, str]:
@@ -235,6 +256,82 @@ def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
         ensure_topics(admin, [topic], partitions=partitions, replication_factor=1)
     finally:
         admin.close()
+
+
+@dataclass(frozen=True)
+class Bus:
+    """A migrated scratch database and a fresh topic on an embedded broker, for one consumer run."""
+
+    url: str
+    tmp: Path  # the broker's log is there
+    bootstrap: str
+    topic: str
+
+
+@contextlib.contextmanager
+def database_and_topic(
+    label: str, kind: str, upgrade: Callable[[str], Any], partitions: int
+) -> Iterator[Bus]:
+    """A scratch database migrated by `upgrade`, a temporary directory, an embedded broker logging
+    there and a new topic `bench.<kind>.<random>` of `partitions` on it; all gone on the way out."""
+    from rescind_common.embedded_broker import EmbeddedBroker
+
+    with scratch_database(label) as url, tempfile.TemporaryDirectory() as tmp:
+        upgrade(url)
+        with EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
+            topic = f"bench.{kind}.{uuid.uuid4().hex[:8]}"
+            create_topic(broker.bootstrap, topic, partitions)
+            yield Bus(url, Path(tmp), broker.bootstrap, topic)
+
+
+def envelope(kind: Callable[..., M], **fields: Any) -> M:
+    """An event of `kind` (a ConsentEvent, a NoticeEvent) with a new id, producer "bench", occurred
+    now, and `fields` (its payload among them)."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from rescind_common.ids import new_id
+
+    now = Timestamp()
+    now.GetCurrentTime()
+    return kind(event_id=new_id("evt"), producer="bench", occurred_at=now, **fields)
+
+
+@dataclass
+class Drained:
+    """What `drain` counted: records in all, and over the polls only, the wall time, this process's
+    CPU, and that of the database's PostgreSQL backends (None when /proc cannot read them)."""
+
+    records: int
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+    pg_cpu_s: float | None = None
+
+    def add(self, other: Drained) -> None:
+        self.records = other.records
+        self.seconds += other.seconds
+        self.cpu_s += other.cpu_s
+        if other.pg_cpu_s is not None:
+            self.pg_cpu_s = (self.pg_cpu_s or 0.0) + other.pg_cpu_s
+
+
+def drain(
+    consumer: Poller,
+    until: int,
+    database: str,
+    *,
+    done: int = 0,
+    conn: psycopg.Connection[Any] | None = None,
+    timeout: float = 600,
+) -> Drained:
+    """Poll `consumer` until it has `until` records (`done` of them before), for `timeout` s at most."""
+    pg_before = backend_cpu(database, conn=conn)
+    started, cpu = time.monotonic(), time.process_time()
+    while done < until and time.monotonic() < started + timeout:
+        done += consumer.poll_once(timeout_ms=500)
+    elapsed, cpu = time.monotonic() - started, time.process_time() - cpu
+    pg_after = backend_cpu(database, conn=conn)
+    pg = sum(t - pg_before.get(pid, 0.0) for pid, t in pg_after.items()) if pg_after else None
+    return Drained(done, elapsed, cpu, pg)
 
 
 def join_group(consumer: Poller, producer: Any, topic: str, first: tuple[bytes, bytes]) -> None:
@@ -331,6 +428,64 @@ def nearest_rank(values: Sequence[float], p: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def print_consumer_rows(rows: Mapping[str, Mapping[str, Any]], baseline: str | None, unit: str) -> None:
+    """A consumer bench's figures per tree (records/s, and CPU ms per `unit` of this process and of
+    PostgreSQL: `cpu_ms_per_<unit>`, `pg_cpu_ms_per_<unit>`); with a baseline, how many times better
+    this tree is."""
+    cpu, pg = f"cpu_ms_per_{unit}", f"pg_cpu_ms_per_{unit}"
+
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    def times(a: float | None, b: float | None) -> str:
+        return f"{a / b:.2f}x" if a and b else "n/a"
+
+    print(f"  {'':<12} {unit + 's/s':>9}  {'CPU ms/' + unit:>13}  {'PG CPU ms/' + unit:>16}")
+    for label, r in rows.items():
+        print(
+            f"  {label:<12} {r['records_per_s']:>9.1f}  {ms(r[cpu]):>13}  {ms(r[pg]):>16}"
+            f"  ({r['records']} in {r['seconds']} s)"
+        )
+    if baseline:
+        new, old = rows["this tree"], rows[baseline]
+        print(
+            f"  {'ratio':<12} {times(new['records_per_s'], old['records_per_s']):>9}"
+            f"  {times(old[cpu], new[cpu]):>13}  {times(old[pg], new[pg]):>16}  (CPU: baseline / this tree)"
+        )
+
+
+def compare_variants(
+    summary: dict[str, Any], rate: str, cost: str, head: tuple[str, str], note: str = ""
+) -> None:
+    """summary["ratio"] from summary["base"] and summary["new"] (each with `rate` and `cost`), both as
+    how many times better new is (rate: new / base, cost: base / new); printed under `head`."""
+    base, new = summary["base"], summary["new"]
+    ratio = summary["ratio"] = {
+        rate: round(new[rate] / base[rate], 2),
+        cost: round(base[cost] / new[cost], 2),
+    }
+    w1, w2 = (max(len(h) + 1, 10) for h in head)
+    print()
+    print(f"{'variant':8} {head[0]:>{w1}} {head[1]:>{w2}}{note}")
+    for variant in ("base", "new"):
+        print(f"{variant:8} {summary[variant][rate]:>{w1}} {summary[variant][cost]:>{w2}}")
+    print(f"ratio    {ratio[rate]:>{w1 - 1}}x {ratio[cost]:>{w2 - 1}}x (CPU: base / new)")
+
+
+def raw_commits(conn: psycopg.Connection[Any], table: str, n: int) -> list[float]:
+    """Seconds of each of `n` single-row INSERT + COMMITs into `table` (created if missing): the
+    floor under any request that commits one row."""
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id text PRIMARY KEY, body text)")
+    conn.commit()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        conn.execute(f"INSERT INTO {table} VALUES (%s, %s)", (uuid.uuid4().hex, "x" * 200))
+        conn.commit()
+        out.append(time.perf_counter() - t)
+    return out
 
 
 def random_sha256() -> str:

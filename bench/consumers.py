@@ -19,30 +19,24 @@ serving it (from /proc; the database's connections).
     .venv/bin/python bench/consumers.py                # this tree
     .venv/bin/python bench/consumers.py --baseline REF # this tree and git REF (e.g. main), side by side
     .venv/bin/python bench/consumers.py --mode revocations --baseline main
-
-With --baseline the script exports REF with `git archive` into a temporary directory (nothing in
-the working tree changes) and runs itself there too, so that both figures come from one machine
-in one run. Never part of `make test`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import tempfile
 import time
 import uuid
-from pathlib import Path
+from typing import Any
 
 from _common import (
-    backend_cpu,
-    beside_baseline,
-    create_topic,
+    baseline_parser,
+    database_and_topic,
     database_name,
+    drain,
+    envelope,
     join_group,
-    run_in_tree,
-    scratch_database,
+    measure_in_trees,
+    print_consumer_rows,
 )
 
 EVENTS = int(os.environ.get("RESCIND_BENCH_EVENTS", "5000"))
@@ -60,18 +54,11 @@ def events(n: int, subjects: list[Subject] | None = None) -> list[tuple[bytes, b
     """(key, value) pairs: n consent events, three per subject, in the order consent-api emits them.
     With `subjects` (an empty list to fill), only the first two of each (the revocations are
     `revocations(subjects)`)."""
-    from google.protobuf.timestamp_pb2 import Timestamp
-
     from rescind_common.ids import new_id, new_ids
     from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
-    def envelope(subject: str, **payload: object) -> bytes:
-        now = Timestamp()
-        now.GetCurrentTime()
-        event = pb.ConsentEvent(event_id=new_id("evt"), subject_id=subject, producer="bench", occurred_at=now)
-        ((field, message),) = payload.items()
-        getattr(event, field).CopyFrom(message)
-        return event.SerializeToString()
+    def event(subject: str, **payload: Any) -> bytes:
+        return envelope(pb.ConsentEvent, subject_id=subject, **payload).SerializeToString()
 
     out: list[tuple[bytes, bytes]] = []
     while len(out) < n:
@@ -91,8 +78,8 @@ def events(n: int, subjects: list[Subject] | None = None) -> list[tuple[bytes, b
             consent_count=1,
         )
         values = [
-            envelope(subject, sample_registered=pb.SampleRegistered(samples=refs)),
-            envelope(
+            event(subject, sample_registered=pb.SampleRegistered(samples=refs)),
+            event(
                 subject,
                 consent_granted=pb.ConsentGranted(
                     consent_id=consent, sample_ids=samples, purposes=["model_training"]
@@ -100,7 +87,7 @@ def events(n: int, subjects: list[Subject] | None = None) -> list[tuple[bytes, b
             ),
         ]
         if subjects is None:
-            values.append(envelope(subject, consent_revoked=revoked))
+            values.append(event(subject, consent_revoked=revoked))
         else:
             subjects.append((subject, consent, samples))
         out += [(subject.encode(), value) for value in values]
@@ -109,26 +96,20 @@ def events(n: int, subjects: list[Subject] | None = None) -> list[tuple[bytes, b
 
 def revocations(subjects: list[Subject]) -> list[tuple[bytes, bytes]]:
     """One ConsentRevoked per consent: its first sample withdrawn for every purpose."""
-    from google.protobuf.timestamp_pb2 import Timestamp
-
     from rescind_common.ids import new_id
     from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
     out: list[tuple[bytes, bytes]] = []
     for subject, consent, samples in subjects:
-        now = Timestamp()
-        now.GetCurrentTime()
-        event = pb.ConsentEvent(event_id=new_id("evt"), subject_id=subject, producer="bench", occurred_at=now)
-        event.consent_revoked.CopyFrom(
-            pb.ConsentRevoked(
-                revocation_id=new_id("rev"),
-                consent_id=consent,
-                sample_ids=samples[:1],
-                purposes=["model_training"],
-                chunk_count=1,
-                consent_count=1,
-            )
+        revoked = pb.ConsentRevoked(
+            revocation_id=new_id("rev"),
+            consent_id=consent,
+            sample_ids=samples[:1],
+            purposes=["model_training"],
+            chunk_count=1,
+            consent_count=1,
         )
+        event = envelope(pb.ConsentEvent, subject_id=subject, consent_revoked=revoked)
         out.append((subject.encode(), event.SerializeToString()))
     return out
 
@@ -172,100 +153,67 @@ def measure(n: int, mode: str) -> dict[str, float]:
     from registry.config import RegistrySettings
     from registry.consumer import build_consumer
     from registry.migrate import upgrade
-    from rescind_common.embedded_broker import EmbeddedBroker
     from rescind_common.kafka import make_producer
 
-    with scratch_database("consumer") as url, tempfile.TemporaryDirectory() as tmp:
-        upgrade(url)
-        with EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
-            topic = f"bench.consent.{uuid.uuid4().hex[:8]}"
-            create_topic(broker.bootstrap, topic, PARTITIONS)
-            settings = RegistrySettings(
-                registry_database_url=url,
-                state_dir=Path(tmp),
-                kafka_bootstrap=broker.bootstrap,
-                kafka_consent_topic=topic,
-                kafka_topic_partitions=PARTITIONS,
-            )
-            consumer = build_consumer(
-                settings, group_id=f"bench-{uuid.uuid4().hex[:6]}", max_poll_records=POLL_RECORDS
-            )
-            producer = make_producer(broker.bootstrap, "bench")
-            join_group(consumer, producer, topic, events(1)[0])
-            if mode == "revocations":
-                subjects: list[Subject] = []
-                setup = events(2 * n, subjects)
-                for key, value in setup:
-                    producer.send(topic, key=key, value=value)
-                producer.flush(timeout=60)
-                done, deadline = 0, time.monotonic() + 600
-                while done < len(setup) and time.monotonic() < deadline:
-                    done += consumer.poll_once(timeout_ms=500)
-                add_licenses(url, subjects)
-                timed = revocations(subjects)
-            else:
-                timed = events(n)
-            n = len(timed)
-            for key, value in timed:
-                producer.send(topic, key=key, value=value)
+    with database_and_topic("consumer", "consent", upgrade, PARTITIONS) as bus:
+        settings = RegistrySettings(
+            registry_database_url=bus.url,
+            state_dir=bus.tmp,
+            kafka_bootstrap=bus.bootstrap,
+            kafka_consent_topic=bus.topic,
+            kafka_topic_partitions=PARTITIONS,
+        )
+        consumer = build_consumer(
+            settings, group_id=f"bench-{uuid.uuid4().hex[:6]}", max_poll_records=POLL_RECORDS
+        )
+        producer = make_producer(bus.bootstrap, "bench")
+        join_group(consumer, producer, bus.topic, events(1)[0])
+        if mode == "revocations":
+            subjects: list[Subject] = []
+            setup = events(2 * n, subjects)
+            for key, value in setup:
+                producer.send(bus.topic, key=key, value=value)
             producer.flush(timeout=60)
-            producer.close(timeout=5)
-            # From the moment every record is on the broker to the moment the last one is committed.
-            name = database_name(url)
-            backends = backend_cpu(name)
-            done, started, cpu = 0, time.monotonic(), time.process_time()
-            while done < n and time.monotonic() < started + 600:
+            done, deadline = 0, time.monotonic() + 600
+            while done < len(setup) and time.monotonic() < deadline:
                 done += consumer.poll_once(timeout_ms=500)
-            elapsed, cpu = time.monotonic() - started, time.process_time() - cpu
-            after = backend_cpu(name)
-            pg_cpu = sum(t - backends.get(pid, 0.0) for pid, t in after.items())
-            consumer.stop_event.set()
-            consumer._close()
+            add_licenses(bus.url, subjects)
+            timed = revocations(subjects)
+        else:
+            timed = events(n)
+        n = len(timed)
+        for key, value in timed:
+            producer.send(bus.topic, key=key, value=value)
+        producer.flush(timeout=60)
+        producer.close(timeout=5)
+        # From the moment every record is on the broker to the moment the last one is committed.
+        polled = drain(consumer, n, database_name(bus.url))
+        consumer.stop_event.set()
+        consumer._close()
+        done = polled.records
         return {
             "records": done,
-            "seconds": round(elapsed, 3),
-            "records_per_s": round(done / elapsed, 1),
-            "cpu_ms_per_record": round(1000 * cpu / max(done, 1), 3),
-            "pg_cpu_ms_per_record": round(1000 * pg_cpu / max(done, 1), 3),
+            "seconds": round(polled.seconds, 3),
+            "records_per_s": round(done / polled.seconds, 1),
+            "cpu_ms_per_record": round(1000 * polled.cpu_s / max(done, 1), 3),
+            "pg_cpu_ms_per_record": round(1000 * (polled.pg_cpu_s or 0.0) / max(done, 1), 3),
         }
 
 
-def run_in(tree: Path, n: int, mode: str) -> dict[str, float]:
-    """This script in a fresh interpreter whose imports come from `tree`."""
-    result: dict[str, float] = run_in_tree(__file__, tree, SOURCES, "--one", str(n), "--mode", mode)
-    return result
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--baseline", metavar="REF", help="also measure git REF (exported, not checked out)")
-    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser = baseline_parser(__doc__)
     parser.add_argument("--mode", choices=["mixed", "revocations"], default="mixed")
     args = parser.parse_args()
-    if args.one:
-        print(json.dumps(measure(args.one, args.mode)))
+    rows = measure_in_trees(
+        args, __file__, SOURCES, lambda n: measure(n, args.mode), EVENTS, "--mode", args.mode
+    )
+    if rows is None:
         return
-    rows = beside_baseline(args.baseline, lambda tree: run_in(tree, EVENTS, args.mode))
     print(
         f"registry projection consumer, {args.mode}, {EVENTS} events, {PARTITIONS} partitions,"
         f" up to {POLL_RECORDS} records per poll, PostgreSQL"
     )
-    print(f"  {'':<12} {'records/s':>9}  {'CPU ms/record':>13}  {'PostgreSQL ms/record':>20}")
-    for label, r in rows.items():
-        print(
-            f"  {label:<12} {r['records_per_s']:>9.1f}  {r['cpu_ms_per_record']:>13.3f}"
-            f"  {r['pg_cpu_ms_per_record']:>20.3f}  ({r['records']} in {r['seconds']} s)"
-        )
-    if args.baseline:
-        new, old = rows["this tree"], rows[args.baseline]
-        print(
-            f"  {'ratio':<12} {new['records_per_s'] / old['records_per_s']:>8.2f}x"
-            f"  {old['cpu_ms_per_record'] / new['cpu_ms_per_record']:>12.2f}x"
-            f"  {old['pg_cpu_ms_per_record'] / max(new['pg_cpu_ms_per_record'], 1e-9):>19.2f}x"
-            "  (CPU: baseline / this tree)"
-        )
+    print_consumer_rows(rows, args.baseline, "record")
 
 
 if __name__ == "__main__":

@@ -32,24 +32,25 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psycopg
 from _common import (
     REPO,
     RESULTS,
+    compare_variants,
     create_database,
     drop_database,
     export_tree,
-    http_ok,
     proc_cpu,
     self_cpu,
-    stop_processes,
-    wait_until,
     with_pythonpath,
     write_result,
 )
+
+if TYPE_CHECKING:
+    from rescind_cli.processes import Launcher
 
 WORKER_SRC = "services/revocation-worker/src"
 DEFAULT_BASE = "0908bca"
@@ -223,22 +224,18 @@ def deliver(
 
 
 def idle_cpu(
-    variant: str, src: Path, env: dict[str, str], role: str | None, seconds: float
+    stack: Launcher, variant: str, src: Path, env: dict[str, str], role: str | None, seconds: float
 ) -> dict[str, Any]:
+    name = f"worker-{variant}-{role or 'all'}"
     args = [sys.executable, "-m", "revocation_worker", "worker"] + (["--role", role] if role else [])
-    proc = subprocess.Popen(
-        args,
-        env=with_pythonpath(env, src),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = stack.start(name, args, with_pythonpath(env, src)).popen
     try:
         # Start-up (imports take seconds of CPU on a busy machine, topic checks, the consumer group
         # join) is over once two consecutive seconds cost under 20% of a core; at most 60 s.
         time.sleep(5)
         quiet, last, give_up = 0, proc_cpu(proc.pid), time.monotonic() + 60
         while quiet < 2 and time.monotonic() < give_up:
-            assert proc.poll() is None, f"{variant} worker exited with {proc.returncode}"
+            stack.check_running([name])
             time.sleep(1)
             now = proc_cpu(proc.pid)
             quiet = quiet + 1 if now - last < 0.2 else 0
@@ -247,7 +244,7 @@ def idle_cpu(
         time.sleep(seconds)
         used = proc_cpu(proc.pid) - before
     finally:
-        stop_processes(proc, timeout=30)
+        stack.stop(name, timeout=30)
     return {
         "variant": variant,
         "role": role or "all",
@@ -258,6 +255,7 @@ def idle_cpu(
 
 
 def driver(args: argparse.Namespace) -> None:
+    from rescind_cli.processes import Launcher
     from rescind_common.embedded_broker import EmbeddedBroker, free_port
     from revocation_worker.migrate import upgrade
 
@@ -265,7 +263,9 @@ def driver(args: argparse.Namespace) -> None:
     key = base64.b64encode(os.urandom(32)).decode()
     port = free_port()
     receiver_url = f"http://127.0.0.1:{port}"
-    receiver = subprocess.Popen([sys.executable, str(Path(__file__).parent / "receiver.py"), str(port)])
+    # The receiver and the idle workers; each one's output in its own log file there.
+    stack = Launcher(os.environ, {}, log_dir=Path(tempfile.mkdtemp(prefix="rescind-bench-delivery-")))
+    stack.start("receiver", [sys.executable, str(Path(__file__).parent / "receiver.py"), str(port)])
     results: dict[str, Any] = {"notices": args.notices, "base": args.base, "runs": [], "idle": []}
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -273,7 +273,7 @@ def driver(args: argparse.Namespace) -> None:
             base = export_tree(args.base, Path(tmp), WORKER_SRC) / WORKER_SRC
             variants = {"base": base, "new": REPO / WORKER_SRC}
             env = worker_env(db_url, key, tmp, None)
-            wait_until("the receiver", lambda: http_ok(f"{receiver_url}/_count"), 10)
+            stack.wait_http("the receiver", f"{receiver_url}/_count", 10)
             for r in range(args.rounds):
                 for variant in ("base", "new") if r % 2 == 0 else ("new", "base"):
                     seed(db_url, key, tmp, receiver_url, args.notices)
@@ -293,12 +293,12 @@ def driver(args: argparse.Namespace) -> None:
                         ("new", "delivery", {}),
                         ("new", "delivery", polls),
                     ):
-                        row = idle_cpu(variant, variants[variant], {**ienv, **extra}, role, args.idle)
+                        row = idle_cpu(stack, variant, variants[variant], {**ienv, **extra}, role, args.idle)
                         row["polls"] = bool(extra)
                         results["idle"].append(row)
                         print(json.dumps(row), flush=True)
     finally:
-        stop_processes(receiver, timeout=10)
+        stack.stop_all(timeout=10)
         drop_database(db_url, PG_ADMIN)
     if results["runs"]:
         summary: dict[str, Any] = {}
@@ -308,24 +308,9 @@ def driver(args: argparse.Namespace) -> None:
                 "deliveries_per_s": round(sum(r["deliveries_per_s"] for r in rows) / len(rows), 1),
                 "cpu_ms_per_delivery": round(sum(r["cpu_ms_per_delivery"] for r in rows) / len(rows), 3),
             }
-        summary["ratio"] = {
-            "deliveries_per_s": round(
-                summary["new"]["deliveries_per_s"] / summary["base"]["deliveries_per_s"], 2
-            ),
-            "cpu_ms_per_delivery": round(
-                summary["base"]["cpu_ms_per_delivery"] / summary["new"]["cpu_ms_per_delivery"], 2
-            ),
-        }
+        heads = ("deliveries/s", "CPU ms/delivery")
+        compare_variants(summary, "deliveries_per_s", "cpu_ms_per_delivery", heads)
         results["summary"] = summary
-        print()
-        print(f"{'variant':8} {'deliveries/s':>13} {'CPU ms/delivery':>16}")
-        for variant in ("base", "new"):
-            v = summary[variant]
-            print(f"{variant:8} {v['deliveries_per_s']:>13} {v['cpu_ms_per_delivery']:>16}")
-        ratio = summary["ratio"]
-        print(
-            f"ratio    {ratio['deliveries_per_s']:>12}x {ratio['cpu_ms_per_delivery']:>15}x (CPU: base / new)"
-        )
     for row in results["idle"]:
         how = " (0.1 s polls)" if row.get("polls") else ""
         print(f"idle {row['variant']:4} --role {row['role']:8} {row['core_percent']:6.2f}% of a core{how}")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,13 +37,12 @@ from _common import (
     copy_rows,
     create_database,
     drop_database,
+    launcher,
     machine,
     reset_peak_rss,
     rss_kb,
     run_json,
     serve,
-    service_env,
-    stop_processes,
     write_result,
 )
 
@@ -326,15 +324,10 @@ def worker_main(mode: str, registry_url: str, db_url: str) -> None:
 
 
 def main() -> int:
-    from rescind_common.embedded_broker import free_port
-
     state = Path(tempfile.mkdtemp(prefix="rescind-bench-fanout-"))
     registry_db = create_database("fanout_registry")
     worker_dbs: list[str] = []
-    proc: subprocess.Popen[bytes] | None = None
-    port = free_port()
-    env = service_env(state, RESCIND_REGISTRY_DATABASE_URL=registry_db, RESCIND_REGISTRY_PORT=str(port))
-    registry_serve = [str(Path(sys.executable).parent / "registry"), "serve"]
+    stack = launcher(state, {"registry": registry_db})
     report: dict[str, Any] = {
         "machine": machine(),
         "shape": {"licensees": LICENSEES, "samples": SAMPLES, "holdings": LICENSEES * SAMPLES},
@@ -343,15 +336,15 @@ def main() -> int:
         t = time.perf_counter()
         samples = load_registry(registry_db)
         print(f"loaded {LICENSEES * SAMPLES:,} holdings in {time.perf_counter() - t:.0f}s", file=sys.stderr)
-        proc = serve(registry_serve, env, port)
+        pid = serve(stack, "registry").popen.pid
         registry: dict[str, Any] = {}
         with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", headers=bearer(state, "operator", "bench-ops"), timeout=300
+            base_url=stack.url("registry"), headers=bearer(state, "operator", "bench-ops"), timeout=300
         ) as client:
             client.post("/v1/holders", json={"sample_ids": samples[:10], "view": "licenses"})  # warm-up
             for view, runs in (("licenses", 5), ("samples", SAMPLES_VIEW_RUNS)):
-                reset_peak_rss(proc.pid)
-                before = rss_kb(proc.pid) or 0
+                reset_peak_rss(pid)
+                before = rss_kb(pid) or 0
                 times, sizes, parse = [], [], []
                 for _ in range(runs):
                     t = time.perf_counter()
@@ -368,7 +361,7 @@ def main() -> int:
                     "client_parse_s": statistics.median(parse),
                     "response_bytes": sizes[0],
                     "rss_before_mb": before / 1024,
-                    "peak_rss_mb": (rss_kb(proc.pid, "VmHWM") or 0) / 1024,
+                    "peak_rss_mb": (rss_kb(pid, "VmHWM") or 0) / 1024,
                 }
                 print(f"holders view={view}: {registry[view]}", file=sys.stderr)
         report["registry"] = registry
@@ -376,19 +369,18 @@ def main() -> int:
         worker: dict[str, Any] = {}
         for mode in ("new", "legacy") if LEGACY else ("new",):
             # A fresh registry process each: a Python heap never gives back what the samples view took.
-            stop_processes(proc)
-            proc = serve(registry_serve, env, port)
+            stack.stop("registry")
+            pid = serve(stack, "registry").popen.pid
             db = create_database(f"fanout_worker_{mode}")
             worker_dbs.append(db)
-            reset_peak_rss(proc.pid)
-            argv = [sys.executable, __file__, "--worker", mode, f"http://127.0.0.1:{port}", db]
-            worker[mode] = run_json(argv, env=env)
-            worker[mode]["registry_peak_rss_mb"] = (rss_kb(proc.pid, "VmHWM") or 0) / 1024
+            reset_peak_rss(pid)
+            argv = [sys.executable, __file__, "--worker", mode, stack.url("registry"), db]
+            worker[mode] = run_json(argv, env=stack.env)
+            worker[mode]["registry_peak_rss_mb"] = (rss_kb(pid, "VmHWM") or 0) / 1024
             print(f"worker {mode}: {worker[mode]}", file=sys.stderr)
         report["worker"] = worker
     finally:
-        if proc is not None:
-            stop_processes(proc)
+        stack.stop_all()
         for db in [registry_db, *worker_dbs]:
             drop_database(db)
 

@@ -28,7 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from _common import REPO, export_tree, run_json, scratch_database, self_cpu, with_pythonpath, write_result
+from _common import (
+    REPO,
+    compare_variants,
+    export_tree,
+    run_json,
+    scratch_database,
+    self_cpu,
+    with_pythonpath,
+    write_result,
+)
 
 WORKER_SRC = "services/revocation-worker/src"
 # This bench reads the tests' variable, not RESCIND_BENCH_PG_URL.
@@ -163,19 +172,8 @@ def main() -> None:
         rows = sorted((r for r in runs if r["variant"] == variant), key=lambda r: r["cpu_ms_per_event"])
         mid = rows[len(rows) // 2]
         summary[variant] = {"events_per_s": mid["events_per_s"], "cpu_ms_per_event": mid["cpu_ms_per_event"]}
-    summary["ratio"] = {
-        "events_per_s": round(summary["new"]["events_per_s"] / summary["base"]["events_per_s"], 2),
-        "cpu_ms_per_event": round(
-            summary["base"]["cpu_ms_per_event"] / summary["new"]["cpu_ms_per_event"], 2
-        ),
-    }
-    print()
-    print(f"{'variant':8} {'events/s':>10} {'CPU ms/event':>13}   (median of {args.rounds})")
-    for variant in ("base", "new"):
-        v = summary[variant]
-        print(f"{variant:8} {v['events_per_s']:>10} {v['cpu_ms_per_event']:>13}")
-    ratio = summary["ratio"]
-    print(f"ratio    {ratio['events_per_s']:>9}x {ratio['cpu_ms_per_event']:>12}x (CPU: base / new)")
+    heads = ("events/s", "CPU ms/event")
+    compare_variants(summary, "events_per_s", "cpu_ms_per_event", heads, f"   (median of {args.rounds})")
     print(f"end state (both): {runs[0]['states']}")
     write_result(
         "intake_batch.json", {"base": args.base, "poll": args.poll, "runs": runs, "summary": summary}

@@ -12,32 +12,25 @@ the same span (from /proc, when PostgreSQL runs on this machine; else shown as n
     .venv/bin/python bench/notice_consumer.py                # this tree
     .venv/bin/python bench/notice_consumer.py --baseline REF # this tree and git REF (e.g. main)
     .venv/bin/python bench/notice_consumer.py --burst 8      # one revocation's events at a time
-
-With --baseline the script exports REF with `git archive` into a temporary directory (nothing in
-the working tree changes) and runs itself there too, so that both figures come from one machine
-in one run. Never part of `make test`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import tempfile
-import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from _common import (
     PG_ADMIN,
-    backend_cpu,
-    beside_baseline,
-    create_topic,
+    Drained,
+    baseline_parser,
+    database_and_topic,
     database_name,
+    drain,
+    envelope,
     join_group,
-    run_in_tree,
-    scratch_database,
+    measure_in_trees,
+    print_consumer_rows,
 )
 
 EVENTS = int(os.environ.get("RESCIND_BENCH_EVENTS", "8000"))
@@ -48,41 +41,28 @@ SOURCES = ["libs/rescind-common/src", "services/consent-api/src"]
 
 def events(n: int) -> list[tuple[bytes, bytes]]:
     """(key, value) pairs: n notice events, eight per revocation, in the order the worker emits them."""
-    from google.protobuf.timestamp_pb2 import Timestamp
-
     from rescind_common.ids import new_id
     from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 
-    def envelope(revocation: str, licensee: str = "", notice: str = "", **payload: Any) -> bytes:
-        now = Timestamp()
-        now.GetCurrentTime()
-        event = pb.NoticeEvent(
-            event_id=new_id("evt"),
-            revocation_id=revocation,
-            licensee_id=licensee,
-            notice_id=notice,
-            producer="bench",
-            occurred_at=now,
-        )
-        ((field, message),) = payload.items()
-        getattr(event, field).CopyFrom(message)
-        return event.SerializeToString()
+    def event(revocation: str, licensee: str = "", notice: str = "", **payload: Any) -> bytes:
+        ids = {"revocation_id": revocation, "licensee_id": licensee, "notice_id": notice}
+        return envelope(pb.NoticeEvent, **ids, **payload).SerializeToString()
 
     out: list[tuple[bytes, bytes]] = []
     while len(out) < n:
         revocation = new_id("rev")
         notices = [(new_id("lic"), new_id("ntc")) for _ in range(LICENSEES)]
         resolved = pb.RevocationResolved(notice_count=LICENSEES)
-        out.append((revocation.encode(), envelope(revocation, revocation_resolved=resolved)))
+        out.append((revocation.encode(), event(revocation, revocation_resolved=resolved)))
         for licensee, notice in notices:
             out.append(
-                (licensee.encode(), envelope(revocation, licensee, notice, notice_created=pb.NoticeCreated()))
+                (licensee.encode(), event(revocation, licensee, notice, notice_created=pb.NoticeCreated()))
             )
         for licensee, notice in notices:
-            value = envelope(revocation, licensee, notice, notice_delivered=pb.NoticeDelivered())
+            value = event(revocation, licensee, notice, notice_delivered=pb.NoticeDelivered())
             out.append((licensee.encode(), value))
         licensee, notice = notices[0]
-        value = envelope(revocation, licensee, notice, notice_acknowledged=pb.NoticeAcknowledged())
+        value = event(revocation, licensee, notice, notice_acknowledged=pb.NoticeAcknowledged())
         out.append((licensee.encode(), value))
     return out[:n]
 
@@ -94,77 +74,49 @@ def measure(n: int, burst: int = 0) -> dict[str, float | None]:
     from consent_api.config import ConsentSettings
     from consent_api.consumer import build_consumer
     from consent_api.migrate import upgrade
-    from rescind_common.embedded_broker import EmbeddedBroker
     from rescind_common.kafka import make_producer
 
     with (
-        scratch_database("notices") as url,
-        tempfile.TemporaryDirectory() as tmp,
+        database_and_topic("notices", "notice", upgrade, PARTITIONS) as bus,
         psycopg.connect(PG_ADMIN, autocommit=True) as admin_conn,
     ):
-        upgrade(url)
-        name = database_name(url)
-        with EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
-            topic = f"bench.notice.{uuid.uuid4().hex[:8]}"
-            create_topic(broker.bootstrap, topic, PARTITIONS)
-            settings = ConsentSettings(
-                consent_database_url=url,
-                state_dir=Path(tmp),
-                kafka_bootstrap=broker.bootstrap,
-                kafka_notice_topic=topic,
-                kafka_topic_partitions=PARTITIONS,
-                consent_consumer_group=f"bench-{uuid.uuid4().hex[:6]}",
-            )
-            consumer = build_consumer(settings)
-            producer = make_producer(broker.bootstrap, "bench")
-            join_group(consumer, producer, topic, events(1)[0])
-            # Every record on the broker first (a backlog drained in polls of up to 500), or, with
-            # `burst`, a few at a time as at a steady low rate: the clocks run only while polling.
-            pending = events(n)
-            step = burst or n
-            done, elapsed, cpu, pg = 0, 0.0, 0.0, 0.0
-            for start in range(0, n, step):
-                for key, value in pending[start : start + step]:
-                    producer.send(topic, key=key, value=value)
-                producer.flush(timeout=60)
-                target = min(n, start + step)
-                pg_before = backend_cpu(name, conn=admin_conn)
-                started, cpu_started = time.monotonic(), time.process_time()
-                while done < target and time.monotonic() < started + 600:
-                    done += consumer.poll_once(timeout_ms=500)
-                elapsed += time.monotonic() - started
-                cpu += time.process_time() - cpu_started
-                pg_after = backend_cpu(name, conn=admin_conn)
-                pg += sum(t - pg_before.get(pid, 0.0) for pid, t in pg_after.items())
-            producer.close(timeout=5)
-            consumer.stop_event.set()
-            consumer._close()
+        name = database_name(bus.url)
+        settings = ConsentSettings(
+            consent_database_url=bus.url,
+            state_dir=bus.tmp,
+            kafka_bootstrap=bus.bootstrap,
+            kafka_notice_topic=bus.topic,
+            kafka_topic_partitions=PARTITIONS,
+            consent_consumer_group=f"bench-{uuid.uuid4().hex[:6]}",
+        )
+        consumer = build_consumer(settings)
+        producer = make_producer(bus.bootstrap, "bench")
+        join_group(consumer, producer, bus.topic, events(1)[0])
+        # Every record on the broker first (a backlog drained in polls of up to 500), or, with
+        # `burst`, a few at a time as at a steady low rate: the clocks run only while polling.
+        pending = events(n)
+        step = burst or n
+        polled = Drained(0)
+        for start in range(0, n, step):
+            for key, value in pending[start : start + step]:
+                producer.send(bus.topic, key=key, value=value)
+            producer.flush(timeout=60)
+            polled.add(drain(consumer, min(n, start + step), name, done=polled.records, conn=admin_conn))
+        producer.close(timeout=5)
+        consumer.stop_event.set()
+        consumer._close()
+        done, pg = polled.records, polled.pg_cpu_s
         return {
             "records": done,
-            "seconds": round(elapsed, 3),
-            "records_per_s": round(done / elapsed, 1),
-            "cpu_ms_per_event": round(cpu * 1000 / done, 3),
-            "pg_cpu_ms_per_event": round(pg * 1000 / done, 3) if pg_after else None,
+            "seconds": round(polled.seconds, 3),
+            "records_per_s": round(done / polled.seconds, 1),
+            "cpu_ms_per_event": round(polled.cpu_s * 1000 / done, 3),
+            "pg_cpu_ms_per_event": round(pg * 1000 / done, 3) if pg is not None else None,
         }
 
 
-def run_in(tree: Path, n: int, burst: int) -> dict[str, float | None]:
-    """This script in a fresh interpreter whose imports come from `tree`."""
-    result: dict[str, float | None] = run_in_tree(
-        __file__, tree, SOURCES, "--one", str(n), "--burst", str(burst)
-    )
-    return result
-
-
-def ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--baseline", metavar="REF", help="also measure git REF (exported, not checked out)")
+    parser = baseline_parser(__doc__)
     parser.add_argument(
         "--burst",
         type=int,
@@ -173,32 +125,14 @@ def main() -> None:
         help="publish K events at a time and poll them in before the next K (8: one revocation "
         "at a time, small polls as at a low steady rate); default: all at once, a backlog",
     )
-    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.one:
-        print(json.dumps(measure(args.one, args.burst)))
+    burst = ["--burst", str(args.burst)]
+    rows = measure_in_trees(args, __file__, SOURCES, lambda n: measure(n, args.burst), EVENTS, *burst)
+    if rows is None:
         return
-    rows = beside_baseline(args.baseline, lambda tree: run_in(tree, EVENTS, args.burst))
     shape = f"{args.burst} at a time" if args.burst else "all at once"
     print(f"consent-api notice consumer, {EVENTS} events ({shape}), {PARTITIONS} partitions, PostgreSQL")
-    print(f"  {'':<12} {'events/s':>9}  {'CPU ms/event':>12}  {'PG CPU ms/event':>15}")
-    for label, r in rows.items():
-        print(
-            f"  {label:<12} {r['records_per_s']:>9.1f}  {ms(r['cpu_ms_per_event']):>12}"
-            f"  {ms(r['pg_cpu_ms_per_event']):>15}  ({r['records']} in {r['seconds']} s)"
-        )
-    if args.baseline:
-        new, old = rows["this tree"], rows[args.baseline]
-        assert (
-            new["records_per_s"]
-            and old["records_per_s"]
-            and new["cpu_ms_per_event"]
-            and old["cpu_ms_per_event"]
-        )
-        print(
-            f"  ratio        {new['records_per_s'] / old['records_per_s']:>8.1f}x"
-            f"  {old['cpu_ms_per_event'] / new['cpu_ms_per_event']:>11.1f}x less"
-        )
+    print_consumer_rows(rows, args.baseline, "event")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,17 +32,15 @@ from _common import (
     copy_rows,
     create_database,
     drop_database,
+    launcher,
     machine,
     percentile,
     serve,
     server_version,
-    service_env,
-    stop_processes,
     write_result,
 )
 
 from registry.migrate import upgrade
-from rescind_common.embedded_broker import free_port
 from rescind_common.ids import new_ids
 
 ROWS = int(os.environ.get("RESCIND_BENCH_ROWS", "10000000"))
@@ -176,9 +173,7 @@ def main() -> int:
     db_url = create_database("registry")
     pg_version = server_version()
     state = Path(tempfile.mkdtemp(prefix="rescind-bench-"))
-    port = free_port()
-    env = service_env(state, RESCIND_REGISTRY_DATABASE_URL=db_url, RESCIND_REGISTRY_PORT=str(port))
-    proc: subprocess.Popen[bytes] | None = None
+    stack = launcher(state, {"registry": db_url})
     try:
         upgrade(db_url)
         t = time.perf_counter()
@@ -191,11 +186,11 @@ def main() -> int:
             size = str(
                 conn.execute("SELECT pg_size_pretty(pg_total_relation_size('license_samples'))").fetchone()[0]
             )  # type: ignore[index]
-        proc = serve([str(Path(sys.executable).parent / "registry"), "serve"], env, port)
+        serve(stack, "registry")
         rng = random.Random(7)
         results: dict[str, dict[str, float]] = {}
         with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", headers=bearer(state, "operator", "bench-ops"), timeout=60
+            base_url=stack.url("registry"), headers=bearer(state, "operator", "bench-ops"), timeout=60
         ) as client:
             for n, runs in ((1, 300), (1000, 50)):
                 for _ in range(10):  # warm-up
@@ -217,8 +212,7 @@ def main() -> int:
                 }
         plan = explain(db_url, rng.sample(samples, 1000))
     finally:
-        if proc is not None:
-            stop_processes(proc)
+        stack.stop_all()
         if not os.environ.get("RESCIND_BENCH_KEEP"):
             drop_database(db_url)
 

@@ -34,7 +34,6 @@ import os
 import pstats
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,15 +47,14 @@ from _common import (
     bearer,
     create_database,
     drop_database,
+    envelope,
+    launcher,
     machine,
     serve,
     server_version,
-    service_env,
-    stop_processes,
     write_result,
 )
 from fastapi.testclient import TestClient
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import event, func, insert, select
 from sqlalchemy.orm import Session
 
@@ -156,24 +154,6 @@ def baseline_resolve_due(ctx: AppContext, registry: RegistryClient, limit: int =
 # -- the registry: sellers, licenses, models ---------------------------------------------------
 
 
-def _ts(value: dt.datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
-def _consent_event(subject_id: str, **payload: Any) -> cpb.ConsentEvent:
-    envelope = cpb.ConsentEvent(
-        event_id=new_id("evt"),
-        subject_id=subject_id,
-        producer="bench",
-        occurred_at=_ts(dt.datetime.now(dt.UTC)),
-    )
-    ((field, message),) = payload.items()
-    getattr(envelope, field).CopyFrom(message)
-    return envelope
-
-
 class Seller:
     def __init__(self, subject_id: str, consent_id: str, samples: list[str], holders: list[str]) -> None:
         self.subject_id = subject_id
@@ -209,9 +189,10 @@ def fill_registry(
                 cpb.SampleRef(sample_id=s, sha256=uuid.uuid4().hex * 2, kind=cpb.SAMPLE_KIND_FACE_IMAGE)
                 for s in samples
             ]
-            apply_event(
-                session, _consent_event(subject_id, sample_registered=cpb.SampleRegistered(samples=refs))
+            registered = envelope(
+                cpb.ConsentEvent, subject_id=subject_id, sample_registered=cpb.SampleRegistered(samples=refs)
             )
+            apply_event(session, registered)
             consent_id = new_id("cns")
             granted = cpb.ConsentGranted(
                 consent_id=consent_id,
@@ -219,7 +200,7 @@ def fill_registry(
                 purposes=["model_training"],
                 receipt_id=new_id("rcp"),
             )
-            apply_event(session, _consent_event(subject_id, consent_granted=granted))
+            apply_event(session, envelope(cpb.ConsentEvent, subject_id=subject_id, consent_granted=granted))
             sellers.append(Seller(subject_id, consent_id, samples, rng.sample(licensees, rng.choice((2, 3)))))
     engine.dispose()
     licenses: dict[str, list[str]] = {lic: [] for lic in licensees}
@@ -389,20 +370,18 @@ def main() -> int:
     urls = {k: create_database(f"resolver_{k}") for k in ("registry", "worker")}
     pg_version = server_version()
     state = Path(tempfile.mkdtemp(prefix="rescind-bench-"))
-    port = free_port()
-    env = service_env(state, RESCIND_REGISTRY_DATABASE_URL=urls["registry"], RESCIND_REGISTRY_PORT=str(port))
-    proc: subprocess.Popen[bytes] | None = None
+    stack = launcher(state, {"registry": urls["registry"]})
     rounds: list[dict[str, dict[str, float]]] = []
     try:
         upgrade_registry(urls["registry"])
         upgrade_worker(urls["worker"])
-        proc = serve([str(Path(sys.executable).parent / "registry"), "serve"], env, port)
+        serve(stack, "registry")
 
         def auth(role: str, sub: str) -> dict[str, str]:
             return bearer(state, role, sub)
 
         t = time.perf_counter()
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as api:
+        with httpx.Client(base_url=stack.url("registry"), timeout=60) as api:
             licensees, sellers = fill_registry(
                 urls["registry"], api, auth("operator", "bench-ops"), lambda lic: auth("licensee", lic)
             )
@@ -410,7 +389,7 @@ def main() -> int:
             worker_database_url=urls["worker"],
             state_dir=state,
             kafka_bootstrap=f"127.0.0.1:{free_port()}",  # no relay here: events stay in the outbox
-            worker_registry_url=f"http://127.0.0.1:{port}",
+            worker_registry_url=stack.url("registry"),
             worker_allow_networks=["127.0.0.0/8"],
             worker_allow_http=True,
         )
@@ -463,8 +442,7 @@ def main() -> int:
         registry.close()
         ctx.engine.dispose()
     finally:
-        if proc is not None:
-            stop_processes(proc)
+        stack.stop_all()
         if not os.environ.get("RESCIND_BENCH_KEEP"):
             for url in urls.values():
                 drop_database(url)

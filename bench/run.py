@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -25,16 +23,16 @@ from _common import (
     bearer,
     create_database,
     drop_database,
+    launcher,
     machine,
     percentile,
     random_sha256,
+    raw_commits,
     serve,
-    service_env,
-    stop_processes,
     write_result,
 )
 
-from rescind_common.embedded_broker import EmbeddedBroker, free_port
+from rescind_common.embedded_broker import EmbeddedBroker
 
 GRANTS = int(os.environ.get("RESCIND_BENCH_GRANTS", "200"))
 BATCH = 10_000
@@ -42,14 +40,7 @@ BATCH = 10_000
 
 def raw_commit_latency(url: str, n: int) -> list[float]:
     with psycopg.connect(url) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS bench_raw (id text primary key, body text)")
-        conn.commit()
-        out = []
-        for _ in range(n):
-            t = time.perf_counter()
-            conn.execute("INSERT INTO bench_raw VALUES (%s, %s)", (uuid.uuid4().hex, "x" * 200))
-            conn.commit()
-            out.append(time.perf_counter() - t)
+        out = raw_commits(conn, "bench_raw", n)
         conn.execute("DROP TABLE bench_raw")
         conn.commit()
     return out
@@ -58,22 +49,14 @@ def raw_commit_latency(url: str, n: int) -> list[float]:
 def main() -> int:
     db_url = create_database("consent")
     state = Path(tempfile.mkdtemp(prefix="rescind-bench-"))
-    port = free_port()
     broker = EmbeddedBroker().start()
-    env = service_env(
-        state,
-        RESCIND_CONSENT_DATABASE_URL=db_url,
-        RESCIND_CONSENT_PORT=str(port),
-        RESCIND_KAFKA_BOOTSTRAP=broker.bootstrap,
-    )
-    exe = str(Path(sys.executable).parent / "consent-api")
-    procs: list[subprocess.Popen[bytes]] = []
+    stack = launcher(state, {"consent": db_url}, RESCIND_KAFKA_BOOTSTRAP=broker.bootstrap)
     try:
-        subprocess.run([exe, "migrate"], env=env, check=True)
-        procs.append(subprocess.Popen([exe, "relay"], env=env))
-        procs.append(serve([exe, "serve"], env, port))
+        stack.migrate(["consent"])
+        stack.start("consent-relay")
+        serve(stack, "consent-api")
         headers = bearer(state, "subject", "bench-seller")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as c:
+        with httpx.Client(base_url=stack.url("consent"), headers=headers, timeout=60) as c:
             ids = [
                 s["id"]
                 for s in c.post(
@@ -104,7 +87,7 @@ def main() -> int:
                 assert r.status_code == 201 and len(r.json()["items"]) == BATCH, r.text[:200]
         raw = raw_commit_latency(db_url, GRANTS)
     finally:
-        stop_processes(*procs)
+        stack.stop_all()
         broker.stop()
         drop_database(db_url)
 

@@ -74,6 +74,7 @@ from _common import (
     print_table,
     proc_cpu,
     random_sha256,
+    raw_commits,
     reset_peak_rss,
     rss_kb,
     server_version,
@@ -532,14 +533,7 @@ class UnitPool:
 
 def raw_pg(url: str, n: int = 500) -> dict[str, Any]:
     with psycopg.connect(url) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS raw_commit (id text PRIMARY KEY, body text)")
-        conn.commit()
-        lat = []
-        for _ in range(n):
-            t = time.perf_counter()
-            conn.execute("INSERT INTO raw_commit VALUES (%s, %s)", (uuid.uuid4().hex, "x" * 200))
-            conn.commit()
-            lat.append(time.perf_counter() - t)
+        lat = raw_commits(conn, "raw_commit", n)
         batch = []
         conn.execute(
             "CREATE TABLE IF NOT EXISTS raw_samples (id text PRIMARY KEY, subject_id text, kind text, "

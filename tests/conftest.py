@@ -20,7 +20,7 @@ from consent_api.migrate import upgrade
 from rescind_common.auth import ensure_dev_key, mint_token
 from rescind_common.embedded_broker import EmbeddedBroker
 
-from support.helpers import TokenFactory, auth, make_settings
+from support.helpers import TokenFactory, auth, make_settings, migrated_db
 
 PG_ADMIN_URL = os.environ.get("RESCIND_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -69,12 +69,7 @@ def db_url(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> str:
     """consent-api's database, migrated with Alembic: once on PostgreSQL, once on SQLite."""
-    if request.param == "postgresql":
-        url = pg_database("consent")
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'consent.db'}"
-    upgrade(url)
-    return url
+    return migrated_db(request.param, pg_database, tmp_path_factory.mktemp("sqlite"), "consent", upgrade)
 
 
 @pytest.fixture(scope="session")

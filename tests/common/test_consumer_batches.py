@@ -43,7 +43,8 @@ from revocation_worker.intake.handler import IntakeHandler
 from revocation_worker.intake.models import Revocation, RevocationPart
 from revocation_worker.migrate import upgrade as upgrade_worker
 
-from support.registry import Projection, new_registry_db, read_records
+from support.kafka import read_topic
+from support.registry import Projection, new_registry_db
 from support.wait import wait_until
 from support.worker import revocation_part
 
@@ -157,7 +158,7 @@ def test_poison_record_in_the_middle_of_a_batch(
     assert d.drain(len(values)) == len(values)
 
     assert count(registry_sessions, ProjectedSample, ProjectedSample.sample_id.in_(samples)) == 4
-    dlq = read_records(broker.bootstrap, dead_letter_topic(d.topic, d.service), lambda rs: len(rs) >= 1)
+    dlq = read_topic(broker.bootstrap, dead_letter_topic(d.topic, d.service), lambda rs: len(rs) >= 1)
     assert [r.value for r in dlq] == [garbage]
     assert dict(dlq[0].headers)["dlq-original-offset"] == b"2"
     assert d.committed() == len(values)
@@ -203,7 +204,7 @@ def test_one_failing_record_does_not_hold_back_the_others_of_its_batch(
 
     assert count(registry_sessions, ProjectedSample, ProjectedSample.sample_id.in_(samples)) == 2
     assert d.dead_lettered() == 1
-    dlq = read_records(broker.bootstrap, dead_letter_topic(d.topic, d.service), lambda rs: len(rs) >= 1)
+    dlq = read_topic(broker.bootstrap, dead_letter_topic(d.topic, d.service), lambda rs: len(rs) >= 1)
     assert [r.value for r in dlq] == [events[1].SerializeToString()]
     assert d.committed() == len(events)
     assert sum(d.batches) == 2

@@ -39,7 +39,8 @@ from rescind_common.kafka import ensure_topics, make_admin, make_producer
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
 from support.helpers import assert_problem, auth
-from support.registry import ConsumerThread, Projection, make_registry_settings, new_registry_db, read_records
+from support.kafka import read_topic
+from support.registry import ConsumerThread, Projection, make_registry_settings, new_registry_db
 from support.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -319,7 +320,7 @@ def test_replaying_chosen_offsets_then_the_rest(flaky: tuple[EventConsumer, Flak
     assert cli("dead-letters", "kafka", "replay", "--topic", dlq, "--all")["replayed"] == 0
 
     # Replayed records carry where they came from, and none of the dead letter's own headers.
-    records = read_records(consumer.bootstrap, topic, lambda rs: len(rs) >= 4)
+    records = read_topic(consumer.bootstrap, topic, lambda rs: len(rs) >= 4)
     (replayed,) = [r for r in records if r.offset == 3]
     names = [k for k, _ in replayed.headers]
     assert dl.header(replayed.headers, dl.REPLAYED_FROM) == f"{dlq}:0:1"

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -32,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from consent_api.migrate import upgrade as consent_upgrade
 from registry.migrate import upgrade as registry_upgrade
+from rescind_cli.processes import Launcher, free_ports, stack_env
 from rescind_common.consumer import BatchHandler, EventConsumer
 from rescind_common.db import make_engine, make_session_factory, ping
 from rescind_common.embedded_broker import EmbeddedBroker, free_port
@@ -46,8 +44,6 @@ from rescind_common.kafka import (
 from revocation_worker.migrate import upgrade as worker_upgrade
 
 from support.wait import wait_until
-
-BIN = Path(sys.executable).parent
 
 
 def get(url: str) -> httpx.Response | None:
@@ -247,45 +243,29 @@ def test_background_processes_serve_probes_and_readiness_follows_the_broker(
     run = uuid.uuid4().hex[:8]
     env = {
         **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "RESCIND_STATE_DIR": str(tmp_path / "state"),
+        **stack_env({}, bootstrap=broker.bootstrap, state=tmp_path / "state", db_urls=urls),
         "RESCIND_LOG_LEVEL": "INFO",
-        "RESCIND_KAFKA_BOOTSTRAP": broker.bootstrap,
         "RESCIND_KAFKA_TOPIC_PARTITIONS": "1",
-        "RESCIND_CONSENT_DATABASE_URL": urls["consent"],
-        "RESCIND_REGISTRY_DATABASE_URL": urls["registry"],
-        "RESCIND_WORKER_DATABASE_URL": urls["worker"],
         "RESCIND_REGISTRY_CONSUMER_GROUP": f"health-{run}-registry",
         "RESCIND_WORKER_CONSUMER_GROUP": f"health-{run}-worker",
         "RESCIND_WORKER_REGISTRY_URL": f"http://127.0.0.1:{free_port()}",
         "RESCIND_HEALTH_STALE_SECONDS": str(STALE),
     }
+    # The loops each serve, and the launcher's command that runs them.
     commands = {
-        "consent-api relay": ({"relay"}, ["consent-api", "relay"]),
-        "registry consumer": ({"consumer"}, ["registry", "consumer"]),
-        "revocation-worker worker": (
-            {"consumer", "relay", "resolver", "delivery"},
-            ["revocation-worker", "worker"],
-        ),
+        "consent-api relay": ({"relay"}, "consent-relay"),
+        "registry consumer": ({"consumer"}, "registry-consumer"),
+        "revocation-worker worker": ({"consumer", "relay", "resolver", "delivery"}, "worker"),
     }
-    procs: dict[str, tuple[subprocess.Popen[bytes], str, Path]] = {}
+    launcher = Launcher(env, {}, log_dir=tmp_path)
+    ports = free_ports(commands, taken={broker.port})
     try:
-        for name, (_, argv) in commands.items():
-            port = free_port()
-            log = tmp_path / f"{argv[0]}-{argv[1]}.log"
-            with open(log, "wb") as out:
-                popen = subprocess.Popen(
-                    [str(BIN / argv[0]), *argv[1:]],
-                    env={**env, "RESCIND_METRICS_PORT": str(port)},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            procs[name] = (popen, f"http://127.0.0.1:{port}", log)
+        for name, (_, command) in commands.items():
+            launcher.start(command, env={"RESCIND_METRICS_PORT": str(ports[name])})
 
         def probes(name: str, path: str) -> httpx.Response | None:
-            popen, url, log = procs[name]
-            assert popen.poll() is None, f"{name} exited:\n{log.read_text()[-3000:]}"
-            return get(url + path)
+            launcher.check_running([commands[name][1]])
+            return get(f"http://127.0.0.1:{ports[name]}{path}")
 
         def answer(name: str, path: str, code: int) -> dict[str, Any] | None:
             r = probes(name, path)
@@ -332,19 +312,14 @@ def test_background_processes_serve_probes_and_readiness_follows_the_broker(
             )
             assert answer(name, "/healthz", 200), name
     except BaseException:
-        for name, (_, _, log) in procs.items():
-            print(f"===== {name} =====\n{log.read_text(errors='replace')[-3000:]}")
+        print(launcher.logs(60))
         raise
     finally:
-        for popen, _, _ in procs.values():
-            if popen.poll() is None:
-                popen.send_signal(signal.SIGTERM)
-        codes = {}
-        for name, (popen, _, _) in procs.items():
-            try:
-                codes[name] = popen.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                codes[name] = popen.wait()
+        launcher.stop_all(timeout=30)
+        codes = {
+            name: launcher.procs[c].popen.returncode
+            for name, (_, c) in commands.items()
+            if c in launcher.procs
+        }
         broker.stop()
     assert codes == dict.fromkeys(commands, 0)

@@ -1,12 +1,11 @@
 """Every metric named in the alerts and the Grafana dashboard is exported by the running services:
-the eight processes run as in production (SQLite, the real broker), a revocation goes through to
+every process runs as in production (SQLite, the real broker), a revocation goes through to
 two buyers' receivers, and each process's /metrics (and its probes) are scraped."""
 
 from __future__ import annotations
 
 import base64
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,16 +19,22 @@ import pytest
 
 from consent_api.migrate import upgrade as consent_upgrade
 from registry.migrate import upgrade as registry_upgrade
+from rescind_cli.processes import (
+    COMMANDS,
+    SERVICES,
+    Launcher,
+    free_ports,
+    sqlite_urls,
+    stack_env,
+    stack_names,
+)
 from rescind_common.auth import ensure_dev_key, mint_token
-from rescind_common.embedded_broker import EmbeddedBroker, free_port
+from rescind_common.embedded_broker import EmbeddedBroker
 from rescind_common.kafka import ensure_topics, make_admin, make_producer
 from rescind_common.settings import RescindSettings
 from revocation_worker.migrate import upgrade as worker_upgrade
 
 from support.k8s import (
-    ARGS,
-    BIN,
-    SERVICES,
     Exported,
     alert_rules,
     dashboard_exprs,
@@ -37,6 +42,8 @@ from support.k8s import (
     parse_exposition,
 )
 from support.wait import wait_until
+
+KEYS = list(SERVICES)  # consent, registry, worker
 
 
 class Buyer:
@@ -67,31 +74,34 @@ class Buyer:
         self.server.server_close()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Process:
+    """One of the stack's processes as the test names it (`<service> <command>`), and where it
+    serves /metrics."""
+
     name: str
-    argv: list[str]
+    command: str  # its name among the launcher's COMMANDS
     metrics_url: str
-    popen: subprocess.Popen[bytes]
-    log: Path
+    metrics_port: int | None  # RESCIND_METRICS_PORT, for a process without an API
 
 
 class Stack:
-    """The three services' eight processes, as the Deployments run them, on SQLite and the broker."""
+    """The three services' processes as the Deployments run them (each API's `serve`, every loop in
+    a process of its own with /metrics on its own port, the worker split into its two roles), started
+    by the launcher of `make run` on SQLite and the broker, with topics, consumer groups and secrets
+    of their own."""
 
     def __init__(self, tmp: Path, broker: EmbeddedBroker) -> None:
-        self.tmp = tmp
-        self.procs: list[Process] = []
         run = uuid.uuid4().hex[:10]
         self.consent_topic = f"test.deploy-{run}.consent"
-        self.ports = {svc: free_port() for svc in SERVICES}
+        ports = free_ports(KEYS, taken={broker.port})
         state = tmp / "state"
         self.key = ensure_dev_key(RescindSettings(state_dir=state).dev_auth_key_file)
+        self.db_urls = sqlite_urls(tmp)
         self.env = {
             **os.environ,
-            "RESCIND_STATE_DIR": str(state),
+            **stack_env(ports, bootstrap=broker.bootstrap, state=state, db_urls=self.db_urls),
             "RESCIND_LOG_LEVEL": "WARNING",
-            "RESCIND_KAFKA_BOOTSTRAP": broker.bootstrap,
             "RESCIND_KAFKA_CONSENT_TOPIC": self.consent_topic,
             "RESCIND_KAFKA_NOTICE_TOPIC": f"test.deploy-{run}.notice",
             "RESCIND_KAFKA_LICENSE_TOPIC": f"test.deploy-{run}.license",
@@ -99,25 +109,23 @@ class Stack:
             "RESCIND_CONSENT_CONSUMER_GROUP": f"deploy-{run}-consent-api",
             "RESCIND_REGISTRY_CONSUMER_GROUP": f"deploy-{run}-registry",
             "RESCIND_WORKER_CONSUMER_GROUP": f"deploy-{run}-revocation-worker",
-            "RESCIND_CONSENT_DATABASE_URL": f"sqlite:///{tmp / 'consent.db'}",
-            "RESCIND_REGISTRY_DATABASE_URL": f"sqlite:///{tmp / 'registry.db'}",
-            "RESCIND_WORKER_DATABASE_URL": f"sqlite:///{tmp / 'worker.db'}",
-            "RESCIND_CONSENT_PORT": str(self.ports["consent-api"]),
-            "RESCIND_REGISTRY_PORT": str(self.ports["registry"]),
-            "RESCIND_WORKER_PORT": str(self.ports["revocation-worker"]),
-            "RESCIND_CONSENT_PUBLIC_URL": self.url("consent-api"),
-            "RESCIND_WORKER_PUBLIC_URL": self.url("revocation-worker"),
-            "RESCIND_CONSENT_REGISTRY_URL": self.url("registry"),
-            "RESCIND_WORKER_REGISTRY_URL": self.url("registry"),
             "RESCIND_CONSENT_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
             "RESCIND_WORKER_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
-            "RESCIND_WORKER_ALLOW_NETWORKS": '["127.0.0.0/8"]',
-            "RESCIND_WORKER_ALLOW_HTTP": "true",
             "RESCIND_WORKER_POLL_INTERVAL_SECONDS": "0.05",
             "RESCIND_WORKER_SWEEP_INTERVAL_SECONDS": "0.5",
             "RESCIND_WORKER_RETRY_SCHEDULE_SECONDS": "[0, 0.5, 1]",
             "RESCIND_REGISTRY_PROJECTION_WAIT_SECONDS": "20",
         }
+        self.launcher = Launcher(self.env, ports, log_dir=tmp)
+        names = stack_names("split")
+        loops = [name for name in names if COMMANDS[name].args != ("serve",)]
+        metrics_ports = free_ports(loops, taken={broker.port, *ports.values()})
+        self.procs: list[Process] = []
+        for name in names:
+            command, port = COMMANDS[name], metrics_ports.get(name)
+            base = self.url(command.service) if port is None else f"http://127.0.0.1:{port}"
+            label = f"{SERVICES[command.service].name} {command.args[-1]}"  # e.g. "registry relay"
+            self.procs.append(Process(label, name, f"{base}/metrics", port))
         admin = make_admin(broker.bootstrap, "test-deploy-admin")
         try:
             ensure_topics(
@@ -133,65 +141,26 @@ class Stack:
         finally:
             admin.close()
 
-    def url(self, svc: str) -> str:
-        return f"http://127.0.0.1:{self.ports[svc]}"
+    def url(self, service: str) -> str:
+        """An API's base URL, by service key (consent, registry, worker)."""
+        return self.launcher.url(service)
 
     def start(self) -> None:
         # Migrations in this process (the `migrate` command is exercised by the process tests): on two
         # cores, every interpreter start counts.
-        consent_upgrade(self.env["RESCIND_CONSENT_DATABASE_URL"])
-        registry_upgrade(self.env["RESCIND_REGISTRY_DATABASE_URL"])
-        worker_upgrade(self.env["RESCIND_WORKER_DATABASE_URL"])
-        for svc, args in [
-            ("consent-api", ["serve"]),
-            ("consent-api", ["relay"]),
-            ("consent-api", ["consumer"]),
-            ("registry", ["serve"]),
-            ("registry", ["relay"]),
-            ("registry", ["consumer"]),
-            ("revocation-worker", ["serve"]),
-            ("revocation-worker", ARGS["intake"]),
-            ("revocation-worker", ARGS["delivery"]),
-        ]:
-            command = args[-1]  # serve, relay, consumer, intake, delivery
-            env = dict(self.env)
-            if command == "serve":
-                url = f"{self.url(svc)}/metrics"
-            else:  # as the Deployments set it
-                env["RESCIND_METRICS_PORT"] = str(free_port())
-                url = f"http://127.0.0.1:{env['RESCIND_METRICS_PORT']}/metrics"
-            log = self.tmp / f"{svc}-{command}.log"
-            with open(log, "wb") as out:
-                popen = subprocess.Popen(
-                    [str(BIN / svc), *args], env=env, stdout=out, stderr=subprocess.STDOUT
-                )
-            self.procs.append(Process(f"{svc} {command}", [svc, *args], url, popen, log))
+        consent_upgrade(self.db_urls["consent"])
+        registry_upgrade(self.db_urls["registry"])
+        worker_upgrade(self.db_urls["worker"])
         for p in self.procs:
-            wait_until(
-                lambda p=p: self.scrape_one(p) is not None,
-                timeout=60,
-                what=f"{p.name} to serve /metrics",
-                interval=0.2,
-            )
-        for svc in SERVICES:
-            wait_until(
-                lambda svc=svc: self.get(f"{self.url(svc)}/readyz") == 200,
-                timeout=60,
-                what=f"{svc} ready",
-                interval=0.2,
-            )
-
-    @staticmethod
-    def get(url: str) -> int:
-        try:
-            return httpx.get(url, timeout=5).status_code
-        except httpx.HTTPError:
-            return 0
+            # As the Deployments set it: a process without an API serves /metrics on a port of its own.
+            env = None if p.metrics_port is None else {"RESCIND_METRICS_PORT": str(p.metrics_port)}
+            self.launcher.start(p.command, env=env)
+        for p in self.procs:
+            self.launcher.wait_http(f"{p.name} /metrics", p.metrics_url)
+        self.launcher.wait_ready()
 
     def scrape_one(self, p: Process) -> str | None:
-        assert p.popen.poll() is None, (
-            f"{p.name} exited with {p.popen.returncode}:\n{p.log.read_text()[-3000:]}"
-        )
+        self.launcher.check_running([p.command])
         try:
             r = httpx.get(p.metrics_url, timeout=5)
         except httpx.HTTPError:
@@ -207,21 +176,10 @@ class Stack:
         return {"Authorization": f"Bearer {tok}"}
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.popen.poll() is None:
-                p.popen.terminate()
-        for p in self.procs:
-            try:
-                p.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.popen.kill()
-                p.popen.wait()
+        self.launcher.stop_all()
 
     def logs(self) -> str:
-        return "\n".join(
-            f"===== {p.name} =====\n" + "\n".join(p.log.read_text(errors="replace").splitlines()[-30:])
-            for p in self.procs
-        )
+        return self.launcher.logs(30)
 
 
 @pytest.fixture
@@ -255,7 +213,7 @@ def test_every_metric_in_the_alerts_and_the_dashboard_is_exported(
     http = httpx.Client(timeout=30)
     ops = stack.token("operator", "ops-deploy")
     seller = stack.token("subject", f"seller-{uuid.uuid4().hex[:8]}")
-    consent, registry, worker = (stack.url(s) for s in SERVICES)
+    consent, registry, worker = (stack.url(key) for key in KEYS)
     sample = ok(
         http.post(f"{consent}/v1/samples", headers=seller, json={"kind": "face_image", "sha256": "ab" * 32})
     )

@@ -96,16 +96,7 @@ def license_when_known(w: World, buyer: str, consent_id: str, sample_id: str) ->
     """Record the license once the registry's projection knows the consent (409 until then)."""
     deadline = time.monotonic() + 60
     while True:
-        r = w.http.post(
-            f"{w.stack.url('registry')}/v1/licenses",
-            headers=w.ops,
-            json={
-                "licensee_id": buyer,
-                "consent_id": consent_id,
-                "purpose": "model_training",
-                "sample_ids": [sample_id],
-            },
-        )
+        r = w.post_license(buyer, consent_id, [sample_id])
         if r.status_code in (200, 201) or r.status_code != 409 or time.monotonic() > deadline:
             return str(ok(r)["id"])
         time.sleep(0.2)

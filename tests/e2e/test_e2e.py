@@ -15,15 +15,13 @@ import pytest
 
 from rescind_cli.demo import Receiver
 
-from support.stack import Stack, running
+from support.stack import Stack, running_on_postgres
 from support.wait import wait_until
 
 
 @pytest.fixture(scope="module")
 def stack(pg_database: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("e2e")
-    db_urls = {name: pg_database(f"e2e_{name}") for name in ("consent", "registry", "worker")}
-    with running(tmp, db_urls) as s:
+    with running_on_postgres("e2e", pg_database, tmp_path_factory.mktemp("e2e")) as s:
         yield s
 
 
@@ -69,19 +67,21 @@ class World:
         )
         return lic["id"], self.stack.token("licensee", lic["id"])
 
-    def license(self, licensee_id: str, consent_id: str, sample_ids: list[str]) -> dict[str, Any]:
-        return ok(
-            self.http.post(
-                f"{self.stack.url('registry')}/v1/licenses",
-                headers=self.ops,
-                json={
-                    "licensee_id": licensee_id,
-                    "consent_id": consent_id,
-                    "purpose": "model_training",
-                    "sample_ids": sample_ids,
-                },
-            )
+    def post_license(self, licensee_id: str, consent_id: str, sample_ids: list[str]) -> httpx.Response:
+        """The operator records a license (409 while the registry does not know the consent yet)."""
+        return self.http.post(
+            f"{self.stack.url('registry')}/v1/licenses",
+            headers=self.ops,
+            json={
+                "licensee_id": licensee_id,
+                "consent_id": consent_id,
+                "purpose": "model_training",
+                "sample_ids": sample_ids,
+            },
         )
+
+    def license(self, licensee_id: str, consent_id: str, sample_ids: list[str]) -> dict[str, Any]:
+        return ok(self.post_license(licensee_id, consent_id, sample_ids))
 
     def endpoint(self, licensee_auth: dict[str, str], rx: Receiver) -> None:
         ep = ok(

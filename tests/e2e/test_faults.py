@@ -19,16 +19,14 @@ import pytest
 from rescind_cli.demo import Receiver
 from rescind_common.embedded_broker import EmbeddedBroker
 
-from support.stack import Stack, running
+from support.stack import Stack, running_on_postgres
 from support.wait import wait_until
 from test_e2e import World, ok
 
 
 @pytest.fixture(scope="module")
 def stack(pg_database: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("faults")
-    db_urls = {name: pg_database(f"faults_{name}") for name in ("consent", "registry", "worker")}
-    with running(tmp, db_urls) as s:
+    with running_on_postgres("faults", pg_database, tmp_path_factory.mktemp("faults")) as s:
         yield s
 
 
@@ -78,16 +76,7 @@ def test_broker_replaced_by_an_empty_one_loses_nothing(stack: Stack) -> None:
         stack.broker = EmbeddedBroker(port=port, log_file=stack.tmp / "tansu-2.log").start()
 
         def licensed() -> bool:
-            r = w.http.post(
-                f"{stack.url('registry')}/v1/licenses",
-                headers=w.ops,
-                json={
-                    "licensee_id": buyer,
-                    "consent_id": during,
-                    "purpose": "model_training",
-                    "sample_ids": during_ids,
-                },
-            )
+            r = w.post_license(buyer, during, during_ids)
             return r.status_code in (200, 201)
 
         # The grant made during the outage reaches the registry through the new broker.

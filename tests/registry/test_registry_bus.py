@@ -31,8 +31,9 @@ from rescind_common.db import make_engine, make_session_factory
 from rescind_common.kafka import ensure_topics, make_admin, make_producer
 from rescind_common.outbox import OutboxRelay
 
-from support.helpers import assert_problem, auth, grant, make_settings, register
-from support.registry import ConsumerThread, new_registry_db, read_records, snapshot
+from support.helpers import assert_problem, auth, grant, make_settings, migrated_db, register
+from support.kafka import read_topic
+from support.registry import ConsumerThread, new_registry_db, snapshot
 from support.wait import wait_until
 
 TRAINING = "model_training"
@@ -93,8 +94,7 @@ def stack(
 ) -> Iterator[Stack]:
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"registry-bus-{backend}")
-    consent_url = pg_database("consent") if backend == "postgresql" else f"sqlite:///{tmp / 'consent.db'}"
-    upgrade_consent(consent_url)
+    consent_url = migrated_db(backend, pg_database, tmp, "consent", upgrade_consent)
     topic = f"test.registry.{uuid.uuid4().hex[:12]}"
     bus = {"kafka_bootstrap": broker.bootstrap, "kafka_consent_topic": topic, "kafka_topic_partitions": 1}
     consent_settings = make_settings(consent_url, state_dir, **bus)
@@ -218,9 +218,7 @@ def test_poison_message_goes_to_the_dead_letter_topic_and_the_projection_goes_on
     assert stack.license(lic, consent["id"], samples)["status"] == "active"
 
     dlq = dead_letter_topic(topic, "registry")
-    records = read_records(
-        stack.settings.kafka_bootstrap, dlq, lambda rs: any(r.value == garbage for r in rs)
-    )
+    records = read_topic(stack.settings.kafka_bootstrap, dlq, lambda rs: any(r.value == garbage for r in rs))
     (dead,) = [r for r in records if r.value == garbage]
     headers = dict(dead.headers)
     assert headers["dlq-original-topic"] == topic.encode() and b"PoisonMessage" in headers["dlq-error"]

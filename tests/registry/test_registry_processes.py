@@ -5,24 +5,22 @@ SIGTERM."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from rescind_cli.processes import Launcher, stack_env
 from rescind_common.embedded_broker import free_port
 from rescind_common.ids import new_id, new_ids
 from rescind_common.kafka import ensure_topics, make_admin, make_producer
 from rescind_common.proto.rescind.v1 import license_events_pb2 as lpb
 
 from support.helpers import auth
-from support.registry import Projection, read_records
+from support.kafka import read_topic
+from support.registry import Projection
 from support.wait import wait_until
-
-REGISTRY = str(Path(sys.executable).parent / "registry")
 
 
 def test_migrate_serve_and_consume_as_processes(
@@ -30,39 +28,31 @@ def test_migrate_serve_and_consume_as_processes(
 ) -> None:
     topic = f"test.registry-proc.{uuid.uuid4().hex[:12]}"
     port = free_port()
+    ports = {"registry": port}
+    db_urls = {"registry": f"sqlite:///{tmp_path / 'registry.db'}"}
     env = {
         **os.environ,
-        "RESCIND_STATE_DIR": str(state_dir),
-        "RESCIND_REGISTRY_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}",
-        "RESCIND_REGISTRY_PORT": str(port),
+        **stack_env(ports, bootstrap=broker.bootstrap, state=state_dir, db_urls=db_urls),
         "RESCIND_REGISTRY_PROJECTION_WAIT_SECONDS": "20",
-        "RESCIND_KAFKA_BOOTSTRAP": broker.bootstrap,
         "RESCIND_KAFKA_CONSENT_TOPIC": topic,
         "RESCIND_KAFKA_LICENSE_TOPIC": f"{topic}.license",
         "RESCIND_LOG_LEVEL": "WARNING",
     }
-    subprocess.run([REGISTRY, "migrate"], env=env, check=True, timeout=60)
+    launcher = Launcher(env, ports)
+    launcher.migrate(["registry"])
     admin = make_admin(broker.bootstrap, "test-admin")
     try:
         ensure_topics(admin, [topic], partitions=1, replication_factor=1)
     finally:
         admin.close()
 
-    procs = [
-        subprocess.Popen([REGISTRY, cmd], env=env, stdin=subprocess.DEVNULL)
-        for cmd in ("serve", "consumer", "relay")
-    ]
+    names = ["registry", "registry-consumer", "registry-relay"]  # serve, consumer, relay
+    for name in names:
+        launcher.start(name)
     try:
-        api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        api = httpx.Client(base_url=launcher.url("registry"), timeout=30)
         operator = auth(token("operator", sub="ops-test"))
-
-        def ready() -> bool:
-            try:
-                return api.get("/readyz").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, what="registry serve to be ready")
+        launcher.wait_ready(["registry"], timeout=20)
         lic = api.post("/v1/licensees", json={"name": "Proc Co"}, headers=operator).json()["id"]
 
         subject, samples = new_id("sub"), new_ids("smp", 2)
@@ -90,7 +80,7 @@ def test_migrate_serve_and_consume_as_processes(
             what="the consumer process to revoke the license",
         )
         # The relay process published what the revocation took from the license.
-        (record,) = read_records(broker.bootstrap, f"{topic}.license", lambda rs: len(rs) >= 1)
+        (record,) = read_topic(broker.bootstrap, f"{topic}.license", lambda rs: len(rs) >= 1)
         event = lpb.LicenseEvent.FromString(record.value)
         assert record.key == lic.encode() and (event.licensee_id, event.license_id) == (lic, lid)
         withdrawn = event.license_samples_withdrawn
@@ -98,9 +88,8 @@ def test_migrate_serve_and_consume_as_processes(
         assert sorted(withdrawn.sample_ids) == sorted(samples)
         api.close()
     finally:
-        for proc in procs:
-            proc.terminate()
-        codes = [proc.wait(timeout=30) for proc in procs]
+        launcher.stop_all(timeout=30)
+        codes = [launcher.procs[name].popen.returncode for name in names]
     # A clean stop: the consumer and the relay exit 0; uvicorn re-raises SIGTERM after its graceful
     # shutdown.
     assert codes[1] == codes[2] == 0 and codes[0] in (0, -15), codes

@@ -11,6 +11,7 @@ import pytest
 
 from revocation_worker.migrate import upgrade
 
+from support.helpers import migrated_db
 from support.worker import Receiver, Responder, WorkerHarness
 
 
@@ -23,12 +24,9 @@ def worker_db_url(
     """revocation-worker's database, migrated with Alembic, on PostgreSQL and on SQLite: one per test
     module, so what one module leaves due (ready revocations, pending deliveries) never changes
     another's counts."""
-    if request.param == "postgresql":
-        url = pg_database("worker")
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('worker-sqlite') / 'worker.db'}"
-    upgrade(url)
-    return url
+    return migrated_db(
+        request.param, pg_database, tmp_path_factory.mktemp("worker-sqlite"), "worker", upgrade
+    )
 
 
 @pytest.fixture

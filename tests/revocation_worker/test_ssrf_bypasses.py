@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from revocation_worker.delivery import client as delivery_client
-
 from support.helpers import assert_problem
 from support.wait import wait_until
+from support.worker import rebind_dns
 
 STRICT: dict[str, Any] = {"worker_allow_networks": [], "worker_allow_http": False}
 
@@ -104,36 +103,6 @@ def test_host_name_resolving_internal_at_registration_is_refused(
     assert str(ipaddress.ip_address(address)) in body["detail"] or "metadata" in body["detail"], body
 
 
-def _rebind_to(monkeypatch: pytest.MonkeyPatch, host: str, public_ip: str, family: int, dial_ip: str) -> None:
-    """`host` resolves public for the registration check and to `dial_ip` when the worker dials."""
-    real_getaddrinfo = socket.getaddrinfo
-
-    def registration_lookup(name: str, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if name == host:
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (public_ip, int(port or 0)))]
-        return real_getaddrinfo(name, port, *args, **kwargs)
-
-    class RebindingResolver:
-        async def resolve(self, name: str, port: int = 0, family_: int = socket.AF_INET) -> list[Any]:
-            assert name == host, name
-            return [
-                {
-                    "hostname": name,
-                    "host": dial_ip,
-                    "port": port,
-                    "family": family,
-                    "proto": 0,
-                    "flags": socket.AI_NUMERICHOST,
-                }
-            ]
-
-        async def close(self) -> None:
-            pass
-
-    monkeypatch.setattr(socket, "getaddrinfo", registration_lookup)
-    monkeypatch.setattr(delivery_client, "DefaultResolver", RebindingResolver)
-
-
 @pytest.mark.parametrize(
     ("family", "dial_ip"),
     [(socket.AF_INET, "127.0.0.2"), (socket.AF_INET6, "::ffff:127.0.0.1"), (socket.AF_INET6, "::1")],
@@ -143,7 +112,7 @@ def test_dns_rebinding_to_other_loopback_forms_is_refused_at_delivery(
 ) -> None:
     w = worker(worker_allow_networks=[], worker_allow_http=True)
     rcv = receiver()
-    _rebind_to(monkeypatch, "rebind.test", "93.184.216.34", family, dial_ip)
+    rebind_dns(monkeypatch, "rebind.test", "93.184.216.34", dial_ip, family)
     lic, h = w.licensee()
     w.register(h, f"http://rebind.test:{rcv.port}/hook")  # resolved public: accepted
     nid = w.make_notice(lic)

@@ -174,10 +174,7 @@ def test_410_disables_the_endpoint_and_ops_see_it(worker: Any, receiver: Any) ->
     nid = w.make_notice(lic)
     w.deliver()
 
-    endpoint = wait_until(
-        lambda: (e := w.client.get(f"/v1/endpoints/{ep}", headers=h).json())["status"] == "disabled" and e,
-        what="the endpoint to be disabled",
-    )
+    endpoint = w.wait_endpoint(h, ep, "disabled")
     assert "410" in endpoint["disabled_reason"] and endpoint["disabled_at"]
     rcv.wait_for(1)[0].verify(secret)
     ops = walk(w.client, "/v1/operator/endpoints", w.operator, 100, status="disabled")
@@ -390,10 +387,7 @@ def test_endpoint_failing_too_long_is_disabled(worker: Any, receiver: Any) -> No
     ep, secret = w.register(h, rcv.url)
     nid = w.make_notice(lic)
     w.deliver()
-    endpoint = wait_until(
-        lambda: (e := w.client.get(f"/v1/endpoints/{ep}", headers=h).json())["status"] == "disabled" and e,
-        what="the endpoint to be disabled",
-    )
+    endpoint = w.wait_endpoint(h, ep, "disabled")
     assert "failing" in endpoint["disabled_reason"] and endpoint["failing_since"]
     for r in rcv.wait_for(2):
         r.verify(secret)

@@ -3,17 +3,16 @@ registration and at delivery (DNS rebinding), rotation and disabling as a licens
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
 
 from revocation_worker.config import WorkerSettings
-from revocation_worker.delivery import client as delivery_client
 from revocation_worker.endpoints.urlguard import AddressPolicy, UnsafeURL, check_webhook_url
 
 from support.helpers import assert_problem
 from support.wait import wait_until
+from support.worker import rebind_dns
 
 # Production-like: nothing internal allowed, https only.
 STRICT: dict[str, Any] = {"worker_allow_networks": [], "worker_allow_http": False}
@@ -171,43 +170,13 @@ def test_unresolvable_host_refused() -> None:
 # -- DNS rebinding: checked again on the address actually dialled ---------------------
 
 
-def _rebind(monkeypatch: pytest.MonkeyPatch, host: str, public_ip: str, dial_ip: str) -> None:
-    """`host` resolves public for the registration check, and to `dial_ip` for the delivery client."""
-    real_getaddrinfo = socket.getaddrinfo
-
-    def registration_lookup(name: str, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if name == host:
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (public_ip, int(port or 0)))]
-        return real_getaddrinfo(name, port, *args, **kwargs)
-
-    class RebindingResolver:
-        async def resolve(self, name: str, port: int = 0, family: int = socket.AF_INET) -> list[Any]:
-            assert name == host, name
-            return [
-                {
-                    "hostname": name,
-                    "host": dial_ip,
-                    "port": port,
-                    "family": socket.AF_INET,
-                    "proto": 0,
-                    "flags": socket.AI_NUMERICHOST,
-                }
-            ]
-
-        async def close(self) -> None:
-            pass
-
-    monkeypatch.setattr(socket, "getaddrinfo", registration_lookup)
-    monkeypatch.setattr(delivery_client, "DefaultResolver", RebindingResolver)
-
-
 def test_dns_rebinding_refused_at_delivery(
     worker: Any, receiver: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The operator allows no internal range; plain http only so the local receiver needs no TLS.
     w = worker(worker_allow_networks=[], worker_allow_http=True)
     rcv = receiver()
-    _rebind(monkeypatch, "rebind.test", "93.184.216.34", "127.0.0.1")
+    rebind_dns(monkeypatch, "rebind.test", "93.184.216.34", "127.0.0.1")
     lic, h = w.licensee()
     w.register(h, f"http://rebind.test:{rcv.port}/hook")  # resolved public: accepted
     nid = w.make_notice(lic)
@@ -233,7 +202,7 @@ def test_dns_rebinding_control_allowed_range_connects(
     so the refusal there is the guard's doing, not a broken fake."""
     w = worker(worker_allow_networks=["127.0.0.0/8"], worker_allow_http=True)
     rcv = receiver()
-    _rebind(monkeypatch, "rebind.test", "93.184.216.34", "127.0.0.1")
+    rebind_dns(monkeypatch, "rebind.test", "93.184.216.34", "127.0.0.1")
     lic, h = w.licensee()
     _, secret = w.register(h, f"http://rebind.test:{rcv.port}/hook")
     nid = w.make_notice(lic)

@@ -12,12 +12,12 @@ import datetime as dt
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, select, update
 
+from rescind_cli.processes import Launcher, stack_env
 from rescind_common.db import utcnow
 from revocation_worker.delivery.client import make_session
 from revocation_worker.delivery.loop import Deliverer, Job, Outcome
@@ -190,8 +190,7 @@ def test_worker_killed_between_post_and_record_redelivers_with_the_same_webhook_
     lic, h = w.licensee()
     _, secret = w.register(h, rcv.url)
     nid = w.make_notice(lic)
-    log = tmp_path / "worker.log"
-    proc = delivery_process(w, worker_db_url, state_dir, log)
+    proc, log = delivery_process(w, worker_db_url, state_dir, tmp_path)
     try:
         try:
             wait_until(lambda: rcv.hanging == 1 or proc.poll() is not None, 60, "the worker's POST")
@@ -226,26 +225,22 @@ def test_worker_killed_between_post_and_record_redelivers_with_the_same_webhook_
     assert len(events(w, lic, "notice_delivered")) == 1
 
 
-def delivery_process(w: Any, worker_db_url: str, state_dir: Path, log: Path, **env: str) -> Any:
-    """`revocation-worker worker --role delivery` on this test's database, as a process."""
+def delivery_process(
+    w: Any, worker_db_url: str, state_dir: Path, log_dir: Path, **env: str
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """`revocation-worker worker --role delivery` on this test's database, as a process: it and
+    its log."""
     full = {
         **os.environ,
-        "RESCIND_WORKER_DATABASE_URL": worker_db_url,
-        "RESCIND_STATE_DIR": str(state_dir),
-        "RESCIND_WORKER_ALLOW_NETWORKS": '["127.0.0.0/8"]',
-        "RESCIND_WORKER_ALLOW_HTTP": "true",
+        **stack_env({}, state=state_dir, db_urls={"worker": worker_db_url}),
         "RESCIND_WORKER_POLL_INTERVAL_SECONDS": "0.05",
         "RESCIND_WORKER_PUBLIC_URL": w.settings.worker_public_url,
         **env,
     }
     full.pop("RESCIND_METRICS_PORT", None)
-    with log.open("wb") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "revocation_worker", "worker", "--role", "delivery"],
-            env=full,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+    proc = Launcher(full, {}, log_dir=log_dir).start("worker-delivery")
+    assert proc.log is not None
+    return proc.popen, proc.log
 
 
 def test_intake_role_wakes_a_delivery_process_at_once(
@@ -262,8 +257,7 @@ def test_intake_role_wakes_a_delivery_process_at_once(
     lic, h = w.licensee()
     _, secret = w.register(h, rcv.url)
     first = w.make_notice(lic)
-    log = tmp_path / "worker.log"
-    proc = delivery_process(w, worker_db_url, state_dir, log, RESCIND_WORKER_IDLE_WAKE_SECONDS="60")
+    proc, log = delivery_process(w, worker_db_url, state_dir, tmp_path, RESCIND_WORKER_IDLE_WAKE_SECONDS="60")
     try:
         rcv.wait_for(1, timeout=60)  # claimed at start-up; it LISTENs from then on
         w.wait_status(h, first, "delivered")

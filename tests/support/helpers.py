@@ -16,6 +16,16 @@ from rescind_common.embedded_broker import free_port
 TokenFactory = Callable[..., str]  # the `token` fixture: token(role, sub=None, **claims) -> a JWT
 
 
+def migrated_db(
+    backend: str, pg_database: Callable[[str], str], folder: Path, name: str, upgrade: Callable[[str], Any]
+) -> str:
+    """A new database of service `name` built by its Alembic `upgrade`: on PostgreSQL, or in
+    `folder`/`name`.db on SQLite. Its URL."""
+    url = pg_database(name) if backend == "postgresql" else f"sqlite:///{folder / f'{name}.db'}"
+    upgrade(url)
+    return url
+
+
 def make_settings(db_url: str, state_dir: Path, **overrides: Any) -> ConsentSettings:
     values: dict[str, Any] = {
         "consent_database_url": db_url,

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -45,6 +46,13 @@ class Record:
     @property
     def event_type(self) -> str:
         return str(self.event.WhichOneof("payload"))
+
+    def described(self) -> str:
+        """Its event type, for a message on a topic of consent events; else its size."""
+        try:
+            return self.event_type
+        except DecodeError:
+            return f"{len(self.value)} bytes"
 
     def header(self, name: str) -> bytes | None:
         return next((v for k, v in self.headers if k == name), None)
@@ -91,7 +99,7 @@ def read_topic(
             if until(records):
                 return records
             if time.monotonic() > deadline:
-                seen = [(r.key, r.event_type) for r in records]
+                seen = [(r.key, r.described()) for r in records]
                 raise AssertionError(f"timed out after {timeout}s reading {topic}; read {seen}")
     finally:
         consumer.close()

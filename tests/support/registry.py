@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,13 +28,13 @@ from rescind_common.embedded_broker import free_port
 from rescind_common.ids import new_id, new_ids
 from rescind_common.proto.rescind.v1 import consent_events_pb2 as pb
 
+from support.helpers import migrated_db
+
 WAIT = 20.0  # seconds: the bound for "eventually"
 
 
 def new_registry_db(backend: str, pg_database: Callable[[str], str], tmp: Path) -> str:
-    url = pg_database("registry") if backend == "postgresql" else f"sqlite:///{tmp / 'registry.db'}"
-    upgrade(url)
-    return url
+    return migrated_db(backend, pg_database, tmp, "registry", upgrade)
 
 
 def make_registry_settings(db_url: str, state_dir: Path, **overrides: Any) -> RegistrySettings:
@@ -194,39 +192,3 @@ class ConsumerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def read_records(
-    bootstrap: str, topic: str, until: Callable[[list[Any]], bool], timeout: float = WAIT
-) -> list[Any]:
-    """Read `topic` from the start of every partition (assign + seek: no group join) until
-    `until(records)` holds; return the records read."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        allow_auto_create_topics=False,
-        request_timeout_ms=10_000,
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        partitions: set[int] = set()
-        while not partitions:
-            partitions = consumer.partitions_for_topic(topic) or set()
-            if not partitions:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"topic {topic} did not appear within {timeout}s")
-                consumer.poll(timeout_ms=100)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        records: list[Any] = []
-        while not until(records):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s reading {topic}; read {len(records)}")
-            for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()

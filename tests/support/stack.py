@@ -14,7 +14,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,16 @@ from rescind_common.auth import ensure_dev_key, mint_token
 from rescind_common.embedded_broker import EmbeddedBroker
 from rescind_common.settings import RescindSettings
 
-__all__ = ["COMMANDS", "SERVICES", "WORKER_ROLES", "Proc", "Stack", "running", "sqlite_urls"]
+__all__ = [
+    "COMMANDS",
+    "SERVICES",
+    "WORKER_ROLES",
+    "Proc",
+    "Stack",
+    "running",
+    "running_on_postgres",
+    "sqlite_urls",
+]
 
 
 @dataclass
@@ -184,3 +193,10 @@ def running(tmp: Path, db_urls: dict[str, str]) -> Iterator[Stack]:
     finally:
         s.stop_all()
         s.broker.stop()
+
+
+@contextlib.contextmanager
+def running_on_postgres(label: str, pg_database: Callable[[str], str], tmp: Path) -> Iterator[Stack]:
+    """`running` on new PostgreSQL databases of its own, `<label>_<service>`."""
+    with running(tmp, {key: pg_database(f"{label}_{key}") for key in SERVICES}) as s:
+        yield s

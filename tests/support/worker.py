@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Sequence, Set
@@ -17,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -30,6 +32,7 @@ from rescind_common.proto.rescind.v1 import consent_events_pb2, notice_events_pb
 from revocation_worker.config import WorkerSettings
 from revocation_worker.context import AppContext
 from revocation_worker.db import Outbox
+from revocation_worker.delivery import client as delivery_client
 from revocation_worker.delivery import repository as deliveries_repo
 from revocation_worker.delivery.loop import Deliverer
 from revocation_worker.intake.models import Revocation
@@ -232,6 +235,15 @@ class WorkerHarness:
         body = r.json()
         return body["id"], body["secret"]
 
+    def wait_endpoint(self, headers: dict[str, str], endpoint_id: str, status: str) -> dict[str, Any]:
+        """The endpoint as its licensee reads it, once its status is `status`."""
+
+        def check() -> dict[str, Any] | None:
+            endpoint = self.client.get(f"/v1/endpoints/{endpoint_id}", headers=headers).json()
+            return dict(endpoint) if endpoint["status"] == status else None
+
+        return wait_until(check, what=f"the endpoint to be {status}")
+
     # notices
     def make_notice(
         self,
@@ -390,6 +402,39 @@ def outbox_events(ctx: AppContext, licensee_id: str) -> list[tuple[Outbox, notic
         rows = list(session.scalars(select(Outbox).where(Outbox.key == licensee_id).order_by(Outbox.id)))
         session.expunge_all()
     return [(row, notice_events_pb2.NoticeEvent.FromString(row.payload)) for row in rows]
+
+
+def rebind_dns(
+    monkeypatch: pytest.MonkeyPatch, host: str, public_ip: str, dial_ip: str, family: int = socket.AF_INET
+) -> None:
+    """DNS rebinding: `host` resolves to `public_ip` for the registration check, and to `dial_ip`
+    (of `family`) when the delivery client dials."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def registration_lookup(name: str, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if name == host:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (public_ip, int(port or 0)))]
+        return real_getaddrinfo(name, port, *args, **kwargs)
+
+    class RebindingResolver:
+        async def resolve(self, name: str, port: int = 0, family_: int = socket.AF_INET) -> list[Any]:
+            assert name == host, name
+            return [
+                {
+                    "hostname": name,
+                    "host": dial_ip,
+                    "port": port,
+                    "family": family,
+                    "proto": 0,
+                    "flags": socket.AI_NUMERICHOST,
+                }
+            ]
+
+        async def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(socket, "getaddrinfo", registration_lookup)
+    monkeypatch.setattr(delivery_client, "DefaultResolver", RebindingResolver)
 
 
 def barrier(w: WorkerHarness, make_receiver: Callable[..., Receiver], rounds: int = 2) -> None:
