@@ -5,7 +5,8 @@ A write is a multi-row INSERT (`insert_rows`), a multi-row UPDATE keyed by prima
 list of them in the caller's transaction:
 
 - on PostgreSQL, in one statement: each table's rows go as one array parameter per column
-  (`unnest(...) WITH ORDINALITY`, inserted in order), and all writes but the last become
+  (`unnest(...) WITH ORDINALITY`, inserted in order; a write of one row binds plain values, as a
+  grant's writes are), and all writes but the last become
   data-modifying CTEs of the last. They see the same snapshot and none sees another's rows, so
   only fold writes that do not read each other (foreign keys are fine: they are checked at the
   end of the statement). The statement is built once per shape (tables, columns, order) and its
@@ -26,6 +27,7 @@ default or NULL), as the ORM does.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -77,14 +79,20 @@ def table_of(model_or_table: Any) -> Table:
     return table
 
 
-def _writable(table: Table) -> list[Column[Any]]:
+@functools.cache
+def _writable(table: Table) -> tuple[Column[Any], ...]:
     """Every column but an autoincrement key (the database numbers those)."""
-    return [c for c in table.columns if not (c.primary_key and c.autoincrement is True)]
+    return tuple(c for c in table.columns if not (c.primary_key and c.autoincrement is True))
+
+
+def _has_python_default(col: Column[Any]) -> bool:
+    d = col.default
+    return d is not None and bool(d.is_scalar or d.is_callable)
 
 
 def _python_default(col: Column[Any]) -> tuple[bool, Any]:
     d = col.default
-    if d is None or not (d.is_scalar or d.is_callable):
+    if d is None or not _has_python_default(col):
         return False, None
     if d.is_scalar:
         return True, d.arg  # type: ignore[attr-defined]
@@ -116,7 +124,7 @@ def insert_rows(model_or_table: Any, rows: Iterable[dict[str, Any]]) -> Write:
     unknown = given - names
     if unknown:
         raise ValueError(f"{table.name}: no such column(s) to insert: {sorted(unknown)}")
-    cols = [c for c in writable if c.key in given or _python_default(c)[0]]
+    cols = [c for c in writable if c.key in given or _has_python_default(c)]
     out: list[dict[str, Any]] = []
     for row in rows:
         if len(row) == len(cols):
@@ -187,6 +195,17 @@ def _array_param(col: Column[Any], name: str) -> Any:
 def _pg_statement(write: Write, prefix: str) -> Insert | Update:
     table = write.table
     assert table is not None
+    if len(write.rows) == 1:
+        # One row: plain bound values (arrays and unnest cost the server more for nothing).
+        bound = {n: bindparam(f"{prefix}_{n}", type_=table.c[n].type) for n in write.columns}
+        if write.kind == "insert":
+            return insert(table).values(bound)
+        keys = [c.key for c in table.primary_key.columns]
+        return (
+            update(table)
+            .where(and_(*(table.c[k] == bound[k] for k in keys)))
+            .values({n: bound[n] for n in write.columns if n not in keys})
+        )
     params = [_array_param(table.c[name], f"{prefix}_{name}") for name in write.columns]
     if write.kind == "insert":
         values = (
@@ -215,6 +234,9 @@ def _pg_params(write: Write, prefix: str, serializer: Any) -> dict[str, Any]:
     table = write.table
     assert table is not None
     out: dict[str, Any] = {}
+    if len(write.rows) == 1:
+        (row,) = write.rows
+        return {f"{prefix}_{name}": row[name] for name in write.columns}
     for name in write.columns:
         col = table.c[name]
         values = [row[name] for row in write.rows]
@@ -230,7 +252,7 @@ _folded: dict[tuple[Any, ...], Any] = {}
 def _shape(write: Write) -> tuple[Any, ...]:
     if write.kind == "statement":
         return ("statement", id(write.stmt))
-    return (write.kind, write.table, write.columns)
+    return (write.kind, write.table, write.columns, len(write.rows) == 1)
 
 
 def _fold(writes: Sequence[Write], shape: tuple[Any, ...]) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.orm import Session
@@ -95,6 +95,36 @@ def notice_event_row(
         event_type=field,
         message=envelope,
     )
+
+
+class NoticeIds(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def licensee_id(self) -> str: ...
+    @property
+    def revocation_id(self) -> str: ...
+    @property
+    def subject_id(self) -> str: ...
+
+
+def notice_event_of(settings: WorkerSettings, notice: NoticeIds, **payload: Any) -> dict[str, Any]:
+    """`notice_event_row` of an event about this notice (its licensee, revocation and subject)."""
+    return notice_event_row(
+        settings,
+        licensee_id=notice.licensee_id,
+        notice_id=notice.id,
+        revocation_id=notice.revocation_id,
+        subject_id=notice.subject_id,
+        **payload,
+    )
+
+
+def publish_notice_event(
+    session: Session, settings: WorkerSettings, notice: NoticeIds, **payload: object
+) -> None:
+    """Add an event about this notice to the outbox in the caller's transaction."""
+    publish_many(session, [notice_event_of(settings, notice, **payload)])
 
 
 def publish_many(session: Session, rows: Sequence[dict[str, Any]]) -> None:

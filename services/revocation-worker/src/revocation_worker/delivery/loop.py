@@ -42,7 +42,6 @@ from rescind_common.db import utcnow
 from rescind_common.health import Heartbeat
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker import sweeps
-from revocation_worker.config import WorkerSettings
 from revocation_worker.context import AppContext
 from revocation_worker.delivery import repository as delivery_repo
 from revocation_worker.delivery import rules
@@ -51,7 +50,7 @@ from revocation_worker.delivery.rules import Outcome
 from revocation_worker.delivery.signing import sign_headers, webhook_id
 from revocation_worker.endpoints import repository as endpoints_repo
 from revocation_worker.endpoints import service as endpoints
-from revocation_worker.events import notice_event_row
+from revocation_worker.events import notice_event_of
 from revocation_worker.metrics import (
     DELIVERY_ATTEMPTS,
     DELIVERY_LATENCY,
@@ -381,7 +380,7 @@ class Deliverer:
                 }
             else:
                 payload = {"notice_failed": pb.NoticeFailed(reason=event.reason)}
-            events.append(_notice_event(s, event.notice, **payload))
+            events.append(notice_event_of(s, event.notice, **payload))
         delivery_repo.write_recorded(
             session,
             result.deliveries,
@@ -478,18 +477,6 @@ class Deliverer:
             if self._bodies_executor is not None:
                 self._bodies_executor.shutdown(wait=False)
                 self._bodies_executor = None
-
-
-def _notice_event(settings: WorkerSettings, notice: Any, **payload: Any) -> dict[str, Any]:
-    """The outbox row of a notice event (`notice`: a recorded notice row with its ids)."""
-    return notice_event_row(
-        settings,
-        licensee_id=notice.licensee_id,
-        notice_id=notice.id,
-        revocation_id=notice.revocation_id,
-        subject_id=notice.subject_id,
-        **payload,
-    )
 
 
 def _outcome_label(outcome: Outcome) -> str:

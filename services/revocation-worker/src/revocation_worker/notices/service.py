@@ -19,7 +19,13 @@ from revocation_worker.delivery import dead_letter_repository as dead_letter_rep
 from revocation_worker.delivery import repository as deliveries_repo
 from revocation_worker.delivery.rules import cannot_succeed
 from revocation_worker.endpoints import repository as endpoints_repo
-from revocation_worker.events import notice_event_row, publish, publish_many, timestamp
+from revocation_worker.events import (
+    notice_event_of,
+    notice_event_row,
+    publish_many,
+    publish_notice_event,
+    timestamp,
+)
 from revocation_worker.notices import repository
 from revocation_worker.notices.models import Notice
 from revocation_worker.notices.schemas import AckIn, DeliveryOut, ModelRef, NoticeOut, SampleRef
@@ -307,13 +313,10 @@ def acknowledge(session: Session, ctx: AppContext, notice: Notice, body: AckIn) 
         "at": iso(now),
     }
     deliveries_repo.cancel_pending_for_notice(session, notice.id)
-    publish(
+    publish_notice_event(
         session,
         ctx.settings,
-        licensee_id=notice.licensee_id,
-        notice_id=notice.id,
-        revocation_id=notice.revocation_id,
-        subject_id=notice.subject_id,
+        notice,
         notice_acknowledged=pb.NoticeAcknowledged(
             action=pb.ACK_ACTION_COMPLETED, model_ids=[m.model_id for m in body.models]
         ),
@@ -407,12 +410,9 @@ def dead_letter_to_disabled(
         if cannot_succeed(deliveries_repo.delivery_statuses(session, notice_id)):
             notice.status = "failed"
             events.append(
-                notice_event_row(
+                notice_event_of(
                     ctx.settings,
-                    licensee_id=notice.licensee_id,
-                    notice_id=notice.id,
-                    revocation_id=notice.revocation_id,
-                    subject_id=notice.subject_id,
+                    notice,
                     notice_failed=pb.NoticeFailed(reason="undeliverable: endpoint disabled"),
                 )
             )
@@ -428,13 +428,10 @@ def mark_overdue(session: Session, ctx: AppContext, notice_id: str, now: dt.date
         return False
     notice.status = "overdue"
     notice.overdue_at = now
-    publish(
+    publish_notice_event(
         session,
         ctx.settings,
-        licensee_id=notice.licensee_id,
-        notice_id=notice.id,
-        revocation_id=notice.revocation_id,
-        subject_id=notice.subject_id,
+        notice,
         notice_overdue=pb.NoticeOverdue(deadline=timestamp(notice.deadline)),
     )
     return True
