@@ -258,7 +258,7 @@ def test_token_verifier_caches_successes_only_and_is_bounded(settings, token):
     checks: list[str] = []
     full = verifier._verify
 
-    def counting(tok: str) -> Principal:
+    def counting(tok: str) -> tuple[Principal, float]:
         checks.append(tok)
         return full(tok)
 

@@ -19,6 +19,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from rescind_common.jwks import JwksKeys, KeysUnavailable, UnknownKey
 from rescind_common.keyfiles import create_once
 from rescind_common.problems import Problem
 from rescind_common.settings import RescindSettings
@@ -79,10 +80,14 @@ class TokenVerifier:
         self.issuer = settings.auth_issuer
         self.audience = settings.auth_audience
         self.leeway = settings.auth_leeway_seconds
-        self._jwks: jwt.PyJWKClient | None = None
+        self._jwks: JwksKeys | None = None
         self._key: Any = None
         if settings.auth_jwks_url:
-            self._jwks = jwt.PyJWKClient(settings.auth_jwks_url, cache_keys=True, lifespan=300, timeout=5)
+            self._jwks = JwksKeys(
+                settings.auth_jwks_url,
+                lifespan=settings.auth_jwks_cache_seconds,
+                refetch_interval=settings.auth_jwks_refetch_seconds,
+            )
         elif settings.auth_public_key_file:
             self._key = serialization.load_pem_public_key(settings.auth_public_key_file.read_bytes())
         elif settings.profile == "development":
@@ -91,8 +96,9 @@ class TokenVerifier:
             raise ValueError("no token verification key configured")
         # Verified tokens, keyed by the exact token string: a repeat costs a dict lookup instead of
         # an ES256 check (~1 ms of CPU). Only successes are kept, each until its `exp` (+ leeway, as
-        # PyJWT allows) and at most `TOKEN_CACHE_TTL` seconds (a key dropped from the JWKS stops
-        # working within that), least recently used first out past `auth_token_cache_size`.
+        # PyJWT allows), at most `TOKEN_CACHE_TTL` seconds and, with a JWKS, no longer than the key
+        # set that verified it (so a key dropped from the JWKS stops working when the set is
+        # fetched again), least recently used first out past `auth_token_cache_size`.
         self.cache_size = settings.auth_token_cache_size
         self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -123,13 +129,13 @@ class TokenVerifier:
         if hit is not None:
             return hit
         # First sight (or lapsed): every check, exactly as uncached. Failures raise and are not kept.
-        principal = self._verify(token)
+        principal, key_ttl = self._verify(token)
         if self.cache_size <= 0:
             return principal
         now = self.clock()
         exp = principal.claims["exp"]  # required, and numeric: PyJWT checked it
         # PyJWT refuses once `exp <= now - leeway`, so a cached entry ends at exp + leeway.
-        until = min(float(exp) + self.leeway, now + TOKEN_CACHE_TTL)
+        until = min(float(exp) + self.leeway, now + TOKEN_CACHE_TTL, now + key_ttl)
         if now < until:
             with self._cache_lock:
                 self._cache[token] = (principal, until)
@@ -138,15 +144,36 @@ class TokenVerifier:
                     self._cache.popitem(last=False)
         return principal
 
-    def _verify(self, token: str) -> Principal:
+    def _signing_key(self, header: dict[str, Any]) -> tuple[Any, float]:
+        """The key that must have signed a token with this header, and for how many more seconds
+        it may be trusted."""
+        if self._jwks is None:
+            return self._key, TOKEN_CACHE_TTL
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise _unauthorized("The token's key id is invalid.")
+        try:
+            key, valid_until = self._jwks.key(kid)
+        except UnknownKey as exc:
+            raise _unauthorized("The token is signed with an unknown key.") from exc
+        except KeysUnavailable as exc:
+            raise Problem(
+                503,
+                "The token-verification keys cannot be fetched; retry shortly.",
+                type_="https://rescind.dev/problems/overloaded",
+                headers={"Retry-After": "5"},
+            ) from exc
+        return key, max(0.0, valid_until - self._jwks.clock())
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise _unauthorized("The bearer token is malformed.") from exc
         if header.get("alg") not in self.algorithms:
             raise _unauthorized("The token's algorithm is not accepted.")
+        key, key_ttl = self._signing_key(header)
         try:
-            key = self._jwks.get_signing_key_from_jwt(token).key if self._jwks else self._key
             claims = jwt.decode(
                 token,
                 key,
@@ -171,7 +198,7 @@ class TokenVerifier:
             role = Role(str(claims.get("role")))
         except ValueError as exc:
             raise _unauthorized("The token carries no known role.") from exc
-        return Principal(sub=sub, role=role, claims=claims)
+        return Principal(sub=sub, role=role, claims=claims), key_ttl
 
 
 def mint_token(

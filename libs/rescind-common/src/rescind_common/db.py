@@ -89,7 +89,10 @@ def make_engine(
     `idle_ping_seconds` (a dead one is replaced before the caller sees it): a busy pool skips the
     round trip (one in ten of a grant's), an idle service still survives a database restart without
     a failed request. A connection that dies in use fails its statement; SQLAlchemy sees the
-    disconnect, invalidates the pool, and the API answers 503 (the loops retry)."""
+    disconnect, invalidates the pool, and the API answers 503 (the loops retry).
+
+    Statement parameters (e-mails, evidence, secrets) never appear in a database error's message,
+    and so never in a logged traceback: `hide_parameters`."""
     if is_sqlite(url):
         engine = create_engine(
             url,
@@ -99,6 +102,7 @@ def make_engine(
             max_overflow=pool_size if max_overflow is None else max_overflow,
             pool_timeout=pool_timeout,
             json_serializer=lambda o: json.dumps(o, separators=(",", ":")),
+            hide_parameters=True,
         )
 
         @event.listens_for(engine, "connect")
@@ -126,6 +130,7 @@ def make_engine(
         max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_timeout=pool_timeout,
         connect_args={"connect_timeout": 5},
+        hide_parameters=True,
     )
 
     @event.listens_for(engine, "checkin")

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from contextvars import ContextVar
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+# PostgreSQL's DETAIL of a failed statement quotes the row's values ("Key (email)=(...) already
+# exists"); the engines hide bound parameters (rescind_common.db), this hides those.
+_DB_DETAIL = re.compile(r"^(DETAIL|HINT|CONTEXT|WHERE):.*$", re.MULTILINE)
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,7 +30,7 @@ class JsonFormatter(logging.Formatter):
             if hasattr(record, key):
                 out[key] = getattr(record, key)
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = _DB_DETAIL.sub(r"\1: (hidden)", self.formatException(record.exc_info))
         return json.dumps(out, default=str)
 
 

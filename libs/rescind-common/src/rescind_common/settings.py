@@ -54,6 +54,13 @@ class RescindSettings(BaseSettings):
     # least recently used out first) so a repeat skips the signature check; failures are never kept.
     # 0 turns it off.
     auth_token_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
+    # With a JWKS: the key set is fetched again once it is this old, so a key removed from the
+    # identity provider stops verifying tokens within this many seconds (tokens it verified
+    # included: the token cache keeps none longer than the key set that verified it).
+    auth_jwks_cache_seconds: float = Field(default=300.0, ge=1, le=86_400)
+    # A token naming a key the set lacks (a new key, or a forged `kid`) fetches the set again at
+    # most this often; tokens with unknown keys in between are refused.
+    auth_jwks_refetch_seconds: float = Field(default=30.0, ge=0, le=3600)
 
     # Request bodies above this are refused with 413 (batch endpoints have their own limit).
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
