@@ -401,7 +401,10 @@ def test_only_the_pipelines_scoped_lookups_are_not_limited(sec_stack: SecuritySt
     client, _ = tight("registry", rate=1, burst=2)
     aud = sec_stack.audience("registry")
     unknown = {"sample_ids": [new_id("smp")]}
-    for sub, scope, view in (("revocation-worker", "holders", "licenses"), ("consent-api", "recipients", "samples")):
+    for sub, scope, view in (
+        ("revocation-worker", "holders", "licenses"),
+        ("consent-api", "recipients", "samples"),
+    ):
         service = sec_stack.headers("service", sub, audience=aud, scopes=(scope,))
         for _ in range(5):
             r = client.post("/v1/holders", json={**unknown, "view": view}, headers=service)

@@ -71,7 +71,9 @@ def refused_everywhere_else(worlds: dict[str, World], token: dict[str, str]) -> 
     assert assert_problem(r, 401)["detail"] == "The token's audience is wrong."
     worker = worlds["worker"].client
     for r in (
-        worker.post("/v1/operator/dead-letters/redrive", json={"licensee_id": registry.subs["a"]}, headers=token),
+        worker.post(
+            "/v1/operator/dead-letters/redrive", json={"licensee_id": registry.subs["a"]}, headers=token
+        ),
         worker.get("/v1/operator/dead-letters", headers=token),
     ):
         assert_problem(r, 401)

@@ -77,7 +77,9 @@ def violations(docs: Docs) -> list[str]:
                 prefix = m["mountPath"].rstrip("/") + "/"
                 pointing = {setting(k) for k, v in env.items() if k.startswith("RESCIND_") and prefix in v}
                 if not pointing:
-                    out.append(f"{where}: mounts Secret {volume['secret']['secretName']}, which no setting reads")
+                    out.append(
+                        f"{where}: mounts Secret {volume['secret']['secretName']}, which no setting reads"
+                    )
                 for name in sorted(pointing & every_secret - uses):
                     out.append(f"{where}: mounts {prefix} for {name}, which it never reads")
             # And what production refuses to start without is there.
@@ -113,5 +115,9 @@ def test_a_secret_given_to_the_wrong_pod_is_caught(rendered: dict[str, Docs]) ->
     assert any("consent-api-relay" in v and "RESCIND_CONSENT_MASTER_KEY" in v for v in found)
     # And a process without a secret it needs.
     (c,) = pod_spec(by_name["revocation-worker-delivery"])["containers"]
-    c["envFrom"] = [s for s in c["envFrom"] if s.get("secretRef", {}).get("name") != "revocation-worker-secret-key"]
-    assert any("revocation-worker-delivery" in v and "needs RESCIND_WORKER_SECRET_KEY" in v for v in violations(docs))
+    c["envFrom"] = [
+        s for s in c["envFrom"] if s.get("secretRef", {}).get("name") != "revocation-worker-secret-key"
+    ]
+    assert any(
+        "revocation-worker-delivery" in v and "needs RESCIND_WORKER_SECRET_KEY" in v for v in violations(docs)
+    )

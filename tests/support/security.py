@@ -32,7 +32,7 @@ from sqlalchemy import select
 from consent_api.main import create_app as create_consent_app
 from consent_api.migrate import upgrade as upgrade_consent
 from registry.main import create_app as create_registry_app
-from rescind_common.auth import Scope, ensure_dev_key, mint_token
+from rescind_common.auth import ServiceScope, ensure_dev_key, mint_token
 from rescind_common.db import make_engine, make_session_factory
 from rescind_common.ids import new_id
 from rescind_common.settings import RescindSettings
@@ -49,7 +49,7 @@ TENANT_ROLES = ("subject", "licensee")  # roles whose records belong to one call
 SERVICES = ("consent", "registry", "worker")
 # The service names the settings know them by (their audiences: RescindSettings.audience_of).
 SERVICE_NAMES = {"consent": "consent-api", "registry": "registry", "worker": "revocation-worker"}
-ALL_SCOPES = tuple(s.value for s in Scope)
+ALL_SCOPES = tuple(s.value for s in ServiceScope)
 
 # Rate limiting off in the shared stack: the matrix and the fuzzer send hundreds of requests per caller
 # on purpose. A license naming an unknown consent waits this long for the projection (fuzzing does).
@@ -200,7 +200,12 @@ BAD_TOKEN_KINDS = (
 
 
 def bad_token_headers(
-    stack: SecurityStack, kind: str, role: str, sub: str, service: str = "consent", scopes: tuple[str, ...] = ()
+    stack: SecurityStack,
+    kind: str,
+    role: str,
+    sub: str,
+    service: str = "consent",
+    scopes: tuple[str, ...] = (),
 ) -> dict[str, str]:
     """Headers carrying a token of `kind` that must be refused with 401 by `service`. Everything but
     the defect is right: the claims name `role`, `sub` (and `scopes`), a caller who would otherwise

@@ -9,7 +9,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from rescind_common.auth import Role, Scope, TokenVerifier
+from rescind_common.auth import Role, ServiceScope, TokenVerifier
 from rescind_common.problems import Problem
 from rescind_common.service_token import ServiceToken, mint_service_token
 from rescind_common.settings import RescindSettings
@@ -18,7 +18,7 @@ from rescind_common.settings import RescindSettings
 def test_a_configured_token_is_shown_as_it_is(tmp_path: Path) -> None:
     s = RescindSettings(state_dir=tmp_path)
     token = ServiceToken(
-        s, subject="consent-api", scope=Scope.RECIPIENTS, static="tok-123", ttl=dt.timedelta(minutes=5)
+        s, subject="consent-api", scope=ServiceScope.RECIPIENTS, static="tok-123", ttl=dt.timedelta(minutes=5)
     )
     assert token.headers() == {"Authorization": "Bearer tok-123"}
     assert not (tmp_path / "keys").exists()  # nothing minted, no key made
@@ -26,10 +26,16 @@ def test_a_configured_token_is_shown_as_it_is(tmp_path: Path) -> None:
 
 def test_a_minted_token_is_a_scoped_service_token_for_the_callee_alone(tmp_path: Path) -> None:
     s = RescindSettings(state_dir=tmp_path)
-    raw = mint_service_token(s, subject="revocation-worker", scopes=[Scope.HOLDERS], ttl=dt.timedelta(hours=1))
+    raw = mint_service_token(
+        s, subject="revocation-worker", scopes=[ServiceScope.HOLDERS], ttl=dt.timedelta(hours=1)
+    )
     assert jwt.get_unverified_header(raw)["alg"] == "ES256"
     principal = TokenVerifier(s, service="registry").verify(raw)
-    assert (principal.sub, principal.role, principal.scopes) == ("revocation-worker", Role.SERVICE, {"holders"})
+    assert (principal.sub, principal.role, principal.scopes) == (
+        "revocation-worker",
+        Role.SERVICE,
+        {"holders"},
+    )
     # Not an operator, and no other service takes it: its audience is the registry's alone.
     assert jwt.decode(raw, options={"verify_signature": False})["aud"] == s.auth_registry_audience
     for other in ("consent-api", "revocation-worker"):
@@ -59,7 +65,12 @@ def test_a_minted_token_is_reused_until_half_its_life_has_gone(tmp_path: Path) -
     s = RescindSettings(state_dir=tmp_path)
     now = [dt.datetime(2026, 3, 1, tzinfo=dt.UTC)]
     token = ServiceToken(
-        s, subject="w", scope=Scope.HOLDERS, static=None, ttl=dt.timedelta(hours=1), clock=lambda: now[0]
+        s,
+        subject="w",
+        scope=ServiceScope.HOLDERS,
+        static=None,
+        ttl=dt.timedelta(hours=1),
+        clock=lambda: now[0],
     )
     first = token.value()
     now[0] += dt.timedelta(minutes=30)
@@ -71,4 +82,4 @@ def test_a_minted_token_is_reused_until_half_its_life_has_gone(tmp_path: Path) -
 def test_settings_not_accepting_the_keys_algorithm_refuse_to_mint(tmp_path: Path) -> None:
     s = RescindSettings(state_dir=tmp_path, auth_algorithms=["RS256"])
     with pytest.raises(ValueError, match="RESCIND_AUTH_ALGORITHMS"):
-        mint_service_token(s, subject="w", scopes=[Scope.HOLDERS], ttl=dt.timedelta(minutes=5))
+        mint_service_token(s, subject="w", scopes=[ServiceScope.HOLDERS], ttl=dt.timedelta(minutes=5))

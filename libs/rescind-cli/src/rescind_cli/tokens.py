@@ -8,12 +8,12 @@ import re
 from pydantic import ValidationError
 
 from rescind_cli.errors import CliError
-from rescind_common.auth import Role, Scope, ensure_dev_key, mint_token
+from rescind_common.auth import Role, ServiceScope, ensure_dev_key, mint_token
 from rescind_common.service_token import service_audience
 from rescind_common.settings import RescindSettings
 
 ROLES = tuple(r.value for r in Role)
-SCOPES = tuple(s.value for s in Scope)
+SCOPES = tuple(s.value for s in ServiceScope)
 # The services refuse a `sub` longer than this.
 MAX_SUB_LENGTH = 255
 
@@ -61,7 +61,7 @@ def dev_token(
         if not scopes:
             raise CliError(f"--role service needs --scope ({' or '.join(SCOPES)})", code=2)
         try:
-            audience = service_audience(settings, [Scope(s) for s in scopes])
+            audience = service_audience(settings, [ServiceScope(s) for s in scopes])
         except ValueError as exc:
             raise CliError(str(exc), code=2) from exc
     elif scopes:

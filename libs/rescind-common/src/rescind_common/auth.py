@@ -35,7 +35,7 @@ class Role(enum.StrEnum):
     SERVICE = "service"
 
 
-class Scope(enum.StrEnum):
+class ServiceScope(enum.StrEnum):
     """What a `service` token may do (its `scope` claim: space-separated, as in RFC 8693 / RFC 9068).
     Each is one call of one service; everything else answers 403 to a service token."""
 
@@ -46,7 +46,10 @@ class Scope(enum.StrEnum):
 
 
 # The service whose API each scope opens: a service token carries that audience alone.
-SCOPE_SERVICE: dict[Scope, str] = {Scope.HOLDERS: "registry", Scope.RECIPIENTS: "registry"}
+SCOPE_SERVICE: dict[ServiceScope, str] = {
+    ServiceScope.HOLDERS: "registry",
+    ServiceScope.RECIPIENTS: "registry",
+}
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class Principal:
     # The `scope` claim's entries; only a service token's are ever consulted.
     scopes: frozenset[str] = frozenset()
 
-    def has_scope(self, scope: Scope) -> bool:
+    def has_scope(self, scope: ServiceScope) -> bool:
         return self.role == Role.SERVICE and scope.value in self.scopes
 
 
@@ -267,7 +270,7 @@ def forbidden(detail: str) -> Problem:
     return Problem(403, detail, type_="https://rescind.dev/problems/forbidden")
 
 
-def require_role(*roles: Role, scopes: Iterable[Scope] = ()) -> Any:
+def require_role(*roles: Role, scopes: Iterable[ServiceScope] = ()) -> Any:
     """Callers with one of `roles`, or service tokens carrying one of `scopes` (403 otherwise).
     Role.SERVICE itself is never in `roles`: a service is let in by scope alone."""
     allowed = set(roles)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rescind_common.auth import VERIFIED_STATE_KEY, Principal, Role, Scope, TokenVerifier
+from rescind_common.auth import VERIFIED_STATE_KEY, Principal, Role, ServiceScope, TokenVerifier
 from rescind_common.problems import PROBLEM_BASE, problem_response
 
 # Never limited: probes and scrapes must not be refused because a caller is noisy.
@@ -24,15 +24,17 @@ EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # Everyone is limited, operators included, but for one narrow identity: a `service` token calling the
 # one route its scope opens (the worker's holders lookups, consent-api's recipients lookup), since
 # throttling it would throttle the revocation pipeline itself. Anywhere else it is limited too.
-EXEMPT_SERVICE_CALLS: dict[tuple[str, str], frozenset[Scope]] = {
-    ("POST", "/v1/holders"): frozenset({Scope.HOLDERS, Scope.RECIPIENTS}),
+EXEMPT_SERVICE_CALLS: dict[tuple[str, str], frozenset[ServiceScope]] = {
+    ("POST", "/v1/holders"): frozenset({ServiceScope.HOLDERS, ServiceScope.RECIPIENTS}),
 }
 
 
 def exempt(principal: Principal, method: str, path: str) -> bool:
     """True for the pipeline's own call (see EXEMPT_SERVICE_CALLS)."""
     scopes = EXEMPT_SERVICE_CALLS.get((method, path))
-    return principal.role == Role.SERVICE and scopes is not None and any(principal.has_scope(s) for s in scopes)
+    return (
+        principal.role == Role.SERVICE and scopes is not None and any(principal.has_scope(s) for s in scopes)
+    )
 
 
 class TokenBucketLimiter:

@@ -7,23 +7,23 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable
 
-from rescind_common.auth import SCOPE_SERVICE, Role, Scope, ensure_dev_key, mint_token
+from rescind_common.auth import SCOPE_SERVICE, Role, ServiceScope, ensure_dev_key, mint_token
 from rescind_common.settings import RescindSettings
 
 # The development signing key is an EC P-256 key: its tokens are ES256, whatever else is accepted.
 DEV_KEY_ALGORITHM = "ES256"
 
 
-def service_audience(settings: RescindSettings, scopes: Iterable[Scope]) -> str:
+def service_audience(settings: RescindSettings, scopes: Iterable[ServiceScope]) -> str:
     """The one audience a service token for `scopes` carries (all of them must open one service)."""
-    callees = {SCOPE_SERVICE[Scope(s)] for s in scopes}
+    callees = {SCOPE_SERVICE[ServiceScope(s)] for s in scopes}
     if len(callees) != 1:
         raise ValueError("a service token's scopes must all be for one service (its audience)")
     return settings.audience_of(callees.pop())
 
 
 def mint_service_token(
-    settings: RescindSettings, *, subject: str, scopes: Iterable[Scope], ttl: dt.timedelta
+    settings: RescindSettings, *, subject: str, scopes: Iterable[ServiceScope], ttl: dt.timedelta
 ) -> str:
     """A `service` token signed with the development key, for the issuer and the callee's audience.
     Refused (ValueError) when the settings do not accept that key's algorithm: the callee would
@@ -34,7 +34,7 @@ def mint_service_token(
             f"service tokens are {DEV_KEY_ALGORITHM} (the development key), which RESCIND_AUTH_ALGORITHMS "
             "does not accept; configure a token for the callee instead"
         )
-    scopes = [Scope(s) for s in scopes]
+    scopes = [ServiceScope(s) for s in scopes]
     return mint_token(
         ensure_dev_key(settings.dev_auth_key_file),
         sub=subject,
@@ -56,7 +56,7 @@ class ServiceToken:
         settings: RescindSettings,
         *,
         subject: str,
-        scope: Scope,
+        scope: ServiceScope,
         static: str | None,
         ttl: dt.timedelta,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),

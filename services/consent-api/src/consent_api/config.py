@@ -18,12 +18,19 @@ class ConsentSettings(RescindSettings):
     PROCESS_SECRETS: ClassVar[dict[str, frozenset[str]]] = {
         "migrate": frozenset({"consent_database_url"}),
         "serve": frozenset(
-            {"consent_database_url", "consent_master_key", "consent_receipt_key_file", "consent_registry_token"}
+            {
+                "consent_database_url",
+                "consent_master_key",
+                "consent_receipt_key_file",
+                "consent_registry_token",
+            }
         ),
         "relay": frozenset({"consent_database_url"}),
         "consumer": frozenset({"consent_database_url"}),
     }
-    PRODUCTION_SECRETS: ClassVar[frozenset[str]] = frozenset({"consent_master_key", "consent_receipt_key_file"})
+    PRODUCTION_SECRETS: ClassVar[frozenset[str]] = frozenset(
+        {"consent_master_key", "consent_receipt_key_file"}
+    )
 
     # SQLAlchemy URL; `postgresql://user@host/db` in production.
     consent_database_url: str = "sqlite:///.rescind/consent.db"

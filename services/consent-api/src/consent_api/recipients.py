@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from consent_api.config import ConsentSettings
-from rescind_common.auth import Scope
+from rescind_common.auth import ServiceScope
 from rescind_common.service_token import ServiceToken
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def lookup(settings: ConsentSettings, sample_ids: list[str]) -> dict[str, Any]:
             settings,
             subject="consent-api",
             # A `service` token with scope `recipients`: this lookup (view samples) and nothing else.
-            scope=Scope.RECIPIENTS,
+            scope=ServiceScope.RECIPIENTS,
             static=settings.consent_registry_token,
             ttl=dt.timedelta(minutes=5),
         )

@@ -9,14 +9,16 @@ from registry.context import Ctx
 from registry.db import DbSession
 from registry.holders import service
 from registry.holders.schemas import HoldersByLicenseOut, HoldersIn, HoldersOut
-from rescind_common.auth import Principal, Role, Scope, forbidden, require_role
+from rescind_common.auth import Principal, Role, ServiceScope, forbidden, require_role
 from rescind_common.problems import Problem
 
 router = APIRouter(prefix="/v1/holders", tags=["holders"])
 
 # Operators, and the two service callers: each scope opens one view (the one its caller reads).
-HoldersCaller = Annotated[Principal, require_role(Role.OPERATOR, scopes=(Scope.HOLDERS, Scope.RECIPIENTS))]
-VIEW_SCOPE = {"licenses": Scope.HOLDERS, "samples": Scope.RECIPIENTS}
+HoldersCaller = Annotated[
+    Principal, require_role(Role.OPERATOR, scopes=(ServiceScope.HOLDERS, ServiceScope.RECIPIENTS))
+]
+VIEW_SCOPE = {"licenses": ServiceScope.HOLDERS, "samples": ServiceScope.RECIPIENTS}
 
 
 @router.post(

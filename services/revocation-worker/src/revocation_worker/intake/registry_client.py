@@ -6,7 +6,7 @@ import datetime as dt
 
 import httpx
 
-from rescind_common.auth import Scope
+from rescind_common.auth import ServiceScope
 from rescind_common.service_token import ServiceToken
 from revocation_worker.context import AppContext
 from revocation_worker.intake.holdings import Holdings, HoldingsMerger
@@ -26,7 +26,7 @@ class RegistryClient:
         self._token = ServiceToken(
             s,
             subject="revocation-worker",
-            scope=Scope.HOLDERS,
+            scope=ServiceScope.HOLDERS,
             static=s.worker_registry_token,
             ttl=dt.timedelta(hours=1),
         )
