@@ -83,3 +83,46 @@ def test_settings_not_accepting_the_keys_algorithm_refuse_to_mint(tmp_path: Path
     s = RescindSettings(state_dir=tmp_path, auth_algorithms=["RS256"])
     with pytest.raises(ValueError, match="RESCIND_AUTH_ALGORITHMS"):
         mint_service_token(s, subject="w", scopes=[ServiceScope.HOLDERS], ttl=dt.timedelta(minutes=5))
+
+
+def test_rescind_token_mints_people_for_every_service_and_services_for_their_callee(tmp_path: Path) -> None:
+    """`rescind token --role subject --sub alice` works at all three services (the README's story);
+    `--role service --scope holders` at the registry alone, as a service."""
+    from rescind_cli.errors import CliError
+    from rescind_cli.tokens import dev_token
+
+    s = RescindSettings(state_dir=tmp_path)
+    ttl = dt.timedelta(minutes=5)
+    verifiers = {
+        name: TokenVerifier(s, service=name) for name in ("consent-api", "registry", "revocation-worker")
+    }
+    alice = dev_token(s, role="subject", sub="alice", ttl=ttl)
+    assert all(v.verify(alice).sub == "alice" for v in verifiers.values())
+    service = dev_token(s, role="service", sub="revocation-worker", ttl=ttl, scopes=["holders"])
+    assert verifiers["registry"].verify(service).scopes == {"holders"}
+    for name in ("consent-api", "revocation-worker"):
+        with pytest.raises(Problem):
+            verifiers[name].verify(service)
+    with pytest.raises(CliError, match="--scope"):
+        dev_token(s, role="service", sub="w", ttl=ttl)
+    with pytest.raises(CliError, match="--role service only"):
+        dev_token(s, role="operator", sub="ops", ttl=ttl, scopes=["holders"])
+
+
+def test_production_refuses_a_process_without_a_secret_it_reads_and_no_other(tmp_path: Path) -> None:
+    from revocation_worker.config import WorkerSettings
+
+    s = WorkerSettings(
+        profile="production",
+        auth_issuer="https://idp.example",
+        auth_jwks_url="https://idp.example/jwks.json",
+        worker_secret_key="k",
+    )
+    s.require_secrets("serve")  # the API has its key, and needs no registry token
+    s.require_secrets("worker --role delivery")
+    with pytest.raises(ValueError, match="RESCIND_WORKER_REGISTRY_TOKEN"):
+        s.require_secrets("worker --role intake")
+    intake_only = s.model_copy(update={"worker_secret_key": None, "worker_registry_token": "t"})
+    intake_only.require_secrets("worker --role intake")  # intake never reads the secret key
+    with pytest.raises(ValueError, match="RESCIND_WORKER_SECRET_KEY"):
+        intake_only.require_secrets("serve")
