@@ -234,7 +234,7 @@ def bearer(state: Path, role: str, sub: str, ttl: dt.timedelta | None = None) ->
         sub=sub,
         role=role,
         issuer=settings.auth_issuer,
-        audience=settings.auth_audience,
+        audience=settings.token_audiences,
         **({} if ttl is None else {"ttl": ttl}),
     )
     return {"Authorization": f"Bearer {token}"}

@@ -96,7 +96,7 @@ def token(state_dir: Path) -> TokenFactory:
             sub=sub or f"seller-{uuid.uuid4().hex[:12]}",
             role=role,
             issuer=kwargs.pop("issuer", settings.auth_issuer),
-            audience=kwargs.pop("audience", settings.auth_audience),
+            audience=kwargs.pop("audience", settings.token_audiences),
             **kwargs,
         )
 

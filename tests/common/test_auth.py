@@ -45,7 +45,7 @@ def _claims(settings, **over):
         "sub": f"seller-{uuid.uuid4().hex[:12]}",
         "role": "subject",
         "iss": settings.auth_issuer,
-        "aud": settings.auth_audience,
+        "aud": settings.token_audiences,
         "iat": now,
         "exp": now + 3600,
     }
@@ -254,7 +254,7 @@ def test_tampered_payload_is_refused_while_the_genuine_token_is_cached(client, t
 
 
 def test_token_verifier_caches_successes_only_and_is_bounded(settings, token):
-    verifier = TokenVerifier(settings.model_copy(update={"auth_token_cache_size": 2}))
+    verifier = TokenVerifier(settings.model_copy(update={"auth_token_cache_size": 2}), service="consent-api")
     checks: list[str] = []
     full = verifier._verify
 

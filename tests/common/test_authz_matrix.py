@@ -1,5 +1,10 @@
 """The authorization matrix: every endpoint of every service x every role (subject, licensee,
-operator, none) x own / foreign / missing ids.
+operator, service, none) x own / foreign / missing ids.
+
+- A `service` token (one Rescind service calling another) is let in by its scope alone: with no
+  scope, or with every scope but the one an endpoint takes, it gets 403 everywhere; with that scope
+  it gets the one call it exists for (the registry's holders lookup) and nothing else. A token for
+  one service's audience is refused by the others (401).
 
 - Every route of every app must have an entry here (or be listed as public): a new endpoint cannot be
   forgotten.
@@ -24,6 +29,7 @@ from starlette.routing import Route
 
 from support.helpers import assert_problem, sha
 from support.security import (
+    ALL_SCOPES,
     BAD_TOKEN_KINDS,
     ROLES,
     TENANT_ROLES,
@@ -48,6 +54,7 @@ class Op:
     fresh: bool = False  # a successful call uses the record up: give each call a new one
     body: Body | None = None
     query: dict[str, Any] = field(default_factory=dict)
+    scopes: tuple[str, ...] = ()  # the scopes that let a service token in (role "service")
 
     @property
     def id(self) -> str:
@@ -124,7 +131,15 @@ MATRIX: list[Op] = [
     Op("registry", "POST", "/v1/models", LICENSEE, (201,), body=lambda w, t: w.model_body(t)),
     Op("registry", "GET", "/v1/models", LICENSEE_OR_OPERATOR),
     Op("registry", "GET", "/v1/models/{model_id}", LICENSEE_OR_OPERATOR, kind="model"),
-    Op("registry", "POST", "/v1/holders", OPERATOR, body=lambda w, t: {"sample_ids": w.samples_of[t]}),
+    # The default view (samples) is consent-api's recipients lookup; the worker's view: below.
+    Op(
+        "registry",
+        "POST",
+        "/v1/holders",
+        ("operator", "service"),
+        body=lambda w, t: {"sample_ids": w.samples_of[t]},
+        scopes=("recipients",),
+    ),
     # revocation-worker: licensees manage their endpoints and notices; operators the backlog.
     Op("worker", "POST", "/v1/endpoints", LICENSEE, (201,), body=lambda w, t: {"url": w.URL}),
     Op("worker", "GET", "/v1/endpoints", LICENSEE),
@@ -230,6 +245,8 @@ def test_matrix_entries_are_unique_and_sane() -> None:
     for op in MATRIX:
         assert set(op.roles) <= set(ROLES), op
         assert ("{" in op.path) == (op.kind is not None), op
+        assert ("service" in op.roles) == bool(op.scopes), op
+        assert set(op.scopes) <= set(ALL_SCOPES), op
 
 
 # -- public endpoints ------------------------------------------------------------------
@@ -257,15 +274,18 @@ def test_bad_tokens_are_401_on_every_protected_endpoint(
     sec_stack: SecurityStack, sec_worlds: dict[str, World], op: Op
 ) -> None:
     world = sec_worlds[op.service]
-    role = op.roles[0]
     record = world.record(op.kind, "a") if op.kind else None
     failures = []
-    for kind in BAD_TOKEN_KINDS:
-        r = call(world, op, bad_token_headers(sec_stack, kind, role, world.sub(role, "a")), record)
-        try:
-            assert_401(r)
-        except (AssertionError, KeyError) as exc:
-            failures.append(f"{kind}: {r.status_code} {r.text[:200]} ({exc})")
+    for role in {op.roles[0], *(r for r in op.roles if r == "service")}:
+        for kind in BAD_TOKEN_KINDS:
+            headers = bad_token_headers(
+                sec_stack, kind, role, world.sub(role, "a"), service=op.service, scopes=op.scopes
+            )
+            r = call(world, op, headers, record)
+            try:
+                assert_401(r)
+            except (AssertionError, KeyError) as exc:
+                failures.append(f"{role} {kind}: {r.status_code} {r.text[:200]} ({exc})")
     assert not failures, "\n".join(failures)
 
 
@@ -277,12 +297,21 @@ def test_wrong_role_is_403(sec_worlds: dict[str, World], op: Op) -> None:
     world = sec_worlds[op.service]
     record = world.record(op.kind, "a") if op.kind else None
     before = world.snapshot(op.kind, record) if op.kind and op.writes else None
-    for role in set(ROLES) - set(op.roles):
+    for role in set(ROLES) - set(op.roles) - {"service"}:
         # The caller even carries tenant a's own id as its `sub`: the role alone decides.
         for sub in (world.sub(role, "a"), world.subs["a"]):
             r = call(world, op, world.stack.headers(role, sub), record)
             body = assert_problem(r, 403)
             assert body["type"].endswith("/forbidden"), body
+    # A service token for this very service: with no scope, and with every scope but the ones this
+    # endpoint takes (the worker's and consent-api's tokens on audit entries, licenses, dead letters).
+    aud = world.stack.audience(op.service)
+    wrong_scopes = tuple(s for s in ALL_SCOPES if s not in op.scopes)
+    for scopes in {(), wrong_scopes}:
+        for sub in ("revocation-worker", "consent-api", world.subs["a"]):
+            r = call(world, op, world.stack.headers("service", sub, audience=aud, scopes=scopes), record)
+            body = assert_problem(r, 403)
+            assert body["type"].endswith("/forbidden"), (scopes, body)
     if op.kind and op.writes:
         assert world.snapshot(op.kind, record) == before
 
@@ -296,8 +325,31 @@ def test_allowed_roles_succeed_on_own_records(sec_worlds: dict[str, World], op: 
     world = sec_worlds[op.service]
     for role in op.roles:
         record = world.record(op.kind, "a", fresh=op.fresh) if op.kind else None
-        r = call(world, op, world.headers(role, "a"), record)
+        r = call(world, op, world.headers(role, "a", scopes=op.scopes), record)
         assert r.status_code in op.ok, (role, r.status_code, r.text[:300])
+
+
+@pytest.mark.parametrize(
+    ("view", "scope"), [("licenses", "holders"), ("samples", "recipients")], ids=["worker", "consent-api"]
+)
+def test_each_service_scope_opens_its_own_holders_view_only(
+    sec_worlds: dict[str, World], view: str, scope: str
+) -> None:
+    """The worker's scope (holders) reads the licenses view, consent-api's (recipients) the samples
+    view; each is refused the other's, and a registry token is refused by the other services."""
+    w = sec_worlds["registry"]
+    assert isinstance(w, RegistryWorld)
+    body = {"sample_ids": w.samples_of["a"], "view": view}
+    r = w.client.post("/v1/holders", json=body, headers=w.headers("service", scopes=(scope,)))
+    assert r.status_code == 200, r.text
+    assert w.subs["a"] in r.text  # the real answer: tenant a's licensee holds these samples
+    (other,) = set(ALL_SCOPES) - {scope}
+    r = w.client.post("/v1/holders", json=body, headers=w.headers("service", scopes=(other,)))
+    assert assert_problem(r, 403)["type"].endswith("/forbidden")
+    # The same token (the registry's audience) at consent-api and revocation-worker: 401.
+    token = w.headers("service", scopes=(scope,))
+    for service, path in (("consent", "/v1/audit/entries"), ("worker", "/v1/operator/dead-letters")):
+        assert_401(sec_worlds[service].client.get(path, params={"subject_id": "sub_x"}, headers=token))
 
 
 # -- foreign ids: 404, exactly like a missing id ------------------------------------------

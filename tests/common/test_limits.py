@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from consent_api.main import create_app as create_consent_app
 from registry.main import create_app as create_registry_app
 from rescind_common.app import MAX_JSON_DEPTH
+from rescind_common.ids import new_id
 from rescind_common.problems import MAX_ERRORS
 from rescind_common.settings import RescindSettings
 from revocation_worker.config import WorkerSettings
@@ -377,7 +378,7 @@ def test_forged_tokens_cannot_drain_someone_elses_bucket(sec_stack: SecurityStac
         assert client.get("/v1/notices", headers=sec_stack.headers("licensee", victim)).status_code == 200
 
 
-def test_probes_metrics_and_operators_are_not_limited(sec_stack: SecurityStack, tight: Any) -> None:
+def test_probes_and_metrics_are_not_limited_but_operators_are(sec_stack: SecurityStack, tight: Any) -> None:
     client, _ = tight("worker", rate=1, burst=2)
     for _ in range(3):
         client.get("/v1/notices")
@@ -386,10 +387,36 @@ def test_probes_metrics_and_operators_are_not_limited(sec_stack: SecurityStack, 
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code in (200, 503)
         assert client.get("/metrics").status_code == 200
-        assert (
-            client.get("/v1/operator/notices", headers=sec_stack.headers("operator", "ops")).status_code
-            == 200
-        )
+    # An operator is a caller like any other: a leaked operator token cannot hammer an API.
+    ops = sec_stack.headers("operator", "ops")
+    for _ in range(2):
+        assert client.get("/v1/operator/notices", headers=ops).status_code == 200
+    assert_429(client.get("/v1/operator/notices", headers=ops), retry_after=1)
+
+
+def test_only_the_pipelines_scoped_lookups_are_not_limited(sec_stack: SecurityStack, tight: Any) -> None:
+    """The worker's and consent-api's service tokens on POST /v1/holders (their one call) are never
+    throttled: that would throttle revocations. The same tokens anywhere else, and operators on the
+    same call, are."""
+    client, _ = tight("registry", rate=1, burst=2)
+    aud = sec_stack.audience("registry")
+    unknown = {"sample_ids": [new_id("smp")]}
+    for sub, scope, view in (
+        ("revocation-worker", "holders", "licenses"),
+        ("consent-api", "recipients", "samples"),
+    ):
+        service = sec_stack.headers("service", sub, audience=aud, scopes=(scope,))
+        for _ in range(5):
+            r = client.post("/v1/holders", json={**unknown, "view": view}, headers=service)
+            assert r.status_code == 200, r.text
+        # Elsewhere (refused anyway) it counts like anyone: two 403s, then 429.
+        for _ in range(2):
+            assert_problem(client.get("/v1/licenses", headers=service), 403)
+        assert_429(client.get("/v1/licenses", headers=service), retry_after=1)
+    ops = sec_stack.headers("operator", "ops")
+    for _ in range(2):
+        assert client.post("/v1/holders", json=unknown, headers=ops).status_code == 200
+    assert_429(client.post("/v1/holders", json=unknown, headers=ops), retry_after=1)
 
 
 def test_rate_limit_settings(sec_stack: SecurityStack, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -172,7 +172,7 @@ class Stack:
 
     def token(self, role: str, sub: str) -> dict[str, str]:
         s = RescindSettings()
-        tok = mint_token(self.key, sub=sub, role=role, issuer=s.auth_issuer, audience=s.auth_audience)
+        tok = mint_token(self.key, sub=sub, role=role, issuer=s.auth_issuer, audience=s.token_audiences)
         return {"Authorization": f"Bearer {tok}"}
 
     def stop(self) -> None:

@@ -274,7 +274,7 @@ class Market:
         self._mint = lambda role, sub: {
             "Authorization": "Bearer "
             + mint_token(
-                key, sub=sub, role=role, issuer=settings.auth_issuer, audience=settings.auth_audience
+                key, sub=sub, role=role, issuer=settings.auth_issuer, audience=settings.token_audiences
             )
         }
         self.ops = self._mint("operator", "ops-resolver-test")

@@ -32,7 +32,7 @@ from sqlalchemy import select
 from consent_api.main import create_app as create_consent_app
 from consent_api.migrate import upgrade as upgrade_consent
 from registry.main import create_app as create_registry_app
-from rescind_common.auth import ensure_dev_key, mint_token
+from rescind_common.auth import ServiceScope, ensure_dev_key, mint_token
 from rescind_common.db import make_engine, make_session_factory
 from rescind_common.ids import new_id
 from rescind_common.settings import RescindSettings
@@ -44,9 +44,12 @@ from support.helpers import make_settings, sha
 from support.registry import Projection, make_registry_settings, new_registry_db
 from support.worker import WorkerHarness
 
-ROLES = ("subject", "licensee", "operator")
+ROLES = ("subject", "licensee", "operator", "service")
 TENANT_ROLES = ("subject", "licensee")  # roles whose records belong to one caller
 SERVICES = ("consent", "registry", "worker")
+# The service names the settings know them by (their audiences: RescindSettings.audience_of).
+SERVICE_NAMES = {"consent": "consent-api", "registry": "registry", "worker": "revocation-worker"}
+ALL_SCOPES = tuple(s.value for s in ServiceScope)
 
 # Rate limiting off in the shared stack: the matrix and the fuzzer send hundreds of requests per caller
 # on purpose. A license naming an unknown consent waits this long for the projection (fuzzing does).
@@ -95,13 +98,18 @@ class SecurityStack:
     def client(self, service: str) -> TestClient:
         return {"consent": self.consent, "registry": self.registry, "worker": self.worker.client}[service]
 
+    def audience(self, service: str) -> str:
+        return self.auth.audience_of(SERVICE_NAMES[service])
+
     def token(self, role: str, sub: str, **kwargs: Any) -> str:
+        """A person's token carries every service's audience (as `rescind token` mints them); pass
+        `audience` (and `scopes`) for a service token."""
         return mint_token(
             self.key,
             sub=sub,
             role=role,
             issuer=kwargs.pop("issuer", self.auth.auth_issuer),
-            audience=kwargs.pop("audience", self.auth.auth_audience),
+            audience=kwargs.pop("audience", self.auth.token_audiences),
             **kwargs,
         )
 
@@ -140,7 +148,7 @@ def _claims(stack: SecurityStack, role: str, sub: str, **over: Any) -> dict[str,
         "sub": sub,
         "role": role,
         "iss": stack.auth.auth_issuer,
-        "aud": stack.auth.auth_audience,
+        "aud": stack.auth.token_audiences,
         "iat": now,
         "exp": now + 3600,
     }
@@ -187,13 +195,33 @@ BAD_TOKEN_KINDS = (
     "wrong-issuer",
     "unknown-role",
     "no-subject",
+    "another-services-audience",
 )
 
 
-def bad_token_headers(stack: SecurityStack, kind: str, role: str, sub: str) -> dict[str, str]:
-    """Headers carrying a token of `kind` that must be refused with 401. Everything but the defect is
-    right: the claims name `role` and `sub`, a caller who would otherwise be let in."""
+def bad_token_headers(
+    stack: SecurityStack,
+    kind: str,
+    role: str,
+    sub: str,
+    service: str = "consent",
+    scopes: tuple[str, ...] = (),
+) -> dict[str, str]:
+    """Headers carrying a token of `kind` that must be refused with 401 by `service`. Everything but
+    the defect is right: the claims name `role`, `sub` (and `scopes`), a caller who would otherwise
+    be let in, and the audience is `service`'s (all of them for a person's token)."""
     bearer = "Bearer "
+    aud = stack.audience(service) if role == "service" else stack.auth.token_audiences
+    if kind == "another-services-audience":
+        others = [stack.audience(o) for o in SERVICES if o != service]
+        return stack.headers(role, sub, audience=others, scopes=scopes)
+    if kind in ("expired", "wrong-audience", "wrong-issuer"):
+        over: dict[str, Any] = {"audience": aud, "scopes": scopes}
+        if kind == "expired":
+            return stack.headers(role, sub, ttl=dt.timedelta(minutes=-10), **over)
+        if kind == "wrong-audience":
+            return stack.headers(role, sub, **{**over, "audience": "some-other-api"})
+        return stack.headers(role, sub, issuer="https://evil.example", **over)
     if kind == "no-token":
         return {}
     if kind == "empty-bearer":
@@ -211,12 +239,6 @@ def bad_token_headers(stack: SecurityStack, kind: str, role: str, sub: str) -> d
         return {"Authorization": bearer + _raw({"alg": "none", "typ": "JWT"}, _claims(stack, role, sub))}
     if kind == "hs256-with-public-key":
         return {"Authorization": bearer + _hs256_with_public_key(stack, _claims(stack, role, sub))}
-    if kind == "expired":
-        return stack.headers(role, sub, ttl=dt.timedelta(minutes=-10))
-    if kind == "wrong-audience":
-        return stack.headers(role, sub, audience="some-other-api")
-    if kind == "wrong-issuer":
-        return stack.headers(role, sub, issuer="https://evil.example")
     if kind == "unknown-role":
         claims = _claims(stack, "admin", sub)
         return {"Authorization": bearer + jwt.encode(claims, stack.key, algorithm="ES256")}
@@ -250,11 +272,17 @@ class World(abc.ABC):
     def sub(self, role: str, tenant: str) -> str:
         if role == "operator":
             return "sec-ops"
+        if role == "service":
+            return "revocation-worker"  # a service's `sub` is its name
         if role == self.tenant_role:
             return self.subs[tenant]
         return f"sec-{role}-{tenant}"
 
-    def headers(self, role: str, tenant: str = "a") -> dict[str, str]:
+    def headers(self, role: str, tenant: str = "a", scopes: tuple[str, ...] = ()) -> dict[str, str]:
+        """A person's token (every audience), or a service token for this service with `scopes`."""
+        if role == "service":
+            aud = self.stack.audience(self.service)
+            return self.stack.headers(role, self.sub(role, tenant), audience=aud, scopes=scopes)
         return self.stack.headers(role, self.sub(role, tenant))
 
     def record(self, kind: str, tenant: str = "a", fresh: bool = False) -> str:

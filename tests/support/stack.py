@@ -174,7 +174,7 @@ class Stack:
         settings = RescindSettings(state_dir=self.state)
         key = ensure_dev_key(settings.dev_auth_key_file)
         tok = mint_token(
-            key, sub=sub, role=role, issuer=settings.auth_issuer, audience=settings.auth_audience
+            key, sub=sub, role=role, issuer=settings.auth_issuer, audience=settings.token_audiences
         )
         return {"Authorization": f"Bearer {tok}"}
 

@@ -216,7 +216,7 @@ class WorkerHarness:
             sub=sub,
             role=role,
             issuer=self.settings.auth_issuer,
-            audience=self.settings.auth_audience,
+            audience=self.settings.token_audiences,
         )
         return {"Authorization": f"Bearer {tok}"}
 

@@ -42,10 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
         "token",
         help="print a development JWT the running stack accepts",
         description="Print a JWT signed with the development key, e.g. TOKEN=$(rescind token --role "
-        "subject --sub alice). Refused when RESCIND_PROFILE=production.",
+        "subject --sub alice), valid at every service; or a service token for one call "
+        "(--role service --scope holders). Refused when RESCIND_PROFILE=production.",
     )
     token.add_argument("--role", required=True, choices=tokens.ROLES)
-    token.add_argument("--sub", required=True, help="the subject, licensee or operator id")
+    token.add_argument("--sub", required=True, help="the subject, licensee, operator or service id")
+    token.add_argument(
+        "--scope",
+        action="append",
+        choices=tokens.SCOPES,
+        help="--role service only (repeatable): holders (the registry's holders lookup, view licenses), "
+        "recipients (view samples); the token is then for the registry alone",
+    )
     token.add_argument("--ttl", type=_ttl, default="12h", help="lifetime: 90s, 15m, 12h, 7d (default 12h)")
 
     commands.add_parser(
@@ -158,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "token":
-        print(tokens.dev_token(tokens.load_settings(), role=args.role, sub=args.sub, ttl=args.ttl))
+        settings = tokens.load_settings()
+        print(tokens.dev_token(settings, role=args.role, sub=args.sub, ttl=args.ttl, scopes=args.scope))
         return 0
     if args.command == "run":
         return stack.run()

@@ -8,10 +8,12 @@ import re
 from pydantic import ValidationError
 
 from rescind_cli.errors import CliError
-from rescind_common.auth import Role, ensure_dev_key, mint_token
+from rescind_common.auth import Role, ServiceScope, ensure_dev_key, mint_token
+from rescind_common.service_token import service_audience
 from rescind_common.settings import RescindSettings
 
 ROLES = tuple(r.value for r in Role)
+SCOPES = tuple(s.value for s in ServiceScope)
 # The services refuse a `sub` longer than this.
 MAX_SUB_LENGTH = 255
 
@@ -34,8 +36,17 @@ def load_settings() -> RescindSettings:
         raise CliError(f"invalid RESCIND_* configuration:\n{exc}", code=2) from exc
 
 
-def dev_token(settings: RescindSettings, *, role: str, sub: str, ttl: dt.timedelta) -> str:
-    """A token for `sub` with `role`, signed with the development key (created on first use)."""
+def dev_token(
+    settings: RescindSettings,
+    *,
+    role: str,
+    sub: str,
+    ttl: dt.timedelta,
+    scopes: list[str] | None = None,
+) -> str:
+    """A token for `sub` with `role`, signed with the development key (created on first use). A
+    person's token carries every service's audience; a `service` token its scopes and its callee's
+    audience alone."""
     if settings.profile == "production":
         raise CliError(
             "refusing to mint a token: RESCIND_PROFILE is 'production', which has no development "
@@ -44,12 +55,26 @@ def dev_token(settings: RescindSettings, *, role: str, sub: str, ttl: dt.timedel
         )
     if not sub or len(sub) > MAX_SUB_LENGTH:
         raise CliError(f"--sub must be 1 to {MAX_SUB_LENGTH} characters", code=2)
+    scopes = scopes or []
+    audience: str | list[str]
+    if Role(role) == Role.SERVICE:
+        if not scopes:
+            raise CliError(f"--role service needs --scope ({' or '.join(SCOPES)})", code=2)
+        try:
+            audience = service_audience(settings, [ServiceScope(s) for s in scopes])
+        except ValueError as exc:
+            raise CliError(str(exc), code=2) from exc
+    elif scopes:
+        raise CliError("--scope is for --role service only", code=2)
+    else:
+        audience = settings.token_audiences
     key = ensure_dev_key(settings.dev_auth_key_file)
     return mint_token(
         key,
         sub=sub,
         role=Role(role),
         issuer=settings.auth_issuer,
-        audience=settings.auth_audience,
+        audience=audience,
         ttl=ttl,
+        scopes=scopes,
     )

@@ -372,7 +372,7 @@ def create_service_app(
     )
     app.state.ctx = ctx
     app.state.session_factory = ctx.session_factory
-    app.state.token_verifier = TokenVerifier(settings)
+    app.state.token_verifier = TokenVerifier(settings, service=service)
     for router in routers:
         app.include_router(router)
     return app

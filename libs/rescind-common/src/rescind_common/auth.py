@@ -7,7 +7,7 @@ import enum
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,6 +32,25 @@ class Role(enum.StrEnum):
     SUBJECT = "subject"
     LICENSEE = "licensee"
     OPERATOR = "operator"
+    # One Rescind service calling another: only what its `scope` claim names, on its callee alone.
+    SERVICE = "service"
+
+
+class ServiceScope(enum.StrEnum):
+    """What a `service` token may do (its `scope` claim: space-separated, as in RFC 8693 / RFC 9068).
+    Each is one call of one service; everything else answers 403 to a service token."""
+
+    # registry POST /v1/holders with `view: licenses`: revocation-worker's intake.
+    HOLDERS = "holders"
+    # registry POST /v1/holders with `view: samples`: consent-api's access export (the recipients).
+    RECIPIENTS = "recipients"
+
+
+# The service whose API each scope opens: a service token carries that audience alone.
+SCOPE_SERVICE: dict[ServiceScope, str] = {
+    ServiceScope.HOLDERS: "registry",
+    ServiceScope.RECIPIENTS: "registry",
+}
 
 
 @dataclass(frozen=True)
@@ -39,6 +58,11 @@ class Principal:
     sub: str
     role: Role
     claims: dict[str, Any]
+    # The `scope` claim's entries; only a service token's are ever consulted.
+    scopes: frozenset[str] = frozenset()
+
+    def has_scope(self, scope: ServiceScope) -> bool:
+        return self.role == Role.SERVICE and scope.value in self.scopes
 
 
 def _unauthorized(detail: str) -> Problem:
@@ -69,16 +93,19 @@ TOKEN_CACHE_TTL = 300.0
 
 
 class TokenVerifier:
-    """Verifies signature, `exp`, `iss`, `aud` and the pinned algorithm; extracts `sub` and `role`.
+    """Verifies signature, `exp`, `iss`, `aud` and the pinned algorithm; extracts `sub`, `role` and
+    `scope`. `service` names whose API this is: its audience is required (RESCIND_AUTH_AUDIENCE, when
+    set, is accepted too, except for service tokens).
 
     Successful verifications are cached per exact token string (see `verify`)."""
 
-    def __init__(self, settings: RescindSettings) -> None:
+    def __init__(self, settings: RescindSettings, *, service: str) -> None:
         self.algorithms = [a for a in settings.auth_algorithms if a.lower() != "none"]
         if not self.algorithms:
             raise ValueError("no usable JWT algorithm configured")
         self.issuer = settings.auth_issuer
-        self.audience = settings.auth_audience
+        self.own_audience = settings.audience_of(service)
+        self.audience = [self.own_audience, *([settings.auth_audience] if settings.auth_audience else [])]
         self.leeway = settings.auth_leeway_seconds
         self._jwks: JwksKeys | None = None
         self._key: Any = None
@@ -198,7 +225,15 @@ class TokenVerifier:
             role = Role(str(claims.get("role")))
         except ValueError as exc:
             raise _unauthorized("The token carries no known role.") from exc
-        return Principal(sub=sub, role=role, claims=claims), key_ttl
+        scope = claims.get("scope", "")
+        if not isinstance(scope, str):
+            raise _unauthorized("The token's scope is invalid.")
+        if role == Role.SERVICE:
+            # A service token names its callee: the shared (deprecated) audience never opens a service.
+            aud = claims["aud"]
+            if self.own_audience not in (aud if isinstance(aud, list) else [aud]):
+                raise _unauthorized("The token's audience is wrong.")
+        return Principal(sub=sub, role=role, claims=claims, scopes=frozenset(scope.split())), key_ttl
 
 
 def mint_token(
@@ -207,11 +242,13 @@ def mint_token(
     sub: str,
     role: Role | str,
     issuer: str,
-    audience: str,
+    audience: str | list[str],
     ttl: dt.timedelta = dt.timedelta(hours=12),
     algorithm: str = "ES256",
+    scopes: Iterable[str] = (),
     extra: dict[str, Any] | None = None,
 ) -> str:
+    """`audience`: one, or a list (a token any of those services accepts)."""
     now = dt.datetime.now(dt.UTC)
     claims: dict[str, Any] = {
         "sub": sub,
@@ -222,6 +259,9 @@ def mint_token(
         "nbf": now - dt.timedelta(seconds=5),
         "exp": now + ttl,
     }
+    scope = " ".join(scopes)
+    if scope:
+        claims["scope"] = scope
     claims.update(extra or {})
     return jwt.encode(claims, private_key, algorithm=algorithm)
 
@@ -253,16 +293,23 @@ async def current_principal(
     return principal
 
 
-def require_role(*roles: Role) -> Any:
+def forbidden(detail: str) -> Problem:
+    return Problem(403, detail, type_="https://rescind.dev/problems/forbidden")
+
+
+def require_role(*roles: Role, scopes: Iterable[ServiceScope] = ()) -> Any:
+    """Callers with one of `roles`, or service tokens carrying one of `scopes` (403 otherwise).
+    Role.SERVICE itself is never in `roles`: a service is let in by scope alone."""
     allowed = set(roles)
+    admitting = frozenset(scopes)
+    assert Role.SERVICE not in allowed, "services are admitted by scope, not by role"
+    needed = " or ".join(sorted(r.value for r in allowed))
+    if admitting:
+        needed += " (or a service token with scope " + " or ".join(sorted(admitting)) + ")"
 
     async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if principal.role not in allowed:
-            raise Problem(
-                403,
-                f"This operation needs the role {' or '.join(sorted(r.value for r in allowed))}.",
-                type_="https://rescind.dev/problems/forbidden",
-            )
+        if principal.role not in allowed and not any(principal.has_scope(s) for s in admitting):
+            raise forbidden(f"This operation needs the role {needed}.")
         return principal
 
     return Depends(dependency)

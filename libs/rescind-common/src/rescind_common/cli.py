@@ -58,6 +58,12 @@ class Service(Generic[S]):
 
         settings = self.settings()
         configure_logging(settings.log_level)
+        # Production refuses a process without a secret it reads (each pod gets only its own).
+        role = getattr(args, "role", None)
+        try:
+            settings.require_secrets(args.command if role is None else f"{args.command} --role {role}")
+        except ValueError as exc:
+            parser.exit(2, f"{self.prog}: {exc}\n")
         if args.command == "migrate":
             upgrade: Callable[[str], Any] = importlib.import_module(f"{self.package}.migrate").upgrade
             upgrade(getattr(settings, f"{self.prefix}_database_url"))

@@ -16,14 +16,25 @@ from collections.abc import Callable, Iterable
 import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rescind_common.auth import VERIFIED_STATE_KEY, Principal, Role, TokenVerifier
+from rescind_common.auth import VERIFIED_STATE_KEY, Principal, Role, ServiceScope, TokenVerifier
 from rescind_common.problems import PROBLEM_BASE, problem_response
 
 # Never limited: probes and scrapes must not be refused because a caller is noisy.
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-# Operators' tokens are the services' own (the worker's holders lookups, consent-api's recipients
-# lookup) and ops staff; throttling them would throttle the revocation pipeline itself.
-EXEMPT_ROLES = frozenset({Role.OPERATOR})
+# Everyone is limited, operators included, but for one narrow identity: a `service` token calling the
+# one route its scope opens (the worker's holders lookups, consent-api's recipients lookup), since
+# throttling it would throttle the revocation pipeline itself. Anywhere else it is limited too.
+EXEMPT_SERVICE_CALLS: dict[tuple[str, str], frozenset[ServiceScope]] = {
+    ("POST", "/v1/holders"): frozenset({ServiceScope.HOLDERS, ServiceScope.RECIPIENTS}),
+}
+
+
+def exempt(principal: Principal, method: str, path: str) -> bool:
+    """True for the pipeline's own call (see EXEMPT_SERVICE_CALLS)."""
+    scopes = EXEMPT_SERVICE_CALLS.get((method, path))
+    return (
+        principal.role == Role.SERVICE and scopes is not None and any(principal.has_scope(s) for s in scopes)
+    )
 
 
 class TokenBucketLimiter:
@@ -81,12 +92,10 @@ class RateLimitMiddleware:
         app: ASGIApp,
         limiter: TokenBucketLimiter,
         exempt_paths: Iterable[str] = EXEMPT_PATHS,
-        exempt_roles: Iterable[Role] = EXEMPT_ROLES,
     ) -> None:
         self.app = app
         self.limiter = limiter
         self.exempt_paths = frozenset(exempt_paths)
-        self.exempt_roles = frozenset(exempt_roles)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt_paths:
@@ -109,7 +118,7 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send)
 
     async def _key(self, scope: Scope) -> str | None:
-        """`role:sub` for a valid token (None: exempt role), else the client address."""
+        """`role:sub` for a valid token (None: the exempt service call), else the client address."""
         token = _bearer(scope)
         app = scope.get("app")
         verifier: TokenVerifier | None = getattr(getattr(app, "state", None), "token_verifier", None)
@@ -127,11 +136,11 @@ class RateLimitMiddleware:
             if principal is not None:
                 # current_principal reuses it: one signature check per request, not two.
                 scope.setdefault("state", {})[VERIFIED_STATE_KEY] = (token, principal)
-                if principal.role in self.exempt_roles:
+                if exempt(principal, scope["method"], scope["path"]):
                     return None
                 return f"{principal.role.value}:{principal.sub}"
         client = scope.get("client")
         return f"ip:{client[0] if client else 'unknown'}"
 
 
-__all__ = ["EXEMPT_PATHS", "EXEMPT_ROLES", "RateLimitMiddleware", "TokenBucketLimiter"]
+__all__ = ["EXEMPT_PATHS", "EXEMPT_SERVICE_CALLS", "RateLimitMiddleware", "TokenBucketLimiter", "exempt"]

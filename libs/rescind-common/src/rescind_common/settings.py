@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +17,13 @@ class RescindSettings(BaseSettings):
     """Base class: each service subclasses it and adds its own `RESCIND_<SERVICE>_*` fields."""
 
     model_config = SettingsConfigDict(env_prefix="RESCIND_", extra="ignore")
+
+    # The secret settings each process of the service reads, by its command line (`serve`, `relay`,
+    # `worker --role intake`...). deploy/k8s gives each pod these and no others
+    # (tests/deploy/test_secrets.py); a process never needs another's.
+    PROCESS_SECRETS: ClassVar[dict[str, frozenset[str]]] = {}
+    # Of those, what production refuses to start a process without (`require_secrets`).
+    PRODUCTION_SECRETS: ClassVar[frozenset[str]] = frozenset()
 
     # `production` refuses development keys, the development issuer and missing key settings.
     profile: Profile = "development"
@@ -38,8 +45,16 @@ class RescindSettings(BaseSettings):
 
     # Required `iss` of caller tokens (JWT).
     auth_issuer: str = "rescind-dev"
-    # Required `aud` of caller tokens.
-    auth_audience: str = "rescind"
+    # The `aud` each service requires: a token for one service is refused (401) by the others.
+    # Development tokens (`rescind token`) carry all three; a service token carries its callee's alone.
+    auth_consent_audience: str = "rescind-consent-api"
+    # The registry's.
+    auth_registry_audience: str = "rescind-registry"
+    # revocation-worker's.
+    auth_worker_audience: str = "rescind-revocation-worker"
+    # Deprecated: one `aud` every service also accepts, for existing tokens of subjects, licensees and
+    # operators (never for a `service` token, which must name its callee). Unset: none.
+    auth_audience: str | None = None
     # Pinned JWT algorithms (a JSON list); `none` is never accepted.
     auth_algorithms: list[str] = ["ES256"]
     # Production: verify caller tokens with keys from this JWKS.
@@ -69,8 +84,9 @@ class RescindSettings(BaseSettings):
     max_batch_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
     # Requests a second per caller: a token's `sub` + role, or the client address without a valid
-    # token; over it 429 problem JSON with Retry-After. Operators (the services' own calls),
-    # /healthz, /readyz and /metrics are not limited; each replica counts on its own. 0: off.
+    # token; over it 429 problem JSON with Retry-After. Operators too; only the revocation pipeline's
+    # own lookups (a `service` token calling POST /v1/holders with its scope), /healthz, /readyz and
+    # /metrics are not limited; each replica counts on its own. 0: off.
     rate_limit_per_second: float = Field(default=100.0, ge=0)
     # Requests a caller may make at once before the per-second rate applies (0: off).
     rate_limit_burst: int = Field(default=1000, ge=0)
@@ -112,6 +128,16 @@ class RescindSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _audiences_are_distinct(self) -> RescindSettings:
+        audiences = [*self.token_audiences, *([self.auth_audience] if self.auth_audience else [])]
+        if len(set(audiences)) != len(audiences):
+            raise ValueError(
+                "RESCIND_AUTH_CONSENT_AUDIENCE, RESCIND_AUTH_REGISTRY_AUDIENCE, RESCIND_AUTH_WORKER_AUDIENCE "
+                "(and RESCIND_AUTH_AUDIENCE) must all differ: a token for one service must not open another"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _processed_events_outlast_replays(self) -> RescindSettings:
         if self.processed_events_retention_hours <= self.outbox_retention_hours:
             raise ValueError(
@@ -121,6 +147,28 @@ class RescindSettings(BaseSettings):
                 "from the outbox after its processed id was pruned would be applied twice"
             )
         return self
+
+    def require_secrets(self, process: str) -> None:
+        """Production: refuse to start `process` without a secret it reads (ValueError)."""
+        if self.profile != "production":
+            return
+        needed = self.PROCESS_SECRETS.get(process, frozenset()) & self.PRODUCTION_SECRETS
+        missing = sorted(f"RESCIND_{name.upper()}" for name in needed if not getattr(self, name))
+        if missing:
+            raise ValueError(f"production needs {', '.join(missing)} for `{process}`")
+
+    def audience_of(self, service: str) -> str:
+        """The `aud` that `service` (consent-api, registry, revocation-worker) requires."""
+        return {
+            "consent-api": self.auth_consent_audience,
+            "registry": self.auth_registry_audience,
+            "revocation-worker": self.auth_worker_audience,
+        }[service]
+
+    @property
+    def token_audiences(self) -> list[str]:
+        """What a development token for a person carries: every service's audience."""
+        return [self.auth_consent_audience, self.auth_registry_audience, self.auth_worker_audience]
 
     @property
     def dev_auth_key_file(self) -> Path:

@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from rescind_common.settings import RescindSettings
 
 
 class ConsentSettings(RescindSettings):
     """consent-api's own settings (`RESCIND_CONSENT_*`), beside the shared ones."""
+
+    # The API alone wraps subjects' keys, signs receipts and asks the registry; the relay, the
+    # consumer and migrations touch the database only.
+    PROCESS_SECRETS: ClassVar[dict[str, frozenset[str]]] = {
+        "migrate": frozenset({"consent_database_url"}),
+        "serve": frozenset(
+            {
+                "consent_database_url",
+                "consent_master_key",
+                "consent_receipt_key_file",
+                "consent_registry_token",
+            }
+        ),
+        "relay": frozenset({"consent_database_url"}),
+        "consumer": frozenset({"consent_database_url"}),
+    }
+    PRODUCTION_SECRETS: ClassVar[frozenset[str]] = frozenset(
+        {"consent_master_key", "consent_receipt_key_file"}
+    )
 
     # SQLAlchemy URL; `postgresql://user@host/db` in production.
     consent_database_url: str = "sqlite:///.rescind/consent.db"
@@ -47,7 +67,8 @@ class ConsentSettings(RescindSettings):
     consent_consumer_fetch_max_wait_ms: int = Field(default=500, ge=1, le=30_000)
     # The registry answers "which licensees received which samples" for access exports.
     consent_registry_url: str = "http://127.0.0.1:8002"
-    # Operator token for that call (development: minted locally).
+    # The token for that call: a `service` token with scope `recipients` and the registry's audience
+    # (an operator token works too). Development: minted locally.
     consent_registry_token: str | None = None
     # Samples per batch call (413 above).
     consent_max_batch_samples: int = Field(default=10_000, ge=1)
@@ -70,15 +91,6 @@ class ConsentSettings(RescindSettings):
         if self.consent_max_in_flight is None:
             return 4 * self.consent_db_pool_size
         return self.consent_max_in_flight
-
-    @model_validator(mode="after")
-    def _production_needs_real_keys(self) -> ConsentSettings:
-        if self.profile == "production":
-            if not self.consent_master_key:
-                raise ValueError("production needs RESCIND_CONSENT_MASTER_KEY")
-            if not self.consent_receipt_key_file:
-                raise ValueError("production needs RESCIND_CONSENT_RECEIPT_KEY_FILE")
-        return self
 
     @property
     def keys_dir(self) -> Path:

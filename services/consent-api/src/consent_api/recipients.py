@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from consent_api.config import ConsentSettings
+from rescind_common.auth import ServiceScope
 from rescind_common.service_token import ServiceToken
 
 log = logging.getLogger(__name__)
@@ -28,13 +29,17 @@ def lookup(settings: ConsentSettings, sample_ids: list[str]) -> dict[str, Any]:
         token = ServiceToken(
             settings,
             subject="consent-api",
+            # A `service` token with scope `recipients`: this lookup (view samples) and nothing else.
+            scope=ServiceScope.RECIPIENTS,
             static=settings.consent_registry_token,
             ttl=dt.timedelta(minutes=5),
         )
         headers = token.headers()
         with httpx.Client(base_url=settings.consent_registry_url, timeout=10, headers=headers) as client:
             for i in range(0, len(sample_ids), BATCH):
-                r = client.post("/v1/holders", json={"sample_ids": sample_ids[i : i + BATCH]})
+                r = client.post(
+                    "/v1/holders", json={"sample_ids": sample_ids[i : i + BATCH], "view": "samples"}
+                )
                 r.raise_for_status()
                 for h in r.json().get("holders", []):
                     entry = merged.setdefault(

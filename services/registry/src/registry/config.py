@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from rescind_common.settings import RescindSettings
@@ -9,6 +11,10 @@ from rescind_common.settings import RescindSettings
 
 class RegistrySettings(RescindSettings):
     """The registry's own settings (`RESCIND_REGISTRY_*`), beside the shared ones."""
+
+    PROCESS_SECRETS: ClassVar[dict[str, frozenset[str]]] = {
+        process: frozenset({"registry_database_url"}) for process in ("migrate", "serve", "relay", "consumer")
+    }
 
     # SQLAlchemy URL; `postgresql://user@host/db` in production.
     registry_database_url: str = "sqlite:///.rescind/registry.db"

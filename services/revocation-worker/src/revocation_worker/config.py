@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, model_validator
 
 from rescind_common.settings import RescindSettings
@@ -12,6 +14,16 @@ DEFAULT_RETRY_SCHEDULE = [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0]
 
 class WorkerSettings(RescindSettings):
     """revocation-worker's own settings (`RESCIND_WORKER_*`), beside the shared ones."""
+
+    # The API seals endpoint secrets and delivery opens them to sign; intake alone asks the registry.
+    PROCESS_SECRETS: ClassVar[dict[str, frozenset[str]]] = {
+        "migrate": frozenset({"worker_database_url"}),
+        "serve": frozenset({"worker_database_url", "worker_secret_key"}),
+        "worker --role all": frozenset({"worker_database_url", "worker_secret_key", "worker_registry_token"}),
+        "worker --role intake": frozenset({"worker_database_url", "worker_registry_token"}),
+        "worker --role delivery": frozenset({"worker_database_url", "worker_secret_key"}),
+    }
+    PRODUCTION_SECRETS: ClassVar[frozenset[str]] = frozenset({"worker_secret_key", "worker_registry_token"})
 
     # SQLAlchemy URL; `postgresql://user@host/db` in production.
     worker_database_url: str = "sqlite:///.rescind/worker.db"
@@ -29,7 +41,8 @@ class WorkerSettings(RescindSettings):
     worker_consumer_fetch_max_wait_ms: int = Field(default=100, ge=1, le=30_000)
     # Where the holders lookup lives (the registry).
     worker_registry_url: str = "http://127.0.0.1:8002"
-    # The operator token for the registry (development: minted locally).
+    # The token for the registry's holders lookup: a `service` token with scope `holders` and the
+    # registry's audience (an operator token works too). Development: minted locally.
     worker_registry_token: str | None = None
     # Base64 of 32 bytes; encrypts endpoint secrets at rest. Development: generated under state_dir.
     worker_secret_key: str | None = None
@@ -73,12 +86,7 @@ class WorkerSettings(RescindSettings):
     worker_db_pool_size: int = Field(default=10, ge=1)
 
     @model_validator(mode="after")
-    def _production_needs_real_keys(self) -> WorkerSettings:
-        if self.profile == "production":
-            if not self.worker_secret_key:
-                raise ValueError("production needs RESCIND_WORKER_SECRET_KEY")
-            if not self.worker_registry_token:
-                raise ValueError("production needs RESCIND_WORKER_REGISTRY_TOKEN")
+    def _retry_schedule_not_empty(self) -> WorkerSettings:
         if not self.worker_retry_schedule_seconds:
             raise ValueError("RESCIND_WORKER_RETRY_SCHEDULE_SECONDS must not be empty")
         return self

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import signal
 import threading
 import time
@@ -52,13 +53,18 @@ RESOLVE_BATCH = 50
 RECHECK_BATCH = 500
 
 
-def build_context(settings: WorkerSettings) -> AppContext:
+def build_context(settings: WorkerSettings, role: Role = "all") -> AppContext:
     engine = make_engine(settings.worker_database_url, pool_size=settings.worker_db_pool_size)
+    if role == "intake" and settings.profile == "production" and not settings.worker_secret_key:
+        # Intake never seals or opens an endpoint secret, and its pod is not given the key.
+        secrets = SecretBox(os.urandom(32))
+    else:
+        secrets = SecretBox.from_settings(settings)
     return AppContext(
         settings=settings,
         engine=engine,
         session_factory=make_session_factory(engine),
-        secrets=SecretBox.from_settings(settings),
+        secrets=secrets,
         policy=AddressPolicy(settings.worker_allow_networks),
     )
 
@@ -270,7 +276,7 @@ class Worker:
 
 
 def main(settings: WorkerSettings, role: Role = "all") -> None:
-    ctx = build_context(settings)
+    ctx = build_context(settings, role)
     worker = Worker(ctx, role=role)
     # The delivery role alone uses no Kafka (no client certificate, no route to the brokers).
     bootstrap = settings.kafka_bootstrap if worker.intake else None

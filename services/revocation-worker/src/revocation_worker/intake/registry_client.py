@@ -6,6 +6,7 @@ import datetime as dt
 
 import httpx
 
+from rescind_common.auth import ServiceScope
 from rescind_common.service_token import ServiceToken
 from revocation_worker.context import AppContext
 from revocation_worker.intake.holdings import Holdings, HoldingsMerger
@@ -21,8 +22,13 @@ class RegistryClient:
         self.ctx = ctx
         s = ctx.settings
         self._client = httpx.Client(base_url=s.worker_registry_url, timeout=TIMEOUT)
+        # A `service` token with scope `holders`: this lookup (view licenses) and nothing else.
         self._token = ServiceToken(
-            s, subject="revocation-worker", static=s.worker_registry_token, ttl=dt.timedelta(hours=1)
+            s,
+            subject="revocation-worker",
+            scope=ServiceScope.HOLDERS,
+            static=s.worker_registry_token,
+            ttl=dt.timedelta(hours=1),
         )
 
     def holders(self, sample_ids: list[str]) -> Holdings:
