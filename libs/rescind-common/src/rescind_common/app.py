@@ -52,6 +52,8 @@ MAX_JSON_SEPARATORS = 2_000_000
 GUARD_INLINE_TOKENS = 5_000
 # The structural walk of larger bodies runs in worker threads, at most this many at once.
 GUARD_THREADS = 2
+# An answer sent before a body larger than this was read closes the connection.
+UNREAD_BODY_CLOSE_BYTES = 64 * 1024
 # The budget counts of this request's body, for guard_json_body: (containers, separators).
 JSON_COUNTS_STATE_KEY = "rescind_json_counts"
 
@@ -218,6 +220,46 @@ class JsonBudgetMiddleware:
             limit=limit,
         )
         await response(scope, receive, send)
+
+
+class CloseUnreadBodyMiddleware:
+    """An answer sent before a large body was read (401, 413, 429, 503) says `Connection: close`:
+    the server then drops the connection instead of reading the rest of the body to reuse it, which
+    would let a refused caller make it take in 16 MiB after all. Small bodies are drained as usual
+    (cheap, and the connection stays open)."""
+
+    def __init__(self, app: ASGIApp, threshold: int = UNREAD_BODY_CLOSE_BYTES) -> None:
+        self.app = app
+        self.threshold = threshold
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        large = False
+        for name, value in scope.get("headers", []):
+            if name == b"transfer-encoding":
+                large = True
+            elif name == b"content-length":
+                large = not value.isdigit() or int(value) > self.threshold
+        if not large:
+            await self.app(scope, receive, send)
+            return
+        complete = False
+
+        async def watched_receive() -> Message:
+            nonlocal complete
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                complete = True
+            return message
+
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not complete:
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, watched_receive, closing_send)
 
 
 class InFlightLimitMiddleware:
@@ -392,6 +434,7 @@ def create_app(
         # Outside the rate limiter: refusing costs no token check.
         retry = db_admission.retry_after if db_admission else 1
         app.add_middleware(InFlightLimitMiddleware, limit=max_in_flight, retry_after=retry)
+    app.add_middleware(CloseUnreadBodyMiddleware)
     install_metrics(app, service)  # outermost: sees every answer, 413s and 404s included
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
@@ -422,6 +465,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "BodyLimitMiddleware",
     "BodyTooLarge",
+    "CloseUnreadBodyMiddleware",
     "InFlightLimitMiddleware",
     "JsonBudgetMiddleware",
     "NulGuardMiddleware",
