@@ -1,5 +1,6 @@
 """Per-caller rate limiting: an in-process token bucket per verified token (`role` + `sub`), or per
-client address for callers without a valid token. Over the limit: 429 problem JSON with Retry-After.
+client address for callers without a valid token (the X-Forwarded-For hop only behind a trusted
+proxy: RESCIND_TRUSTED_PROXIES). Over the limit: 429 problem JSON with Retry-After.
 
 In-process on purpose: each replica limits on its own (N replicas allow N times the rate), which is
 enough to stop one runaway or hostile caller from starving the others without a shared store.
@@ -7,17 +8,21 @@ enough to stop one runaway or hostile caller from starving the others without a 
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
-import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rescind_common.auth import VERIFIED_STATE_KEY, Principal, Role, ServiceScope, TokenVerifier
+from rescind_common.auth import Principal, Role, ServiceScope
+from rescind_common.auth_gate import scope_principal
 from rescind_common.problems import PROBLEM_BASE, problem_response
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Never limited: probes and scrapes must not be refused because a caller is noisy.
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -75,15 +80,6 @@ class TokenBucketLimiter:
         return wait
 
 
-def _bearer(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", []):
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            token = token.strip()
-            return token if scheme.lower() == "bearer" and token else None
-    return None
-
-
 class RateLimitMiddleware:
     """Plain ASGI (no BaseHTTPMiddleware): key the caller, take a token, or answer 429."""
 
@@ -92,10 +88,12 @@ class RateLimitMiddleware:
         app: ASGIApp,
         limiter: TokenBucketLimiter,
         exempt_paths: Iterable[str] = EXEMPT_PATHS,
+        trusted_proxies: Iterable[str] = (),
     ) -> None:
         self.app = app
         self.limiter = limiter
         self.exempt_paths = frozenset(exempt_paths)
+        self.trusted_proxies = parse_networks(trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt_paths:
@@ -119,28 +117,62 @@ class RateLimitMiddleware:
 
     async def _key(self, scope: Scope) -> str | None:
         """`role:sub` for a valid token (None: the exempt service call), else the client address."""
-        token = _bearer(scope)
-        app = scope.get("app")
-        verifier: TokenVerifier | None = getattr(getattr(app, "state", None), "token_verifier", None)
-        if token and verifier is not None:
-            principal: Principal | None
-            try:
-                principal = verifier.cached(token)
-                if principal is None:
-                    if verifier.uses_network:  # a JWKS fetch must not block the event loop
-                        principal = await anyio.to_thread.run_sync(verifier.verify, token)
-                    else:
-                        principal = verifier.verify(token)
-            except Exception:
-                principal = None  # the endpoint's own dependency answers 401 (if it needs a token)
-            if principal is not None:
-                # current_principal reuses it: one signature check per request, not two.
-                scope.setdefault("state", {})[VERIFIED_STATE_KEY] = (token, principal)
-                if exempt(principal, scope["method"], scope["path"]):
-                    return None
-                return f"{principal.role.value}:{principal.sub}"
-        client = scope.get("client")
-        return f"ip:{client[0] if client else 'unknown'}"
+        # Verified once per request: current_principal and the auth gate reuse the outcome. A bad
+        # token is keyed by address; the endpoint's own dependency answers 401 if it needs one.
+        principal, _ = await scope_principal(scope)
+        if principal is not None:
+            if exempt(principal, scope["method"], scope["path"]):
+                return None
+            return f"{principal.role.value}:{principal.sub}"
+        return f"ip:{client_address(scope, self.trusted_proxies)}"
 
 
-__all__ = ["EXEMPT_PATHS", "EXEMPT_SERVICE_CALLS", "RateLimitMiddleware", "TokenBucketLimiter", "exempt"]
+def parse_networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in cidrs if c.strip())
+
+
+def _ip(text: str) -> IPAddress | None:
+    try:
+        ip = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; compare them as IPv4.
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _trusted(ip: IPAddress | None, trusted: Sequence[IPNetwork]) -> bool:
+    return ip is not None and any(ip.version == net.version and ip in net for net in trusted)
+
+
+def client_address(scope: Scope, trusted_proxies: Sequence[IPNetwork] = ()) -> str:
+    """The caller's address: the socket peer, unless the peer is a trusted proxy; then the
+    rightmost X-Forwarded-For hop that is not itself a trusted proxy (hops left of it are written
+    by the client and may be forged). Without trusted proxies the header is ignored."""
+    client = scope.get("client")
+    peer = client[0] if client else "unknown"
+    if not trusted_proxies or not _trusted(_ip(peer), trusted_proxies):
+        return peer
+    hops: list[str] = []
+    for name, value in scope.get("headers", []):
+        if name == b"x-forwarded-for":  # repeated headers read as one comma-joined list
+            hops.extend(value.decode("latin-1").split(","))
+    for hop in reversed(hops):
+        ip = _ip(hop)
+        if ip is None:
+            return peer  # garbage in the chain: do not guess past it
+        if not _trusted(ip, trusted_proxies):
+            return str(ip)
+    return peer  # every hop a proxy (or no header): the proxy itself is the caller
+
+
+__all__ = [
+    "EXEMPT_PATHS",
+    "EXEMPT_SERVICE_CALLS",
+    "RateLimitMiddleware",
+    "TokenBucketLimiter",
+    "client_address",
+    "exempt",
+    "parse_networks",
+]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Profile = Literal["development", "production"]
@@ -90,6 +91,10 @@ class RescindSettings(BaseSettings):
     rate_limit_per_second: float = Field(default=100.0, ge=0)
     # Requests a caller may make at once before the per-second rate applies (0: off).
     rate_limit_burst: int = Field(default=1000, ge=0)
+    # Proxies (CIDRs, a JSON list) whose X-Forwarded-For is believed: a caller without a valid token
+    # reaching the service through one is keyed by the rightmost X-Forwarded-For address that is
+    # not itself such a proxy. Empty: the socket peer, and the header is ignored (anyone can send it).
+    trusted_proxies: list[str] = []
 
     # JSON logs on stderr; never tokens, secrets or personal data.
     log_level: str = "INFO"
@@ -115,6 +120,13 @@ class RescindSettings(BaseSettings):
     # an event can come again (an outbox replay, refused at start otherwise; the topic's own
     # retention: 7 days on Kubernetes), or a replayed event whose id was pruned would be applied twice.
     processed_events_retention_hours: float = Field(default=720.0, gt=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr.strip(), strict=False)  # ValueError names the bad entry
+        return value
 
     @model_validator(mode="after")
     def _refuse_dev_keys_in_production(self) -> RescindSettings:

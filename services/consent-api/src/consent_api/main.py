@@ -27,6 +27,10 @@ SERVICE = "consent-api"
 VERSION = "0.1.0"
 
 
+# Bodies up to RESCIND_MAX_BATCH_BODY_BYTES here (RESCIND_MAX_BODY_BYTES elsewhere); the ingress
+# (deploy/k8s/base/apps/ingress.yaml) routes these paths with the larger limit too.
+BATCH_PATHS = ("/v1/samples/batch", "/v1/consents", "/v1/revocations")
+
 def create_app(settings: ConsentSettings | None = None, *, run_scheduler: bool | None = None) -> FastAPI:
     settings = settings or ConsentSettings()
     engine = make_engine(
@@ -69,7 +73,7 @@ def create_app(settings: ConsentSettings | None = None, *, run_scheduler: bool |
             receipts_router,
         ],
         max_json_items=max(settings.consent_max_sample_ids, settings.consent_max_batch_samples),
-        batch_paths=["/v1/samples/batch", "/v1/consents", "/v1/revocations"],
+        batch_paths=BATCH_PATHS,
         lifespan=lifespan,
         # Requests never outnumber the pooled connections; the overflow is for the scheduler and probes.
         db_admission=DbAdmission(settings.consent_db_pool_size, settings.consent_db_pool_timeout_seconds),

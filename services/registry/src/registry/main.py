@@ -22,6 +22,10 @@ SERVICE = "registry"
 VERSION = "0.1.0"
 
 
+# Bodies up to RESCIND_MAX_BATCH_BODY_BYTES here (RESCIND_MAX_BODY_BYTES elsewhere); the ingress
+# (deploy/k8s/base/apps/ingress.yaml) routes these paths with the larger limit too.
+BATCH_PATHS = ("/v1/licenses", "/v1/models", "/v1/holders")
+
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()
     engine = make_registry_engine(settings.registry_database_url, pool_size=settings.registry_db_pool_size)
@@ -46,7 +50,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
             settings.registry_max_holder_samples,
             settings.registry_max_model_licenses,
         ),
-        batch_paths=["/v1/licenses", "/v1/models", "/v1/holders"],
+        batch_paths=BATCH_PATHS,
         lifespan=lifespan,
     )
     return app

@@ -1,0 +1,123 @@
+"""Authenticate before a body is read: a request that sends a body to a route needing a token is
+answered 401 unless its bearer token verifies, before `receive` is called once. Reading and parsing
+a large JSON body costs seconds of event loop; without this, anyone could spend them for free."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import anyio.to_thread
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from rescind_common.auth import VERIFIED_STATE_KEY, Principal, TokenVerifier
+from rescind_common.problems import PROBLEM_BASE, Problem, problem_response
+
+# A token refused earlier in this request: (token, Problem), so a refusal costs one check, too.
+REFUSED_STATE_KEY = "rescind_refused_token"
+# Methods whose requests may carry a body the app would read.
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Paths that take a body without a token. None today: every POST/PUT/DELETE route of the three
+# services needs one (tests/common/test_auth_gate.py checks every route against this list).
+PUBLIC_BODY_PATHS: frozenset[str] = frozenset()
+
+_NO_TOKEN = Problem(401, "A bearer token is required.")
+
+
+def bearer_token(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else None
+    return None
+
+
+def _verifier(scope: Scope) -> TokenVerifier | None:
+    return getattr(getattr(scope.get("app"), "state", None), "token_verifier", None)
+
+
+async def scope_principal(scope: Scope) -> tuple[Principal | None, Problem | None]:
+    """The request's verified principal, or why not; verified once per request whoever asks first
+    (rate limiter, auth gate), success handed to `current_principal` by VERIFIED_STATE_KEY."""
+    token = bearer_token(scope)
+    if token is None:
+        return None, _NO_TOKEN
+    state = scope.setdefault("state", {})
+    verified = state.get(VERIFIED_STATE_KEY)
+    if verified is not None and verified[0] == token:
+        return verified[1], None
+    refused = state.get(REFUSED_STATE_KEY)
+    if refused is not None and refused[0] == token:
+        return None, refused[1]
+    verifier = _verifier(scope)
+    if verifier is None:
+        return None, _NO_TOKEN
+    try:
+        principal = verifier.cached(token)
+        if principal is None:
+            if verifier.uses_network:  # a JWKS fetch must not block the event loop
+                principal = await anyio.to_thread.run_sync(verifier.verify, token)
+            else:
+                principal = verifier.verify(token)
+    except Problem as exc:
+        state[REFUSED_STATE_KEY] = (token, exc)
+        return None, exc
+    except Exception:
+        problem = Problem(401, "The token is invalid.")
+        state[REFUSED_STATE_KEY] = (token, problem)
+        return None, problem
+    state[VERIFIED_STATE_KEY] = (token, principal)
+    return principal, None
+
+
+def _announces_body(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"transfer-encoding":
+            return True
+        if name == b"content-length":
+            return value.strip() not in (b"0", b"")
+    return False
+
+
+class AuthBeforeBodyMiddleware:
+    """Plain ASGI: a POST/PUT/PATCH/DELETE announcing a body, off `public_paths`, gets 401 problem
+    JSON without its body being read unless its token verifies. Routes still check the role; this
+    only keeps tokenless callers from making the app read and parse bodies. Requests without a body
+    pass untouched: the route answers them (401, 404, 405) as before."""
+
+    def __init__(self, app: ASGIApp, public_paths: Iterable[str] = PUBLIC_BODY_PATHS) -> None:
+        self.app = app
+        self.public_paths = frozenset(public_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in BODY_METHODS
+            or scope["path"] in self.public_paths
+            or not _announces_body(scope)
+        ):
+            await self.app(scope, receive, send)
+            return
+        principal, problem = await scope_principal(scope)
+        if principal is None:
+            assert problem is not None
+            response = problem_response(
+                401,
+                problem.detail,
+                type_=PROBLEM_BASE + "unauthorized",
+                headers={"WWW-Authenticate": 'Bearer realm="rescind"'},
+                instance=scope["path"],
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+__all__ = [
+    "BODY_METHODS",
+    "PUBLIC_BODY_PATHS",
+    "REFUSED_STATE_KEY",
+    "AuthBeforeBodyMiddleware",
+    "bearer_token",
+    "scope_principal",
+]
