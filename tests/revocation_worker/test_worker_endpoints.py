@@ -3,6 +3,7 @@ registration and at delivery (DNS rebinding), rotation and disabling as a licens
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
@@ -188,9 +189,11 @@ def test_dns_rebinding_refused_at_delivery(
 
     d = wait_until(refused, what="two refused attempts")
     assert d["last_status_code"] is None
-    assert "refused address" in d["last_error"] and "127.0.0.1" in d["last_error"], d
+    # The rule is named, not the internal address the name resolved to.
+    assert "refused address" in d["last_error"] and "private, loopback" in d["last_error"], d
     attempts = w.attempts(nid)
-    assert attempts and all("127.0.0.1" in (a.error or "") for a in attempts)
+    assert attempts and all("private, loopback" in (a.error or "") for a in attempts)
+    assert all("127.0.0.1" not in (a.error or "") for a in attempts), [a.error for a in attempts]
     assert rcv.count() == 0, "the connection must never reach the receiver"
     assert w.notice(h, nid)["status"] == "pending"
 
@@ -212,6 +215,25 @@ def test_dns_rebinding_control_allowed_range_connects(
     w.wait_status(h, nid, "delivered")
 
 
+def test_a_connection_error_names_the_host_not_the_address_it_resolved_to(
+    worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An allowed name whose address refuses connections: `last_error` says so with the endpoint's
+    own host and port, not with the (internal) address the name resolved to."""
+    w = worker(worker_allow_networks=["127.0.0.0/8"], worker_allow_http=True)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rebind_dns(monkeypatch, "partner.test", "93.184.216.34", "127.0.0.1")
+    lic, h = w.licensee()
+    w.register(h, f"http://partner.test:{port}/hook")
+    nid = w.make_notice(lic)
+    w.deliver()
+    d = wait_until(lambda: w.notice(h, nid)["deliveries"][0]["last_error"], what="a failed attempt")
+    assert d == f"cannot connect to partner.test:{port} (connection refused)", d
+    assert all("127.0.0.1" not in (a.error or "") for a in w.attempts(nid))
+
+
 def test_literal_ip_checked_again_at_delivery(worker: Any, receiver: Any) -> None:
     """An endpoint accepted under a looser policy is refused when the delivering worker's policy
     no longer allows its address (IP literals never go through the resolver)."""
@@ -223,5 +245,5 @@ def test_literal_ip_checked_again_at_delivery(worker: Any, receiver: Any) -> Non
     strict = worker(worker_allow_networks=[], worker_allow_http=True)
     strict.deliver()
     d = wait_until(lambda: strict.notice(h, nid)["deliveries"][0]["last_error"], what="a refused attempt")
-    assert "refused address" in d and "127.0.0.1" in d
+    assert "refused address" in d and "private, loopback" in d and "127.0.0.1" not in d, d
     assert rcv.count() == 0

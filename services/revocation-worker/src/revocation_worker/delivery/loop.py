@@ -45,7 +45,13 @@ from revocation_worker import sweeps
 from revocation_worker.context import AppContext
 from revocation_worker.delivery import repository as delivery_repo
 from revocation_worker.delivery import rules
-from revocation_worker.delivery.client import UnsafeURL, check_literal_host, make_session, post
+from revocation_worker.delivery.client import (
+    UnsafeURL,
+    check_literal_host,
+    describe_error,
+    make_session,
+    post,
+)
 from revocation_worker.delivery.rules import Outcome
 from revocation_worker.delivery.signing import sign_headers, webhook_id
 from revocation_worker.endpoints import repository as endpoints_repo
@@ -219,7 +225,7 @@ class Deliverer:
         except TimeoutError:
             return Outcome(None, "timeout", time.perf_counter() - start)
         except aiohttp.ClientError as exc:
-            return Outcome(None, f"{type(exc).__name__}: {exc}"[:300], time.perf_counter() - start)
+            return Outcome(None, describe_error(exc), time.perf_counter() - start)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -30,6 +30,7 @@ def create(session: Session, ctx: AppContext, licensee_id: str, body: EndpointIn
             f"The endpoint URL is refused: {exc}.",
             type_="https://rescind.dev/problems/unsafe-url",
             errors=[field_error("body.url", str(exc))],
+            rule=exc.rule,
         ) from exc
     endpoint_id = new_id("ep")
     secret = new_secret()
