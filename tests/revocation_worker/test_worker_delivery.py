@@ -358,6 +358,45 @@ def test_rotation_without_grace_drops_the_old_secret(worker: Any, receiver: Any)
         got.verify(old)
 
 
+def test_rotation_with_expire_old_now_stops_the_old_secrets_signing_at_once(
+    worker: Any, receiver: Any
+) -> None:
+    """A rotation without expire_old_now keeps the old secret signing; one with it (the secret
+    leaked) leaves only the new one: the receiver can no longer verify with either earlier secret."""
+    w = worker()
+    rcv = receiver()
+    lic, h = w.licensee()
+    ep, first = w.register(h, rcv.url)
+    w.deliver()
+
+    second = w.client.post(f"/v1/endpoints/{ep}/rotate-secret", json={}, headers=h).json()["secret"]
+    nid = w.make_notice(lic)
+    (got,) = rcv.wait_for(1)
+    assert got.verify(first)["data"]["notice_id"] == got.verify(second)["data"]["notice_id"] == nid
+
+    r = w.client.post(f"/v1/endpoints/{ep}/rotate-secret", json={"expire_old_now": True}, headers=h)
+    assert r.status_code == 200, r.text
+    third = r.json()["secret"]
+    assert parse_time(r.json()["previous_secret_expires_at"]) <= utcnow()
+    nid = w.make_notice(lic)
+    got = rcv.wait_for(2)[1]
+    assert len(got.headers["webhook-signature"].split(" ")) == 1
+    assert got.verify(third)["data"]["notice_id"] == nid
+    for old in (first, second):
+        with pytest.raises(WebhookVerificationError):
+            got.verify(old)
+
+
+def test_rotate_refuses_unknown_fields(worker: Any) -> None:
+    w = worker()
+    _, h = w.licensee()
+    ep, _ = w.register(h, "http://127.0.0.1:9/hook")
+    r = w.client.post(f"/v1/endpoints/{ep}/rotate-secret", json={"expire_old": True}, headers=h)
+    assert_problem(r, 422, "body.expire_old")
+    r = w.client.post(f"/v1/endpoints/{ep}/rotate-secret", json={"expire_old_now": "soon"}, headers=h)
+    assert_problem(r, 422, "body.expire_old_now")
+
+
 def test_deleted_endpoint_gets_nothing_more(worker: Any, receiver: Any) -> None:
     w = worker()
     rcv: Receiver = receiver(lambda n, req: 500)

@@ -4,6 +4,7 @@ registration and at delivery (DNS rebinding), rotation and disabling as a licens
 from __future__ import annotations
 
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -67,6 +68,51 @@ def test_register_returns_the_secret_once(worker: Any) -> None:
     assert_problem(w.client.post(f"/v1/endpoints/{created['id']}/rotate-secret", headers=other), 404)
     assert_problem(w.client.delete(f"/v1/endpoints/{created['id']}", headers=other), 404)
     assert w.client.get("/v1/endpoints", headers=other).json()["items"] == []
+
+
+def test_a_licensee_has_at_most_ten_endpoints_by_default(worker: Any) -> None:
+    """Each endpoint is one more POST of every notice: the eleventh is refused, naming the limit,
+    before its URL is even looked at; other licensees are not affected."""
+    w = worker()
+    _, h = w.licensee()
+    for i in range(10):
+        w.register(h, f"http://127.0.0.1:9/hook/{i}")
+    body = assert_problem(w.client.post("/v1/endpoints", json={"url": "http://127.0.0.1:9/x"}, headers=h), 409)
+    assert body["type"].endswith("/endpoint-limit") and body["limit"] == 10 and "10" in body["detail"], body
+    assert len(w.client.get("/v1/endpoints", headers=h).json()["items"]) == 10
+    _, other = w.licensee()
+    w.register(other, "http://127.0.0.1:9/hook")
+
+
+def test_disabled_endpoints_count_against_the_cap_and_deleting_frees_a_place(
+    worker: Any, receiver: Any
+) -> None:
+    w = worker(worker_max_endpoints_per_licensee=2)
+    gone = receiver(lambda n, req: 410)
+    lic, h = w.licensee()
+    disabled, _ = w.register(h, gone.url)
+    w.register(h, "http://127.0.0.1:9/hook")
+    w.make_notice(lic)
+    w.deliver()
+    w.wait_endpoint(h, disabled, "disabled")
+    # Enabling it again must not lift a licensee over its cap: a disabled endpoint keeps its place.
+    body = assert_problem(w.client.post("/v1/endpoints", json={"url": "http://127.0.0.1:9/x"}, headers=h), 409)
+    assert body["limit"] == 2
+    assert w.client.delete(f"/v1/endpoints/{disabled}", headers=h).status_code == 204
+    w.register(h, "http://127.0.0.1:9/x")
+
+
+def test_racing_registrations_never_pass_the_cap(worker: Any) -> None:
+    w = worker(worker_max_endpoints_per_licensee=3)
+    _, h = w.licensee()
+
+    def one(i: int) -> int:
+        return w.client.post("/v1/endpoints", json={"url": f"http://127.0.0.1:9/{i}"}, headers=h).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(one, range(8)))
+    assert len(w.client.get("/v1/endpoints", headers=h).json()["items"]) == 3
+    assert codes.count(201) == 3 and codes.count(409) == 5, codes
 
 
 def test_secrets_are_stored_sealed(worker: Any) -> None:

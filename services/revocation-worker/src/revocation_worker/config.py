@@ -62,6 +62,9 @@ class WorkerSettings(RescindSettings):
     worker_idle_wake_seconds: float = Field(default=1.0, gt=0)
     # How often the overdue sweep runs and the notice gauges are refreshed.
     worker_sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    # Endpoints one licensee may have (active or disabled; deleted ones do not count): each one is
+    # another POST of every notice, so this bounds what one licensee can aim at a third party.
+    worker_max_endpoints_per_licensee: int = Field(default=10, ge=1)
     # Secret rotation: the old secret keeps signing (next to the new one) this long.
     worker_rotation_grace_seconds: float = Field(default=24 * 3600.0, ge=0)
     # SSRF: networks (CIDRs) endpoints may resolve to despite being private/loopback/link-local.
