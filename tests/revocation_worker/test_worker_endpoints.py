@@ -77,7 +77,9 @@ def test_a_licensee_has_at_most_ten_endpoints_by_default(worker: Any) -> None:
     _, h = w.licensee()
     for i in range(10):
         w.register(h, f"http://127.0.0.1:9/hook/{i}")
-    body = assert_problem(w.client.post("/v1/endpoints", json={"url": "http://127.0.0.1:9/x"}, headers=h), 409)
+    body = assert_problem(
+        w.client.post("/v1/endpoints", json={"url": "http://127.0.0.1:9/x"}, headers=h), 409
+    )
     assert body["type"].endswith("/endpoint-limit") and body["limit"] == 10 and "10" in body["detail"], body
     assert len(w.client.get("/v1/endpoints", headers=h).json()["items"]) == 10
     _, other = w.licensee()
@@ -96,7 +98,9 @@ def test_disabled_endpoints_count_against_the_cap_and_deleting_frees_a_place(
     w.deliver()
     w.wait_endpoint(h, disabled, "disabled")
     # Enabling it again must not lift a licensee over its cap: a disabled endpoint keeps its place.
-    body = assert_problem(w.client.post("/v1/endpoints", json={"url": "http://127.0.0.1:9/x"}, headers=h), 409)
+    body = assert_problem(
+        w.client.post("/v1/endpoints", json={"url": "http://127.0.0.1:9/x"}, headers=h), 409
+    )
     assert body["limit"] == 2
     assert w.client.delete(f"/v1/endpoints/{disabled}", headers=h).status_code == 204
     w.register(h, "http://127.0.0.1:9/x")

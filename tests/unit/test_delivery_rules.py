@@ -19,6 +19,7 @@ from revocation_worker.delivery.rules import (
     Uniform,
     backoff,
     record,
+    redeliver_at,
     retry_after,
 )
 
@@ -257,3 +258,20 @@ def test_a_failure_of_a_delivery_no_longer_pending_only_records_the_attempt() ->
 def test_an_outcome_of_a_delivery_gone_meanwhile_is_skipped() -> None:
     out = run([(99, failed())])
     assert out.deliveries == () and out.attempts == ()
+
+
+def test_redeliver_keeps_a_retrying_delivery_on_its_backoff() -> None:
+    for last in (None, NOW - dt.timedelta(hours=5)):
+        assert redeliver_at("pending", last, NOW, 60.0) is None
+
+
+def test_redeliver_of_a_finished_delivery_is_at_most_once_per_interval() -> None:
+    minute = dt.timedelta(seconds=60)
+    for status in ("succeeded", "dead", "cancelled"):
+        assert (
+            redeliver_at(status, NOW - dt.timedelta(seconds=10), NOW, 60.0)
+            == NOW - dt.timedelta(seconds=10) + minute
+        )
+        assert redeliver_at(status, NOW - dt.timedelta(hours=2), NOW, 60.0) == NOW
+        assert redeliver_at(status, None, NOW, 60.0) == NOW
+    assert redeliver_at("dead", NOW - dt.timedelta(seconds=10), NOW, 0.0) == NOW

@@ -64,7 +64,9 @@ def make_session(policy: AddressPolicy, *, concurrency: int, timeout: float) -> 
 
 
 # IPv4 and IPv6 literals in an error text (a connect error lists the addresses it tried).
-_ADDRESS = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b|(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])")
+_ADDRESS = re.compile(
+    r"\b\d{1,3}(?:\.\d{1,3}){3}\b|(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])"
+)
 
 
 def describe_error(exc: aiohttp.ClientError) -> str:

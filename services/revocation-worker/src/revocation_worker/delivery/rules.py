@@ -183,6 +183,21 @@ def _notice(n: Notice, status: str, delivered_at: dt.datetime | None) -> Notice:
     return Notice(n.id, n.licensee_id, n.revocation_id, n.subject_id, status, delivered_at, n.revoked_at)
 
 
+def redeliver_at(
+    status: str, last_attempt_at: dt.datetime | None, now: dt.datetime, interval: float
+) -> dt.datetime | None:
+    """When a licensee's redeliver sends this delivery again; None: it stays as it is.
+
+    A pending delivery keeps the next attempt its backoff set (redeliver never brings a retry
+    forward, nor resets the attempts the backoff counts). A finished one (succeeded, dead,
+    cancelled) is due again at once, but never sooner than `interval` after its last attempt."""
+    if status == "pending":
+        return None
+    if last_attempt_at is None:
+        return now
+    return max(now, last_attempt_at + dt.timedelta(seconds=interval))
+
+
 def cannot_succeed(statuses: Sequence[str] | Mapping[int, str]) -> bool:
     """True when none of a notice's deliveries (these statuses) can still succeed."""
     values = statuses.values() if isinstance(statuses, Mapping) else statuses

@@ -121,7 +121,9 @@ def parse_webhook_url(url: str, *, allow_http: bool) -> tuple[str, str, int]:
     if scheme not in ("https", "http"):
         raise UnsafeURL("the URL must use https", "https-only")
     if scheme == "http" and not allow_http:
-        raise UnsafeURL("the URL must use https (plain http is only allowed in local development)", "https-only")
+        raise UnsafeURL(
+            "the URL must use https (plain http is only allowed in local development)", "https-only"
+        )
     if parts.username or parts.password:
         raise UnsafeURL("the URL must not carry credentials", "no-credentials")
     host = parts.hostname
