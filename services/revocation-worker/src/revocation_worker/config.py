@@ -53,6 +53,12 @@ class WorkerSettings(RescindSettings):
     worker_delivery_concurrency: int = Field(default=500, ge=1)
     # Deliveries in flight per endpoint, per process: a slow endpoint never delays other licensees.
     worker_endpoint_concurrency: int = Field(default=10, ge=1)
+    # Deliveries in flight per licensee (all its endpoints), per process; below the delivery
+    # concurrency, so that one licensee's storm always leaves slots for the others' deliveries.
+    worker_licensee_concurrency: int = Field(default=100, ge=1)
+    # Connections (deliveries in flight) per destination host and port, whoever's endpoints point
+    # there, per process: many endpoints at one third party cannot flood it nor take every slot.
+    worker_host_concurrency: int = Field(default=100, ge=1)
     # Where nothing signals new work (another process on SQLite, a consumer without the batch
     # hook), loops poll this often; where something does, they still look every idle-wake seconds.
     worker_poll_interval_seconds: float = Field(default=0.1, gt=0)
@@ -91,6 +97,12 @@ class WorkerSettings(RescindSettings):
                 raise ValueError("production needs RESCIND_WORKER_REGISTRY_TOKEN")
         if not self.worker_retry_schedule_seconds:
             raise ValueError("RESCIND_WORKER_RETRY_SCHEDULE_SECONDS must not be empty")
+        if self.worker_licensee_concurrency >= self.worker_delivery_concurrency:
+            raise ValueError(
+                f"RESCIND_WORKER_LICENSEE_CONCURRENCY ({self.worker_licensee_concurrency}) must be below "
+                f"RESCIND_WORKER_DELIVERY_CONCURRENCY ({self.worker_delivery_concurrency}): one licensee "
+                "must never hold every delivery slot"
+            )
         return self
 
     @model_validator(mode="after")

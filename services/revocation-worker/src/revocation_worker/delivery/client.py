@@ -47,11 +47,15 @@ def check_literal_host(url: str, policy: AddressPolicy, allow_http: bool) -> Non
     policy.check_ip(ip)
 
 
-def make_session(policy: AddressPolicy, *, concurrency: int, timeout: float) -> aiohttp.ClientSession:
+def make_session(
+    policy: AddressPolicy, *, concurrency: int, timeout: float, per_host: int = 0
+) -> aiohttp.ClientSession:
+    """`per_host`: connections at once to one host and port (0: no limit). The delivery loop
+    claims no more than that per host (`rules.choose`); the pool's limit is the backstop."""
     connector = aiohttp.TCPConnector(
         resolver=GuardedResolver(policy),
         limit=concurrency,
-        limit_per_host=0,
+        limit_per_host=per_host,
         ttl_dns_cache=None,  # resolve (and check) on every new connection
         use_dns_cache=False,
     )
