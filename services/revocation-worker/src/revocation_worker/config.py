@@ -71,9 +71,10 @@ class WorkerSettings(RescindSettings):
     # Endpoints one licensee may have (active or disabled; deleted ones do not count): each one is
     # another POST of every notice, so this bounds what one licensee can aim at a third party.
     worker_max_endpoints_per_licensee: int = Field(default=10, ge=1)
-    # `POST /v1/notices/{id}/redeliver` requests one licensee may make, per minute and in a burst
-    # (per API process); more are answered 429 with Retry-After.
+    # `POST /v1/notices/{id}/redeliver` requests one licensee may make per minute (per API
+    # process); more are answered 429 with Retry-After.
     worker_redeliver_per_minute: float = Field(default=6.0, gt=0)
+    # ... and at once, after a quiet spell.
     worker_redeliver_burst: int = Field(default=10, ge=1)
     # A redelivery of a finished delivery is sent at the earliest this long after its last attempt:
     # looping redeliver on one notice sends it at most once per interval per endpoint.
