@@ -106,6 +106,21 @@ def test_disabled_endpoints_count_against_the_cap_and_deleting_frees_a_place(
     w.register(h, "http://127.0.0.1:9/x")
 
 
+def test_deleting_and_registering_again_is_rate_limited(worker: Any) -> None:
+    """A new endpoint is sent every undelivered notice: a delete-and-register loop would be
+    redeliver without its rate limit."""
+    w = worker(worker_redeliver_burst=2, worker_redeliver_per_minute=1)
+    _, h = w.licensee()
+    for _ in range(2):
+        ep, _ = w.register(h, "http://127.0.0.1:9/hook")
+        assert w.client.delete(f"/v1/endpoints/{ep}", headers=h).status_code == 204
+    r = w.client.post("/v1/endpoints", json={"url": "http://127.0.0.1:9/hook"}, headers=h)
+    body = assert_problem(r, 429)
+    assert body["type"].endswith("/register-rate-limited") and int(r.headers["retry-after"]) >= 1, body
+    _, other = w.licensee()
+    w.register(other, "http://127.0.0.1:9/hook")
+
+
 def test_racing_registrations_never_pass_the_cap(worker: Any) -> None:
     w = worker(worker_max_endpoints_per_licensee=3)
     _, h = w.licensee()

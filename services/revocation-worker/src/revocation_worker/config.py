@@ -72,7 +72,8 @@ class WorkerSettings(RescindSettings):
     # another POST of every notice, so this bounds what one licensee can aim at a third party.
     worker_max_endpoints_per_licensee: int = Field(default=10, ge=1)
     # `POST /v1/notices/{id}/redeliver` requests one licensee may make per minute (per API
-    # process); more are answered 429 with Retry-After.
+    # process); more are answered 429 with Retry-After. Endpoint registrations (a new endpoint is
+    # sent every undelivered notice) have a budget of their own at the same rate.
     worker_redeliver_per_minute: float = Field(default=6.0, gt=0)
     # ... and at once, after a quiet spell.
     worker_redeliver_burst: int = Field(default=10, ge=1)

@@ -22,7 +22,8 @@ class AppContext:
     session_factory: sessionmaker[Session]
     secrets: SecretBox
     policy: AddressPolicy
-    # Licensees' redeliver requests, per licensee (in-process: each API replica limits on its own).
+    # Licensees' redeliver requests and endpoint registrations, per licensee (in-process: each API
+    # replica limits on its own).
     redeliveries: TokenBucketLimiter = field(init=False)
 
     def __post_init__(self) -> None:

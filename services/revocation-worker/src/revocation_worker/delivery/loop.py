@@ -89,8 +89,9 @@ class Job:
     url: str
     body: bytes
     secrets: list[str]
-    licensee_id: str = ""
-    host: str = ""
+    # What the job counts against in `Deliverer.inflight` until it is recorded.
+    licensee_id: str
+    host: str
 
 
 @dataclass

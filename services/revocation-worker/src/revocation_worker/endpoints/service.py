@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Protocol
 
 from sqlalchemy.orm import Session
@@ -31,6 +32,17 @@ def create(session: Session, ctx: AppContext, licensee_id: str, body: EndpointIn
             f"A licensee may have at most {limit} endpoints (active or disabled); delete one first.",
             type_="https://rescind.dev/problems/endpoint-limit",
             limit=limit,
+        )
+    # A new endpoint is sent every notice not yet delivered: deleting and registering again must
+    # not be a way round the redeliver rate, so registrations have a budget of their own at it.
+    wait = ctx.redeliveries.take(f"register:{licensee_id}")
+    if wait > 0:
+        retry_after = max(1, math.ceil(wait))
+        raise Problem(
+            429,
+            f"Too many endpoint registrations by this licensee; retry in {retry_after} s.",
+            type_="https://rescind.dev/problems/register-rate-limited",
+            headers={"Retry-After": str(retry_after)},
         )
     try:
         check_webhook_url(body.url, ctx.policy, allow_http=ctx.settings.worker_allow_http)

@@ -79,7 +79,7 @@ def ack_notice(
 )
 def redeliver_notice(notice_id: str, licensee: CurrentLicensee, session: DbSession, ctx: Ctx) -> NoticeOut:
     # Before anything is read: a licensee looping redeliver is turned away at the door.
-    wait = ctx.redeliveries.take(licensee.sub)
+    wait = ctx.redeliveries.take(f"redeliver:{licensee.sub}")
     if wait > 0:
         retry_after = max(1, math.ceil(wait))
         raise Problem(
