@@ -52,6 +52,38 @@ def test_a_licensees_storm_never_delays_another_licensees_first_delivery(worker:
     assert storm.peak == 4
 
 
+def test_a_storm_of_failures_retried_at_once_never_starves_another_licensee(
+    worker: Any, receiver: Any
+) -> None:
+    """A's ten endpoints answer 500 at once and are retried at once: A's deliveries are due again
+    as soon as they are recorded, for the whole test. B's first delivery still goes out, and A
+    never has more than its share in flight."""
+    w = worker(
+        worker_retry_schedule_seconds=[0.0],
+        worker_delivery_concurrency=8,
+        worker_licensee_concurrency=4,
+        worker_endpoint_concurrency=2,
+    )
+    storm = receiver(lambda n, req: 500)
+    fast = receiver()
+    a, ha = w.licensee()
+    for i in range(10):
+        w.register(ha, f"{storm.url}/{i}")
+    a_notices = [w.make_notice(a) for _ in range(10)]
+    w.deliver()
+    wait_until(lambda: storm.count() >= 100, what="A's storm of failing attempts")
+
+    b, hb = w.licensee()
+    _, secret = w.register(hb, fast.url)
+    b_notice = w.make_notice(b)
+    (got,) = fast.wait_for(1)
+    assert got.verify(secret)["data"]["notice_id"] == b_notice
+    seen = storm.count()
+    wait_until(lambda: storm.count() > seen, what="A's storm to go on")  # it was never paused
+    assert all(w.notice(ha, n)["status"] == "pending" for n in a_notices)
+    assert storm.peak <= 4
+
+
 def test_a_licensees_first_delivery_is_claimed_before_anothers_backlog(worker: Any, receiver: Any) -> None:
     """A's backlog of due deliveries (many endpoints, many notices) is older than B's one
     delivery, yet B's is in the first claim: claims go round-robin over licensees."""
