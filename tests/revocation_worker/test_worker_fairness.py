@@ -133,7 +133,8 @@ def test_many_endpoints_at_one_host_stay_within_the_per_host_limit(worker: Any, 
     victim.release.set()
     for h, n in notices:
         w.wait_status(h, n, "delivered")
-    assert victim.count() == 30 and victim.peak == 3
+    victim.wait_for(30)  # every notice to each of its licensee's three endpoints
+    assert victim.peak == 3
 
 
 def test_one_licensee_may_not_hold_every_delivery_slot() -> None:
