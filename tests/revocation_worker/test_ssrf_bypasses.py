@@ -9,6 +9,7 @@ still stay on this machine.
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 from typing import Any
 
@@ -100,7 +101,13 @@ def test_host_name_resolving_internal_at_registration_is_refused(
     body = assert_problem(
         w.client.post("/v1/endpoints", json={"url": "https://internal.test/hook"}, headers=h), 422, "body.url"
     )
-    assert str(ipaddress.ip_address(address)) in body["detail"] or "metadata" in body["detail"], body
+    # The rule is named; the address the name resolved to (a map of the internal network) is not.
+    metadata = address in ("169.254.169.254", "fd00:ec2::254")
+    assert body["rule"] == ("metadata-address" if metadata else "internal-address"), body
+    assert ("metadata" if metadata else "private") in body["detail"], body
+    text = json.dumps(body)
+    for spelling in {address, str(ipaddress.ip_address(address)), ipaddress.ip_address(address).exploded}:
+        assert spelling not in text, body
 
 
 @pytest.mark.parametrize(
@@ -118,7 +125,8 @@ def test_dns_rebinding_to_other_loopback_forms_is_refused_at_delivery(
     nid = w.make_notice(lic)
     w.deliver()
     d = wait_until(lambda: w.notice(h, nid)["deliveries"][0]["last_error"], what="a refused attempt")
-    assert "refused address" in d, d
+    assert "refused address" in d and "private, loopback" in d, d
+    assert dial_ip not in d and str(ipaddress.ip_address(dial_ip)) not in d, d
     assert rcv.count() == 0, "the connection must never reach the receiver"
     assert w.notice(h, nid)["status"] == "pending"
 

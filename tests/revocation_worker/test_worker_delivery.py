@@ -276,7 +276,7 @@ def test_only_operators_see_and_redrive_dead_letters(worker: Any) -> None:
 
 
 def test_licensee_redeliver_resends_with_the_same_webhook_id(worker: Any, receiver: Any) -> None:
-    w = worker()
+    w = worker(worker_redeliver_interval_seconds=0)
     rcv = receiver()
     lic, h = w.licensee()
     _, secret = w.register(h, rcv.url)
@@ -356,6 +356,45 @@ def test_rotation_without_grace_drops_the_old_secret(worker: Any, receiver: Any)
     got.verify(new)
     with pytest.raises(WebhookVerificationError):
         got.verify(old)
+
+
+def test_rotation_with_expire_old_now_stops_the_old_secrets_signing_at_once(
+    worker: Any, receiver: Any
+) -> None:
+    """A rotation without expire_old_now keeps the old secret signing; one with it (the secret
+    leaked) leaves only the new one: the receiver can no longer verify with either earlier secret."""
+    w = worker()
+    rcv = receiver()
+    lic, h = w.licensee()
+    ep, first = w.register(h, rcv.url)
+    w.deliver()
+
+    second = w.client.post(f"/v1/endpoints/{ep}/rotate-secret", json={}, headers=h).json()["secret"]
+    nid = w.make_notice(lic)
+    (got,) = rcv.wait_for(1)
+    assert got.verify(first)["data"]["notice_id"] == got.verify(second)["data"]["notice_id"] == nid
+
+    r = w.client.post(f"/v1/endpoints/{ep}/rotate-secret", json={"expire_old_now": True}, headers=h)
+    assert r.status_code == 200, r.text
+    third = r.json()["secret"]
+    assert parse_time(r.json()["previous_secret_expires_at"]) <= utcnow()
+    nid = w.make_notice(lic)
+    got = rcv.wait_for(2)[1]
+    assert len(got.headers["webhook-signature"].split(" ")) == 1
+    assert got.verify(third)["data"]["notice_id"] == nid
+    for old in (first, second):
+        with pytest.raises(WebhookVerificationError):
+            got.verify(old)
+
+
+def test_rotate_refuses_unknown_fields(worker: Any) -> None:
+    w = worker()
+    _, h = w.licensee()
+    ep, _ = w.register(h, "http://127.0.0.1:9/hook")
+    r = w.client.post(f"/v1/endpoints/{ep}/rotate-secret", json={"expire_old": True}, headers=h)
+    assert_problem(r, 422, "body.expire_old")
+    r = w.client.post(f"/v1/endpoints/{ep}/rotate-secret", json={"expire_old_now": "soon"}, headers=h)
+    assert_problem(r, 422, "body.expire_old_now")
 
 
 def test_deleted_endpoint_gets_nothing_more(worker: Any, receiver: Any) -> None:
@@ -441,7 +480,7 @@ def test_dead_letter_backlog_is_paginated(worker: Any, receiver: Any) -> None:
 
 
 def test_licensee_redeliver_after_failure(worker: Any, receiver: Any) -> None:
-    w = worker(worker_retry_window_seconds=0.3)
+    w = worker(worker_retry_window_seconds=0.3, worker_redeliver_interval_seconds=0)
     down = True
     rcv = receiver(lambda n, req: 502 if down else 200)
     lic, h = w.licensee()
@@ -457,3 +496,66 @@ def test_licensee_redeliver_after_failure(worker: Any, receiver: Any) -> None:
     got = rcv.wait_for(2)
     assert {x.webhook_id for x in got} == {f"msg_{nid}"}
     assert got[-1].verify(secret)["data"]["notice_id"] == nid
+
+
+def test_redeliver_does_not_skip_the_backoff(worker: Any, receiver: Any) -> None:
+    """A delivery waiting out its backoff keeps its schedule and its attempt count: looping
+    redeliver cannot turn a failing endpoint's retries into a flood."""
+    w = worker(worker_retry_schedule_seconds=[0.0, 3600.0])
+    rcv = receiver(lambda n, req: 500)
+    lic, h = w.licensee()
+    w.register(h, rcv.url)
+    nid = w.make_notice(lic)
+    w.deliver()
+    (before,) = wait_until(
+        lambda: [d for d in w.notice(h, nid)["deliveries"] if d["attempts"] == 1] or None,
+        what="the first failed attempt",
+    )
+    assert parse_time(before["next_attempt_at"]) - utcnow() > dt.timedelta(minutes=50)
+    for _ in range(3):
+        r = w.client.post(f"/v1/notices/{nid}/redeliver", headers=h)
+        assert r.status_code == 202, r.text
+        (after,) = r.json()["deliveries"]
+        assert (after["attempts"], after["next_attempt_at"]) == (1, before["next_attempt_at"]), after
+    barrier(w, receiver)  # the loop went round: anything due would have been sent
+    assert rcv.count() == 1
+    assert w.notice(h, nid)["deliveries"][0]["attempts"] == 1
+
+
+def test_redeliver_of_a_delivered_notice_waits_the_interval(worker: Any, receiver: Any) -> None:
+    """A finished delivery is sent again at most once per interval after its last attempt."""
+    w = worker()  # the default interval: a minute
+    rcv = receiver()
+    lic, h = w.licensee()
+    w.register(h, rcv.url)
+    nid = w.make_notice(lic)
+    w.deliver()
+    w.wait_status(h, nid, "delivered")
+    (done,) = w.notice(h, nid)["deliveries"]
+    r = w.client.post(f"/v1/notices/{nid}/redeliver", headers=h)
+    assert r.status_code == 202, r.text
+    (again,) = r.json()["deliveries"]
+    assert again["status"] == "pending" and again["attempts"] == 1, again
+    due = parse_time(again["next_attempt_at"])
+    assert due - parse_time(done["last_attempt_at"]) >= dt.timedelta(seconds=60), (done, again)
+    barrier(w, receiver)
+    assert rcv.count() == 1
+    assert w.notice(h, nid)["status"] == "delivered"
+
+
+def test_redeliver_is_rate_limited_per_licensee(worker: Any) -> None:
+    w = worker(worker_redeliver_burst=2, worker_redeliver_per_minute=1)
+    lic, h = w.licensee()
+    w.register(h, "http://127.0.0.1:9/hook")
+    nid = w.make_notice(lic)
+    for _ in range(2):
+        assert w.client.post(f"/v1/notices/{nid}/redeliver", headers=h).status_code == 202
+    r = w.client.post(f"/v1/notices/{nid}/redeliver", headers=h)
+    body = assert_problem(r, 429)
+    assert body["type"].endswith("/redeliver-rate-limited"), body
+    assert 1 <= int(r.headers["retry-after"]) <= 60, r.headers
+    # Another licensee's redeliveries are its own.
+    other, oh = w.licensee()
+    w.register(oh, "http://127.0.0.1:9/hook")
+    theirs = w.make_notice(other)
+    assert w.client.post(f"/v1/notices/{theirs}/redeliver", headers=oh).status_code == 202

@@ -3,6 +3,8 @@ registration and at delivery (DNS rebinding), rotation and disabling as a licens
 
 from __future__ import annotations
 
+import socket
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -66,6 +68,70 @@ def test_register_returns_the_secret_once(worker: Any) -> None:
     assert_problem(w.client.post(f"/v1/endpoints/{created['id']}/rotate-secret", headers=other), 404)
     assert_problem(w.client.delete(f"/v1/endpoints/{created['id']}", headers=other), 404)
     assert w.client.get("/v1/endpoints", headers=other).json()["items"] == []
+
+
+def test_a_licensee_has_at_most_ten_endpoints_by_default(worker: Any) -> None:
+    """Each endpoint is one more POST of every notice: the eleventh is refused, naming the limit,
+    before its URL is even looked at; other licensees are not affected."""
+    w = worker()
+    _, h = w.licensee()
+    for i in range(10):
+        w.register(h, f"http://127.0.0.1:9/hook/{i}")
+    body = assert_problem(
+        w.client.post("/v1/endpoints", json={"url": "http://127.0.0.1:9/x"}, headers=h), 409
+    )
+    assert body["type"].endswith("/endpoint-limit") and body["limit"] == 10 and "10" in body["detail"], body
+    assert len(w.client.get("/v1/endpoints", headers=h).json()["items"]) == 10
+    _, other = w.licensee()
+    w.register(other, "http://127.0.0.1:9/hook")
+
+
+def test_disabled_endpoints_count_against_the_cap_and_deleting_frees_a_place(
+    worker: Any, receiver: Any
+) -> None:
+    w = worker(worker_max_endpoints_per_licensee=2)
+    gone = receiver(lambda n, req: 410)
+    lic, h = w.licensee()
+    disabled, _ = w.register(h, gone.url)
+    w.register(h, "http://127.0.0.1:9/hook")
+    w.make_notice(lic)
+    w.deliver()
+    w.wait_endpoint(h, disabled, "disabled")
+    # Enabling it again must not lift a licensee over its cap: a disabled endpoint keeps its place.
+    body = assert_problem(
+        w.client.post("/v1/endpoints", json={"url": "http://127.0.0.1:9/x"}, headers=h), 409
+    )
+    assert body["limit"] == 2
+    assert w.client.delete(f"/v1/endpoints/{disabled}", headers=h).status_code == 204
+    w.register(h, "http://127.0.0.1:9/x")
+
+
+def test_deleting_and_registering_again_is_rate_limited(worker: Any) -> None:
+    """A new endpoint is sent every undelivered notice: a delete-and-register loop would be
+    redeliver without its rate limit."""
+    w = worker(worker_redeliver_burst=2, worker_redeliver_per_minute=1)
+    _, h = w.licensee()
+    for _ in range(2):
+        ep, _ = w.register(h, "http://127.0.0.1:9/hook")
+        assert w.client.delete(f"/v1/endpoints/{ep}", headers=h).status_code == 204
+    r = w.client.post("/v1/endpoints", json={"url": "http://127.0.0.1:9/hook"}, headers=h)
+    body = assert_problem(r, 429)
+    assert body["type"].endswith("/register-rate-limited") and int(r.headers["retry-after"]) >= 1, body
+    _, other = w.licensee()
+    w.register(other, "http://127.0.0.1:9/hook")
+
+
+def test_racing_registrations_never_pass_the_cap(worker: Any) -> None:
+    w = worker(worker_max_endpoints_per_licensee=3)
+    _, h = w.licensee()
+
+    def one(i: int) -> int:
+        return w.client.post("/v1/endpoints", json={"url": f"http://127.0.0.1:9/{i}"}, headers=h).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(one, range(8)))
+    assert len(w.client.get("/v1/endpoints", headers=h).json()["items"]) == 3
+    assert codes.count(201) == 3 and codes.count(409) == 5, codes
 
 
 def test_secrets_are_stored_sealed(worker: Any) -> None:
@@ -188,9 +254,11 @@ def test_dns_rebinding_refused_at_delivery(
 
     d = wait_until(refused, what="two refused attempts")
     assert d["last_status_code"] is None
-    assert "refused address" in d["last_error"] and "127.0.0.1" in d["last_error"], d
+    # The rule is named, not the internal address the name resolved to.
+    assert "refused address" in d["last_error"] and "private, loopback" in d["last_error"], d
     attempts = w.attempts(nid)
-    assert attempts and all("127.0.0.1" in (a.error or "") for a in attempts)
+    assert attempts and all("private, loopback" in (a.error or "") for a in attempts)
+    assert all("127.0.0.1" not in (a.error or "") for a in attempts), [a.error for a in attempts]
     assert rcv.count() == 0, "the connection must never reach the receiver"
     assert w.notice(h, nid)["status"] == "pending"
 
@@ -212,6 +280,25 @@ def test_dns_rebinding_control_allowed_range_connects(
     w.wait_status(h, nid, "delivered")
 
 
+def test_a_connection_error_names_the_host_not_the_address_it_resolved_to(
+    worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An allowed name whose address refuses connections: `last_error` says so with the endpoint's
+    own host and port, not with the (internal) address the name resolved to."""
+    w = worker(worker_allow_networks=["127.0.0.0/8"], worker_allow_http=True)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rebind_dns(monkeypatch, "partner.test", "93.184.216.34", "127.0.0.1")
+    lic, h = w.licensee()
+    w.register(h, f"http://partner.test:{port}/hook")
+    nid = w.make_notice(lic)
+    w.deliver()
+    d = wait_until(lambda: w.notice(h, nid)["deliveries"][0]["last_error"], what="a failed attempt")
+    assert d == f"cannot connect to partner.test:{port} (connection refused)", d
+    assert all("127.0.0.1" not in (a.error or "") for a in w.attempts(nid))
+
+
 def test_literal_ip_checked_again_at_delivery(worker: Any, receiver: Any) -> None:
     """An endpoint accepted under a looser policy is refused when the delivering worker's policy
     no longer allows its address (IP literals never go through the resolver)."""
@@ -223,5 +310,5 @@ def test_literal_ip_checked_again_at_delivery(worker: Any, receiver: Any) -> Non
     strict = worker(worker_allow_networks=[], worker_allow_http=True)
     strict.deliver()
     d = wait_until(lambda: strict.notice(h, nid)["deliveries"][0]["last_error"], what="a refused attempt")
-    assert "refused address" in d and "127.0.0.1" in d
+    assert "refused address" in d and "private, loopback" in d and "127.0.0.1" not in d, d
     assert rcv.count() == 0

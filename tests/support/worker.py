@@ -82,6 +82,9 @@ class Receiver:
         self.requests: list[Received] = []
         self.completed = 0
         self.hanging = 0
+        # Requests being handled at once, now and at the most (each holds one connection).
+        self.active = 0
+        self.peak = 0
         self.release = threading.Event()
         self._lock = threading.Lock()
         outer = self
@@ -97,7 +100,16 @@ class Receiver:
                 with outer._lock:
                     n = len(outer.requests)
                     outer.requests.append(req)
-                answer = outer.respond(n, req)
+                    outer.active += 1
+                    outer.peak = max(outer.peak, outer.active)
+                try:
+                    self._answer(outer.respond(n, req))
+                finally:
+                    with outer._lock:
+                        outer.active -= 1
+                        outer.completed += 1
+
+            def _answer(self, answer: Any) -> None:
                 if answer == "hang":
                     with outer._lock:
                         outer.hanging += 1
@@ -114,8 +126,6 @@ class Receiver:
                     self.end_headers()
                 except OSError:
                     pass  # the client gave up (timeout)
-                with outer._lock:
-                    outer.completed += 1
 
             def log_message(self, *args: Any) -> None:
                 pass

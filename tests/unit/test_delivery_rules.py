@@ -8,8 +8,11 @@ import email.utils
 from collections.abc import Mapping, Sequence
 
 from revocation_worker.delivery.rules import (
+    Caps,
     Delivery,
+    Due,
     Endpoint,
+    InFlight,
     Notice,
     NoticeDelivered,
     NoticeFailed,
@@ -18,7 +21,10 @@ from revocation_worker.delivery.rules import (
     Recorded,
     Uniform,
     backoff,
+    choose,
+    host_key,
     record,
+    redeliver_at,
     retry_after,
 )
 
@@ -257,3 +263,61 @@ def test_a_failure_of_a_delivery_no_longer_pending_only_records_the_attempt() ->
 def test_an_outcome_of_a_delivery_gone_meanwhile_is_skipped() -> None:
     out = run([(99, failed())])
     assert out.deliveries == () and out.attempts == ()
+
+
+def test_redeliver_keeps_a_retrying_delivery_on_its_backoff() -> None:
+    for last in (None, NOW - dt.timedelta(hours=5)):
+        assert redeliver_at("pending", last, NOW, 60.0) is None
+
+
+def test_redeliver_of_a_finished_delivery_is_at_most_once_per_interval() -> None:
+    minute = dt.timedelta(seconds=60)
+    for status in ("succeeded", "dead", "cancelled"):
+        assert (
+            redeliver_at(status, NOW - dt.timedelta(seconds=10), NOW, 60.0)
+            == NOW - dt.timedelta(seconds=10) + minute
+        )
+        assert redeliver_at(status, NOW - dt.timedelta(hours=2), NOW, 60.0) == NOW
+        assert redeliver_at(status, None, NOW, 60.0) == NOW
+    assert redeliver_at("dead", NOW - dt.timedelta(seconds=10), NOW, 0.0) == NOW
+
+
+# -- claiming: which due deliveries a claim takes --------------------------------------------------
+
+
+def due(i: int, endpoint: str, licensee: str, host: str = "h:443") -> Due:
+    return Due(i, endpoint, licensee, host)
+
+
+def test_a_full_licensee_is_skipped_and_the_next_licensee_taken() -> None:
+    caps = Caps(total=10, endpoint=5, licensee=2, host=100)
+    inflight = InFlight()
+    inflight.add("a1", "A", "h:443")
+    rows = [due(1, "a1", "A"), due(2, "a2", "A"), due(3, "a3", "A"), due(4, "b1", "B"), due(5, "b1", "B")]
+    assert [d.id for d in choose(rows, inflight, caps)] == [1, 4, 5]
+
+
+def test_the_host_cap_counts_every_licensees_endpoints_at_that_host() -> None:
+    caps = Caps(total=10, endpoint=5, licensee=5, host=2)
+    rows = [due(1, "a1", "A", "victim:443"), due(2, "c1", "C", "victim:443"), due(3, "d1", "D", "victim:443")]
+    rows.append(due(4, "b1", "B", "other:443"))
+    assert [d.id for d in choose(rows, InFlight(), caps)] == [1, 2, 4]
+
+
+def test_no_more_than_the_room_left_nor_the_endpoint_cap() -> None:
+    caps = Caps(total=3, endpoint=1, licensee=5, host=5)
+    inflight = InFlight()
+    inflight.add("x", "X", "x:443")
+    rows = [due(1, "a1", "A"), due(2, "a1", "A"), due(3, "b1", "B"), due(4, "c1", "C")]
+    assert [d.id for d in choose(rows, inflight, caps)] == [1, 3]
+    inflight.remove("x", "X", "x:443")
+    assert inflight.total == 0 and not inflight.licensees and not inflight.hosts
+
+
+def test_host_keys_are_host_and_port() -> None:
+    assert (
+        host_key("https://Example.COM/hook") == host_key("https://example.com:443/other") == "example.com:443"
+    )
+    assert host_key("http://127.0.0.1:8080/x") == "127.0.0.1:8080"
+    assert host_key("https://bücher.de/x") == "xn--bcher-kva.de:443"
+    assert host_key("https://example.com:8443/") != host_key("https://example.com/")

@@ -91,5 +91,7 @@ def test_policy_refuses_if_any_resolved_address_is_internal(monkeypatch: pytest.
         ]
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
-    with pytest.raises(UnsafeURL, match=r"10\.0\.0\.7"):
+    with pytest.raises(UnsafeURL, match="private, loopback") as refused:
         check_webhook_url("https://mixed.test/hook", AddressPolicy(), allow_http=False)
+    # The rule, not the internal address the name resolved to.
+    assert refused.value.rule == "internal-address" and "10.0.0.7" not in str(refused.value)

@@ -66,6 +66,12 @@ class WorkerSettings(RescindSettings):
     worker_delivery_concurrency: int = Field(default=500, ge=1)
     # Deliveries in flight per endpoint, per process: a slow endpoint never delays other licensees.
     worker_endpoint_concurrency: int = Field(default=10, ge=1)
+    # Deliveries in flight per licensee (all its endpoints), per process; below the delivery
+    # concurrency, so that one licensee's storm always leaves slots for the others' deliveries.
+    worker_licensee_concurrency: int = Field(default=100, ge=1)
+    # Connections (deliveries in flight) per destination host and port, whoever's endpoints point
+    # there, per process: many endpoints at one third party cannot flood it nor take every slot.
+    worker_host_concurrency: int = Field(default=100, ge=1)
     # Where nothing signals new work (another process on SQLite, a consumer without the batch
     # hook), loops poll this often; where something does, they still look every idle-wake seconds.
     worker_poll_interval_seconds: float = Field(default=0.1, gt=0)
@@ -75,6 +81,18 @@ class WorkerSettings(RescindSettings):
     worker_idle_wake_seconds: float = Field(default=1.0, gt=0)
     # How often the overdue sweep runs and the notice gauges are refreshed.
     worker_sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    # Endpoints one licensee may have (active or disabled; deleted ones do not count): each one is
+    # another POST of every notice, so this bounds what one licensee can aim at a third party.
+    worker_max_endpoints_per_licensee: int = Field(default=10, ge=1)
+    # `POST /v1/notices/{id}/redeliver` requests one licensee may make per minute (per API
+    # process); more are answered 429 with Retry-After. Endpoint registrations (a new endpoint is
+    # sent every undelivered notice) have a budget of their own at the same rate.
+    worker_redeliver_per_minute: float = Field(default=6.0, gt=0)
+    # ... and at once, after a quiet spell.
+    worker_redeliver_burst: int = Field(default=10, ge=1)
+    # A redelivery of a finished delivery is sent at the earliest this long after its last attempt:
+    # looping redeliver on one notice sends it at most once per interval per endpoint.
+    worker_redeliver_interval_seconds: float = Field(default=60.0, ge=0)
     # Secret rotation: the old secret keeps signing (next to the new one) this long.
     worker_rotation_grace_seconds: float = Field(default=24 * 3600.0, ge=0)
     # SSRF: networks (CIDRs) endpoints may resolve to despite being private/loopback/link-local.
@@ -89,6 +107,12 @@ class WorkerSettings(RescindSettings):
     def _retry_schedule_not_empty(self) -> WorkerSettings:
         if not self.worker_retry_schedule_seconds:
             raise ValueError("RESCIND_WORKER_RETRY_SCHEDULE_SECONDS must not be empty")
+        if self.worker_licensee_concurrency >= self.worker_delivery_concurrency:
+            raise ValueError(
+                f"RESCIND_WORKER_LICENSEE_CONCURRENCY ({self.worker_licensee_concurrency}) must be below "
+                f"RESCIND_WORKER_DELIVERY_CONCURRENCY ({self.worker_delivery_concurrency}): one licensee "
+                "must never hold every delivery slot"
+            )
         return self
 
     @model_validator(mode="after")

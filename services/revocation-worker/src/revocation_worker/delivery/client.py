@@ -9,6 +9,8 @@ from the environment are ignored.
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
 import socket
 from typing import Any
 
@@ -45,11 +47,15 @@ def check_literal_host(url: str, policy: AddressPolicy, allow_http: bool) -> Non
     policy.check_ip(ip)
 
 
-def make_session(policy: AddressPolicy, *, concurrency: int, timeout: float) -> aiohttp.ClientSession:
+def make_session(
+    policy: AddressPolicy, *, concurrency: int, timeout: float, per_host: int = 0
+) -> aiohttp.ClientSession:
+    """`per_host`: connections at once to one host and port (0: no limit). The delivery loop
+    claims no more than that per host (`rules.choose`); the pool's limit is the backstop."""
     connector = aiohttp.TCPConnector(
         resolver=GuardedResolver(policy),
         limit=concurrency,
-        limit_per_host=0,
+        limit_per_host=per_host,
         ttl_dns_cache=None,  # resolve (and check) on every new connection
         use_dns_cache=False,
     )
@@ -61,6 +67,24 @@ def make_session(policy: AddressPolicy, *, concurrency: int, timeout: float) -> 
     )
 
 
+# IPv4 and IPv6 literals in an error text (a connect error lists the addresses it tried).
+_ADDRESS = re.compile(
+    r"\b\d{1,3}(?:\.\d{1,3}){3}\b|(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])"
+)
+
+
+def describe_error(exc: aiohttp.ClientError) -> str:
+    """What `last_error` says of a failed POST: the kind of failure and the endpoint's own host and
+    port, never an address its name resolved to (the licensee reads it)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate of {exc.host}:{exc.port} not accepted"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        errno = exc.os_error.errno
+        reason = os.strerror(errno).lower() if errno else "connection failed"
+        return f"cannot connect to {exc.host}:{exc.port} ({reason})"
+    return _ADDRESS.sub("<address>", f"{type(exc).__name__}: {exc}")[:300]
+
+
 async def post(
     session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
 ) -> tuple[int, dict[str, Any]]:
@@ -69,4 +93,4 @@ async def post(
         return response.status, dict(response.headers)
 
 
-__all__ = ["GuardedResolver", "UnsafeURL", "check_literal_host", "make_session", "post"]
+__all__ = ["GuardedResolver", "UnsafeURL", "check_literal_host", "describe_error", "make_session", "post"]

@@ -1,8 +1,10 @@
 """The delivery loop: lease due deliveries, POST them concurrently, record outcomes in batches.
 
 - One pooled aiohttp session per process; a global concurrency cap, and at most
-  `worker_endpoint_concurrency` in flight per endpoint, so a slow or dead endpoint never
-  delays other licensees (its backlog waits, theirs does not).
+  `worker_endpoint_concurrency` in flight per endpoint, `worker_licensee_concurrency` per licensee
+  and `worker_host_concurrency` per destination host, claimed round-robin over licensees: a slow or
+  dead endpoint, a licensee's storm or many endpoints at one host never delay other licensees'
+  deliveries (their backlog waits, the others' does not; `rules.choose`).
 - Claiming is one transaction: lease due deliveries (UPDATE ... RETURNING), load their endpoints
   and notices in one query each, build each distinct notice's body once.
 - A finished POST goes to an in-process queue; the recorder writes every outcome pending at
@@ -45,7 +47,13 @@ from revocation_worker import sweeps
 from revocation_worker.context import AppContext
 from revocation_worker.delivery import repository as delivery_repo
 from revocation_worker.delivery import rules
-from revocation_worker.delivery.client import UnsafeURL, check_literal_host, make_session, post
+from revocation_worker.delivery.client import (
+    UnsafeURL,
+    check_literal_host,
+    describe_error,
+    make_session,
+    post,
+)
 from revocation_worker.delivery.rules import Outcome
 from revocation_worker.delivery.signing import sign_headers, webhook_id
 from revocation_worker.endpoints import repository as endpoints_repo
@@ -81,6 +89,9 @@ class Job:
     url: str
     body: bytes
     secrets: list[str]
+    # What the job counts against in `Deliverer.inflight` until it is recorded.
+    licensee_id: str
+    host: str
 
 
 @dataclass
@@ -92,9 +103,20 @@ class Leased:
     url: str
     secrets: list[str]
     notice: NoticeLike
+    licensee_id: str
+    host: str
 
     def job(self, body: bytes) -> Job:
-        return Job(self.delivery_id, self.endpoint_id, self.notice.id, self.url, body, self.secrets)
+        return Job(
+            self.delivery_id,
+            self.endpoint_id,
+            self.notice.id,
+            self.url,
+            body,
+            self.secrets,
+            self.licensee_id,
+            self.host,
+        )
 
 
 @dataclass
@@ -121,7 +143,7 @@ class Deliverer:
     # True when something calls `wake()` on new work (the worker's resolver, a LISTEN thread);
     # otherwise the loop polls every `worker_poll_interval_seconds`.
     signalled: bool = False
-    inflight: dict[str, int] = field(default_factory=dict)
+    inflight: rules.InFlight = field(default_factory=rules.InFlight)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _done: list[tuple[Job, Outcome]] = field(default_factory=list)
     _next_due: dt.datetime | None = None
@@ -151,15 +173,14 @@ class Deliverer:
         return [x.job(bodies[x.notice.id]) for x in leases if x.notice.id in bodies]
 
     def lease(self) -> list[Leased]:
-        """One transaction: lease due deliveries (respecting the per-endpoint and global caps),
-        load their endpoints and notices in one query each, note when the next retry is due."""
+        """One transaction: lease due deliveries (fairly, within the caps), load their endpoints
+        and notices in one query each, note when the next retry is due."""
         s = self.ctx.settings
-        capacity = s.worker_endpoint_concurrency
-        room = s.worker_delivery_concurrency - sum(self.inflight.values())
+        caps = rules.Caps.of(s)
+        room = caps.total - self.inflight.total
         self._next_due = None
         if room <= 0:
             return []  # the recorder wakes the loop when capacity frees up
-        per_endpoint = {e: capacity - n for e, n in self.inflight.items()}
         now = utcnow()
         out: list[Leased] = []
         secrets: dict[str, list[str]] = {}
@@ -169,9 +190,8 @@ class Deliverer:
                 now=now,
                 owner=uuid.uuid4().hex,
                 lease=lease_for(s.worker_delivery_timeout_seconds),
-                per_endpoint=per_endpoint,
-                default_capacity=capacity,
-                limit=room,
+                inflight=self.inflight,
+                caps=caps,
             )
             if not claimed:
                 self._next_due = delivery_repo.next_due_at(session, now)
@@ -188,7 +208,17 @@ class Deliverer:
                     continue
                 if c.endpoint_id not in secrets:
                     secrets[c.endpoint_id] = endpoints.signing_secrets(self.ctx, row.endpoint, now)
-                out.append(Leased(c.id, c.endpoint_id, row.url, secrets[c.endpoint_id], row.notice))
+                out.append(
+                    Leased(
+                        c.id,
+                        c.endpoint_id,
+                        row.url,
+                        secrets[c.endpoint_id],
+                        row.notice,
+                        c.licensee_id,
+                        c.host,
+                    )
+                )
             delivery_repo.cancel(session, gone)
         return out
 
@@ -219,7 +249,7 @@ class Deliverer:
         except TimeoutError:
             return Outcome(None, "timeout", time.perf_counter() - start)
         except aiohttp.ClientError as exc:
-            return Outcome(None, f"{type(exc).__name__}: {exc}"[:300], time.perf_counter() - start)
+            return Outcome(None, describe_error(exc), time.perf_counter() - start)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -245,7 +275,7 @@ class Deliverer:
         for x in leases:
             body = bodies.get(x.notice.id)
             if body is None:
-                self._release_endpoint(x.endpoint_id)
+                self.inflight.remove(x.endpoint_id, x.licensee_id, x.host)
                 continue
             self._spawn(self.run_job(http, x.job(body)))
 
@@ -271,12 +301,7 @@ class Deliverer:
             self._record_wake.set()
 
     def _release(self, job: Job) -> None:
-        self._release_endpoint(job.endpoint_id)
-
-    def _release_endpoint(self, endpoint_id: str) -> None:
-        self.inflight[endpoint_id] -= 1
-        if self.inflight[endpoint_id] <= 0:
-            del self.inflight[endpoint_id]
+        self.inflight.remove(job.endpoint_id, job.licensee_id, job.host)
 
     # -- recording (database, in a thread) -----------------------------------------
 
@@ -445,6 +470,7 @@ class Deliverer:
             async with make_session(
                 self.ctx.policy,
                 concurrency=s.worker_delivery_concurrency,
+                per_host=s.worker_host_concurrency,
                 timeout=s.worker_delivery_timeout_seconds,
             ) as http:
                 while not stop.is_set():
@@ -456,7 +482,7 @@ class Deliverer:
                         log.warning("claiming deliveries failed: %s: %s", type(exc).__name__, exc)
                         leases = []
                     for x in leases:
-                        self.inflight[x.endpoint_id] = self.inflight.get(x.endpoint_id, 0) + 1
+                        self.inflight.add(x.endpoint_id, x.licensee_id, x.host)
                     # Bodies are built a few notices at a time in a small pool, and each group is
                     # sent as soon as it is ready: the first POSTs never wait for the last body.
                     for i in range(0, len(leases), BODY_GROUP):

@@ -312,16 +312,20 @@ def cancel_pending_for_notice(session: Session, notice_id: str) -> None:
 
 # claim_due's statements, built once (Core, bound per call): building and compiling-cache-keying
 # ORM statements on every claim cost more than running them.
-_RANKED = (
+# Each endpoint's due deliveries ranked (oldest due first) ...
+_BY_ENDPOINT = (
     select(
         _DELIVERIES.c.id,
         _DELIVERIES.c.endpoint_id,
+        _DELIVERIES.c.licensee_id,
+        _ENDPOINTS.c.url,
+        _DELIVERIES.c.next_attempt_at,
         func.row_number()
         .over(
             partition_by=_DELIVERIES.c.endpoint_id,
             order_by=(_DELIVERIES.c.next_attempt_at, _DELIVERIES.c.id),
         )
-        .label("rn"),
+        .label("rn_endpoint"),
     )
     .select_from(_DELIVERIES.join(_ENDPOINTS, _ENDPOINTS.c.id == _DELIVERIES.c.endpoint_id))
     .where(
@@ -335,12 +339,30 @@ _RANKED = (
     )
     .subquery()
 )
-
-
+# ... then each licensee's, round-robin over its endpoints (the first of each, then the second) ...
+_BY_LICENSEE = (
+    select(
+        _BY_ENDPOINT.c.id,
+        _BY_ENDPOINT.c.endpoint_id,
+        _BY_ENDPOINT.c.licensee_id,
+        _BY_ENDPOINT.c.url,
+        func.row_number()
+        .over(
+            partition_by=_BY_ENDPOINT.c.licensee_id,
+            order_by=(_BY_ENDPOINT.c.rn_endpoint, _BY_ENDPOINT.c.next_attempt_at, _BY_ENDPOINT.c.id),
+        )
+        .label("rn_licensee"),
+    )
+    .where(_BY_ENDPOINT.c.rn_endpoint <= bindparam("endpoint_cap"))
+    .subquery()
+)
+# ... and round-robin over licensees: every licensee's first due delivery comes before any
+# licensee's second, so a licensee with a backlog of thousands never pushes another's first one
+# out of a claim.
 _DUE = (
-    select(_RANKED.c.id, _RANKED.c.endpoint_id, _RANKED.c.rn)
-    .where(_RANKED.c.rn <= bindparam("capacity"))
-    .order_by(_RANKED.c.rn, _RANKED.c.id)
+    select(_BY_LICENSEE.c.id, _BY_LICENSEE.c.endpoint_id, _BY_LICENSEE.c.licensee_id, _BY_LICENSEE.c.url)
+    .where(_BY_LICENSEE.c.rn_licensee <= bindparam("licensee_cap"))
+    .order_by(_BY_LICENSEE.c.rn_licensee, _BY_LICENSEE.c.id)
     .limit(bindparam("limit"))
 )
 
@@ -362,11 +384,13 @@ _LEASE = (
 
 @dataclass(frozen=True)
 class Claimed:
-    """A leased delivery: what the delivery loop needs to build and send it."""
+    """A leased delivery: what the delivery loop needs to build and send it, and to count it."""
 
     id: int
     endpoint_id: str
     notice_id: str
+    licensee_id: str
+    host: str
 
 
 def claim_due(
@@ -375,25 +399,36 @@ def claim_due(
     now: dt.datetime,
     owner: str,
     lease: dt.timedelta,
-    per_endpoint: dict[str, int],
-    default_capacity: int,
-    limit: int,
+    inflight: rules.InFlight,
+    caps: rules.Caps,
 ) -> list[Claimed]:
-    """Lease due deliveries, at most `capacity` per endpoint, so that one endpoint's backlog can
-    never crowd out other licensees. Safe with several workers: a lease is taken with a
-    conditional UPDATE, and only the rows that UPDATE changed (RETURNING) are ours."""
+    """Lease due deliveries, fairly (`rules.choose` over the round-robin order of `_DUE`): never
+    more in flight than the caps allow in all, per endpoint, per licensee and per destination host,
+    so that no endpoint's, licensee's or host's backlog crowds out another licensee. Safe with
+    several workers: a lease is taken with a conditional UPDATE, and only the rows that UPDATE
+    changed (RETURNING) are ours."""
+    room = caps.total - inflight.total
+    if room <= 0:
+        return []
     conn = session.connection()
-    rows = conn.execute(_DUE, {"now": now, "capacity": default_capacity, "limit": limit * 2}).all()
-    chosen: list[int] = []
-    for delivery_id, endpoint_id, rn in rows:
-        if rn <= per_endpoint.get(endpoint_id, default_capacity):
-            chosen.append(delivery_id)
-        if len(chosen) >= limit:
-            break
+    rows = conn.execute(
+        _DUE,
+        {"now": now, "endpoint_cap": caps.endpoint, "licensee_cap": caps.licensee, "limit": room * 2},
+    ).all()
+    due = [rules.Due(int(i), str(e), str(lic), rules.host_key(str(url))) for i, e, lic, url in rows]
+    chosen = {d.id: d for d in rules.choose(due, inflight, caps)}
     if not chosen:
         return []
-    leased = conn.execute(_LEASE, {"ids": chosen, "now": now, "until": now + lease, "owner": owner}).all()
-    return sorted((Claimed(int(i), str(e), str(n)) for i, e, n in leased), key=lambda c: c.id)
+    leased = conn.execute(
+        _LEASE, {"ids": sorted(chosen), "now": now, "until": now + lease, "owner": owner}
+    ).all()
+    return sorted(
+        (
+            Claimed(int(i), str(e), str(n), chosen[int(i)].licensee_id, chosen[int(i)].host)
+            for i, e, n in leased
+        ),
+        key=lambda c: c.id,
+    )
 
 
 def attempts_of(session: Session, delivery_id: int) -> list[DeliveryAttempt]:

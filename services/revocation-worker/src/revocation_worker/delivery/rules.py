@@ -1,6 +1,7 @@
 """What an attempt's outcome does to a delivery, its endpoint and its notice: the rules alone.
 
-A function of values: the states read (locked) by the recorder, the outcomes, the retry policy,
+Also which due deliveries a claim takes (`choose`: fair per licensee, endpoint and destination
+host). A function of values: the states read (locked) by the recorder, the outcomes, the retry policy,
 the time, and a random source for the jitter. It returns the new states and the events to emit
 as plain data; the loop reads, calls `record`, writes (delivery/loop.py). Nothing here touches a
 database, a broker or the network.
@@ -16,12 +17,15 @@ database, a broker or the network.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import email.utils
 import random
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from revocation_worker.config import WorkerSettings
@@ -152,6 +156,103 @@ class Recorded:
     dead: tuple[Dead, ...]
 
 
+# -- claiming: which due deliveries a process takes, fairly --------------------------------------
+
+
+def host_key(url: str) -> str:
+    """The destination an endpoint's connections count against: host (IDNA, lower case) and port,
+    as the HTTP client keys its per-host pool, so both limits count alike."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    with contextlib.suppress(UnicodeError):  # not a valid IDNA name (the guard refuses it): as written
+        host = host.encode("idna").decode("ascii")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{host}:{port or (443 if parts.scheme.lower() == 'https' else 80)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A due delivery a claim may lease; claims read them in their fair order (`claim_due`)."""
+
+    id: int
+    endpoint_id: str
+    licensee_id: str
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    """Deliveries in flight at most: in all, per endpoint, per licensee, per destination host."""
+
+    total: int
+    endpoint: int
+    licensee: int
+    host: int
+
+    @classmethod
+    def of(cls, s: WorkerSettings) -> Caps:
+        return cls(
+            total=s.worker_delivery_concurrency,
+            endpoint=s.worker_endpoint_concurrency,
+            licensee=s.worker_licensee_concurrency,
+            host=s.worker_host_concurrency,
+        )
+
+
+@dataclass
+class InFlight:
+    """What one process has in flight (leased, not yet recorded), per endpoint, licensee and host."""
+
+    endpoints: Counter[str] = field(default_factory=Counter)
+    licensees: Counter[str] = field(default_factory=Counter)
+    hosts: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        return self.endpoints.total()
+
+    def add(self, endpoint_id: str, licensee_id: str, host: str) -> None:
+        self.endpoints[endpoint_id] += 1
+        self.licensees[licensee_id] += 1
+        self.hosts[host] += 1
+
+    def remove(self, endpoint_id: str, licensee_id: str, host: str) -> None:
+        for counter, key in (
+            (self.endpoints, endpoint_id),
+            (self.licensees, licensee_id),
+            (self.hosts, host),
+        ):
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
+
+
+def choose(due: Sequence[Due], inflight: InFlight, caps: Caps) -> list[Due]:
+    """The due deliveries to lease, taken in the order given (round-robin over licensees, then over
+    each licensee's endpoints) while every cap has room: one licensee, endpoint or host at its cap
+    never holds back the others, whose deliveries come next in the order."""
+    taken = InFlight(Counter(inflight.endpoints), Counter(inflight.licensees), Counter(inflight.hosts))
+    room = caps.total - inflight.total
+    out: list[Due] = []
+    for d in due:
+        if len(out) >= room:
+            break
+        if (
+            taken.endpoints[d.endpoint_id] < caps.endpoint
+            and taken.licensees[d.licensee_id] < caps.licensee
+            and taken.hosts[d.host] < caps.host
+        ):
+            taken.add(d.endpoint_id, d.licensee_id, d.host)
+            out.append(d)
+    return out
+
+
+# -- recording: what an attempt's outcome does ----------------------------------------------------
+
+
 def backoff(
     failures: int, schedule: Sequence[float], jitter: float, uniform: Uniform = random.uniform
 ) -> float:
@@ -181,6 +282,21 @@ def retry_after(headers: Mapping[str, str], now: dt.datetime) -> float | None:
 
 def _notice(n: Notice, status: str, delivered_at: dt.datetime | None) -> Notice:
     return Notice(n.id, n.licensee_id, n.revocation_id, n.subject_id, status, delivered_at, n.revoked_at)
+
+
+def redeliver_at(
+    status: str, last_attempt_at: dt.datetime | None, now: dt.datetime, interval: float
+) -> dt.datetime | None:
+    """When a licensee's redeliver sends this delivery again; None: it stays as it is.
+
+    A pending delivery keeps the next attempt its backoff set (redeliver never brings a retry
+    forward, nor resets the attempts the backoff counts). A finished one (succeeded, dead,
+    cancelled) is due again at once, but never sooner than `interval` after its last attempt."""
+    if status == "pending":
+        return None
+    if last_attempt_at is None:
+        return now
+    return max(now, last_attempt_at + dt.timedelta(seconds=interval))
 
 
 def cannot_succeed(statuses: Sequence[str] | Mapping[int, str]) -> bool:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from rescind_common.db import keyset_page
@@ -14,6 +14,21 @@ def get_own(session: Session, licensee_id: str, endpoint_id: str, *, lock: bool 
     if lock:
         stmt = stmt.with_for_update()
     return session.scalars(stmt).one_or_none()
+
+
+def count_for(session: Session, licensee_id: str, *, lock: bool = False) -> int:
+    """The licensee's endpoints, active and disabled (a deleted one is gone). `lock`: first take the
+    licensee's endpoint lock for the transaction (PostgreSQL), so that two registrations racing
+    each other cannot both pass the cap; SQLite serialises writers on its own."""
+    if lock and session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": f"endpoints:{licensee_id}"},
+        )
+    return int(
+        session.scalar(select(func.count()).select_from(Endpoint).where(Endpoint.licensee_id == licensee_id))
+        or 0
+    )
 
 
 def get(session: Session, endpoint_id: str) -> Endpoint | None:

@@ -10,7 +10,13 @@ from rescind_common.problems import Problem
 from revocation_worker.context import Ctx
 from revocation_worker.db import DbSession
 from revocation_worker.endpoints import repository, service
-from revocation_worker.endpoints.schemas import EndpointCreated, EndpointIn, EndpointOut, SecretRotated
+from revocation_worker.endpoints.schemas import (
+    EndpointCreated,
+    EndpointIn,
+    EndpointOut,
+    RotateIn,
+    SecretRotated,
+)
 
 router = APIRouter(prefix="/v1/endpoints", tags=["endpoints"])
 ops_router = APIRouter(prefix="/v1/operator/endpoints", tags=["operator"])
@@ -48,9 +54,17 @@ def get_endpoint(endpoint_id: str, licensee: CurrentLicensee, session: DbSession
 @router.post(
     "/{endpoint_id}/rotate-secret", response_model=SecretRotated, summary="Rotate the signing secret"
 )
-def rotate_secret(endpoint_id: str, licensee: CurrentLicensee, session: DbSession, ctx: Ctx) -> SecretRotated:
+def rotate_secret(
+    endpoint_id: str,
+    licensee: CurrentLicensee,
+    session: DbSession,
+    ctx: Ctx,
+    body: RotateIn | None = None,
+) -> SecretRotated:
     endpoint = _own(session, licensee.sub, endpoint_id)
-    secret, expires = service.rotate(session, ctx, endpoint)
+    secret, expires = service.rotate(
+        session, ctx, endpoint, expire_old_now=body is not None and body.expire_old_now
+    )
     return SecretRotated(id=endpoint.id, secret=secret, previous_secret_expires_at=expires)
 
 

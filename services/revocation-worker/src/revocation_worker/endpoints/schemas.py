@@ -30,9 +30,20 @@ class EndpointCreated(EndpointOut):
     secret: str = Field(description="whsec_... — shown once; verify deliveries with it")
 
 
+class RotateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expire_old_now: bool = Field(
+        default=False,
+        description="Stop signing with the old secret(s) at once (a leaked secret); "
+        "default: the old one keeps signing beside the new one for the grace period",
+    )
+
+
 class SecretRotated(BaseModel):
     id: str
     secret: str = Field(description="The new whsec_... secret, shown once")
     previous_secret_expires_at: dt.datetime = Field(
-        description="Until then deliveries carry signatures by both the old and the new secret"
+        description="Until then deliveries carry signatures by both the old and the new secret "
+        "(now, with expire_old_now)"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Protocol
 
 from sqlalchemy.orm import Session
@@ -13,6 +14,7 @@ from rescind_common.problems import Problem, field_error
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.context import AppContext
 from revocation_worker.delivery import repository as deliveries_repo
+from revocation_worker.endpoints import repository as endpoints_repo
 from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.endpoints.schemas import EndpointIn, EndpointOut
 from revocation_worker.endpoints.urlguard import UnsafeURL, check_webhook_url
@@ -22,6 +24,26 @@ from revocation_worker.secrets import new_secret
 
 
 def create(session: Session, ctx: AppContext, licensee_id: str, body: EndpointIn) -> tuple[Endpoint, str]:
+    # Checked before the URL (whose check resolves DNS): a licensee at its cap costs nothing more.
+    limit = ctx.settings.worker_max_endpoints_per_licensee
+    if endpoints_repo.count_for(session, licensee_id, lock=True) >= limit:
+        raise Problem(
+            409,
+            f"A licensee may have at most {limit} endpoints (active or disabled); delete one first.",
+            type_="https://rescind.dev/problems/endpoint-limit",
+            limit=limit,
+        )
+    # A new endpoint is sent every notice not yet delivered: deleting and registering again must
+    # not be a way round the redeliver rate, so registrations have a budget of their own at it.
+    wait = ctx.redeliveries.take(f"register:{licensee_id}")
+    if wait > 0:
+        retry_after = max(1, math.ceil(wait))
+        raise Problem(
+            429,
+            f"Too many endpoint registrations by this licensee; retry in {retry_after} s.",
+            type_="https://rescind.dev/problems/register-rate-limited",
+            headers={"Retry-After": str(retry_after)},
+        )
     try:
         check_webhook_url(body.url, ctx.policy, allow_http=ctx.settings.worker_allow_http)
     except UnsafeURL as exc:
@@ -30,6 +52,7 @@ def create(session: Session, ctx: AppContext, licensee_id: str, body: EndpointIn
             f"The endpoint URL is refused: {exc}.",
             type_="https://rescind.dev/problems/unsafe-url",
             errors=[field_error("body.url", str(exc))],
+            rule=exc.rule,
         ) from exc
     endpoint_id = new_id("ep")
     secret = new_secret()
@@ -49,10 +72,20 @@ def create(session: Session, ctx: AppContext, licensee_id: str, body: EndpointIn
     return endpoint, secret
 
 
-def rotate(session: Session, ctx: AppContext, endpoint: Endpoint) -> tuple[str, dt.datetime]:
+def rotate(
+    session: Session, ctx: AppContext, endpoint: Endpoint, *, expire_old_now: bool = False
+) -> tuple[str, dt.datetime]:
+    """A new secret; the old one keeps signing beside it for the grace period, or (expire_old_now:
+    it leaked) is dropped at once, with any older one still in its grace. Returns the new secret and
+    when the old one stops signing."""
     secret = new_secret()
-    expires = utcnow() + dt.timedelta(seconds=ctx.settings.worker_rotation_grace_seconds)
-    endpoint.previous_secret_sealed = endpoint.secret_sealed
+    now = utcnow()
+    if expire_old_now:
+        expires = now
+        endpoint.previous_secret_sealed = None
+    else:
+        expires = now + dt.timedelta(seconds=ctx.settings.worker_rotation_grace_seconds)
+        endpoint.previous_secret_sealed = endpoint.secret_sealed
     endpoint.previous_secret_expires_at = expires
     endpoint.secret_sealed = ctx.secrets.seal(secret, endpoint.id)
     return secret, expires

@@ -4,6 +4,9 @@ Refused unless the operator allowed the range: private, loopback, link-local, sh
 multicast, reserved, unspecified and unique-local addresses, including IPv4-mapped IPv6 forms
 and the decimal/octal/hex spellings that resolvers accept. Cloud metadata addresses are refused
 always, whatever is allowed.
+
+A refusal names the rule broken, never the address a name resolved to: a licensee probing host names
+must not learn the internal network's map from the errors (at registration or in `last_error`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,18 @@ NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class UnsafeURL(ValueError):
-    """The URL may not be used as a webhook endpoint."""
+    """The URL may not be used as a webhook endpoint; `rule` names the rule it breaks."""
+
+    def __init__(self, message: str, rule: str = "invalid-url") -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+METADATA_ADDRESS = "the host is or resolves to a cloud metadata address"
+INTERNAL_ADDRESS = (
+    "the host is or resolves to a private, loopback, link-local or reserved address "
+    "outside the networks the operator allows"
+)
 
 
 def _unwrap(ip: IPAddress) -> IPAddress:
@@ -70,26 +84,25 @@ class AddressPolicy:
         if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
             ip = ipaddress.ip_address(str(ip).split("%")[0])
         inner = _unwrap(ip)
-        for candidate in {ip, inner}:
-            if candidate in METADATA:
-                raise UnsafeURL(f"{candidate} is a cloud metadata address")
+        if ip in METADATA or inner in METADATA:
+            raise UnsafeURL(METADATA_ADDRESS, "metadata-address")
         if not (_is_internal(ip) or _is_internal(inner)):
             return
         if any(
             inner in net or ip in net for net in self.allowed if net.version in (ip.version, inner.version)
         ):
             return
-        raise UnsafeURL(f"{ip} is a private, loopback, link-local or reserved address")
+        raise UnsafeURL(INTERNAL_ADDRESS, "internal-address")
 
     def resolve_and_check(self, host: str, port: int) -> list[str]:
         """Resolve like the delivery client will, and refuse if ANY address is unsafe."""
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
-            raise UnsafeURL(f"cannot resolve {host!r}") from exc
+            raise UnsafeURL(f"cannot resolve {host!r}", "unresolvable") from exc
         addrs = list(dict.fromkeys(str(info[4][0]) for info in infos))
         if not addrs:
-            raise UnsafeURL(f"{host!r} resolves to no address")
+            raise UnsafeURL(f"{host!r} resolves to no address", "unresolvable")
         for addr in addrs:
             self.check_ip(addr)
         return addrs
@@ -106,11 +119,13 @@ def parse_webhook_url(url: str, *, allow_http: bool) -> tuple[str, str, int]:
         raise UnsafeURL(f"not a valid URL: {exc}") from exc
     scheme = parts.scheme.lower()
     if scheme not in ("https", "http"):
-        raise UnsafeURL("the URL must use https")
+        raise UnsafeURL("the URL must use https", "https-only")
     if scheme == "http" and not allow_http:
-        raise UnsafeURL("the URL must use https (plain http is only allowed in local development)")
+        raise UnsafeURL(
+            "the URL must use https (plain http is only allowed in local development)", "https-only"
+        )
     if parts.username or parts.password:
-        raise UnsafeURL("the URL must not carry credentials")
+        raise UnsafeURL("the URL must not carry credentials", "no-credentials")
     host = parts.hostname
     if not host:
         raise UnsafeURL("the URL has no host")

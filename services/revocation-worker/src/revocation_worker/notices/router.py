@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from rescind_common.auth import CurrentLicensee, RequireOperator
 from rescind_common.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor, page_of
-from rescind_common.problems import Problem, field_error
+from rescind_common.problems import PROBLEM_BASE, Problem, field_error
 from revocation_worker.context import Ctx
 from revocation_worker.db import DbSession
 from revocation_worker.delivery import dead_letter_repository as dead_letter_repo
@@ -70,10 +71,25 @@ def ack_notice(
     return service.to_out(session, ctx, notice)
 
 
-@router.post("/{notice_id}/redeliver", status_code=202, response_model=NoticeOut, summary="Send it again")
+@router.post(
+    "/{notice_id}/redeliver",
+    status_code=202,
+    response_model=NoticeOut,
+    summary="Send it again (subject to backoff)",
+)
 def redeliver_notice(notice_id: str, licensee: CurrentLicensee, session: DbSession, ctx: Ctx) -> NoticeOut:
+    # Before anything is read: a licensee looping redeliver is turned away at the door.
+    wait = ctx.redeliveries.take(f"redeliver:{licensee.sub}")
+    if wait > 0:
+        retry_after = max(1, math.ceil(wait))
+        raise Problem(
+            429,
+            f"Too many redeliveries by this licensee; retry in {retry_after} s.",
+            type_=PROBLEM_BASE + "redeliver-rate-limited",
+            headers={"Retry-After": str(retry_after)},
+        )
     notice = _own(session, licensee.sub, notice_id, lock=True)
-    service.redeliver(session, notice)
+    service.redeliver(session, ctx, notice)
     return service.to_out(session, ctx, notice)
 
 

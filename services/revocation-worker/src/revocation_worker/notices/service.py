@@ -17,6 +17,7 @@ from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.context import AppContext
 from revocation_worker.delivery import dead_letter_repository as dead_letter_repo
 from revocation_worker.delivery import repository as deliveries_repo
+from revocation_worker.delivery import rules as delivery_rules
 from revocation_worker.delivery.rules import cannot_succeed
 from revocation_worker.endpoints import repository as endpoints_repo
 from revocation_worker.events import (
@@ -324,8 +325,11 @@ def acknowledge(session: Session, ctx: AppContext, notice: Notice, body: AckIn) 
     return notice
 
 
-def redeliver(session: Session, notice: Notice) -> int:
-    """Send the notice again to every active endpoint of its licensee (same webhook-id)."""
+def redeliver(session: Session, ctx: AppContext, notice: Notice) -> int:
+    """Send the notice again to every active endpoint of its licensee (same webhook-id), subject
+    to backoff (`rules.redeliver_at`): a delivery still retrying keeps its schedule, a finished one
+    is due again at once but at most once per `worker_redeliver_interval_seconds`. Its attempts
+    are kept (a failure backs off from where it was); its retry window starts again."""
     if notice.status == "acknowledged":
         raise Problem(409, "The notice is already acknowledged.")
     now = utcnow()
@@ -333,17 +337,19 @@ def redeliver(session: Session, notice: Notice) -> int:
     if not endpoints:
         raise Problem(409, "No active endpoint to deliver to; register or re-enable one first.")
     count = 0
+    interval = ctx.settings.worker_redeliver_interval_seconds
     by_endpoint = {d.endpoint_id: d for d in deliveries_repo.deliveries_of(session, notice.id)}
     for e in endpoints:
         d = by_endpoint.get(e.id)
         if d is None:
             continue
-        if d.status != "pending" or d.next_attempt_at > now:
+        at = delivery_rules.redeliver_at(d.status, d.last_attempt_at, now, interval)
+        if at is not None:
             d.status = "pending"
-            d.attempts = 0
             d.first_attempt_at = None
-            d.next_attempt_at = now
+            d.next_attempt_at = at
             d.lease_until = None
+            d.lease_owner = None
         count += 1
     count += deliveries_repo.add_deliveries(session, notice, endpoints, now)
     if notice.status == "failed":
