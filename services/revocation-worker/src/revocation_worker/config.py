@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from rescind_common.keyring import check_ring
 from rescind_common.settings import RescindSettings
 
 # Svix-like: at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, then every 10 h until the window ends.
@@ -31,8 +32,16 @@ class WorkerSettings(RescindSettings):
     worker_registry_url: str = "http://127.0.0.1:8002"
     # The operator token for the registry (development: minted locally).
     worker_registry_token: str | None = None
-    # Base64 of 32 bytes; encrypts endpoint secrets at rest. Development: generated under state_dir.
+    # Base64 of 32 bytes; encrypts endpoint secrets at rest. The single key of a deployment from before
+    # key ids: key id `v1` of the keyring below. Development (no key set at all): generated under
+    # state_dir, as `v1`.
     worker_secret_key: str | None = None
+    # The keyring that seals endpoint secrets, a JSON object of key id -> base64 of 32 bytes. Every key
+    # here (and RESCIND_WORKER_SECRET_KEY, as `v1`) opens what it sealed; new secrets and
+    # `revocation-worker keys rotate` use RESCIND_WORKER_SECRET_KEY_ID. docs/operations.md: key rotation.
+    worker_secret_keys: dict[str, str] = {}
+    # The id of the current key (required when there are several).
+    worker_secret_key_id: str | None = None
     # A notice's acknowledgement deadline. GDPR Art. 12(3): one month.
     worker_notice_deadline_days: float = Field(default=30.0, gt=0)
     # Samples carried in the webhook body; the rest are at `samples_url`.
@@ -75,10 +84,16 @@ class WorkerSettings(RescindSettings):
     @model_validator(mode="after")
     def _production_needs_real_keys(self) -> WorkerSettings:
         if self.profile == "production":
-            if not self.worker_secret_key:
-                raise ValueError("production needs RESCIND_WORKER_SECRET_KEY")
+            if not self.worker_secret_key and not self.worker_secret_keys:
+                raise ValueError("production needs RESCIND_WORKER_SECRET_KEYS (or RESCIND_WORKER_SECRET_KEY)")
             if not self.worker_registry_token:
                 raise ValueError("production needs RESCIND_WORKER_REGISTRY_TOKEN")
+        check_ring(
+            self.worker_secret_keys,
+            self.worker_secret_key_id,
+            self.worker_secret_key,
+            ("RESCIND_WORKER_SECRET_KEYS", "RESCIND_WORKER_SECRET_KEY_ID", "RESCIND_WORKER_SECRET_KEY"),
+        )
         if not self.worker_retry_schedule_seconds:
             raise ValueError("RESCIND_WORKER_RETRY_SCHEDULE_SECONDS must not be empty")
         return self

@@ -32,4 +32,6 @@ class SubjectKey(Base):
 
     subject_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    # The master key that wrapped it (RESCIND_CONSENT_MASTER_KEYS); `v1` from before key ids.
+    key_id: Mapped[str] = mapped_column(String(32), default="v1", server_default="v1")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

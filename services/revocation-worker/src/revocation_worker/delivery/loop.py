@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 
 from rescind_common.db import utcnow
 from rescind_common.health import Heartbeat
+from rescind_common.keyring import KeyUnavailable
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker import sweeps
 from revocation_worker.context import AppContext
@@ -81,6 +82,8 @@ class Job:
     url: str
     body: bytes
     secrets: list[str]
+    # Why it cannot be signed (its secret's key is not configured): the attempt fails with this.
+    unsigned: str | None = None
 
 
 @dataclass
@@ -92,9 +95,12 @@ class Leased:
     url: str
     secrets: list[str]
     notice: NoticeLike
+    unsigned: str | None = None
 
     def job(self, body: bytes) -> Job:
-        return Job(self.delivery_id, self.endpoint_id, self.notice.id, self.url, body, self.secrets)
+        return Job(
+            self.delivery_id, self.endpoint_id, self.notice.id, self.url, body, self.secrets, self.unsigned
+        )
 
 
 @dataclass
@@ -163,6 +169,7 @@ class Deliverer:
         now = utcnow()
         out: list[Leased] = []
         secrets: dict[str, list[str]] = {}
+        unsigned: dict[str, str] = {}
         with self.ctx.session_factory() as session, session.begin():
             claimed = delivery_repo.claim_due(
                 session,
@@ -187,8 +194,27 @@ class Deliverer:
                     gone.append(c.id)
                     continue
                 if c.endpoint_id not in secrets:
-                    secrets[c.endpoint_id] = endpoints.signing_secrets(self.ctx, row.endpoint, now)
-                out.append(Leased(c.id, c.endpoint_id, row.url, secrets[c.endpoint_id], row.notice))
+                    try:
+                        secrets[c.endpoint_id] = endpoints.signing_secrets(self.ctx, row.endpoint, now)
+                    except KeyUnavailable as exc:
+                        # Never sent unsigned: the attempt fails (and retries) until the key is back.
+                        secrets[c.endpoint_id] = []
+                        unsigned[c.endpoint_id] = f"signing secret unavailable: {exc}"
+                        log.error(
+                            "endpoint %s: its signing secret is %s; add it to RESCIND_WORKER_SECRET_KEYS",
+                            c.endpoint_id,
+                            exc,
+                        )
+                out.append(
+                    Leased(
+                        c.id,
+                        c.endpoint_id,
+                        row.url,
+                        secrets[c.endpoint_id],
+                        row.notice,
+                        unsigned.get(c.endpoint_id),
+                    )
+                )
             delivery_repo.cancel(session, gone)
         return out
 
@@ -207,6 +233,8 @@ class Deliverer:
     async def send(self, http: aiohttp.ClientSession, job: Job) -> Outcome:
         s = self.ctx.settings
         start = time.perf_counter()
+        if job.unsigned is not None:
+            return Outcome(None, job.unsigned, 0.0)
         try:
             check_literal_host(job.url, self.ctx.policy, s.worker_allow_http)
             headers = sign_headers(webhook_id(job.notice_id), job.body.decode(), job.secrets, utcnow())
