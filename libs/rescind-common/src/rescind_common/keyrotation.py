@@ -24,7 +24,8 @@ class Report:
     what: str
     current: str
     configured: list[str]
-    rewrapped: int = 0
+    # None: a status report (nothing was rewrapped).
+    rewrapped: int | None = 0
     unavailable: dict[str, int] = field(default_factory=dict)
     # How many values each key id holds after the run.
     counts: dict[str, int] = field(default_factory=dict)
@@ -35,7 +36,8 @@ class Report:
 
     def lines(self) -> list[str]:
         held = ", ".join(f"{k}: {n}" for k, n in sorted(self.counts.items())) or "none"
-        out = [f"{self.what}: {self.rewrapped} rewrapped under key {self.current!r}; by key now: {held}"]
+        done = "" if self.rewrapped is None else f"{self.rewrapped} rewrapped under key {self.current!r}; "
+        out = [f"{self.what}: {done}by key now: {held} (current key: {self.current!r})"]
         for key_id, n in sorted(self.unavailable.items()):
             out.append(
                 f"{self.what}: {n} under key {key_id!r}, which is not configured (or not that key): "
@@ -65,7 +67,7 @@ def rotate(
         if last is None:
             break
         after = last
-        report.rewrapped += done
+        report.rewrapped = (report.rewrapped or 0) + done
         for key_id, n in unavailable.items():
             report.unavailable[key_id] = report.unavailable.get(key_id, 0) + n
         if progress is not None and done:
@@ -75,8 +77,8 @@ def rotate(
     return report
 
 
-def print_report(report: Report, out: TextIO = sys.stdout) -> int:
+def print_report(report: Report, out: TextIO | None = None) -> int:
     """Print it; the exit code: 0 when everything is under the current key, 1 otherwise."""
     for line in report.lines():
-        print(line, file=out)
+        print(line, file=out or sys.stdout)
     return 0 if report.complete else 1

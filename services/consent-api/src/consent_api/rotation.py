@@ -54,7 +54,7 @@ def status(settings: ConsentSettings) -> keyrotation.Report:
     finally:
         engine.dispose()
     missing = {k: n for k, n in counts.items() if not master.ring.has(k)}
-    return keyrotation.Report(WHAT, master.ring.current_id, master.ring.ids, 0, missing, counts)
+    return keyrotation.Report(WHAT, master.ring.current_id, master.ring.ids, None, missing, counts)
 
 
 def pepper_warning(settings: ConsentSettings) -> str | None:

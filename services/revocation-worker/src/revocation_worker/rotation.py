@@ -52,4 +52,4 @@ def status(settings: WorkerSettings) -> keyrotation.Report:
     finally:
         engine.dispose()
     missing = {k: n for k, n in counts.items() if not box.ring.has(k)}
-    return keyrotation.Report(WHAT, box.ring.current_id, box.ring.ids, 0, missing, counts)
+    return keyrotation.Report(WHAT, box.ring.current_id, box.ring.ids, None, missing, counts)
