@@ -17,6 +17,8 @@ from consent_api.__main__ import main as consent_api_main
 from consent_api.main import create_app
 from consent_api.migrate import upgrade
 from consent_api.rotation import rotate
+from consent_api.subjects import service as subjects_service
+from rescind_cli.main import main as rescind_main
 
 from support.helpers import TokenFactory, assert_problem, auth, get_json, make_settings, migrated_db, sha
 
@@ -137,9 +139,11 @@ def test_rotating_the_master_key_keeps_identities_and_data(
     assert _command("keys", "rotate", "--batch-size", "2") == 0
     out = capsys.readouterr().out
     assert "3 rewrapped under key '2027-01'" in out and "nothing is under key(s) 'v1'" in out
-    # Idempotent: a second run finds nothing to do.
+    # Idempotent: a second run finds nothing to do (here through `rescind keys`, as operators run it).
+    assert rescind_main(["keys", "rotate", "--service", "consent-api"]) == 0
     assert _command("keys", "rotate") == 0
     assert "0 rewrapped" in capsys.readouterr().out
+    assert rescind_main(["keys", "status", "--service", "consent-api"]) == 0
 
     # Key A removed: every seller is the same subject, with the same data.
     after = stack(consent_master_keys={"2027-01": key_b}, consent_subject_pepper=pepper)
@@ -194,3 +198,43 @@ def test_a_removed_master_key_without_a_pepper_is_refused_at_start(pg_url: str, 
             auth_public_key_file=tmp_path / "a.pem",
             auth_issuer="https://idp.example",
         )
+
+
+def test_an_interrupted_rotation_resumes_where_it_stopped(
+    stack: Callable[..., TestClient],
+    pg_url: str,
+    tmp_path: Path,
+    token: TokenFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key_a, key_b, pepper = _key(), _key(), _key()
+    old = stack(consent_master_key=key_a, consent_subject_pepper=pepper)
+    sellers = [auth(token("subject", sub=f"resume-{i}")) for i in range(3)]
+    for h in sellers:
+        _write_seller(old, h)
+    ring = make_settings(
+        pg_url,
+        tmp_path / "state",
+        consent_master_keys={"v1": key_a, "k2": key_b},
+        consent_master_key_id="k2",
+        consent_subject_pepper=pepper,
+    )
+    real = subjects_service.rewrap
+    calls = 0
+
+    def crash_on_second_batch(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("the pod was killed")
+        return real(*args)
+
+    monkeypatch.setattr(subjects_service, "rewrap", crash_on_second_batch)
+    with pytest.raises(RuntimeError):
+        rotate(ring, batch_size=1)
+    monkeypatch.setattr(subjects_service, "rewrap", real)
+    # The first batch committed; the run again picks up the rest.
+    report = rotate(ring, batch_size=1)
+    assert report.rewrapped == 2 and report.complete and report.counts == {"k2": 3}
+    after = stack(consent_master_keys={"k2": key_b}, consent_subject_pepper=pepper)
+    assert all(get_json(after, "/v1/profile", h)["email"] == PROFILE["email"] for h in sellers)
