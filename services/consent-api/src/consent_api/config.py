@@ -92,11 +92,11 @@ class ConsentSettings(RescindSettings):
         if self.profile == "production":
             if not self.consent_master_key and not self.consent_master_keys:
                 raise ValueError(
-                    "production needs RESCIND_CONSENT_MASTER_KEYS (or RESCIND_CONSENT_MASTER_KEY)"
+                    "production needs RESCIND_CONSENT_MASTER_KEYS or RESCIND_CONSENT_MASTER_KEY"
                 )
             if not self.consent_subject_pepper and not self.legacy_master_key:
                 raise ValueError(
-                    "production needs RESCIND_CONSENT_SUBJECT_PEPPER: without it the legacy pepper is "
+                    "RESCIND_CONSENT_SUBJECT_PEPPER is not set, and the legacy pepper it replaces is "
                     "derived from master key 'v1', which is not configured (every subject's identity "
                     "would change). Set it to what `consent-api keys legacy-pepper` printed while 'v1' "
                     "was configured, or restore 'v1'"

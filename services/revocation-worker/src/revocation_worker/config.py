@@ -85,7 +85,7 @@ class WorkerSettings(RescindSettings):
     def _production_needs_real_keys(self) -> WorkerSettings:
         if self.profile == "production":
             if not self.worker_secret_key and not self.worker_secret_keys:
-                raise ValueError("production needs RESCIND_WORKER_SECRET_KEYS (or RESCIND_WORKER_SECRET_KEY)")
+                raise ValueError("production needs RESCIND_WORKER_SECRET_KEYS or RESCIND_WORKER_SECRET_KEY")
             if not self.worker_registry_token:
                 raise ValueError("production needs RESCIND_WORKER_REGISTRY_TOKEN")
         check_ring(
