@@ -91,9 +91,7 @@ class ConsentSettings(RescindSettings):
     def _production_needs_real_keys(self) -> ConsentSettings:
         if self.profile == "production":
             if not self.consent_master_key and not self.consent_master_keys:
-                raise ValueError(
-                    "production needs RESCIND_CONSENT_MASTER_KEYS or RESCIND_CONSENT_MASTER_KEY"
-                )
+                raise ValueError("production needs RESCIND_CONSENT_MASTER_KEYS or RESCIND_CONSENT_MASTER_KEY")
             if not self.consent_subject_pepper and not self.legacy_master_key:
                 raise ValueError(
                     "RESCIND_CONSENT_SUBJECT_PEPPER is not set, and the legacy pepper it replaces is "
