@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from consent_api.__main__ import main as consent_api_main
 from consent_api.main import create_app
@@ -19,6 +20,7 @@ from consent_api.migrate import upgrade
 from consent_api.rotation import rotate
 from consent_api.subjects import service as subjects_service
 from rescind_cli.main import main as rescind_main
+from rescind_common.db import make_engine
 
 from support.helpers import TokenFactory, assert_problem, auth, get_json, make_settings, migrated_db, sha
 
@@ -184,6 +186,9 @@ def test_a_key_under_a_removed_master_key_is_a_clear_problem(
         consent_subject_pepper=pepper,
     )
     assert get_json(back, "/v1/profile", h)["display_name"] == "Ada"
+    # Erasure never needs the key: a subject stranded under a removed key can still be erased.
+    assert new.post("/v1/rights-requests", json={"type": "erasure"}, headers=h).status_code == 202
+    assert_problem(back.get("/v1/profile", headers=h), 404)
 
 
 def test_a_removed_master_key_without_a_pepper_is_refused_at_start(pg_url: str, tmp_path: Path) -> None:
@@ -238,3 +243,30 @@ def test_an_interrupted_rotation_resumes_where_it_stopped(
     assert report.rewrapped == 2 and report.complete and report.counts == {"k2": 3}
     after = stack(consent_master_keys={"k2": key_b}, consent_subject_pepper=pepper)
     assert all(get_json(after, "/v1/profile", h)["email"] == PROFILE["email"] for h in sellers)
+
+
+def test_another_pepper_is_refused_rather_than_making_every_seller_new(
+    stack: Callable[..., TestClient], pg_url: str, token: TokenFactory
+) -> None:
+    key_a = _key()
+    h = auth(token("subject", sub="pepper-check"))
+    # A deployment from before the pepper check: subjects hashed with the legacy pepper, no check value.
+    old = stack(consent_master_key=key_a)
+    _write_seller(old, h)
+    engine = make_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM key_checks"))
+    # The operator sets a brand-new pepper instead of the legacy one: every seller would be new.
+    wrong = stack(consent_master_key=key_a, consent_subject_pepper=_key())
+    body = assert_problem(wrong.get("/v1/profile", headers=h), 503)
+    assert body["type"] == "https://rescind.dev/problems/pepper-mismatch"
+    assert_problem(wrong.post("/v1/samples", json={"kind": "other", "sha256": sha()}, headers=h), 503)
+    # Configured as before, the seller is still there; the check value is recorded now ...
+    same = stack(consent_master_key=key_a)
+    assert get_json(same, "/v1/profile", h)["display_name"] == "Ada"
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT count(*) FROM key_checks")).scalar() == 1
+    engine.dispose()
+    # ... and any other pepper is refused from then on, even with the master key gone.
+    other = stack(consent_master_keys={"k2": _key()}, consent_subject_pepper=_key())
+    assert_problem(other.get("/v1/profile", headers=h), 503)

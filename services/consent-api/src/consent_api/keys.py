@@ -33,9 +33,14 @@ def legacy_pepper(master_key: bytes) -> bytes:
 class MasterKey:
     """The master keyring that wraps per-subject data keys, and the pepper of `sub` hashes."""
 
-    def __init__(self, ring: Keyring, pepper: bytes) -> None:
+    def __init__(self, ring: Keyring, pepper: bytes, legacy: bytes | None = None) -> None:
         self.ring = ring
         self._pepper = pepper
+        # The legacy pepper (of master key `v1`) when known: what subjects from before the pepper
+        # check were hashed with.
+        self._legacy = legacy
+        # Set once this process has matched its pepper against the database's (subjects.sub_hash).
+        self.pepper_verified = False
 
     @classmethod
     def from_settings(cls, settings: ConsentSettings) -> MasterKey:
@@ -47,7 +52,24 @@ class MasterKey:
             settings.consent_master_key,
             dev_master,
         )
-        return cls(ring, subject_pepper(settings, ring, had_dev_master=had_dev_master))
+        # Master key `v1`: configured, or (development without keys) the key file.
+        legacy = settings.legacy_master_key
+        v1 = base64.b64decode(legacy) if legacy else None
+        if v1 is None and not settings.consent_master_keys:
+            v1 = ring.raw(LEGACY_KEY_ID)
+        return cls(
+            ring,
+            subject_pepper(settings, ring, had_dev_master=had_dev_master),
+            legacy_pepper(v1) if v1 is not None else None,
+        )
+
+    def pepper_check(self) -> str:
+        """A value that tells peppers apart without revealing them (stored in `key_checks`)."""
+        return hmac.new(self._pepper, b"rescind/pepper-check/v1", hashlib.sha256).hexdigest()
+
+    def pepper_is_legacy(self) -> bool | None:
+        """Is the pepper the legacy one? None: the legacy one is not known (no key `v1`)."""
+        return None if self._legacy is None else hmac.compare_digest(self._legacy, self._pepper)
 
     def sub_hash(self, sub: str) -> str:
         """Keyed hash of the caller's `sub`: the database never holds the raw identifier."""

@@ -4,7 +4,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from consent_api.subjects.models import Subject, SubjectKey
+from consent_api.subjects.models import KeyCheck, Subject, SubjectKey
 from rescind_common.db import utcnow
 from rescind_common.ids import new_id
 
@@ -69,3 +69,19 @@ def key_counts(session: Session) -> dict[str, int]:
     """Subject keys per master key id."""
     rows = session.execute(select(SubjectKey.key_id, func.count()).group_by(SubjectKey.key_id))
     return {key_id: int(n) for key_id, n in rows}
+
+
+def key_check(session: Session, name: str) -> str | None:
+    return session.scalar(select(KeyCheck.value).where(KeyCheck.name == name))
+
+
+def add_key_check(session: Session, name: str, value: str) -> None:
+    """Record it unless another process did first (the caller reads back which one holds)."""
+    dialect = session.get_bind().dialect.name
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(KeyCheck)
+    row = {"name": name, "value": value, "created_at": utcnow()}
+    session.execute(ins.values(**row).on_conflict_do_nothing(index_elements=["name"]))
+
+
+def any_subject(session: Session) -> bool:
+    return session.scalar(select(Subject.id).limit(1)) is not None

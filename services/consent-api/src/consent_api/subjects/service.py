@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy.orm import Session
 
@@ -20,19 +20,63 @@ from rescind_common.problems import Problem
 log = logging.getLogger(__name__)
 
 
+PEPPER_CHECK = "subject-pepper"
+
+
+def sub_hash(session: Session, ctx: AppContext, principal: Principal) -> str:
+    """The keyed hash the caller's subject is stored under, once this process's pepper is known to
+    be the database's (the first call per process checks it)."""
+    if not ctx.master.pepper_verified:
+        verify_pepper(session, ctx.master)
+    return ctx.master.sub_hash(principal.sub)
+
+
+def verify_pepper(session: Session, master: MasterKey) -> None:
+    """Refuse (503, logged) a pepper other than the one the database's subjects are stored under:
+    with another pepper every seller would silently become a new subject. The first process records
+    the check value; a database with subjects but no check value predates it, and its subjects were
+    hashed with the legacy pepper of master key `v1`."""
+    check = master.pepper_check()
+    held = repository.key_check(session, PEPPER_CHECK)
+    if held is None:
+        if repository.any_subject(session) and master.pepper_is_legacy() is False:
+            _pepper_mismatch(
+                "this database's subjects were stored under the legacy pepper of master key 'v1'"
+            )
+        repository.add_key_check(session, PEPPER_CHECK, check)
+        held = repository.key_check(session, PEPPER_CHECK)
+    if held != check:
+        _pepper_mismatch("it is not the pepper this database's subjects were stored under")
+    master.pepper_verified = True
+
+
+def _pepper_mismatch(why: str) -> NoReturn:
+    log.error(
+        "refusing the subject pepper: %s. Set RESCIND_CONSENT_SUBJECT_PEPPER to that pepper "
+        "(`consent-api keys legacy-pepper` prints the legacy one); never a new one",
+        why,
+    )
+    raise Problem(
+        503,
+        "The service is misconfigured: its subject pepper does not match its data. The operator "
+        "has been told.",
+        type_="https://rescind.dev/problems/pepper-mismatch",
+    )
+
+
 def current(session: Session, ctx: AppContext, principal: Principal, *, lock: bool = False) -> Subject:
     """The caller's subject row, created on first use. `lock=True` serialises the caller's writes."""
-    sub_hash = ctx.master.sub_hash(principal.sub)
-    subject = repository.by_sub_hash(session, sub_hash, lock=lock)
+    sub_hash_ = sub_hash(session, ctx, principal)
+    subject = repository.by_sub_hash(session, sub_hash_, lock=lock)
     if subject is None:
-        repository.insert_if_missing(session, sub_hash)
-        subject = repository.by_sub_hash(session, sub_hash, lock=lock)
+        repository.insert_if_missing(session, sub_hash_)
+        subject = repository.by_sub_hash(session, sub_hash_, lock=lock)
     assert subject is not None
     return subject
 
 
 def existing(session: Session, ctx: AppContext, principal: Principal) -> Subject | None:
-    return repository.by_sub_hash(session, ctx.master.sub_hash(principal.sub))
+    return repository.by_sub_hash(session, sub_hash(session, ctx, principal))
 
 
 def data_key(session: Session, ctx: AppContext, subject: Subject, *, create: bool) -> bytes | None:
