@@ -1,4 +1,5 @@
-"""Key material: the master key that wraps per-subject keys, and sealing with AES-256-GCM.
+"""Key material: the master keyring that wraps per-subject keys (each wrapped key stored with its
+master key's id, so the master key can be rotated), the subject pepper, and sealing with AES-256-GCM.
 
 Crypto-shredding: every piece of a subject's personal data is sealed under that
 subject's own key; erasure deletes the key, and the ciphertext left behind (in
@@ -19,8 +20,6 @@ from rescind_common.keyfiles import create_once
 from rescind_common.keyring import LEGACY_KEY_ID, Keyring
 
 _NONCE = 12
-
-
 _PEPPER_LABEL = b"rescind/subject-sub-pepper/v1"
 
 
