@@ -121,13 +121,15 @@ def seed(db_url: str, key: str, state_dir: str, receiver: str, n: int) -> None:
             if session.get(Endpoint, f"ep_{lic}") is None:
                 secret = new_secret()
                 secrets[lic] = secret
+                key_id, sealed = ctx.secrets.seal(secret, f"ep_{lic}")
                 session.add(
                     Endpoint(
                         id=f"ep_{lic}",
                         licensee_id=lic,
                         url=f"{receiver}/hook/{lic}",
                         status="active",
-                        secret_sealed=ctx.secrets.seal(secret, f"ep_{lic}"),
+                        secret_sealed=sealed,
+                        secret_key_id=key_id,
                         created_at=utcnow(),
                     )
                 )

@@ -142,7 +142,8 @@ def test_reregistering_an_existing_sha256_is_409(client, seller):
     assert _count(client, seller, "/v1/samples") == 1
 
 
-def test_same_sha256_for_two_sellers_is_fine(client, seller, token):
+def test_same_sha256_for_two_sellers_is_a_409_naming_the_field(client, seller, token):
+    # One subject per content hash (docs/adr/0006-one-subject-per-content-hash.md).
     from support.helpers import bearer
 
     h = sha()
@@ -151,9 +152,8 @@ def test_same_sha256_for_two_sellers_is_fine(client, seller, token):
         client.post("/v1/samples", json={"kind": "face_image", "sha256": h}, headers=seller).status_code
         == 201
     )
-    assert (
-        client.post("/v1/samples", json={"kind": "face_image", "sha256": h}, headers=other).status_code == 201
-    )
+    r = client.post("/v1/samples", json={"kind": "face_image", "sha256": h}, headers=other)
+    assert_problem(r, 409, "body.sha256")
 
 
 def test_body_over_1_mib_on_samples_is_413(client, seller):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from support.helpers import assert_problem, bearer, get_json, grant, register, revoke, walk
+from support.helpers import assert_problem, bearer, get_json, grant, register, revoke, sha, walk
 
 PROFILE = {"display_name": "Ada Example", "email": "ada@example.com", "country": "DE"}
 ATTRS = {"age_band": "40-49", "accent": "Berlin"}
@@ -14,7 +14,7 @@ def _setup(client, seller):
     assert r.status_code == 200, r.text
     r = client.post(
         "/v1/samples",
-        json={"kind": "face_image", "sha256": "ab" * 32, "media_type": "image/png", "attributes": ATTRS},
+        json={"kind": "face_image", "sha256": sha(), "media_type": "image/png", "attributes": ATTRS},
         headers=seller,
     )
     assert r.status_code == 201, r.text
@@ -76,7 +76,8 @@ def test_access_returns_everything_held(client, seller):
     samples = {s["id"]: s for s in export["samples"]}
     assert set(samples) == {with_attrs, plain}
     assert samples[with_attrs]["attributes"] == ATTRS
-    assert samples[with_attrs]["sha256"] == "ab" * 32 and samples[with_attrs]["media_type"] == "image/png"
+    registered = get_json(client, f"/v1/samples/{with_attrs}", seller)["sha256"]
+    assert samples[with_attrs]["sha256"] == registered and samples[with_attrs]["media_type"] == "image/png"
 
     consents = {c["id"]: c for c in export["consents"]}
     assert set(consents) == {kept["id"], dropped["id"]}

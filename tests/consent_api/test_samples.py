@@ -119,3 +119,49 @@ def test_another_sellers_sample_is_404_like_a_missing_one(client, seller, token)
     assert mine not in {s["id"] for s in get_json(client, "/v1/samples", other)["items"]}
     # a cursor pointing into another seller's ids reveals nothing either
     assert all(s["id"] != mine for s in walk(client, "/v1/samples", other, limit=1))
+
+
+def test_content_registered_by_another_subject_is_refused(client, seller, token):
+    # The laundering path: a first subject registers and licenses content, then withdraws; a second
+    # subject registering the same bytes would make them licensable again under its own consent.
+    content = sha()
+    first = client.post("/v1/samples", json={"kind": "face_image", "sha256": content}, headers=seller)
+    assert first.status_code == 201, first.text
+    consent = client.post(
+        "/v1/consents",
+        json={"sample_ids": [first.json()["id"]], "purposes": ["model_training"]},
+        headers=seller,
+    ).json()
+    assert client.post(f"/v1/consents/{consent['id']}/revoke", headers=seller).status_code == 202
+
+    other = bearer(token("subject"))
+    r = client.post("/v1/samples", json={"kind": "face_image", "sha256": content.upper()}, headers=other)
+    body = assert_problem(r, 409, "body.sha256")
+    assert body["type"] == "https://rescind.dev/problems/content-registered-by-another-subject"
+    assert first.json()["id"] not in r.text  # the other subject's sample is not revealed
+    # In a batch: the field is named and nothing of the batch is registered.
+    fresh = sha()
+    r = client.post(
+        "/v1/samples/batch",
+        json={"samples": [{"kind": "other", "sha256": fresh}, {"kind": "face_image", "sha256": content}]},
+        headers=other,
+    )
+    assert_problem(r, 409, "body.samples[1].sha256")
+    assert get_json(client, "/v1/samples", other)["items"] == []
+    # So there is nothing the second subject could consent to, and nothing to license.
+    r = client.post("/v1/samples", json={"kind": "other", "sha256": fresh}, headers=other)
+    assert r.status_code == 201, r.text  # the rest of the batch was never held
+
+
+def test_erased_content_stays_blocked(client, seller, token):
+    # A suppression record: erasure must not free the content for someone else to sell.
+    content = sha()
+    assert (
+        client.post("/v1/samples", json={"kind": "face_image", "sha256": content}, headers=seller).status_code
+        == 201
+    )
+    assert client.post("/v1/rights-requests", json={"type": "erasure"}, headers=seller).status_code == 202
+    r = client.post(
+        "/v1/samples", json={"kind": "face_image", "sha256": content}, headers=bearer(token("subject"))
+    )
+    assert_problem(r, 409, "body.sha256")

@@ -273,3 +273,34 @@ def test_projection_survives_a_consumer_restart_without_double_applying(stack: S
     with stack.sessions() as session:
         assert session.get(ProjectedConsent, consent["id"]) is not None
     assert stack.get(f"/v1/licenses/{license['id']}", buyer)["revoked_sample_count"] == 1
+
+
+def test_withdrawn_content_cannot_be_licensed_again_through_another_subject(stack: Stack) -> None:
+    lic, buyer = stack.licensee()
+    first = stack.seller()
+    (sample,) = register(stack.consent, first, n=1)
+    content = stack.consent.get(f"/v1/samples/{sample}", headers=first).json()["sha256"]
+    consent = grant(stack.consent, first, [sample], licensee_id=lic)
+    license = stack.license(lic, consent["id"], [sample])
+    assert stack.consent.post(f"/v1/consents/{consent['id']}/revoke", headers=first).status_code == 202
+    wait_until(
+        lambda: stack.get(f"/v1/licenses/{license['id']}", buyer)["status"] == "revoked",
+        what="the license to be revoked",
+    )
+    # Someone else holding the same bytes registers them to sell them again: refused, so there is no
+    # sample of theirs to consent to and none the operator could license.
+    second = stack.seller()
+    r = stack.consent.post("/v1/samples", json={"kind": "face_image", "sha256": content}, headers=second)
+    assert_problem(r, 409, "body.sha256")
+    other = register(stack.consent, second, n=1)  # a later event: the projection applied everything before
+    wait_until(lambda: _projected(stack, other[0]), what="the second subject's sample to be projected")
+    with stack.sessions() as session:
+        holders = session.scalars(
+            select(ProjectedSample.subject_id).where(ProjectedSample.sha256 == content)
+        ).all()
+    assert len(holders) == 1  # only the first subject's sample carries that content
+
+
+def _projected(stack: Stack, sample_id: str) -> bool:
+    with stack.sessions() as session:
+        return session.get(ProjectedSample, sample_id) is not None

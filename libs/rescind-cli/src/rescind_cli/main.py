@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from rescind_cli import audit, demo, ops, receipts, stack, tokens
+from rescind_cli import audit, demo, keys, ops, receipts, stack, tokens
 from rescind_cli.errors import CliError
 
 
@@ -160,6 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k_replay.add_argument("--partition", type=int, default=0, help="the partition of --offset (default 0)")
 
+    keys_parser = commands.add_parser(
+        "keys",
+        help="operator: master-key rotation (consent-api subject keys, worker endpoint secrets)",
+        description="Run each service's `keys` command with this environment (docs/operations.md, key "
+        "rotation). rotate: rewrap everything under the current key (idempotent; resumable in batches); "
+        "status: what each key id still holds. Exit 1 while anything is under another key.",
+    )
+    keys_parser.add_argument("action", choices=["rotate", "status"])
+    keys_parser.add_argument(
+        "--service",
+        action="append",
+        choices=sorted(keys.SERVICES),
+        help="only this service (repeatable; default: both)",
+    )
+    keys_parser.add_argument("--batch-size", type=int, default=500, help="rows per transaction (default 500)")
+
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -192,6 +208,8 @@ def dispatch(args: argparse.Namespace) -> int:
         if args.dl_command == "list":
             return ops.dead_letters(args.url, args.licensee_id)
         return ops.redrive(args.url, args.licensee_id, args.endpoint_id)
+    if args.command == "keys":
+        return keys.run(args.action, args.service or list(keys.SERVICES), args.batch_size)
     if args.command == "demo":
         return demo.run(args.consent_url, args.registry_url, args.worker_url)
     if args.command == "version":

@@ -24,6 +24,34 @@ def consumer(settings: ConsentSettings, args: argparse.Namespace) -> None:
     run_probed(settings, loop, database=loop.database_reachable)
 
 
+def keys_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "action",
+        choices=["rotate", "status", "legacy-pepper"],
+        help="rotate: rewrap every subject key under RESCIND_CONSENT_MASTER_KEY_ID (idempotent, "
+        "resumable); status: subject keys per master key id; legacy-pepper: print the pepper derived "
+        "from master key v1, to set as RESCIND_CONSENT_SUBJECT_PEPPER",
+    )
+    parser.add_argument("--batch-size", type=int, default=500, help="keys per transaction (default 500)")
+
+
+def keys(settings: ConsentSettings, args: argparse.Namespace) -> None:
+    from consent_api import rotation
+    from rescind_common.keyrotation import print_report
+
+    if args.action == "legacy-pepper":
+        sys.exit(rotation.print_legacy_pepper(settings))
+    if args.action == "rotate":
+        report = rotation.rotate(settings, args.batch_size)
+    else:
+        report = rotation.status(settings)
+    code = print_report(report)
+    warning = rotation.pepper_warning(settings)
+    if warning:
+        print(f"consent-api: {warning}", file=sys.stderr)
+    sys.exit(code)
+
+
 CLI = Service(
     prog="consent-api",
     package="consent_api",
@@ -34,6 +62,7 @@ CLI = Service(
     commands={
         "relay": Command("publish the outbox to Kafka", relay),
         "consumer": Command("consume notice events (per-licensee status of each revocation)", consumer),
+        "keys": Command("master-key rotation (docs/operations.md)", keys, keys_arguments),
     },
 )
 

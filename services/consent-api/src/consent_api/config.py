@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from rescind_common.keyring import LEGACY_KEY_ID, check_ring
 from rescind_common.settings import RescindSettings
 
 
@@ -21,6 +24,8 @@ class ConsentSettings(RescindSettings):
             {
                 "consent_database_url",
                 "consent_master_key",
+                "consent_master_keys",
+                "consent_subject_pepper",
                 "consent_receipt_key_file",
                 "consent_registry_token",
             }
@@ -28,9 +33,9 @@ class ConsentSettings(RescindSettings):
         "relay": frozenset({"consent_database_url"}),
         "consumer": frozenset({"consent_database_url"}),
     }
-    PRODUCTION_SECRETS: ClassVar[frozenset[str]] = frozenset(
-        {"consent_master_key", "consent_receipt_key_file"}
-    )
+    # The master key (single or keyring) and the pepper are checked in `require_secrets`: either of two
+    # settings will do.
+    PRODUCTION_SECRETS: ClassVar[frozenset[str]] = frozenset({"consent_receipt_key_file"})
 
     # SQLAlchemy URL; `postgresql://user@host/db` in production.
     consent_database_url: str = "sqlite:///.rescind/consent.db"
@@ -43,9 +48,22 @@ class ConsentSettings(RescindSettings):
     consent_workers: int = Field(default=1, ge=1, le=64)
     # The URL sellers reach this service at; used in receipts ("how to withdraw").
     consent_public_url: str = "http://127.0.0.1:8001"
-    # Base64 of 32 random bytes; wraps every per-subject key (lost: every profile unreadable).
-    # Development: generated under state_dir.
+    # Base64 of 32 random bytes; wraps every per-subject key (lost: every profile unreadable). The
+    # single key of a deployment from before key ids: it is key id `v1` of the keyring below.
+    # Development (no key set at all): generated under state_dir, as `v1`.
     consent_master_key: str | None = None
+    # The master keyring, a JSON object of key id -> base64 of 32 bytes, e.g. {"2027-01": "..."}. Every
+    # key here (and RESCIND_CONSENT_MASTER_KEY, as `v1`) unwraps what it wrapped; new subject keys and
+    # `consent-api keys rotate` use RESCIND_CONSENT_MASTER_KEY_ID. docs/operations.md: key rotation.
+    consent_master_keys: dict[str, str] = {}
+    # The id of the current master key (required when there are several).
+    consent_master_key_id: str | None = None
+    # Base64 of at least 32 random bytes: the pepper of the keyed hash that stores each subject's `sub`,
+    # independent of the master key (it must never change: a new one makes every subject new). Unset
+    # in a deployment from before it: the legacy pepper derived from master key `v1` is used (and
+    # `consent-api keys legacy-pepper` prints it, to set here before `v1` is retired). Development:
+    # generated under state_dir (the legacy one when a development master key already exists).
+    consent_subject_pepper: str | None = None
     # Ed25519 PEM private key that signs consent receipts. Development: generated under state_dir.
     consent_receipt_key_file: Path | None = None
     # Retired receipt keys, still published in the JWKS so old receipts keep verifying.
@@ -91,6 +109,44 @@ class ConsentSettings(RescindSettings):
         if self.consent_max_in_flight is None:
             return 4 * self.consent_db_pool_size
         return self.consent_max_in_flight
+
+    @model_validator(mode="after")
+    def _keys_are_well_formed(self) -> ConsentSettings:
+        check_ring(
+            self.consent_master_keys,
+            self.consent_master_key_id,
+            self.consent_master_key,
+            ("RESCIND_CONSENT_MASTER_KEYS", "RESCIND_CONSENT_MASTER_KEY_ID", "RESCIND_CONSENT_MASTER_KEY"),
+        )
+        if self.consent_subject_pepper is not None:
+            try:
+                pepper = base64.b64decode(self.consent_subject_pepper, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("RESCIND_CONSENT_SUBJECT_PEPPER is not base64") from None
+            if len(pepper) < 32:
+                raise ValueError("RESCIND_CONSENT_SUBJECT_PEPPER must be base64 of at least 32 bytes")
+        return self
+
+    def require_secrets(self, process: str) -> None:
+        """Besides the secrets `process` reads: an API in production needs a master key (the single
+        one or the keyring) and a pepper, or key `v1` to derive the legacy pepper from."""
+        super().require_secrets(process)
+        if self.profile != "production" or process != "serve":
+            return
+        if not self.consent_master_key and not self.consent_master_keys:
+            raise ValueError("production needs RESCIND_CONSENT_MASTER_KEYS or RESCIND_CONSENT_MASTER_KEY")
+        if not self.consent_subject_pepper and not self.legacy_master_key:
+            raise ValueError(
+                "RESCIND_CONSENT_SUBJECT_PEPPER is not set, and the legacy pepper it replaces is "
+                "derived from master key 'v1', which is not configured (every subject's identity "
+                "would change). Set it to what `consent-api keys legacy-pepper` printed while 'v1' "
+                "was configured, or restore 'v1'"
+            )
+
+    @property
+    def legacy_master_key(self) -> str | None:
+        """Master key `v1` as configured (None in development without keys: the key file)."""
+        return self.consent_master_key or self.consent_master_keys.get(LEGACY_KEY_ID)
 
     @property
     def keys_dir(self) -> Path:

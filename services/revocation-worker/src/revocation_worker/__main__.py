@@ -27,6 +27,26 @@ def worker(settings: WorkerSettings, args: argparse.Namespace) -> None:
     run_worker(settings, role=args.role)
 
 
+def keys_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "action",
+        choices=["rotate", "status"],
+        help="rotate: reseal every endpoint secret under RESCIND_WORKER_SECRET_KEY_ID (idempotent, "
+        "resumable); status: sealed secrets per key id",
+    )
+    parser.add_argument("--batch-size", type=int, default=500, help="endpoints per transaction (default 500)")
+
+
+def keys(settings: WorkerSettings, args: argparse.Namespace) -> None:
+    from rescind_common.keyrotation import print_report
+    from revocation_worker import rotation
+
+    report = (
+        rotation.rotate(settings, args.batch_size) if args.action == "rotate" else rotation.status(settings)
+    )
+    sys.exit(print_report(report))
+
+
 CLI = Service(
     prog="revocation-worker",
     package="revocation_worker",
@@ -36,6 +56,7 @@ CLI = Service(
         "worker": Command(
             "consume revocations, deliver webhooks, sweep deadlines, relay events", worker, roles
         ),
+        "keys": Command("endpoint-secret key rotation (docs/operations.md)", keys, keys_arguments),
     },
 )
 

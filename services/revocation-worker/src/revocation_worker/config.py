@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field, model_validator
 
+from rescind_common.keyring import check_ring
 from rescind_common.settings import RescindSettings
 
 # Svix-like: at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, then every 10 h until the window ends.
@@ -18,12 +19,26 @@ class WorkerSettings(RescindSettings):
     # The API seals endpoint secrets and delivery opens them to sign; intake alone asks the registry.
     PROCESS_SECRETS: ClassVar[dict[str, frozenset[str]]] = {
         "migrate": frozenset({"worker_database_url"}),
-        "serve": frozenset({"worker_database_url", "worker_secret_key"}),
-        "worker --role all": frozenset({"worker_database_url", "worker_secret_key", "worker_registry_token"}),
+        "serve": frozenset({"worker_database_url", "worker_secret_key", "worker_secret_keys"}),
+        "worker --role all": frozenset(
+            {"worker_database_url", "worker_secret_key", "worker_secret_keys", "worker_registry_token"}
+        ),
         "worker --role intake": frozenset({"worker_database_url", "worker_registry_token"}),
-        "worker --role delivery": frozenset({"worker_database_url", "worker_secret_key"}),
+        "worker --role delivery": frozenset(
+            {"worker_database_url", "worker_secret_key", "worker_secret_keys"}
+        ),
     }
-    PRODUCTION_SECRETS: ClassVar[frozenset[str]] = frozenset({"worker_secret_key", "worker_registry_token"})
+    # The endpoint-secret key (single or keyring) is checked in `require_secrets`: either will do.
+    PRODUCTION_SECRETS: ClassVar[frozenset[str]] = frozenset({"worker_registry_token"})
+
+    def require_secrets(self, process: str) -> None:
+        super().require_secrets(process)
+        if self.profile != "production" or "worker_secret_key" not in self.PROCESS_SECRETS.get(process, ()):
+            return
+        if not self.worker_secret_key and not self.worker_secret_keys:
+            raise ValueError(
+                f"production needs RESCIND_WORKER_SECRET_KEYS or RESCIND_WORKER_SECRET_KEY for `{process}`"
+            )
 
     # SQLAlchemy URL; `postgresql://user@host/db` in production.
     worker_database_url: str = "sqlite:///.rescind/worker.db"
@@ -44,8 +59,16 @@ class WorkerSettings(RescindSettings):
     # The token for the registry's holders lookup: a `service` token with scope `holders` and the
     # registry's audience (an operator token works too). Development: minted locally.
     worker_registry_token: str | None = None
-    # Base64 of 32 bytes; encrypts endpoint secrets at rest. Development: generated under state_dir.
+    # Base64 of 32 bytes; encrypts endpoint secrets at rest. The single key of a deployment from before
+    # key ids: key id `v1` of the keyring below. Development (no key set at all): generated under
+    # state_dir, as `v1`.
     worker_secret_key: str | None = None
+    # The keyring that seals endpoint secrets, a JSON object of key id -> base64 of 32 bytes. Every key
+    # here (and RESCIND_WORKER_SECRET_KEY, as `v1`) opens what it sealed; new secrets and
+    # `revocation-worker keys rotate` use RESCIND_WORKER_SECRET_KEY_ID. docs/operations.md: key rotation.
+    worker_secret_keys: dict[str, str] = {}
+    # The id of the current key (required when there are several).
+    worker_secret_key_id: str | None = None
     # A notice's acknowledgement deadline. GDPR Art. 12(3): one month.
     worker_notice_deadline_days: float = Field(default=30.0, gt=0)
     # Samples carried in the webhook body; the rest are at `samples_url`.
@@ -102,6 +125,16 @@ class WorkerSettings(RescindSettings):
     worker_allow_http: bool = False
     # Connection pool size.
     worker_db_pool_size: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _keys_are_well_formed(self) -> WorkerSettings:
+        check_ring(
+            self.worker_secret_keys,
+            self.worker_secret_key_id,
+            self.worker_secret_key,
+            ("RESCIND_WORKER_SECRET_KEYS", "RESCIND_WORKER_SECRET_KEY_ID", "RESCIND_WORKER_SECRET_KEY"),
+        )
+        return self
 
     @model_validator(mode="after")
     def _retry_schedule_not_empty(self) -> WorkerSettings:

@@ -26,6 +26,7 @@ from typing import Literal
 from rescind_common.consumer import EventConsumer, payload_types
 from rescind_common.db import make_engine, make_session_factory
 from rescind_common.health import Heartbeat, serve_health
+from rescind_common.keyring import Keyring
 from rescind_common.outbox import OutboxRelay
 from rescind_common.pglisten import Listener, libpq_url
 from rescind_common.proto.rescind.v1 import consent_events_pb2, license_events_pb2
@@ -55,9 +56,14 @@ RECHECK_BATCH = 500
 
 def build_context(settings: WorkerSettings, role: Role = "all") -> AppContext:
     engine = make_engine(settings.worker_database_url, pool_size=settings.worker_db_pool_size)
-    if role == "intake" and settings.profile == "production" and not settings.worker_secret_key:
+    if (
+        role == "intake"
+        and settings.profile == "production"
+        and not settings.worker_secret_key
+        and not settings.worker_secret_keys
+    ):
         # Intake never seals or opens an endpoint secret, and its pod is not given the key.
-        secrets = SecretBox(os.urandom(32))
+        secrets = SecretBox(Keyring({"unused": os.urandom(32)}, "unused"))
     else:
         secrets = SecretBox.from_settings(settings)
     return AppContext(

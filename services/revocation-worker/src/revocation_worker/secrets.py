@@ -1,14 +1,12 @@
-"""Endpoint signing secrets: `whsec_<base64 of 24 random bytes>`, encrypted at rest with AES-GCM."""
+"""Endpoint signing secrets: `whsec_<base64 of 24 random bytes>`, encrypted at rest with AES-GCM
+under a keyring (rescind_common.keyring): each sealed secret is stored with its key's id."""
 
 from __future__ import annotations
 
 import base64
 import os
-from pathlib import Path
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from rescind_common.keyfiles import create_once
+from rescind_common.keyring import Keyring
 from revocation_worker.config import WorkerSettings
 
 PREFIX = "whsec_"
@@ -19,22 +17,24 @@ def new_secret() -> str:
 
 
 class SecretBox:
-    def __init__(self, key: bytes) -> None:
-        self._aead = AESGCM(key)
+    def __init__(self, ring: Keyring) -> None:
+        self.ring = ring
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings) -> SecretBox:
-        if settings.worker_secret_key:
-            return cls(base64.b64decode(settings.worker_secret_key))
-        return cls(_dev_key(settings.state_dir / "keys" / "worker-secrets.key"))
+        return cls(
+            Keyring.from_settings(
+                settings.worker_secret_keys,
+                settings.worker_secret_key_id,
+                settings.worker_secret_key,
+                settings.state_dir / "keys" / "worker-secrets.key",
+            )
+        )
 
-    def seal(self, secret: str, endpoint_id: str) -> bytes:
-        nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, secret.encode(), endpoint_id.encode())
+    def seal(self, secret: str, endpoint_id: str) -> tuple[str, bytes]:
+        """(the current key's id, the sealed secret)."""
+        return self.ring.encrypt(secret.encode(), endpoint_id.encode())
 
-    def open(self, sealed: bytes, endpoint_id: str) -> str:
-        return self._aead.decrypt(sealed[:12], sealed[12:], endpoint_id.encode()).decode()
-
-
-def _dev_key(path: Path) -> bytes:
-    return base64.b64decode(create_once(path, lambda: base64.b64encode(os.urandom(32))).strip())
+    def open(self, key_id: str, sealed: bytes, endpoint_id: str) -> str:
+        """Raises KeyUnavailable when key `key_id` is not configured (or is not the one)."""
+        return self.ring.decrypt(key_id, sealed, endpoint_id.encode()).decode()

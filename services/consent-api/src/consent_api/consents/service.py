@@ -30,7 +30,7 @@ def grant_as(session: Session, ctx: AppContext, principal: Principal, body: Cons
     fingerprints are read in one query."""
     ids = list(dict.fromkeys(body.sample_ids or []))
     if ids and not body.all_samples and len(ids) <= IN_LIST_CHUNK:
-        sub_hash = ctx.master.sub_hash(principal.sub)
+        sub_hash = subjects.sub_hash(session, ctx, principal)
         subject, found = samples_repo.subject_with_fingerprints(session, sub_hash, ids)
         if subject is not None:
             return grant(session, ctx, subject, body, found=found)

@@ -26,3 +26,16 @@ class Sample(Base):
     # Attributes may describe the person (age band, accent...): sealed under the subject key.
     attributes_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SampleHash(Base):
+    """Which subject registered a content hash first: the same content is never registered by a
+    second subject (docs/adr/0006-one-subject-per-content-hash.md). Kept after that subject's erasure,
+    as a suppression record, so that erased content cannot be registered and licensed again."""
+
+    __tablename__ = "sample_hashes"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(40))
+    sample_id: Mapped[str] = mapped_column(String(40))
+    registered_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -4,9 +4,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, insert, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from consent_api.samples.models import Sample
+from consent_api.samples.models import Sample, SampleHash
 from consent_api.subjects.models import Subject
 from rescind_common.bulk import EXECUTEMANY_CHUNK, chunks
 from rescind_common.db import keyset_page
@@ -99,3 +100,35 @@ def get(session: Session, subject_id: str, sample_id: str) -> Sample | None:
 def page(session: Session, subject_id: str, after: str | None, limit: int) -> list[Sample]:
     stmt = select(Sample).where(Sample.subject_id == subject_id)
     return keyset_page(session, stmt, Sample.id, after, limit)
+
+
+def claim_hashes(session: Session, subject_id: str, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Record the subject as the registrant of these samples' hashes, unless another subject is
+    already: returns the hashes another subject holds (the caller refuses the batch and rolls back).
+    The primary key decides between two subjects registering the same content at the same moment."""
+    conn = session.connection()
+    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(SampleHash)
+    ins = ins.on_conflict_do_nothing(index_elements=["sha256"])
+    for part in chunks(rows, EXECUTEMANY_CHUNK):
+        conn.execute(
+            ins,
+            [
+                {
+                    "sha256": r["sha256"],
+                    "subject_id": subject_id,
+                    "sample_id": r["id"],
+                    "registered_at": r["created_at"],
+                }
+                for r in part
+            ],
+        )
+    taken: set[str] = set()
+    for part in chunks([r["sha256"] for r in rows]):
+        taken.update(
+            conn.execute(
+                select(SampleHash.sha256).where(
+                    SampleHash.sha256.in_(part), SampleHash.subject_id != subject_id
+                )
+            ).scalars()
+        )
+    return taken

@@ -65,6 +65,20 @@ def register(
         }
         for sid, s in zip(ids, samples, strict=True)
     ]
+    taken = repository.claim_hashes(session, subject.id, rows)
+    if taken:
+        # Said without naming the other subject. A second registration of the same content would
+        # let it be licensed again under a second subject's consent after the first withdrew it.
+        errors = [
+            field_error(f"{at(seen[sha])}.sha256", "registered by another subject")
+            for sha in sorted(taken, key=seen.__getitem__)
+        ]
+        raise Problem(
+            409,
+            "Content with this sha256 is registered by another subject.",
+            type_="https://rescind.dev/problems/content-registered-by-another-subject",
+            errors=errors,
+        )
     repository.insert_many(session, rows)
 
     for part in chunks(rows, EVENT_REFS_CHUNK):

@@ -32,4 +32,17 @@ class SubjectKey(Base):
 
     subject_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    # The master key that wrapped it (RESCIND_CONSENT_MASTER_KEYS); `v1` from before key ids.
+    key_id: Mapped[str] = mapped_column(String(32), default="v1", server_default="v1")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class KeyCheck(Base):
+    """A keyed check value of a secret the data depends on (the subject pepper): a process holding
+    another pepper would silently make every seller a new subject, so it is refused instead."""
+
+    __tablename__ = "key_checks"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from consent_api.subjects.models import Subject, SubjectKey
+from consent_api.subjects.models import KeyCheck, Subject, SubjectKey
 from rescind_common.db import utcnow
 from rescind_common.ids import new_id
 
@@ -40,8 +40,8 @@ def get_key(session: Session, subject_id: str) -> SubjectKey | None:
     return session.get(SubjectKey, subject_id)
 
 
-def add_key(session: Session, subject_id: str, wrapped: bytes) -> SubjectKey:
-    key = SubjectKey(subject_id=subject_id, wrapped_key=wrapped, created_at=utcnow())
+def add_key(session: Session, subject_id: str, key_id: str, wrapped: bytes) -> SubjectKey:
+    key = SubjectKey(subject_id=subject_id, wrapped_key=wrapped, key_id=key_id, created_at=utcnow())
     session.add(key)
     session.flush()
     return key
@@ -50,3 +50,38 @@ def add_key(session: Session, subject_id: str, wrapped: bytes) -> SubjectKey:
 def delete_key(session: Session, subject_id: str) -> int:
     result = session.execute(delete(SubjectKey).where(SubjectKey.subject_id == subject_id))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def keys_to_rewrap(session: Session, current: str, after: str, limit: int) -> list[SubjectKey]:
+    """The next `limit` keys past `after` (by subject id) not wrapped under `current`, row-locked so
+    that an erasure or a second rotation waits for this batch."""
+    stmt = (
+        select(SubjectKey)
+        .where(SubjectKey.key_id != current, SubjectKey.subject_id > after)
+        .order_by(SubjectKey.subject_id)
+        .limit(limit)
+        .with_for_update()
+    )
+    return list(session.scalars(stmt))
+
+
+def key_counts(session: Session) -> dict[str, int]:
+    """Subject keys per master key id."""
+    rows = session.execute(select(SubjectKey.key_id, func.count()).group_by(SubjectKey.key_id))
+    return {key_id: int(n) for key_id, n in rows}
+
+
+def key_check(session: Session, name: str) -> str | None:
+    return session.scalar(select(KeyCheck.value).where(KeyCheck.name == name))
+
+
+def add_key_check(session: Session, name: str, value: str) -> None:
+    """Record it unless another process did first (the caller reads back which one holds)."""
+    dialect = session.get_bind().dialect.name
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(KeyCheck)
+    row = {"name": name, "value": value, "created_at": utcnow()}
+    session.execute(ins.values(**row).on_conflict_do_nothing(index_elements=["name"]))
+
+
+def any_subject(session: Session) -> bool:
+    return session.scalar(select(Subject.id).limit(1)) is not None

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from rescind_common.db import utcnow
 from rescind_common.health import Heartbeat
+from rescind_common.keyring import KeyUnavailable
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker import sweeps
 from revocation_worker.context import AppContext
@@ -92,6 +93,8 @@ class Job:
     # What the job counts against in `Deliverer.inflight` until it is recorded.
     licensee_id: str
     host: str
+    # Why it cannot be signed (its secret's key is not configured): the attempt fails with this.
+    unsigned: str | None = None
 
 
 @dataclass
@@ -105,6 +108,7 @@ class Leased:
     notice: NoticeLike
     licensee_id: str
     host: str
+    unsigned: str | None = None
 
     def job(self, body: bytes) -> Job:
         return Job(
@@ -116,6 +120,7 @@ class Leased:
             self.secrets,
             self.licensee_id,
             self.host,
+            self.unsigned,
         )
 
 
@@ -184,6 +189,7 @@ class Deliverer:
         now = utcnow()
         out: list[Leased] = []
         secrets: dict[str, list[str]] = {}
+        unsigned: dict[str, str] = {}
         with self.ctx.session_factory() as session, session.begin():
             claimed = delivery_repo.claim_due(
                 session,
@@ -207,7 +213,17 @@ class Deliverer:
                     gone.append(c.id)
                     continue
                 if c.endpoint_id not in secrets:
-                    secrets[c.endpoint_id] = endpoints.signing_secrets(self.ctx, row.endpoint, now)
+                    try:
+                        secrets[c.endpoint_id] = endpoints.signing_secrets(self.ctx, row.endpoint, now)
+                    except KeyUnavailable as exc:
+                        # Never sent unsigned: the attempt fails (and retries) until the key is back.
+                        secrets[c.endpoint_id] = []
+                        unsigned[c.endpoint_id] = f"signing secret unavailable: {exc}"
+                        log.error(
+                            "endpoint %s: its signing secret is %s; add it to RESCIND_WORKER_SECRET_KEYS",
+                            c.endpoint_id,
+                            exc,
+                        )
                 out.append(
                     Leased(
                         c.id,
@@ -217,6 +233,7 @@ class Deliverer:
                         row.notice,
                         c.licensee_id,
                         c.host,
+                        unsigned.get(c.endpoint_id),
                     )
                 )
             delivery_repo.cancel(session, gone)
@@ -237,6 +254,8 @@ class Deliverer:
     async def send(self, http: aiohttp.ClientSession, job: Job) -> Outcome:
         s = self.ctx.settings
         start = time.perf_counter()
+        if job.unsigned is not None:
+            return Outcome(None, job.unsigned, 0.0)
         try:
             check_literal_host(job.url, self.ctx.policy, s.worker_allow_http)
             headers = sign_headers(webhook_id(job.notice_id), job.body.decode(), job.secrets, utcnow())

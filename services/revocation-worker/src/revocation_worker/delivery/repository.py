@@ -32,7 +32,9 @@ class EndpointSecrets(NamedTuple):
 
     id: str
     secret_sealed: bytes
+    secret_key_id: str
     previous_secret_sealed: bytes | None
+    previous_secret_key_id: str | None
     previous_secret_expires_at: dt.datetime | None
 
 

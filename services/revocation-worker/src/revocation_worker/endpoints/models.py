@@ -24,7 +24,10 @@ class Endpoint(Base):
     disabled_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
     disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     secret_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    # The keys that sealed them (RESCIND_WORKER_SECRET_KEYS); `v1` from before key ids.
+    secret_key_id: Mapped[str] = mapped_column(String(32), default="v1", server_default="v1")
     previous_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    previous_secret_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     previous_secret_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # First failure since the last success; drives automatic disabling.
     failing_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)

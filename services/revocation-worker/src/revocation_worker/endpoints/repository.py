@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, or_, select, text, union_all
 from sqlalchemy.orm import Session
 
 from rescind_common.db import keyset_page
@@ -74,3 +74,34 @@ def active_for(session: Session, licensee_id: str) -> list[Endpoint]:
             select(Endpoint).where(Endpoint.licensee_id == licensee_id, Endpoint.status == "active")
         )
     )
+
+
+def to_reseal(session: Session, current: str, after: str, limit: int) -> list[Endpoint]:
+    """The next `limit` endpoints past `after` (by id) with a secret not sealed under `current` or a
+    previous secret at all (it may have expired), row-locked: a secret rotation waits for the batch."""
+    stmt = (
+        select(Endpoint)
+        .where(
+            or_(
+                Endpoint.secret_key_id != current,
+                Endpoint.previous_secret_sealed.is_not(None),
+            ),
+            Endpoint.id > after,
+        )
+        .order_by(Endpoint.id)
+        .limit(limit)
+        .with_for_update()
+    )
+    return list(session.scalars(stmt))
+
+
+def secret_key_counts(session: Session) -> dict[str, int]:
+    """Sealed secrets (current and previous) per key id."""
+    ids = union_all(
+        select(Endpoint.secret_key_id.label("key_id")),
+        select(Endpoint.previous_secret_key_id.label("key_id")).where(
+            Endpoint.previous_secret_sealed.is_not(None)
+        ),
+    ).subquery()
+    rows = session.execute(select(ids.c.key_id, func.count()).group_by(ids.c.key_id))
+    return {str(key_id or "v1"): int(n) for key_id, n in rows}

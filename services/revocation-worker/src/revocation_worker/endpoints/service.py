@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 from typing import Protocol
 
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from rescind_common.db import utcnow
 from rescind_common.ids import new_id
+from rescind_common.keyring import LEGACY_KEY_ID, KeyUnavailable
 from rescind_common.problems import Problem, field_error
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.context import AppContext
@@ -20,7 +22,9 @@ from revocation_worker.endpoints.schemas import EndpointIn, EndpointOut
 from revocation_worker.endpoints.urlguard import UnsafeURL, check_webhook_url
 from revocation_worker.events import publish
 from revocation_worker.notices import service as notices_service
-from revocation_worker.secrets import new_secret
+from revocation_worker.secrets import SecretBox, new_secret
+
+log = logging.getLogger(__name__)
 
 
 def create(session: Session, ctx: AppContext, licensee_id: str, body: EndpointIn) -> tuple[Endpoint, str]:
@@ -56,13 +60,15 @@ def create(session: Session, ctx: AppContext, licensee_id: str, body: EndpointIn
         ) from exc
     endpoint_id = new_id("ep")
     secret = new_secret()
+    key_id, sealed = ctx.secrets.seal(secret, endpoint_id)
     endpoint = Endpoint(
         id=endpoint_id,
         licensee_id=licensee_id,
         url=body.url,
         description=body.description,
         status="active",
-        secret_sealed=ctx.secrets.seal(secret, endpoint_id),
+        secret_sealed=sealed,
+        secret_key_id=key_id,
         created_at=utcnow(),
     )
     session.add(endpoint)
@@ -83,11 +89,13 @@ def rotate(
     if expire_old_now:
         expires = now
         endpoint.previous_secret_sealed = None
+        endpoint.previous_secret_key_id = None
     else:
         expires = now + dt.timedelta(seconds=ctx.settings.worker_rotation_grace_seconds)
         endpoint.previous_secret_sealed = endpoint.secret_sealed
+        endpoint.previous_secret_key_id = endpoint.secret_key_id
     endpoint.previous_secret_expires_at = expires
-    endpoint.secret_sealed = ctx.secrets.seal(secret, endpoint.id)
+    endpoint.secret_key_id, endpoint.secret_sealed = ctx.secrets.seal(secret, endpoint.id)
     return secret, expires
 
 
@@ -99,21 +107,71 @@ class SealedSecrets(Protocol):
     @property
     def secret_sealed(self) -> bytes: ...
     @property
+    def secret_key_id(self) -> str: ...
+    @property
     def previous_secret_sealed(self) -> bytes | None: ...
+    @property
+    def previous_secret_key_id(self) -> str | None: ...
     @property
     def previous_secret_expires_at(self) -> dt.datetime | None: ...
 
 
 def signing_secrets(ctx: AppContext, endpoint: SealedSecrets, now: dt.datetime) -> list[str]:
-    """The current secret, plus the previous one during its grace period."""
-    out = [ctx.secrets.open(endpoint.secret_sealed, endpoint.id)]
+    """The current secret, plus the previous one during its grace period. Raises KeyUnavailable
+    when the key that sealed the current one is not configured; a previous secret under such a key
+    is left out (the current one still signs)."""
+    out = [ctx.secrets.open(endpoint.secret_key_id, endpoint.secret_sealed, endpoint.id)]
     if (
         endpoint.previous_secret_sealed is not None
         and endpoint.previous_secret_expires_at is not None
         and endpoint.previous_secret_expires_at > now
     ):
-        out.append(ctx.secrets.open(endpoint.previous_secret_sealed, endpoint.id))
+        try:
+            out.append(
+                ctx.secrets.open(
+                    endpoint.previous_secret_key_id or LEGACY_KEY_ID,
+                    endpoint.previous_secret_sealed,
+                    endpoint.id,
+                )
+            )
+        except KeyUnavailable as exc:
+            log.error(
+                "endpoint %s: its previous secret is %s; signing with the current one only", endpoint.id, exc
+            )
     return out
+
+
+def reseal(box: SecretBox, rows: list[Endpoint], now: dt.datetime) -> tuple[int, dict[str, int]]:
+    """Reseal locked endpoints' secrets under the current key; a previous secret past its grace
+    period signs nothing any more and is dropped instead. Returns how many endpoints were resealed
+    and, per key id, how many secrets could not be (their key is not configured)."""
+    current = box.ring.current_id
+    done, unavailable = 0, dict[str, int]()
+    for e in rows:
+        changed = False
+        if e.previous_secret_sealed is not None and (
+            e.previous_secret_expires_at is None or e.previous_secret_expires_at <= now
+        ):
+            e.previous_secret_sealed, e.previous_secret_key_id, e.previous_secret_expires_at = (
+                None,
+                None,
+                None,
+            )
+            changed = True
+        try:
+            if e.secret_key_id != current:
+                secret = box.open(e.secret_key_id, e.secret_sealed, e.id)
+                e.secret_key_id, e.secret_sealed = box.seal(secret, e.id)
+                changed = True
+            if e.previous_secret_sealed is not None and e.previous_secret_key_id != current:
+                old = box.open(e.previous_secret_key_id or LEGACY_KEY_ID, e.previous_secret_sealed, e.id)
+                e.previous_secret_key_id, e.previous_secret_sealed = box.seal(old, e.id)
+                changed = True
+        except KeyUnavailable as exc:
+            unavailable[exc.key_id] = unavailable.get(exc.key_id, 0) + 1
+            continue
+        done += changed
+    return done, unavailable
 
 
 def disable(session: Session, ctx: AppContext, endpoint: Endpoint, reason: str) -> None:
