@@ -91,6 +91,10 @@ def violations(docs: Docs) -> list[str]:
                     env[var].startswith(m["mountPath"].rstrip("/") + "/") for m in c.get("volumeMounts", [])
                 ):
                     out.append(f"{where}: {var} points at nothing mounted")
+            for group in cls.PRODUCTION_ANY_OF:
+                names = sorted(f"RESCIND_{name.upper()}" for name in group & uses)
+                if names and not any(var in env for var in names):
+                    out.append(f"{where}: needs {' or '.join(names)}")
     return out
 
 

@@ -3,6 +3,7 @@ callee (`rescind_common.service_token`). Files only: the development key in a te
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def test_production_refuses_a_process_without_a_secret_it_reads_and_no_other(tmp
         profile="production",
         auth_issuer="https://idp.example",
         auth_jwks_url="https://idp.example/jwks.json",
-        worker_secret_key="k",
+        worker_secret_key=base64.b64encode(bytes(32)).decode(),
     )
     s.require_secrets("serve")  # the API has its key, and needs no registry token
     s.require_secrets("worker --role delivery")

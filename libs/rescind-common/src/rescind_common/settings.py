@@ -25,6 +25,8 @@ class RescindSettings(BaseSettings):
     PROCESS_SECRETS: ClassVar[dict[str, frozenset[str]]] = {}
     # Of those, what production refuses to start a process without (`require_secrets`).
     PRODUCTION_SECRETS: ClassVar[frozenset[str]] = frozenset()
+    # Secrets of which production needs one, whichever (a single key, or a keyring of them).
+    PRODUCTION_ANY_OF: ClassVar[tuple[frozenset[str], ...]] = ()
 
     # `production` refuses development keys, the development issuer and missing key settings.
     profile: Profile = "development"
@@ -164,8 +166,12 @@ class RescindSettings(BaseSettings):
         """Production: refuse to start `process` without a secret it reads (ValueError)."""
         if self.profile != "production":
             return
-        needed = self.PROCESS_SECRETS.get(process, frozenset()) & self.PRODUCTION_SECRETS
+        reads = self.PROCESS_SECRETS.get(process, frozenset())
+        needed = reads & self.PRODUCTION_SECRETS
         missing = sorted(f"RESCIND_{name.upper()}" for name in needed if not getattr(self, name))
+        for group in self.PRODUCTION_ANY_OF:
+            if group & reads and not any(getattr(self, name) for name in group):
+                missing.append(" or ".join(sorted(f"RESCIND_{name.upper()}" for name in group)))
         if missing:
             raise ValueError(f"production needs {', '.join(missing)} for `{process}`")
 

@@ -33,9 +33,10 @@ class ConsentSettings(RescindSettings):
         "relay": frozenset({"consent_database_url"}),
         "consumer": frozenset({"consent_database_url"}),
     }
-    # The master key (single or keyring) and the pepper are checked in `require_secrets`: either of two
-    # settings will do.
     PRODUCTION_SECRETS: ClassVar[frozenset[str]] = frozenset({"consent_receipt_key_file"})
+    PRODUCTION_ANY_OF: ClassVar[tuple[frozenset[str], ...]] = (
+        frozenset({"consent_master_key", "consent_master_keys"}),
+    )
 
     # SQLAlchemy URL; `postgresql://user@host/db` in production.
     consent_database_url: str = "sqlite:///.rescind/consent.db"
@@ -128,13 +129,11 @@ class ConsentSettings(RescindSettings):
         return self
 
     def require_secrets(self, process: str) -> None:
-        """Besides the secrets `process` reads: an API in production needs a master key (the single
-        one or the keyring) and a pepper, or key `v1` to derive the legacy pepper from."""
+        """Besides the secrets `process` reads: an API in production needs a pepper, or key `v1` to
+        derive the legacy pepper from."""
         super().require_secrets(process)
         if self.profile != "production" or process != "serve":
             return
-        if not self.consent_master_key and not self.consent_master_keys:
-            raise ValueError("production needs RESCIND_CONSENT_MASTER_KEYS or RESCIND_CONSENT_MASTER_KEY")
         if not self.consent_subject_pepper and not self.legacy_master_key:
             raise ValueError(
                 "RESCIND_CONSENT_SUBJECT_PEPPER is not set, and the legacy pepper it replaces is "

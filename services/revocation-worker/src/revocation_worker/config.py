@@ -28,17 +28,10 @@ class WorkerSettings(RescindSettings):
             {"worker_database_url", "worker_secret_key", "worker_secret_keys"}
         ),
     }
-    # The endpoint-secret key (single or keyring) is checked in `require_secrets`: either will do.
     PRODUCTION_SECRETS: ClassVar[frozenset[str]] = frozenset({"worker_registry_token"})
-
-    def require_secrets(self, process: str) -> None:
-        super().require_secrets(process)
-        if self.profile != "production" or "worker_secret_key" not in self.PROCESS_SECRETS.get(process, ()):
-            return
-        if not self.worker_secret_key and not self.worker_secret_keys:
-            raise ValueError(
-                f"production needs RESCIND_WORKER_SECRET_KEYS or RESCIND_WORKER_SECRET_KEY for `{process}`"
-            )
+    PRODUCTION_ANY_OF: ClassVar[tuple[frozenset[str], ...]] = (
+        frozenset({"worker_secret_key", "worker_secret_keys"}),
+    )
 
     # SQLAlchemy URL; `postgresql://user@host/db` in production.
     worker_database_url: str = "sqlite:///.rescind/worker.db"
