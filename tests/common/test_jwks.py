@@ -71,7 +71,7 @@ class IdentityProvider:
             "sub": sub,
             "role": Role.SUBJECT.value,
             "iss": settings.auth_issuer,
-            "aud": settings.auth_audience,
+            "aud": settings.audience_of("consent-api"),
             "iat": now,
             "exp": now + 3600,
         }
@@ -111,7 +111,9 @@ def test_a_key_removed_from_the_jwks_stops_verifying_within_the_cache_interval(i
 
 
 def _verifier(idp: IdentityProvider, settings: Any, **over: Any) -> tuple[TokenVerifier, Clock]:
-    verifier = TokenVerifier(settings.model_copy(update={"auth_jwks_url": idp.url, **over}))
+    verifier = TokenVerifier(
+        settings.model_copy(update={"auth_jwks_url": idp.url, **over}), service="consent-api"
+    )
     clock = Clock()
     clock.now = time.time()
     verifier.clock = clock

@@ -53,7 +53,15 @@ ALL_SCOPES = tuple(s.value for s in ServiceScope)
 
 # Rate limiting off in the shared stack: the matrix and the fuzzer send hundreds of requests per caller
 # on purpose. A license naming an unknown consent waits this long for the projection (fuzzing does).
-STACK_SETTINGS: dict[str, Any] = {"rate_limit_per_second": 0, "registry_projection_wait_seconds": 0.05}
+# Rate limits off (the fuzzer and the matrix make thousands of calls per tenant, endpoint registrations
+# included); tests/common/test_limits.py and the worker's own tests cover them.
+STACK_SETTINGS: dict[str, Any] = {
+    "rate_limit_per_second": 0,
+    "registry_projection_wait_seconds": 0.05,
+    "worker_redeliver_per_minute": 60_000.0,
+    "worker_redeliver_burst": 100_000,
+    "worker_max_endpoints_per_licensee": 10_000,
+}
 
 
 # -- the stack -------------------------------------------------------------------------
