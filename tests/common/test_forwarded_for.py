@@ -14,7 +14,6 @@ from pydantic import ValidationError
 from registry.main import create_app as create_registry_app
 from rescind_common.settings import RescindSettings
 
-from support.helpers import assert_problem
 from support.registry import make_registry_settings
 from support.security import SecurityStack
 

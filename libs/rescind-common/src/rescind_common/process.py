@@ -64,7 +64,7 @@ def serve_api(factory: str, *, host: str, port: int, workers: int) -> None:
     sock = listening_socket(host, port)
     try:
         if workers > 1:
-            Multiprocess(config, target=server.run, sockets=[sock]).run()
+            Multiprocess(config, sockets=[sock]).run()
         else:
             server.run(sockets=[sock])
     except KeyboardInterrupt:

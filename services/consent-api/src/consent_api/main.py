@@ -31,6 +31,7 @@ VERSION = "0.1.0"
 # (deploy/k8s/base/apps/ingress.yaml) routes these paths with the larger limit too.
 BATCH_PATHS = ("/v1/samples/batch", "/v1/consents", "/v1/revocations")
 
+
 def create_app(settings: ConsentSettings | None = None, *, run_scheduler: bool | None = None) -> FastAPI:
     settings = settings or ConsentSettings()
     engine = make_engine(

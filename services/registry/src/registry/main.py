@@ -26,6 +26,7 @@ VERSION = "0.1.0"
 # (deploy/k8s/base/apps/ingress.yaml) routes these paths with the larger limit too.
 BATCH_PATHS = ("/v1/licenses", "/v1/models", "/v1/holders")
 
+
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()
     engine = make_registry_engine(settings.registry_database_url, pool_size=settings.registry_db_pool_size)
