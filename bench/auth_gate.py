@@ -9,7 +9,9 @@ sequential, keep-alive) p50/p99:
      not the server's) keeps
      20 connections POSTing 16 MiB of nested lists (`[[[[]]],...]`) to /v1/samples/batch without a
      token, each connection sending its body again as soon as it has an answer (or a closed socket);
-  3. the same with a valid token on every attacking request.
+  3. the same with a valid token on every attacking request;
+  4. the control: the same 20 connections sending tokenless GETs without a body, as fast as they are
+     answered (what the request rate alone costs, whatever the body).
 and prints the ratios to idle. With --baseline REF (or RESCIND_BENCH_GATE_BASELINE) the same again
 for git REF's consent-api (exported with `git archive`, run from its sources; same migrations
 assumed), so both figures come from one machine in one run. Writes bench/results/auth_gate.json.
@@ -62,6 +64,13 @@ READ_TIMEOUT = 120.0  # a stalled server may take this long; a read that takes l
 _CPUS = sorted(os.sched_getaffinity(0))
 ATTACKER_CPUS = {_CPUS[-1]} if len(_CPUS) > 1 else set()
 SERVER_CPUS = set(_CPUS[:-1]) if len(_CPUS) > 1 else set()
+# (name, with a token, no body): the attacks, and the control (tokenless GETs without a body, on
+# fresh connections as fast as answered: the cost of the request rate alone).
+PHASES = [
+    ("unauthenticated", False, False),
+    ("authenticated", True, False),
+    ("control: tokenless GETs, no body", False, True),
+]
 PACE = 0.025  # 40 reads/s: well under the default rate limit (100/s)
 SOURCES = ["services/consent-api/src", "libs/rescind-common/src"]
 
@@ -79,8 +88,9 @@ def nested_lists(size: int) -> bytes:
 # -- the attacker (a child process) ---------------------------------------------------------------
 
 
-def attack(port: int, clients: int, token: str | None) -> None:
-    """POST the body on `clients` connections until stdin closes; prints requests answered."""
+def attack(port: int, clients: int, token: str | None, empty: bool = False) -> None:
+    """POST the body (`empty`: none, a tokenless GET instead) on `clients` connections until stdin
+    closes; prints requests answered."""
     if ATTACKER_CPUS:
         os.sched_setaffinity(0, ATTACKER_CPUS)  # before the threads start: they inherit it
     body = nested_lists(BODY_BYTES)
@@ -89,6 +99,8 @@ def attack(port: int, clients: int, token: str | None) -> None:
         + (b"Authorization: Bearer " + token.encode() + b"\r\n" if token else b"")
         + b"Content-Length: %d\r\n\r\n" % len(body)
     )
+    if empty:  # the control: as many requests, no body at all
+        head, body = b"GET /v1/consents HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", b""
     stop = threading.Event()
     answered = [0] * clients
 
@@ -150,7 +162,7 @@ def reads(http: httpx.Client, headers: dict[str, str], seconds: float, at_least:
 
 
 def under_attack(
-    port: int, pid: int, http: httpx.Client, headers: dict[str, str], token: str | None
+    port: int, pid: int, http: httpx.Client, headers: dict[str, str], token: str | None, empty: bool = False
 ) -> dict[str, Any]:
     # `python bench/auth_gate.py --attack`: our own script, never user input.
     child = subprocess.Popen(
@@ -162,6 +174,7 @@ def under_attack(
             "--clients",
             str(CLIENTS),
             *(["--token", token] if token else []),
+            *(["--empty"] if empty else []),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -218,9 +231,10 @@ def measure(tree: Path | None, label: str) -> dict[str, Any]:
                 out["idle"] = reads(http, headers, SECONDS)
                 out["idle"]["server_cpu_share"] = round((proc_cpu(pid) - cpu) / (time.monotonic() - t), 2)
                 say(f"{label}: idle {out['idle']}")
-                for name, tok in (("unauthenticated", None), ("authenticated", attacker)):
-                    say(f"{label}: {CLIENTS} {name} 16 MiB bodies")
-                    out[name] = under_attack(port, pid, http, headers, tok)
+                for name, with_token, empty in PHASES:
+                    say(f"{label}: {CLIENTS} connections, {name}")
+                    tok = attacker if with_token else None
+                    out[name] = under_attack(port, pid, http, headers, tok, empty)
                     say(f"{label}: {name} {out[name]}")
                     for p in ("p50", "p99"):
                         out[name][f"{p}_ratio"] = round(out[name][f"{p}_ms"] / out["idle"][f"{p}_ms"], 2)
@@ -238,9 +252,10 @@ def main() -> int:
     parser.add_argument("--attack", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--clients", type=int, default=CLIENTS, help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)
+    parser.add_argument("--empty", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.attack:
-        attack(args.attack, args.clients, args.token)
+        attack(args.attack, args.clients, args.token, args.empty)
         return 0
     report: dict[str, Any] = {
         "machine": machine(),
@@ -263,11 +278,11 @@ def main() -> int:
                 "",
             )
         )
-        for phase in ("unauthenticated", "authenticated"):
+        for phase, _, _ in PHASES:
             a = r[phase]
             rows.append(
                 (
-                    f"{name}: {CLIENTS} {phase} 16 MiB POSTs",
+                    f"{name}: {CLIENTS} x {phase}",
                     f"{a['p50_ms']}/{a['p99_ms']}",
                     f"{a['p50_ratio']}x/{a['p99_ratio']}x",
                     f"{a['attack_answers']} answered, {a['errors']} reads failed",

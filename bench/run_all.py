@@ -4,11 +4,13 @@
   2. bench/registry_holders.py holders lookup over 10,000,000 license-sample rows
   3. bench/stack_bench.py      the whole stack: revoke -> verified webhook at fixed rates, the highest
                                sustained rate, fan-out to 100 licensees, grants/s, beside raw paths
+  4. bench/auth_gate.py        an authenticated read, idle and under 20 concurrent 16 MiB POSTs
+                               (with and without a token); RESCIND_BENCH_GATE_BASELINE=main beside it
 
 Each runs as its own process (it prints its own progress and table and writes its own JSON under
 bench/results/); a failing one does not stop the others, and `make bench` then exits non-zero.
 
-  RESCIND_BENCH_ONLY=stack,holders,consent   run only some of them
+  RESCIND_BENCH_ONLY=stack,holders,consent,gate   run only some of them
   RESCIND_BENCH_SECONDS=15                   quick mode for the stack bench (default 60 s per rate)
   RESCIND_BENCH_ROWS=1000000                 a smaller holders table
 """
@@ -32,6 +34,7 @@ BENCHES = [
     ("consent", "run.py", "consent_api.json"),
     ("holders", "registry_holders.py", "registry_holders.json"),
     ("stack", "stack_bench.py", "stack.json"),
+    ("gate", "auth_gate.py", "auth_gate.json"),
 ]
 TIMEOUT = float(os.environ.get("RESCIND_BENCH_TIMEOUT", 3600))
 
@@ -72,7 +75,11 @@ def stack_rows(r: dict[str, Any]) -> list[Row]:
     return [tuple(row) for row in r.get("table", [])]  # type: ignore[misc]
 
 
-ROWS = {"consent": consent_rows, "holders": holders_rows, "stack": stack_rows}
+def gate_rows(r: dict[str, Any]) -> list[Row]:
+    return [(row[0], row[1], "", row[2], "<= 2x idle") for row in r.get("table", [])]
+
+
+ROWS = {"consent": consent_rows, "holders": holders_rows, "stack": stack_rows, "gate": gate_rows}
 
 
 def main() -> int:

@@ -16,7 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from rescind_common.app import MAX_JSON_CONTAINERS, create_app
+from rescind_common.app import MAX_JSON_CONTAINERS, MAX_JSON_SEPARATORS, create_app
 from rescind_common.auth_gate import BODY_METHODS, PUBLIC_BODY_PATHS
 
 from support.helpers import assert_problem, sha
@@ -160,7 +160,10 @@ def test_a_real_server_answers_401_to_16_mib_announced_and_never_sent(
         b"POST /v1/samples/batch HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n" % (16 * MIB)
     )
-    assert _raw(served, head).startswith(b"HTTP/1.1 401 "), "the server waited for the body"
+    answer = _raw(served, head)
+    assert answer.startswith(b"HTTP/1.1 401 "), "the server waited for the body"
+    # ... and it will not take the body later either: the connection is closed.
+    assert b"\r\nconnection: close\r\n" in answer.lower(), answer
     # With a token the same request is let through to read its body: the server waits for it.
     token = sec_stack.headers("subject", "gate-raw")["Authorization"].encode()
     with socket.create_connection(served, timeout=60) as conn:
@@ -191,3 +194,15 @@ def test_a_large_authenticated_body_is_still_checked_naming_the_field(sec_worlds
     samples[2999]["kind"] = "face\x00image"
     r = world.client.post("/v1/samples/batch", json={"samples": samples}, headers=world.headers("subject"))
     assert_problem(r, 422, "body.samples[2999].kind")
+
+
+def test_a_body_of_too_many_values_is_413_before_it_is_parsed(sec_worlds: dict[str, World]) -> None:
+    world = sec_worlds["consent"]
+    raw = b'{"samples":[' + b"1," * (MAX_JSON_SEPARATORS + 1) + b"1]}"  # ~4 MiB: within the batch limit
+    r = world.client.post(
+        "/v1/samples/batch",
+        content=raw,
+        headers={**world.headers("subject"), "Content-Type": "application/json"},
+    )
+    body = assert_problem(r, 413, "body")
+    assert body["limit"] == MAX_JSON_SEPARATORS and "commas" in body["detail"], body

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import socket
+import sys
 import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Protocol
@@ -24,11 +26,31 @@ class Probed(Stoppable, Protocol):
     heartbeat: Heartbeat
 
 
-def serve_api(factory: str, *, host: str, port: int, workers: int) -> None:
-    """Run `factory` (a `module:function` returning the FastAPI app) under uvicorn."""
-    import uvicorn
+# The listening socket's receive buffer, inherited by every accepted connection. An answer sent
+# before a large body was read (401, 413, 429) closes the connection; the kernel has then taken in
+# (and must throw away) up to this much of the body. Autotuning would grant a fast sender
+# megabytes per connection; this is plenty for a nearby proxy and for `make run`.
+RECEIVE_BUFFER_BYTES = 256 * 1024
 
-    uvicorn.run(
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port with RECEIVE_BUFFER_BYTES (as uvicorn binds, plus that)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve_api(factory: str, *, host: str, port: int, workers: int) -> None:
+    """Run `factory` (a `module:function` returning the FastAPI app) under uvicorn, on
+    `listening_socket` (what uvicorn.run does, with our socket)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(
         factory,
         factory=True,
         host=host,
@@ -38,6 +60,19 @@ def serve_api(factory: str, *, host: str, port: int, workers: int) -> None:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+    server = uvicorn.Server(config)
+    sock = listening_socket(host, port)
+    try:
+        if workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+    if workers <= 1 and not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE: the app could not start
 
 
 def run_until_signalled(loop: Stoppable) -> None:
