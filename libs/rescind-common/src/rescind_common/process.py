@@ -61,7 +61,12 @@ def serve_api(factory: str, *, host: str, port: int, workers: int) -> None:
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
-    sock = listening_socket(host, port)
+    try:
+        sock = listening_socket(host, port)
+    except OSError as exc:
+        # As uvicorn says it: a port in use is a message and an exit code, not a traceback.
+        print(f"cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(1)
     try:
         if workers > 1:
             Multiprocess(config, sockets=[sock]).run()
