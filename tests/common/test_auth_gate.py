@@ -206,3 +206,53 @@ def test_a_body_of_too_many_values_is_413_before_it_is_parsed(sec_worlds: dict[s
     )
     body = assert_problem(r, 413, "body")
     assert body["limit"] == MAX_JSON_SEPARATORS and "commas" in body["detail"], body
+
+
+def test_a_tokenless_write_is_answered_outside_the_app_and_counted() -> None:
+    """No Authorization header at all: the 401 comes before any layer of the app runs (no route,
+    no request id), the body unread, and /metrics counts it; a write with a token still reaches
+    the route."""
+    made = create_app(
+        service="gate-shortcut",
+        title="t",
+        version="0",
+        description="",
+        readiness={},
+        max_body_bytes=MIB,
+        unauthenticated_write_delay=0.01,
+    )
+    reached: list[str] = []
+
+    @made.post("/write")
+    def write(body: dict[str, Any]) -> dict[str, Any]:
+        reached.append("write")
+        return body
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/write",
+        "raw_path": b"/write",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(16 * MIB).encode())],
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 80),
+        "app": made,
+    }
+    status, headers, body, receives = _call_without_body(made, scope)
+    assert (status, receives) == (401, 0)
+    assert body == {
+        "type": "https://rescind.dev/problems/unauthorized",
+        "title": "Unauthorized",
+        "status": 401,
+        "detail": "A bearer token is required.",
+    }
+    assert headers["www-authenticate"].startswith("Bearer") and headers["connection"] == "close"
+    assert "x-request-id" not in headers and reached == []
+    with TestClient(made) as client:
+        metrics = client.get("/metrics").text
+    assert 'method="POST",route="refused-without-token",service="gate-shortcut",status="401"} 1.0' in metrics

@@ -16,10 +16,15 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rescind_common.auth import TokenVerifier
-from rescind_common.auth_gate import PUBLIC_BODY_PATHS, AuthBeforeBodyMiddleware
+from rescind_common.auth_gate import (
+    PUBLIC_BODY_PATHS,
+    UNREAD_BODY_CLOSE_BYTES,
+    AuthBeforeBodyMiddleware,
+    NoTokenShortcut,
+)
 from rescind_common.db import DbAdmission, Overloaded, ping
 from rescind_common.kafka import broker_reachable
-from rescind_common.metrics import install_metrics
+from rescind_common.metrics import HTTP_REQUESTS, install_metrics
 from rescind_common.problems import (
     PROBLEM_BASE,
     Problem,
@@ -52,8 +57,6 @@ MAX_JSON_SEPARATORS = 2_000_000
 GUARD_INLINE_TOKENS = 5_000
 # The structural walk of larger bodies runs in worker threads, at most this many at once.
 GUARD_THREADS = 2
-# An answer sent before a body larger than this was read closes the connection.
-UNREAD_BODY_CLOSE_BYTES = 64 * 1024
 # The budget counts of this request's body, for guard_json_body: (containers, separators).
 JSON_COUNTS_STATE_KEY = "rescind_json_counts"
 
@@ -385,6 +388,7 @@ def create_app(
     db_admission: DbAdmission | None = None,
     max_in_flight: int = 0,
     trusted_proxies: Sequence[str] = (),
+    unauthenticated_write_delay: float = 0.0,
     public_body_paths: Iterable[str] = PUBLIC_BODY_PATHS,
     **kwargs: Any,
 ) -> FastAPI:
@@ -435,7 +439,17 @@ def create_app(
         retry = db_admission.retry_after if db_admission else 1
         app.add_middleware(InFlightLimitMiddleware, limit=max_in_flight, retry_after=retry)
     app.add_middleware(CloseUnreadBodyMiddleware)
-    install_metrics(app, service)  # outermost: sees every answer, 413s and 404s included
+    install_metrics(app, service)  # outermost middleware: sees every answer, 413s and 404s included
+    # Outside even that: tokenless writes with a body, answered 401 from pre-built bytes (counted).
+    build_stack = app.build_middleware_stack
+
+    def refused(method: str) -> None:
+        HTTP_REQUESTS.labels(service, method, "refused-without-token", "401").inc()
+
+    def build_middleware_stack() -> ASGIApp:
+        return NoTokenShortcut(build_stack(), refused, public_body_paths, delay=unauthenticated_write_delay)
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
     def healthz() -> dict[str, str]:
@@ -514,6 +528,7 @@ def create_service_app(
         rate_limit_per_second=settings.rate_limit_per_second,
         rate_limit_burst=settings.rate_limit_burst,
         trusted_proxies=settings.trusted_proxies,
+        unauthenticated_write_delay=settings.unauthenticated_write_delay_seconds,
         max_json_items=max_json_items,
         **kwargs,
     )

@@ -4,7 +4,8 @@ a large JSON body costs seconds of event loop; without this, anyone could spend 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Callable, Iterable
 
 import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -21,6 +22,11 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PUBLIC_BODY_PATHS: frozenset[str] = frozenset()
 
 _NO_TOKEN = Problem(401, "A bearer token is required.")
+
+# An answer sent before a body larger than this was read closes the connection (see
+# rescind_common.app.CloseUnreadBodyMiddleware): draining it would let a refused caller make the
+# server take in the whole body after all.
+UNREAD_BODY_CLOSE_BYTES = 64 * 1024
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -113,11 +119,82 @@ class AuthBeforeBodyMiddleware:
         await self.app(scope, receive, send)
 
 
+class NoTokenShortcut:
+    """Outside every other layer (Starlette's error and exception middleware, metrics, limits): a
+    write that announces a body and carries no Authorization header at all gets its 401 from
+    pre-built bytes. Such a request can only end that way, and a flood of them is the cheapest
+    attack there is; each layer it skips is CPU the authenticated callers keep. The answer is the
+    gate's own (problem JSON, WWW-Authenticate), closing the connection when the body is large.
+    Requests with a token, good or bad, take the normal path. The answer comes after `delay`: a
+    caller looping on tokenless writes gets 1/delay answers a second per connection, not thousands
+    (every request it makes costs the server CPU its callers with tokens need)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        on_refused: Callable[[str], None],
+        public_paths: Iterable[str],
+        *,
+        delay: float = 0.0,
+    ) -> None:
+        self.app = app
+        self.delay = delay
+        self.on_refused = on_refused
+        self.public_paths = frozenset(public_paths)
+        body = json.dumps(
+            {
+                "type": PROBLEM_BASE + "unauthorized",
+                "title": "Unauthorized",
+                "status": 401,
+                "detail": _NO_TOKEN.detail,
+            },
+            separators=(",", ":"),
+        ).encode()
+        self._body = {"type": "http.response.body", "body": body}
+        headers = [
+            (b"content-type", b"application/problem+json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"www-authenticate", b'Bearer realm="rescind"'),
+        ]
+        self._start = {"type": "http.response.start", "status": 401, "headers": headers}
+        self._start_close = {**self._start, "headers": [*headers, (b"connection", b"close")]}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in BODY_METHODS
+            or scope["path"] in self.public_paths
+        ):
+            await self.app(scope, receive, send)
+            return
+        length: bytes | None = None
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                await self.app(scope, receive, send)
+                return
+            if name == b"content-length":
+                length = value.strip()
+            elif name == b"transfer-encoding":
+                length = b"chunked"
+        if length is None or length in (b"0", b""):
+            await self.app(scope, receive, send)  # no body: the route answers, as before
+            return
+        large = not length.isdigit() or int(length) > UNREAD_BODY_CLOSE_BYTES
+        if self.delay > 0:
+            # A timer, not work: the body waits unread in the socket (flow control stops the sender).
+            await anyio.sleep(self.delay)
+        await send(self._start_close if large else self._start)
+        await send(self._body)
+        self.on_refused(scope["method"])
+
+
 __all__ = [
     "BODY_METHODS",
     "PUBLIC_BODY_PATHS",
     "REFUSED_STATE_KEY",
+    "UNREAD_BODY_CLOSE_BYTES",
     "AuthBeforeBodyMiddleware",
+    "NoTokenShortcut",
     "bearer_token",
     "scope_principal",
 ]

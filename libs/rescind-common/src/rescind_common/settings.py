@@ -97,6 +97,10 @@ class RescindSettings(BaseSettings):
     # reaching the service through one is keyed by the rightmost X-Forwarded-For address that is
     # not itself such a proxy. Empty: the socket peer, and the header is ignored (anyone can send it).
     trusted_proxies: list[str] = []
+    # A POST/PUT/PATCH/DELETE with a body and no token at all (no route takes one) is answered 401
+    # after this pause, its body unread: no client with a token waits, and a caller that floods
+    # tokenless writes gets a few answers a second per connection instead of thousands. 0: at once.
+    unauthenticated_write_delay_seconds: float = Field(default=0.25, ge=0, le=5)
 
     # JSON logs on stderr; never tokens, secrets or personal data.
     log_level: str = "INFO"
