@@ -200,6 +200,9 @@ def measure(tree: Path | None, label: str) -> dict[str, Any]:
         env: dict[str, str] = {}
         if tree is not None:
             env["PYTHONPATH"] = os.pathsep.join(str(tree / s) for s in SOURCES)
+            # Code from before per-service audiences requires one `aud`; this tree's development
+            # tokens carry consent-api's among theirs.
+            env["RESCIND_AUTH_AUDIENCE"] = "rescind-consent-api"
         py = sys.executable
         try:
             code = stack.run_to_end("consent-migrate", [py, "-m", "consent_api", "migrate"], env)
