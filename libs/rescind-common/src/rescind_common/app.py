@@ -21,6 +21,7 @@ from rescind_common.auth_gate import (
     UNREAD_BODY_CLOSE_BYTES,
     AuthBeforeBodyMiddleware,
     NoTokenShortcut,
+    announced_body,
 )
 from rescind_common.db import DbAdmission, Overloaded, ping
 from rescind_common.kafka import broker_reachable
@@ -239,13 +240,8 @@ class CloseUnreadBodyMiddleware:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        large = False
-        for name, value in scope.get("headers", []):
-            if name == b"transfer-encoding":
-                large = True
-            elif name == b"content-length":
-                large = not value.isdigit() or int(value) > self.threshold
-        if not large:
+        size = announced_body(scope)
+        if size is None or 0 <= size <= self.threshold:
             await self.app(scope, receive, send)
             return
         complete = False

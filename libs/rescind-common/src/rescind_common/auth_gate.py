@@ -76,13 +76,21 @@ async def scope_principal(scope: Scope) -> tuple[Principal | None, Problem | Non
     return principal, None
 
 
-def _announces_body(scope: Scope) -> bool:
+def announced_body(scope: Scope) -> int | None:
+    """The body size the request's headers announce: None when none, -1 when not known in advance
+    (chunked, or a Content-Length that is not a number)."""
+    size: int | None = None
     for name, value in scope.get("headers", []):
         if name == b"transfer-encoding":
-            return True
+            return -1
         if name == b"content-length":
-            return value.strip() not in (b"0", b"")
-    return False
+            value = value.strip()
+            size = int(value) if value.isdigit() else (None if value == b"" else -1)
+    return size
+
+
+def _announces_body(scope: Scope) -> bool:
+    return announced_body(scope) not in (None, 0)
 
 
 class AuthBeforeBodyMiddleware:
@@ -167,19 +175,14 @@ class NoTokenShortcut:
         ):
             await self.app(scope, receive, send)
             return
-        length: bytes | None = None
-        for name, value in scope.get("headers", []):
-            if name == b"authorization":
-                await self.app(scope, receive, send)
-                return
-            if name == b"content-length":
-                length = value.strip()
-            elif name == b"transfer-encoding":
-                length = b"chunked"
-        if length is None or length in (b"0", b""):
+        if any(name == b"authorization" for name, _ in scope.get("headers", [])):
+            await self.app(scope, receive, send)  # a token, good or bad: the normal path
+            return
+        size = announced_body(scope)
+        if size is None or size == 0:
             await self.app(scope, receive, send)  # no body: the route answers, as before
             return
-        large = not length.isdigit() or int(length) > UNREAD_BODY_CLOSE_BYTES
+        large = size < 0 or size > UNREAD_BODY_CLOSE_BYTES
         if self.delay > 0:
             # A timer, not work: the body waits unread in the socket (flow control stops the sender).
             await anyio.sleep(self.delay)
@@ -195,6 +198,7 @@ __all__ = [
     "UNREAD_BODY_CLOSE_BYTES",
     "AuthBeforeBodyMiddleware",
     "NoTokenShortcut",
+    "announced_body",
     "bearer_token",
     "scope_principal",
 ]

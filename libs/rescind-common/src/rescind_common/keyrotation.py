@@ -13,8 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
+from rescind_common.db import make_engine, make_session_factory
+from rescind_common.keyring import Keyring
+
+# How many stored values each key id holds.
+Counts = Callable[[Session], dict[str, int]]
 # (session, after-id) -> (the last id of the batch or None when there is none, rewrapped, unavailable)
 Batch = Callable[[Session, str], tuple[str | None, int, dict[str, int]]]
 
@@ -50,31 +55,48 @@ class Report:
 
 
 def rotate(
-    session_factory: sessionmaker[Session],
+    database_url: str,
+    ring: Keyring,
     batch: Batch,
-    counts: Callable[[Session], dict[str, int]],
+    counts: Counts,
     *,
     what: str,
-    current: str,
-    configured: list[str],
     progress: TextIO | None = None,
 ) -> Report:
-    report = Report(what, current, configured)
-    after = ""
-    while True:
-        with session_factory() as session, session.begin():
-            last, done, unavailable = batch(session, after)
-        if last is None:
-            break
-        after = last
-        report.rewrapped = (report.rewrapped or 0) + done
-        for key_id, n in unavailable.items():
-            report.unavailable[key_id] = report.unavailable.get(key_id, 0) + n
-        if progress is not None and done:
-            print(f"{what}: {report.rewrapped} rewrapped (up to {last})", file=progress)
-    with session_factory() as session:
-        report.counts = counts(session)
+    """Rewrap, batch after batch, what `batch` finds not under `ring`'s current key."""
+    report = Report(what, ring.current_id, ring.ids)
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        session_factory = make_session_factory(engine)
+        after = ""
+        while True:
+            with session_factory() as session, session.begin():
+                last, done, unavailable = batch(session, after)
+            if last is None:
+                break
+            after = last
+            report.rewrapped = (report.rewrapped or 0) + done
+            for key_id, n in unavailable.items():
+                report.unavailable[key_id] = report.unavailable.get(key_id, 0) + n
+            if progress is not None and done:
+                print(f"{what}: {report.rewrapped} rewrapped (up to {last})", file=progress)
+        with session_factory() as session:
+            report.counts = counts(session)
+    finally:
+        engine.dispose()
     return report
+
+
+def status(database_url: str, ring: Keyring, counts: Counts, *, what: str) -> Report:
+    """How many values each key id holds, and which of those ids `ring` lacks."""
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with make_session_factory(engine)() as session:
+            held = counts(session)
+    finally:
+        engine.dispose()
+    missing = {k: n for k, n in held.items() if not ring.has(k)}
+    return Report(what, ring.current_id, ring.ids, None, missing, held)
 
 
 def print_report(report: Report, out: TextIO | None = None) -> int:

@@ -14,7 +14,6 @@ from consent_api.keys import MasterKey, legacy_pepper
 from consent_api.subjects import repository
 from consent_api.subjects import service as subjects
 from rescind_common import keyrotation
-from rescind_common.db import make_engine, make_session_factory
 
 WHAT = "subject keys"
 
@@ -22,39 +21,27 @@ WHAT = "subject keys"
 def rotate(settings: ConsentSettings, batch_size: int = 500) -> keyrotation.Report:
     master = MasterKey.from_settings(settings)
     current = master.ring.current_id
-    engine = make_engine(settings.consent_database_url, pool_size=1)
-    try:
 
-        def batch(session: Session, after: str) -> tuple[str | None, int, dict[str, int]]:
-            rows = repository.keys_to_rewrap(session, current, after, batch_size)
-            if not rows:
-                return None, 0, {}
-            done, unavailable = subjects.rewrap(master, rows)
-            return rows[-1].subject_id, done, unavailable
+    def batch(session: Session, after: str) -> tuple[str | None, int, dict[str, int]]:
+        rows = repository.keys_to_rewrap(session, current, after, batch_size)
+        if not rows:
+            return None, 0, {}
+        done, unavailable = subjects.rewrap(master, rows)
+        return rows[-1].subject_id, done, unavailable
 
-        return keyrotation.rotate(
-            make_session_factory(engine),
-            batch,
-            repository.key_counts,
-            what=WHAT,
-            current=current,
-            configured=master.ring.ids,
-            progress=sys.stderr,
-        )
-    finally:
-        engine.dispose()
+    return keyrotation.rotate(
+        settings.consent_database_url,
+        master.ring,
+        batch,
+        repository.key_counts,
+        what=WHAT,
+        progress=sys.stderr,
+    )
 
 
 def status(settings: ConsentSettings) -> keyrotation.Report:
     master = MasterKey.from_settings(settings)
-    engine = make_engine(settings.consent_database_url, pool_size=1)
-    try:
-        with make_session_factory(engine)() as session:
-            counts = repository.key_counts(session)
-    finally:
-        engine.dispose()
-    missing = {k: n for k, n in counts.items() if not master.ring.has(k)}
-    return keyrotation.Report(WHAT, master.ring.current_id, master.ring.ids, None, missing, counts)
+    return keyrotation.status(settings.consent_database_url, master.ring, repository.key_counts, what=WHAT)
 
 
 def pepper_warning(settings: ConsentSettings) -> str | None:
