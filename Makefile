@@ -26,6 +26,8 @@ $(PROTO_OUT)/.generated: $(STAMP) $(PROTO_SRC)
 	mkdir -p $(PROTO_OUT)
 	$(VENV)/bin/python -m grpc_tools.protoc -Iproto \
 	  --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) $(PROTO_SRC)
+	# protoc writes imports between our files as top-level `rescind.v1`; they live in the package.
+	sed -i 's/^from rescind\.v1 import/from rescind_common.proto.rescind.v1 import/' $(PROTO_OUT)/rescind/v1/*_pb2.py*
 	find $(PROTO_OUT)/rescind -type d -exec touch {}/__init__.py \;
 	touch $(PROTO_OUT)/__init__.py $@
 
