@@ -348,19 +348,26 @@ def test_model_lineage_appears_in_holders_lookup(
     assert all(s["kind"] == "face_image" and len(s["sha256"]) == 64 for s in holder["samples"])
     (m,) = holder["models"]
     assert (m["model_id"], m["name"], m["version"]) == (model["id"], "face-embedder", "1.0")
-    assert m["shard_ids"] == ["shard-07"] and m["sample_ids"] == [samples[3], samples[0]]
+    # l1 went into the whole model, l2 into shard-07: both hit, the whole model is named.
+    assert m["whole"] is True and m["shard_ids"] == [] and m["sample_ids"] == [samples[3], samples[0]]
+    assert m["links"] == sorted(
+        [{"license_id": l1, "shard_id": None}, {"license_id": l2, "shard_id": "shard-07"}],
+        key=lambda x: x["license_id"],
+    )
     assert {x["license_id"]: x["status"] for x in holder["licenses"]} == {l1: "active", l2: "active"}
 
     # Only the shard's sample: the model's shard is named.
     (holder,) = registry.post("/v1/holders", json={"sample_ids": [samples[2]]}, headers=operator).json()[
         "holders"
     ]
-    assert holder["models"][0]["shard_ids"] == ["shard-07"]
+    assert holder["models"][0]["shard_ids"] == ["shard-07"] and holder["models"][0]["whole"] is False
+    assert holder["models"][0]["links"] == [{"license_id": l2, "shard_id": "shard-07"}]
     # Only a whole-model sample: no shard to retrain alone.
     (holder,) = registry.post("/v1/holders", json={"sample_ids": [samples[1]]}, headers=operator).json()[
         "holders"
     ]
-    assert holder["models"][0]["shard_ids"] == []
+    assert holder["models"][0]["shard_ids"] == [] and holder["models"][0]["whole"] is True
+    assert holder["models"][0]["links"] == [{"license_id": l1, "shard_id": None}]
 
     # The consent ends: the licenses are revoked but the buyer still holds the data.
     projection.revoke(subject, consent, samples, [TRAINING], ended=True)
@@ -482,8 +489,14 @@ def test_holders_licenses_view_counts_and_lists_only_partial_licenses(
             "licensee_id": part,
             "name": "m",
             "version": "1",
-            "shard_ids": ["s9"],
+            # l_part went into the whole model: the whole model, whatever shard l_ds went into.
+            "shard_ids": [],
             "license_ids": sorted([l_part, l_ds]),
+            "whole": True,
+            "links": sorted(
+                [{"license_id": l_part, "shard_id": None}, {"license_id": l_ds, "shard_id": "s9"}],
+                key=lambda x: str(x["license_id"]),
+            ),
         }
     ]
 

@@ -35,13 +35,25 @@ class HeldLicense(BaseModel):
     dataset: Dataset | None
 
 
+class ModelLink(BaseModel):
+    license_id: str
+    shard_id: str | None = Field(description="The shard this license went into; null: the whole model")
+
+
 class HoldingModel(BaseModel):
     model_id: str
     name: str
     version: str
-    shard_ids: list[str] = Field(description="Shards trained on these samples; empty: the whole model")
+    shard_ids: list[str] = Field(
+        description="Shards trained on these samples; empty: the whole model (`whole`)"
+    )
     sample_ids: list[str]
     license_ids: list[str]
+    whole: bool = Field(description="Some of these samples' licenses went into the whole model")
+    links: list[ModelLink] = Field(
+        description="Each (license, shard or whole model) link of the model to these samples' licenses: "
+        "what a caller narrowing to some of the licenses computes the exact scope from"
+    )
 
 
 class Holder(BaseModel):
@@ -85,8 +97,15 @@ class LicensedModel(BaseModel):
     licensee_id: str
     name: str
     version: str
-    shard_ids: list[str] = Field(description="Shards trained on these licenses; empty: the whole model")
+    shard_ids: list[str] = Field(
+        description="Shards trained on these licenses; empty: the whole model (`whole`)"
+    )
     license_ids: list[str] = Field(description="Which of the answer's licenses it was trained on")
+    whole: bool = Field(description="Some of the answer's licenses went into the whole model")
+    links: list[ModelLink] = Field(
+        description="Each (license, shard or whole model) link of the model to the answer's licenses: "
+        "a caller acting on some of the licenses only computes the exact scope from these"
+    )
 
 
 class HoldersByLicenseOut(BaseModel):

@@ -51,24 +51,21 @@ def lookup(session: Session, requested: list[str]) -> dict[str, Any]:
         for sid in by_license[license_id]:
             holder["samples"].setdefault(sid, []).append(license_id)
 
-    per_model: dict[str, tuple[set[str], set[str], set[str]]] = {}  # shards, samples, licenses
+    per_model: dict[str, tuple[set[str], set[tuple[str, str]]]] = {}  # samples, links
     for model_id, license_id, shard in links:
-        shards, samples, lics = per_model.setdefault(model_id, (set(), set(), set()))
-        if shard:
-            shards.add(shard)
+        samples, model_links = per_model.setdefault(model_id, (set(), set()))
         samples |= by_license[license_id]
-        lics.add(license_id)
+        model_links.add((license_id, shard))
     for model_id in sorted(per_model):
         model = models[model_id]
-        shards, samples, lics = per_model[model_id]
+        samples, model_links = per_model[model_id]
         holders[model.licensee_id]["models"].append(
             {
                 "model_id": model.id,
                 "name": model.name,
                 "version": model.version,
-                "shard_ids": sorted(shards),
+                **_lineage(model_links),
                 "sample_ids": sorted(samples, key=order.__getitem__),
-                "license_ids": sorted(lics),
             }
         )
 
@@ -121,20 +118,16 @@ def lookup_by_license(session: Session, requested: list[str]) -> dict[str, Any]:
             }
         )
 
-    per_model: dict[str, tuple[set[str], set[str]]] = {}  # shards, licenses
+    per_model: dict[str, set[tuple[str, str]]] = {}  # (license id, shard id or '') links
     for model_id, license_id, shard in links:
-        shards, lics = per_model.setdefault(model_id, (set(), set()))
-        if shard:
-            shards.add(shard)
-        lics.add(license_id)
+        per_model.setdefault(model_id, set()).add((license_id, shard))
     out_models = [
         {
             "model_id": model_id,
             "licensee_id": models[model_id].licensee_id,
             "name": models[model_id].name,
             "version": models[model_id].version,
-            "shard_ids": sorted(per_model[model_id][0]),
-            "license_ids": sorted(per_model[model_id][1]),
+            **_lineage(per_model[model_id]),
         }
         for model_id in sorted(per_model)
     ]
@@ -164,4 +157,20 @@ def _license_fields(lic: Any) -> dict[str, Any]:
         "consent_id": lic.consent_id,
         "purpose": lic.purpose,
         "dataset": {"name": lic.dataset_name, "version": lic.dataset_version} if lic.dataset_name else None,
+    }
+
+
+def _lineage(links: set[tuple[str, str]]) -> dict[str, Any]:
+    """What both views say of a model's links to the answer's licenses: each link (a license into
+    the whole model, or into one shard), and the summary: `whole` when some license went into the
+    whole model (its shards are then not listed: the whole model must be acted on), else the shards."""
+    whole = any(not shard for _, shard in links)
+    return {
+        "shard_ids": [] if whole else sorted({shard for _, shard in links}),
+        "license_ids": sorted({lic for lic, _ in links}),
+        "whole": whole,
+        "links": [
+            {"license_id": lic, "shard_id": shard or None}
+            for lic, shard in sorted(links)
+        ],
     }
