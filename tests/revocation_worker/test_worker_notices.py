@@ -331,8 +331,12 @@ def test_fan_out_each_licensee_reads_exactly_its_samples(worker: Any, receiver: 
         assert data["samples"] == [ref[s] for s in expected[:1000]]
         assert data["sample_count"] == len(expected)
         assert data["samples_truncated"] is (len(expected) > 1000)
+        (license,) = data["licenses"]
+        assert license["consent_id"] == "cns_fan" and license["purposes"] == ["model_training"]
+        assert license["trigger"] == "withdrawal" and license["sample_count"] == len(expected)
+        whole = {"scope": "whole", "shard_ids": [], "license_ids": [license["license_id"]]}
         assert data["models"] == (
-            [{**{k: model[k] for k in ("model_id", "name", "version")}, "shard_ids": []}] if lic == a else []
+            [{**{k: model[k] for k in ("model_id", "name", "version")}, **whole}] if lic == a else []
         )
         (notice,) = w.client.get("/v1/notices", headers=h).json()["items"]
         assert notice["sample_count"] == len(expected) and notice["samples"] == data["samples"]

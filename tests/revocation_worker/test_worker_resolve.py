@@ -165,7 +165,17 @@ def test_samples_and_models_are_narrowed_to_what_was_withdrawn() -> None:
     )
     out = affected(h, [Withdrawal("cns_1", frozenset({"smp_2", "smp_3"}), TRAINING, None)])
     assert told(out) == {"lic_a": ["smp_2"]}
-    assert out[0]["models"] == [{"model_id": "mdl_1", "name": "m", "version": "1", "shard_ids": ["s1"]}]
+    # An answer without links (an older registry): the shards it names, for the licenses hit.
+    assert out[0]["models"] == [
+        {
+            "model_id": "mdl_1",
+            "name": "m",
+            "version": "1",
+            "shard_ids": ["s1"],
+            "scope": "shards",
+            "license_ids": ["lcs_1"],
+        }
+    ]
     assert sorted(out[0]["revocation_samples"].ids) == ["smp_2"]
 
 
@@ -412,9 +422,15 @@ def assert_told_exactly(
             assert len(got) == 1, (r.id, lic, got)
             assert [s["sample_id"] for s in got[0]["samples"]] == [r.sample_id]
             assert {m["model_id"] for m in got[0]["models"]} == r.told[lic]
+            (license,) = got[0]["licenses"]  # this seller's license to this licensee, and no other
+            assert license["consent_id"] == r.consent_id and license["sample_count"] == 1
             for m in got[0]["models"]:
-                # The sharded model names exactly the shard of this seller's license.
-                assert len(m["shard_ids"]) == (1 if m["shard_ids"] else 0), m
+                assert m["license_ids"] == [license["license_id"]], m
+                if m["name"] == "sharded":
+                    # The sharded model names exactly the shard of this seller's license.
+                    assert m["scope"] == "shards" and len(m["shard_ids"]) == 1, m
+                else:
+                    assert m["scope"] == "whole" and m["shard_ids"] == [], m
         resolved = [
             e for _, e in outbox_events(w.ctx, r.id) if e.WhichOneof("payload") == "revocation_resolved"
         ]
@@ -456,9 +472,9 @@ def test_many_revocations_resolved_in_one_pass_tell_exactly_their_holders(
         assert resolve_due(w.ctx, registry) == 24
     finally:
         registry.close()
-    # One lookup for the batch; the revocations touching the sharded model are asked again alone
-    # (a shared answer would name every seller's shard).
-    assert calls[0] == 24 and all(n == 1 for n in calls[1:]), calls
+    # One lookup for the batch: the registry's links say which shard is whose, so the shared
+    # answer names each revocation's own shard without asking again.
+    assert calls == [24], calls
     assert {s.state for s in states(w, [r.id for r in revoked]).values()} == {"resolved"}
     assert_told_exactly(w, revoked, licensees)
     ops = walk(w.client, "/v1/operator/notices", w.operator, 100, licensee_id=licensees[1])

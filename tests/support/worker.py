@@ -366,7 +366,7 @@ def add_revocation(
     rev = Revocation(
         id=revocation_id or f"rev_{uuid.uuid4().hex[:20]}",
         subject_id=subject_id or f"sub_{uuid.uuid4().hex[:20]}",
-        trigger="subject",
+        trigger="withdrawal",
         consent_count=1,
         state="resolved",
         occurred_at=occurred_at or now,

@@ -169,8 +169,5 @@ def _lineage(links: set[tuple[str, str]]) -> dict[str, Any]:
         "shard_ids": [] if whole else sorted({shard for _, shard in links}),
         "license_ids": sorted({lic for lic, _ in links}),
         "whole": whole,
-        "links": [
-            {"license_id": lic, "shard_id": shard or None}
-            for lic, shard in sorted(links)
-        ],
+        "links": [{"license_id": lic, "shard_id": shard or None} for lic, shard in sorted(links)],
     }

@@ -35,8 +35,11 @@ IntakeEvent: TypeAlias = pb.ConsentEvent | lpb.LicenseEvent
 # The license topic unless the caller names another (RESCIND_KAFKA_LICENSE_TOPIC).
 LICENSE_TOPIC: str = RescindSettings.model_fields["kafka_license_topic"].default
 
+# As notices name them. An unspecified trigger (an older producer) is a withdrawal by the subject.
 TRIGGERS = {
-    pb.REVOCATION_TRIGGER_SUBJECT: "subject",
+    pb.REVOCATION_TRIGGER_SUBJECT: "withdrawal",
+    pb.REVOCATION_TRIGGER_PURPOSE_WITHDRAWAL: "purpose_withdrawal",
+    pb.REVOCATION_TRIGGER_LICENSEE_WITHDRAWAL: "licensee_withdrawal",
     pb.REVOCATION_TRIGGER_EXPIRY: "expiry",
     pb.REVOCATION_TRIGGER_ERASURE: "erasure",
 }
@@ -131,7 +134,7 @@ def _apply_revoked(session: Session, events: Sequence[pb.ConsentEvent]) -> None:
             new_revocations[r.revocation_id] = {
                 "id": r.revocation_id,
                 "subject_id": event.subject_id,
-                "trigger": TRIGGERS.get(r.trigger, "subject"),
+                "trigger": TRIGGERS.get(r.trigger, "withdrawal"),
                 "consent_count": max(1, r.consent_count),
                 "state": "collecting",
                 "occurred_at": occurred,

@@ -32,6 +32,12 @@ class HeldModel:
     version: str
     shard_ids: set[str] = field(default_factory=set)
     license_ids: set[str] = field(default_factory=set)
+    # (license id, shard id; '' for the whole model): each link of the model to the answer's
+    # licenses, what the models to act on are computed from (rules.model_to_act_on).
+    links: set[tuple[str, str]] = field(default_factory=set)
+    # False when the registry gave no links (an older registry) and they were guessed, widely:
+    # every license linked to every shard named.
+    exact: bool = True
 
 
 @dataclass
@@ -94,6 +100,12 @@ class HoldingsMerger:
                 )
             model.shard_ids.update(m.get("shard_ids") or [])
             model.license_ids.update(m.get("license_ids") or [])
+            if "links" in m:
+                model.links.update((str(x["license_id"]), str(x.get("shard_id") or "")) for x in m["links"])
+            else:
+                model.exact = False
+                shards = m.get("shard_ids") or [""]
+                model.links.update((str(lic), s) for lic in m.get("license_ids") or [] for s in shards)
         out.unknown_sample_ids.extend(answer.get("unknown_sample_ids", []))
 
     def result(self) -> Holdings:

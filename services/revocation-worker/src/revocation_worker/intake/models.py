@@ -17,7 +17,8 @@ class Revocation(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     subject_id: Mapped[str] = mapped_column(String(40))
-    trigger: Mapped[str] = mapped_column(String(16))
+    # withdrawal | purpose_withdrawal | licensee_withdrawal | expiry | erasure
+    trigger: Mapped[str] = mapped_column(String(32))
     consent_count: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16), default="collecting")
     # When the revocation happened (the event's occurred_at): latency is measured from here.

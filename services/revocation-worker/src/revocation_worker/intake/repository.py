@@ -157,13 +157,15 @@ _RESOLVE = (
         )
     )
     .values(state="resolved", resolved_at=bindparam("now"))
-    .returning(_REVOCATIONS.c.id, _REVOCATIONS.c.subject_id, _REVOCATIONS.c.occurred_at)
+    .returning(
+        _REVOCATIONS.c.id, _REVOCATIONS.c.subject_id, _REVOCATIONS.c.occurred_at, _REVOCATIONS.c.trigger
+    )
 )
 
 
 def resolve(session: Session, ids: Sequence[str], now: dt.datetime) -> list[Row[Any]]:
     """Mark those of these revocations still ready resolved; returns them (id, subject_id,
-    occurred_at) in id order."""
+    occurred_at, trigger) in id order."""
     rows = session.connection().execute(_RESOLVE, {"ids": sorted(ids), "now": now})
     return sorted(rows, key=lambda r: r.id)
 
@@ -270,7 +272,7 @@ def back_off_rechecks(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 
 
 _LOCK_RESOLVED = (
-    select(_REVOCATIONS.c.id, _REVOCATIONS.c.subject_id, _REVOCATIONS.c.occurred_at)
+    select(_REVOCATIONS.c.id, _REVOCATIONS.c.subject_id, _REVOCATIONS.c.occurred_at, _REVOCATIONS.c.trigger)
     .where(_REVOCATIONS.c.id.in_(bindparam("ids", expanding=True)), _REVOCATIONS.c.state == "resolved")
     .order_by(_REVOCATIONS.c.id)
     .with_for_update()
@@ -278,7 +280,8 @@ _LOCK_RESOLVED = (
 
 
 def lock_resolved(session: Session, ids: Sequence[str]) -> list[Row[Any]]:
-    """Those of these revocations that are resolved (id, subject_id, occurred_at), row-locked in id
+    """Those of these revocations that are resolved (id, subject_id, occurred_at,
+    trigger), row-locked in id
     order as every writer of notices locks them: a resolution in progress finishes first."""
     out: list[Row[Any]] = []
     wanted = sorted(set(ids))

@@ -7,9 +7,9 @@ these between its reads and its writes.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from revocation_worker.intake.holdings import HeldLicense, HeldModel, Holdings
 from revocation_worker.notices.service import HolderNotice, RevocationSamples
@@ -49,11 +49,37 @@ def merge_parts(parts: Sequence[PartLike]) -> list[Withdrawal]:
     return [Withdrawal(cid, frozenset(s), frozenset(p), only) for cid, (s, p, only) in sorted(merged.items())]
 
 
+@dataclass(frozen=True)
+class ActOn:
+    """What a licensee must do to one model: retrain (or unlearn from) the whole of it, or only
+    some shards; and the hit licenses that make it so."""
+
+    scope: Literal["whole", "shards"]
+    shard_ids: list[str]  # empty when the scope is whole
+    license_ids: list[str]
+
+
+def model_to_act_on(links: Iterable[tuple[str, str]], hit: Set[str]) -> ActOn | None:
+    """From a model's links (license id, shard id; '' when the license went into the whole model)
+    and the licenses a revocation hit: the whole model when any hit license went into the whole
+    model, else exactly the shards the hit licenses went into; None when no hit license is linked
+    (a license the revocation left alone contributes nothing, neither the model nor a shard)."""
+    own = {(lic, shard) for lic, shard in links if lic in hit}
+    if not own:
+        return None
+    license_ids = sorted({lic for lic, _ in own})
+    if any(not shard for _, shard in own):
+        return ActOn("whole", [], license_ids)
+    return ActOn("shards", sorted({shard for _, shard in own}), license_ids)
+
+
 def affected(holdings: Holdings, withdrawals: list[Withdrawal]) -> list[HolderNotice]:
     """Keep only what this revocation withdrew: a licensee is told about a sample only when it holds
     it under a license whose consent is withdrawn for that license's purpose (and for that licensee,
     when only one was withdrawn); a licensee holding it under ANOTHER consent, for a purpose still
-    consented, or not the one withdrawn is not told. Models: those of the licenses hit.
+    consented, or not the one withdrawn is not told. Per license hit: its consent, the purposes
+    withdrawn and how many of its samples. Models: those linked to the licenses hit, each whole or
+    by shard as `model_to_act_on` decides from its links to those licenses only.
 
     A license holding every requested sample is hit by the withdrawals' own sample sets, shared by
     every such licensee (and by the revocation's RevocationSamples): a fan-out to 100 licensees of
@@ -76,8 +102,10 @@ def affected(holdings: Holdings, withdrawals: list[Withdrawal]) -> list[HolderNo
             whole_cache[index] = got
         return got
 
-    # licensee -> (hit sample sets with the withdrawals when whole, hit license ids)
-    hits: dict[str, tuple[list[tuple[Set[str], tuple[int, ...] | None]], list[str]]] = {}
+    # licensee -> (hit sample sets with the withdrawals when whole, hit license ids, their entries)
+    hits: dict[
+        str, tuple[list[tuple[Set[str], tuple[int, ...] | None]], list[str], list[dict[str, Any]]]
+    ] = {}
     for license_id in sorted(holdings.licenses):
         lic = holdings.licenses[license_id]
         index = tuple(
@@ -94,12 +122,20 @@ def affected(holdings: Holdings, withdrawals: list[Withdrawal]) -> list[HolderNo
         else:
             part = ({s for s in lic.sample_ids if s in pool}, None)
         if part[0]:
-            parts, license_ids = hits.setdefault(lic.licensee_id, ([], []))
+            parts, license_ids, entries = hits.setdefault(lic.licensee_id, ([], [], []))
             parts.append(part)
             license_ids.append(license_id)
+            entries.append(
+                {
+                    "license_id": license_id,
+                    "consent_id": lic.consent_id,
+                    "purposes": sorted({p for i in index for p in withdrawals[i].purposes}),
+                    "sample_count": len(part[0]),
+                }
+            )
 
     per_licensee: dict[str, Set[str]] = {}
-    for licensee_id, (parts, _) in hits.items():
+    for licensee_id, (parts, _, _) in hits.items():
         if len(parts) == 1:
             per_licensee[licensee_id] = parts[0][0]
         elif all(index is not None for _, index in parts):
@@ -120,23 +156,31 @@ def affected(holdings: Holdings, withdrawals: list[Withdrawal]) -> list[HolderNo
         models_of.setdefault(model.licensee_id, []).append(model)
     out: list[HolderNotice] = []
     for licensee_id in sorted(per_licensee):
-        license_ids = hits[licensee_id][1]
-        out.append(
-            {
-                "licensee_id": licensee_id,
-                "sample_ids": per_licensee[licensee_id],
-                "revocation_samples": shared,
-                "license_ids": license_ids,
-                "models": [
+        _, license_ids, entries = hits[licensee_id]
+        hit = frozenset(license_ids)
+        models: list[dict[str, Any]] = []
+        for m in models_of.get(licensee_id, []):
+            act = model_to_act_on(m.links, hit)
+            if act is not None:
+                models.append(
                     {
                         "model_id": m.model_id,
                         "name": m.name,
                         "version": m.version,
-                        "shard_ids": sorted(m.shard_ids),
+                        "shard_ids": act.shard_ids,
+                        "scope": act.scope,
+                        "license_ids": act.license_ids,
                     }
-                    for m in models_of.get(licensee_id, [])
-                    if not m.license_ids.isdisjoint(license_ids)
-                ],
+                )
+        out.append(
+            {
+                "licensee_id": licensee_id,
+                "licensee_name": holdings.licenses[license_ids[0]].licensee_name,
+                "sample_ids": per_licensee[licensee_id],
+                "revocation_samples": shared,
+                "license_ids": license_ids,
+                "licenses": entries,
+                "models": models,
             }
         )
     return out
@@ -176,8 +220,11 @@ def groups(pending: Sequence[Pending], limit: int) -> Iterator[list[Pending]]:
 def narrower(raw: Holdings) -> Callable[[list[str]], tuple[Holdings, bool]]:
     """The shared answer cut down to one revocation's samples: only the licenses holding some of
     them and their models (what `affected` keeps is the same; its cost no longer grows with the
-    size of the batch). Also True when a sharded model of those licenses is linked to licenses
-    outside them: its shard ids may then be wider than this revocation's own lookup would give."""
+    size of the batch). Also True when a sharded model of those licenses, whose links the
+    registry did not give (an older registry), is linked to licenses outside them: its shard ids
+    may then be wider than this revocation's own lookup would give. With links (every current
+    registry) the models to act on are exact whatever the batch: `model_to_act_on` keeps only the
+    links to the licenses hit."""
     whole = [lic for lic in raw.licenses.values() if lic.sample_ids is None]
     by_sample: dict[str, list[HeldLicense]] = {}
     for lic in raw.licenses.values():
@@ -207,7 +254,9 @@ def narrower(raw: Holdings) -> Callable[[list[str]], tuple[Holdings, bool]]:
                 sample_ids=None if sids == wanted else sids,
             )
         models = {m.model_id: m for lid in licenses for m in models_by_license.get(lid, [])}
-        widened = any(m.shard_ids and not m.license_ids <= licenses.keys() for m in models.values())
+        widened = any(
+            not m.exact and m.shard_ids and not m.license_ids <= licenses.keys() for m in models.values()
+        )
         return Holdings(requested=wanted, licenses=licenses, refs=raw.refs, models=models), widened
 
     return narrow

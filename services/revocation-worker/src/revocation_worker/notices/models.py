@@ -38,6 +38,10 @@ class Notice(Base):
     acknowledged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     overdue_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     ack: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # The licensee's name as the registry answered (null: a notice made before names were kept).
+    licensee_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The revocation's trigger: withdrawal | purpose_withdrawal | licensee_withdrawal | expiry | erasure
+    trigger: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class NoticeSample(Base):
@@ -81,6 +85,24 @@ class NoticeModel(Base):
     name: Mapped[str] = mapped_column(String(200))
     version: Mapped[str] = mapped_column(String(100))
     shard_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    # whole | shards (null: a notice made before scopes were kept; empty shard_ids meant whole)
+    scope: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    # The licenses hit by the revocation that the model was trained on (null: made before they were kept).
+    license_ids: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+
+
+class NoticeLicense(Base):
+    """One license a notice's revocation hit: what was withdrawn from it, and why."""
+
+    __tablename__ = "notice_licenses"
+
+    notice_id: Mapped[str] = mapped_column(String(40), ForeignKey("notices.id"), primary_key=True)
+    license_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    consent_id: Mapped[str] = mapped_column(String(40))
+    purposes: Mapped[list[str]] = mapped_column(JSONType)
+    # withdrawal | purpose_withdrawal | licensee_withdrawal | expiry | erasure
+    trigger: Mapped[str] = mapped_column(String(32))
+    sample_count: Mapped[int] = mapped_column(Integer)
 
 
 class Delivery(Base):

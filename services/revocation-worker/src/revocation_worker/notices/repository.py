@@ -17,14 +17,15 @@ from revocation_worker.db import Outbox
 from revocation_worker.notices.models import (
     Delivery,
     Notice,
+    NoticeLicense,
     NoticeModel,
     NoticeSample,
     RevocationSample,
     RevocationSampleSet,
 )
-from revocation_worker.notices.rows import ModelRow, NoticeLike, NoticeRow, SampleRow
+from revocation_worker.notices.rows import LicenseRow, ModelRow, NoticeLike, NoticeRow, SampleRow
 
-__all__ = ["ModelRow", "NoticeLike", "NoticeRow", "SampleRow"]
+__all__ = ["LicenseRow", "ModelRow", "NoticeLike", "NoticeRow", "SampleRow"]
 
 
 def get_own(session: Session, licensee_id: str, notice_id: str, *, lock: bool = False) -> Notice | None:
@@ -126,16 +127,17 @@ _SHARED_FIRST = _first_samples_stmt(cast(Table, RevocationSample.__table__), "re
 _OWN_FIRST = _first_samples_stmt(cast(Table, NoticeSample.__table__), "notice_id")
 
 
+_MODEL_TABLE = cast(Table, NoticeModel.__table__)
 _MODELS_OF = (
-    select(
-        NoticeModel.__table__.c.notice_id,
-        NoticeModel.__table__.c.model_id,
-        NoticeModel.__table__.c.name,
-        NoticeModel.__table__.c.version,
-        NoticeModel.__table__.c.shard_ids,
-    )
-    .where(NoticeModel.__table__.c.notice_id.in_(bindparam("ids", expanding=True)))
-    .order_by(NoticeModel.__table__.c.notice_id, NoticeModel.__table__.c.model_id)
+    select(_MODEL_TABLE.c.notice_id, *(_MODEL_TABLE.c[name] for name in ModelRow._fields))
+    .where(_MODEL_TABLE.c.notice_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_MODEL_TABLE.c.notice_id, _MODEL_TABLE.c.model_id)
+)
+_LICENSE_TABLE = cast(Table, NoticeLicense.__table__)
+_LICENSES_OF = (
+    select(_LICENSE_TABLE.c.notice_id, *(_LICENSE_TABLE.c[name] for name in LicenseRow._fields))
+    .where(_LICENSE_TABLE.c.notice_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_LICENSE_TABLE.c.notice_id, _LICENSE_TABLE.c.license_id)
 )
 
 
@@ -172,8 +174,18 @@ def models_of_many(session: Session, notice_ids: Sequence[str]) -> dict[str, lis
     out: dict[str, list[ModelRow]] = {i: [] for i in notice_ids}
     wanted = sorted(set(notice_ids))
     for part in chunks(wanted):
-        for notice_id, model_id, name, version, shard_ids in session.execute(_MODELS_OF, {"ids": list(part)}):
-            out[notice_id].append(ModelRow(model_id, name, version, shard_ids))
+        for notice_id, *row in session.execute(_MODELS_OF, {"ids": list(part)}):
+            out[notice_id].append(ModelRow(*row))
+    return out
+
+
+def licenses_of_many(session: Session, notice_ids: Sequence[str]) -> dict[str, list[LicenseRow]]:
+    """The licenses each of these notices' revocation hit (per 900 ids), by license id."""
+    out: dict[str, list[LicenseRow]] = {i: [] for i in notice_ids}
+    wanted = sorted(set(notice_ids))
+    for part in chunks(wanted):
+        for notice_id, *row in session.execute(_LICENSES_OF, {"ids": list(part)}):
+            out[notice_id].append(LicenseRow(*row))
     return out
 
 
@@ -292,16 +304,18 @@ def insert_created(
     models: Sequence[dict[str, Any]],
     deliveries: Sequence[dict[str, Any]],
     events: Sequence[dict[str, Any]],
+    licenses: Sequence[dict[str, Any]] = (),
 ) -> None:
-    """New notices, their models and deliveries, then the events: one statement on PostgreSQL
-    (models and deliveries reference notices of the same statement: foreign keys are checked at
-    its end), else one executemany per table, in that order."""
+    """New notices, their models, licenses and deliveries, then the events: one statement on
+    PostgreSQL (models, licenses and deliveries reference notices of the same statement: foreign
+    keys are checked at its end), else one executemany per table, in that order."""
     session.flush()  # as publish_many: pending ORM changes first
     bulk.execute(
         session,
         [
             bulk.insert_rows(Notice, notices),
             bulk.insert_rows(NoticeModel, models),
+            bulk.insert_rows(NoticeLicense, licenses),
             bulk.insert_rows(Delivery, deliveries),
             outbox_write(Outbox, events),
         ],

@@ -31,6 +31,10 @@ class NoticeLike(Protocol):
     def covers_revocation_samples(self) -> bool: ...
     @property
     def created_at(self) -> dt.datetime: ...
+    @property
+    def licensee_name(self) -> str | None: ...
+    @property
+    def trigger(self) -> str | None: ...
 
 
 class NoticeRow(NamedTuple):
@@ -44,6 +48,8 @@ class NoticeRow(NamedTuple):
     sample_count: int
     covers_revocation_samples: bool
     created_at: dt.datetime
+    licensee_name: str | None
+    trigger: str | None
 
 
 class ModelRow(NamedTuple):
@@ -51,3 +57,13 @@ class ModelRow(NamedTuple):
     name: str
     version: str
     shard_ids: list[str]
+    scope: str | None
+    license_ids: list[str] | None
+
+
+class LicenseRow(NamedTuple):
+    license_id: str
+    consent_id: str
+    purposes: list[str]
+    trigger: str
+    sample_count: int

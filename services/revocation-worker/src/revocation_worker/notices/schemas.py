@@ -18,11 +18,30 @@ class SampleRef(BaseModel):
     kind: str
 
 
+Trigger = Literal["withdrawal", "purpose_withdrawal", "licensee_withdrawal", "expiry", "erasure"]
+
+
 class ModelRef(BaseModel):
     model_id: str
     name: str
     version: str
-    shard_ids: list[str] = []
+    scope: Literal["whole", "shards"] = Field(
+        default="whole", description="whole: act on the whole model; shards: only on shard_ids"
+    )
+    shard_ids: list[str] = Field(default=[], description="The shards to act on; empty when scope is whole")
+    license_ids: list[str] = Field(
+        default=[], description="The licenses hit by the revocation that the model was trained on"
+    )
+
+
+class LicenseRef(BaseModel):
+    """One license the revocation hit."""
+
+    license_id: str
+    consent_id: str
+    purposes: list[str] = Field(description="The purposes withdrawn from the consent the license relies on")
+    trigger: Trigger
+    sample_count: int = Field(description="How many of the license's samples the revocation withdrew")
 
 
 class DeliveryOut(BaseModel):
@@ -39,6 +58,11 @@ class NoticeOut(BaseModel):
     id: str
     revocation_id: str
     licensee_id: str
+    licensee_name: str | None = Field(
+        default=None,
+        description="As the registry names the licensee (null on notices made before names were kept)",
+    )
+    trigger: Trigger = Field(default="withdrawal", description="Why the samples were withdrawn")
     status: NoticeStatus
     deadline: dt.datetime
     revoked_at: dt.datetime
@@ -48,6 +72,9 @@ class NoticeOut(BaseModel):
     sample_count: int
     samples: list[SampleRef] = Field(description="The first samples inline; page the rest via samples_url")
     samples_url: str
+    licenses: list[LicenseRef] = Field(
+        default=[], description="Per license hit: its consent, the purposes withdrawn, why, how many samples"
+    )
     models: list[ModelRef]
     ack: dict[str, Any] | None = None
     deliveries: list[DeliveryOut] = []

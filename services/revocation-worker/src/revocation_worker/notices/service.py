@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence, Set
 from functools import cached_property
-from typing import Any, Protocol, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict
 
 from sqlalchemy.orm import Session
 
@@ -19,6 +19,7 @@ from revocation_worker.delivery import dead_letter_repository as dead_letter_rep
 from revocation_worker.delivery import repository as deliveries_repo
 from revocation_worker.delivery import rules as delivery_rules
 from revocation_worker.delivery.rules import cannot_succeed
+from revocation_worker.delivery.signing import webhook_id
 from revocation_worker.endpoints import repository as endpoints_repo
 from revocation_worker.events import (
     notice_event_of,
@@ -29,7 +30,14 @@ from revocation_worker.events import (
 )
 from revocation_worker.notices import repository
 from revocation_worker.notices.models import Notice
-from revocation_worker.notices.schemas import AckIn, DeliveryOut, ModelRef, NoticeOut, SampleRef
+from revocation_worker.notices.schemas import (
+    AckIn,
+    DeliveryOut,
+    LicenseRef,
+    ModelRef,
+    NoticeOut,
+    SampleRef,
+)
 
 WEBHOOK_TYPE = "revocation.notice"
 
@@ -69,13 +77,32 @@ class RevocationSamples:
 class HolderNotice(TypedDict):
     """What one licensee is told (from resolver.affected). `sample_ids` is a subset of
     `revocation_samples` and is often the very same set object as other licensees' (the whole
-    withdrawal): nothing here is per (licensee x sample) unless the licensee holds only part."""
+    withdrawal): nothing here is per (licensee x sample) unless the licensee holds only part.
+
+    `licenses`: per license hit, {license_id, consent_id, purposes, sample_count}; `models`: per
+    model to act on, {model_id, name, version, scope (whole | shards), shard_ids, license_ids}."""
 
     licensee_id: str
     sample_ids: Set[str]
     revocation_samples: RevocationSamples
     license_ids: list[str]
     models: list[dict[str, Any]]
+    licensee_name: NotRequired[str]
+    licenses: NotRequired[list[dict[str, Any]]]
+
+
+# The revocation triggers as notices name them; `subject` is how revocations were stored before.
+TRIGGERS = ("withdrawal", "purpose_withdrawal", "licensee_withdrawal", "expiry", "erasure")
+
+
+def trigger_name(stored: str | None) -> str:
+    """A stored trigger as notices name it (a withdrawal by the subject when unknown)."""
+    return stored if stored in TRIGGERS else "withdrawal"
+
+
+def model_scope(scope: str | None, shard_ids: Sequence[str]) -> str:
+    """A notice model's scope; one stored before scopes were kept said whole by no shard ids."""
+    return scope if scope in ("whole", "shards") else ("shards" if shard_ids else "whole")
 
 
 class RevocationLike(Protocol):
@@ -87,6 +114,8 @@ class RevocationLike(Protocol):
     def subject_id(self) -> str: ...
     @property
     def occurred_at(self) -> dt.datetime: ...
+    @property
+    def trigger(self) -> str: ...
 
 
 def create_many(
@@ -129,6 +158,7 @@ def create_many(
     notice_rows: list[dict[str, Any]] = []
     own_samples: list[tuple[str, str, str, str]] = []
     model_rows: list[dict[str, Any]] = []
+    license_rows: list[dict[str, Any]] = []
     created: list[dict[str, Any]] = []
     per_notice: list[tuple[str, str]] = []  # (notice id, licensee id), for deliveries
     for notice_id, (revocation, holder) in zip(ids, planned, strict=True):
@@ -136,7 +166,19 @@ def create_many(
         shared = holder["revocation_samples"]
         sample_ids = holder["sample_ids"]
         whole = revocation.id in usable and covers(holder)
-        models = list(holder.get("models", []))
+        models = [_model_fields(m) for m in holder.get("models", [])]
+        trigger = trigger_name(revocation.trigger)
+        licensee_name = holder.get("licensee_name")
+        licenses = [
+            {
+                "license_id": str(x["license_id"]),
+                "consent_id": str(x["consent_id"]),
+                "purposes": sorted(str(p) for p in x.get("purposes") or []),
+                "trigger": trigger,
+                "sample_count": int(x["sample_count"]),
+            }
+            for x in holder.get("licenses", [])
+        ]
         deadline = revocation.occurred_at + days
         notice_rows.append(
             {
@@ -150,20 +192,14 @@ def create_many(
                 "sample_count": len(sample_ids),
                 "covers_revocation_samples": whole,
                 "created_at": now,
+                "licensee_name": licensee_name,
+                "trigger": trigger,
             }
         )
         if not whole:
             own_samples += [(notice_id, sid, *shared.ref(sid)) for sid in sorted(sample_ids)]
-        model_rows += [
-            {
-                "notice_id": notice_id,
-                "model_id": m["model_id"],
-                "name": m.get("name", ""),
-                "version": m.get("version", ""),
-                "shard_ids": list(m.get("shard_ids") or []),
-            }
-            for m in models
-        ]
+        model_rows += [{"notice_id": notice_id, **m} for m in models]
+        license_rows += [{"notice_id": notice_id, **x} for x in licenses]
         per_notice.append((notice_id, licensee_id))
         created.append(
             notice_event_row(
@@ -173,7 +209,23 @@ def create_many(
                 revocation_id=revocation.id,
                 subject_id=revocation.subject_id,
                 notice_created=pb.NoticeCreated(
-                    deadline=timestamp(deadline), sample_count=len(sample_ids), model_count=len(models)
+                    deadline=timestamp(deadline),
+                    sample_count=len(sample_ids),
+                    model_count=len(models),
+                    licensee_name=licensee_name or "",
+                    webhook_id=webhook_id(notice_id),
+                    licenses=[pb.NoticeLicense(**x) for x in licenses],
+                    models=[
+                        pb.NoticeModel(
+                            model_id=m["model_id"],
+                            name=m["name"],
+                            version=m["version"],
+                            shard_ids=m["shard_ids"],
+                            whole=m["scope"] == "whole",
+                            license_ids=m["license_ids"],
+                        )
+                        for m in models
+                    ],
                 ),
             )
         )
@@ -192,26 +244,44 @@ def create_many(
         for endpoint_id in endpoints.get(licensee_id, [])
     ]
     repository.insert_revocation_sample_sets(session, new_sets)
-    repository.insert_created(session, notice_rows, model_rows, delivery_rows, [*created, *events])
+    repository.insert_created(
+        session, notice_rows, model_rows, delivery_rows, [*created, *events], licenses=license_rows
+    )
     repository.insert_notice_samples(session, own_samples)  # after the notices they reference
     return ids
+
+
+def _model_fields(m: dict[str, Any]) -> dict[str, Any]:
+    """A model to act on (from `rules.affected`) as its notice_models row, without the notice id."""
+    shard_ids = sorted(str(s) for s in m.get("shard_ids") or [])
+    return {
+        "model_id": str(m["model_id"]),
+        "name": str(m.get("name", "")),
+        "version": str(m.get("version", "")),
+        "shard_ids": shard_ids,
+        "scope": model_scope(m.get("scope"), shard_ids),
+        "license_ids": sorted(str(x) for x in m.get("license_ids") or []),
+    }
 
 
 def webhook_body(session: Session, ctx: AppContext, notice: Notice) -> dict[str, Any]:
     """The body is identical on every retry of one notice (its timestamp is the notice's creation)."""
     samples = repository.samples_page(session, notice, None, ctx.settings.worker_inline_samples)
-    return _body(ctx, notice, samples, repository.models_of(session, notice.id))
+    licenses = repository.licenses_of_many(session, [notice.id])[notice.id]
+    return _body(ctx, notice, samples, repository.models_of(session, notice.id), licenses)
 
 
 def webhook_bodies(
     session: Session, ctx: AppContext, notices: Sequence[repository.NoticeLike]
 ) -> dict[str, dict[str, Any]]:
-    """`webhook_body` of each notice (by id), with one query for all their samples and one for all
-    their models instead of two per notice."""
+    """`webhook_body` of each notice (by id), with one query for all their samples, one for all
+    their models and one for all their licenses instead of three per notice."""
     distinct = list({n.id: n for n in notices}.values())
     samples = repository.first_samples_of(session, distinct, ctx.settings.worker_inline_samples)
-    models = repository.models_of_many(session, [n.id for n in distinct])
-    return {n.id: _body(ctx, n, samples[n.id], models[n.id]) for n in distinct}
+    ids = [n.id for n in distinct]
+    models = repository.models_of_many(session, ids)
+    licenses = repository.licenses_of_many(session, ids)
+    return {n.id: _body(ctx, n, samples[n.id], models[n.id], licenses[n.id]) for n in distinct}
 
 
 class _ModelLike(Protocol):
@@ -223,6 +293,32 @@ class _ModelLike(Protocol):
     def version(self) -> str: ...
     @property
     def shard_ids(self) -> list[str]: ...
+    @property
+    def scope(self) -> str | None: ...
+    @property
+    def license_ids(self) -> list[str] | None: ...
+
+
+def _model_out(m: _ModelLike) -> dict[str, Any]:
+    """A notice model as buyers read it (webhook and API alike)."""
+    return {
+        "model_id": m.model_id,
+        "name": m.name,
+        "version": m.version,
+        "scope": model_scope(m.scope, m.shard_ids),
+        "shard_ids": list(m.shard_ids),
+        "license_ids": list(m.license_ids or []),
+    }
+
+
+def _license_out(x: repository.LicenseRow) -> dict[str, Any]:
+    return {
+        "license_id": x.license_id,
+        "consent_id": x.consent_id,
+        "purposes": list(x.purposes),
+        "trigger": x.trigger,
+        "sample_count": x.sample_count,
+    }
 
 
 def _body(
@@ -230,6 +326,7 @@ def _body(
     notice: repository.NoticeLike,
     samples: Sequence[repository.SampleRow],
     models: Sequence[_ModelLike],
+    licenses: Sequence[repository.LicenseRow],
 ) -> dict[str, Any]:
     url = f"{ctx.settings.worker_public_url}/v1/notices/{notice.id}"
     return {
@@ -239,16 +336,16 @@ def _body(
             "notice_id": notice.id,
             "revocation_id": notice.revocation_id,
             "licensee_id": notice.licensee_id,
+            "licensee_name": notice.licensee_name,
+            "trigger": trigger_name(notice.trigger),
             "deadline": iso(notice.deadline),
             "revoked_at": iso(notice.revoked_at),
             "samples": [{"sample_id": s.sample_id, "sha256": s.sha256, "kind": s.kind} for s in samples],
             "sample_count": notice.sample_count,
             "samples_truncated": notice.sample_count > len(samples),
             "samples_url": f"{url}/samples",
-            "models": [
-                {"model_id": m.model_id, "name": m.name, "version": m.version, "shard_ids": m.shard_ids}
-                for m in models
-            ],
+            "licenses": [_license_out(x) for x in licenses],
+            "models": [_model_out(m) for m in models],
             "ack_url": f"{url}/ack",
         },
     }
@@ -261,6 +358,8 @@ def to_out(session: Session, ctx: AppContext, notice: Notice, *, with_deliveries
         id=notice.id,
         revocation_id=notice.revocation_id,
         licensee_id=notice.licensee_id,
+        licensee_name=notice.licensee_name,
+        trigger=trigger_name(notice.trigger),
         status=notice.status,
         deadline=notice.deadline,
         revoked_at=notice.revoked_at,
@@ -270,10 +369,11 @@ def to_out(session: Session, ctx: AppContext, notice: Notice, *, with_deliveries
         sample_count=notice.sample_count,
         samples=[SampleRef(sample_id=s.sample_id, sha256=s.sha256, kind=s.kind) for s in samples],
         samples_url=f"/v1/notices/{notice.id}/samples",
-        models=[
-            ModelRef(model_id=m.model_id, name=m.name, version=m.version, shard_ids=m.shard_ids)
-            for m in repository.models_of(session, notice.id)
+        licenses=[
+            LicenseRef(**_license_out(x))
+            for x in repository.licenses_of_many(session, [notice.id])[notice.id]
         ],
+        models=[ModelRef(**_model_out(m)) for m in repository.models_of(session, notice.id)],
         ack=notice.ack,
         deliveries=[
             DeliveryOut(
