@@ -178,6 +178,48 @@ def test_relay_delivers_consent_events_keyed_by_subject_in_order(
     assert all(e.subject_id == key_b for e in b_events)
 
 
+def test_a_purpose_or_licensee_withdrawal_says_so_on_the_bus(
+    client: TestClient, topic_settings: Any, broker: Any, token: Any
+) -> None:
+    """Holders read the trigger and purposes off ConsentRevoked: a purpose-only withdrawal names the
+    purpose (PURPOSE_WITHDRAWAL), a licensee-only one the licensee (LICENSEE_WITHDRAWAL), and a
+    withdrawal of everything stays a withdrawal (SUBJECT)."""
+    topic = topic_settings.kafka_consent_topic
+    a = Seller(client, token)
+    with RelayThread(topic_settings):
+        samples = register(client, a.headers, n=2)
+        c1 = grant(client, a.headers, samples, purposes=["model_training", "evaluation"])
+        by_purpose = client.post(
+            "/v1/revocations", json={"scope": "purpose", "purpose": "evaluation"}, headers=a.headers
+        )
+        assert by_purpose.status_code == 202, by_purpose.text
+        by_licensee = client.post(
+            "/v1/revocations", json={"scope": "licensee", "licensee_id": "lic-x"}, headers=a.headers
+        )
+        assert by_licensee.status_code == 202, by_licensee.text
+        everything = client.post("/v1/revocations", json={"scope": "all"}, headers=a.headers)
+        assert everything.status_code == 202, everything.text
+        key = a.subject_id
+        records = read_topic(
+            broker.bootstrap,
+            topic,
+            has_types(key, "sample_registered", "consent_granted", *["consent_revoked"] * 3),
+        )
+    revoked = {
+        e.consent_revoked.revocation_id: e.consent_revoked
+        for e in (r.event for r in for_key(records, key))
+        if e.WhichOneof("payload") == "consent_revoked"
+    }
+    p = revoked[by_purpose.json()["id"]]
+    assert p.trigger == pb.REVOCATION_TRIGGER_PURPOSE_WITHDRAWAL and list(p.purposes) == ["evaluation"]
+    assert p.consent_id == c1["id"] and sorted(p.sample_ids) == sorted(samples) and not p.consent_ended
+    lic = revoked[by_licensee.json()["id"]]
+    assert lic.trigger == pb.REVOCATION_TRIGGER_LICENSEE_WITHDRAWAL and lic.only_licensee_id == "lic-x"
+    assert list(lic.purposes) == ["model_training"]  # what is left of the consent, for lic-x
+    rest = revoked[everything.json()["id"]]
+    assert rest.trigger == pb.REVOCATION_TRIGGER_SUBJECT and rest.consent_ended
+
+
 # -- 2. no personal data on the bus ---------------------------------------------------------------------
 
 

@@ -31,6 +31,24 @@ TRIGGER_TO_PB = {
 }
 
 
+# A subject's withdrawal by one of these scopes is told apart from a withdrawal of everything: a
+# holder told of a purpose-only or licensee-only withdrawal keeps what other purposes or licensees
+# still cover.
+SCOPE_TRIGGERS = {
+    "purpose": pb.REVOCATION_TRIGGER_PURPOSE_WITHDRAWAL,
+    "licensee": pb.REVOCATION_TRIGGER_LICENSEE_WITHDRAWAL,
+}
+
+
+def event_trigger(trigger: str, scope: str) -> pb.RevocationTrigger.ValueType:
+    """The ConsentRevoked trigger of a revocation (its stored `trigger` and `scope`): expiry and
+    erasure as they are; the subject's own withdrawal by purpose or by licensee as such, any
+    other (all, one consent, some samples) as a withdrawal."""
+    if trigger == "subject" and scope in SCOPE_TRIGGERS:
+        return SCOPE_TRIGGERS[scope]
+    return TRIGGER_TO_PB[trigger]
+
+
 def timestamp(value: dt.datetime) -> Timestamp:
     ts = Timestamp()
     ts.FromDatetime(value.astimezone(dt.UTC))

@@ -14,7 +14,7 @@ from consent_api.audit import service as audit
 from consent_api.consents import repository as consents_repo
 from consent_api.consents.models import Consent
 from consent_api.context import AppContext
-from consent_api.events import TRIGGER_TO_PB, outbox_insert
+from consent_api.events import event_trigger, outbox_insert
 from consent_api.metrics import count_revocation
 from consent_api.notices import repository as notices_repo
 from consent_api.notices.service import overall_status
@@ -137,6 +137,7 @@ def revoke(
     revocation = Revocation(**values)
     # Written once, complete (no insert-then-update), before its items (they reference it).
     writes = [repository.row_insert(values), *target_writes]
+    pb_trigger = event_trigger(trigger, scope)
     for t, samples, purposes, ended in touched:
         parts = list(chunks(samples, EVENT_IDS_CHUNK))
         for index, part in enumerate(parts):
@@ -150,7 +151,7 @@ def revoke(
                     consent_ended=ended,
                     purposes=purposes,
                     licensee_id=t.consent.licensee_id or "",
-                    trigger=TRIGGER_TO_PB[trigger],
+                    trigger=pb_trigger,
                     chunk_index=index,
                     chunk_count=len(parts),
                     consent_count=len(touched),
