@@ -817,3 +817,181 @@ def test_the_intake_reads_each_topic_with_its_own_schema_and_refuses_license_eve
     ):
         with pytest.raises(PoisonMessage):
             handler.decode_record("t.license", bad.SerializeToString())
+
+
+# -- exact notices: per license hit, and per model whole or by shard, end to end ---------------------
+
+
+@dataclass
+class ExactWorld:
+    """One seller's consent (training and evaluation) licensed to two buyers, and the models of
+    the first buyer linked every way a model can be linked to a license."""
+
+    subject_id: str
+    consent_id: str
+    samples: list[str]
+    a: str
+    b: str
+    licenses: dict[str, str]  # name -> license id
+    models: dict[str, str]  # name -> model id
+
+
+def exact_world(world: ResolverWorld) -> ExactWorld:
+    m = world.market
+    a, b = m.licensees(2)
+    subject_id, samples = m.projection.samples(4)
+    consent_id = m.projection.grant(subject_id, samples, purposes=("model_training", "evaluation"))
+    # A second consent over the same samples, which the withdrawal leaves alone.
+    other_consent = m.projection.grant(subject_id, samples)
+
+    def license(
+        licensee: str, consent: str, purpose: str, sids: list[str], dataset: str | None = None
+    ) -> str:
+        body: dict[str, Any] = {
+            "licensee_id": licensee,
+            "consent_id": consent,
+            "purpose": purpose,
+            "sample_ids": sids,
+        }
+        if dataset:
+            body["dataset"] = {"name": dataset, "version": "1"}
+        return str(m.post("/v1/licenses", body, m.ops)["id"])
+
+    lics = {
+        "l1": license(a, consent_id, "model_training", samples[:2]),
+        "l2": license(a, consent_id, "model_training", samples[2:3], dataset="voices"),
+        "l_eval": license(a, consent_id, "evaluation", samples),  # hit only when evaluation is withdrawn
+        "l_other": license(a, other_consent, "model_training", samples),  # never hit
+        "l_b": license(b, consent_id, "model_training", samples[3:]),
+    }
+    models = {
+        "whole": m.model(a, "whole", [lics["l1"]]),
+        "shard": m.model(a, "shard", [], {"sh1": [lics["l2"]]}),
+        "whole_and_shard": m.model(a, "whole-and-shard", [lics["l1"]], {"sh2": [lics["l2"]]}),
+        "eval_whole_and_shard": m.model(a, "eval-whole-and-shard", [lics["l_eval"]], {"sh3": [lics["l2"]]}),
+        "eval_only": m.model(a, "eval-only", [lics["l_eval"]]),
+        "two_shards": m.model(a, "two-shards", [], {"sh4": [lics["l1"]], "sh5": [lics["l2"]]}),
+        "other_consent": m.model(a, "other-consent", [lics["l_other"]], {"sh6": [lics["l_other"]]}),
+        "b_shard": m.model(b, "b-shard", [], {"shb": [lics["l_b"]]}),
+    }
+    return ExactWorld(subject_id, consent_id, samples, a, b, lics, models)
+
+
+@pytest.mark.parametrize("scope", ["purpose", "all"])
+def test_exact_notices_name_each_license_hit_and_each_model_whole_or_by_shard(
+    worker: Any, receiver: Any, resolver_world: ResolverWorld, scope: str
+) -> None:
+    """A purpose-only withdrawal (model_training) and a withdrawal of everything, from the consent
+    event through the worker's intake, the registry's holders lookup and the notices, to the signed
+    webhook body, the notice API and the NoticeCreated event."""
+    w = worker(worker_registry_url=resolver_world.registry.url)
+    x = exact_world(resolver_world)
+    rcv = {lic: receiver() for lic in (x.a, x.b)}
+    secrets = {lic: w.register(w.headers("licensee", lic), rcv[lic].url)[1] for lic in (x.a, x.b)}
+    if scope == "purpose":
+        event = Projection.revoke_event(
+            x.subject_id,
+            x.consent_id,
+            x.samples,
+            ["model_training"],
+            ended=False,
+            trigger=pb_consent.REVOCATION_TRIGGER_PURPOSE_WITHDRAWAL,
+        )
+        trigger, purposes = "purpose_withdrawal", ["model_training"]
+    else:
+        event = Projection.revoke_event(
+            x.subject_id, x.consent_id, x.samples, ["model_training", "evaluation"], ended=True
+        )
+        trigger, purposes = "withdrawal", ["evaluation", "model_training"]
+    with w.ctx.session_factory() as session, session.begin():
+        assert intake.apply(session, event)
+    registry = RegistryClient(w.ctx)
+    try:
+        assert resolve_due(w.ctx, registry) == 1
+    finally:
+        registry.close()
+    w.deliver()
+    L, M = x.licenses, x.models
+
+    def lic(name: str, count: int) -> dict[str, Any]:
+        return {
+            "license_id": L[name],
+            "consent_id": x.consent_id,
+            "purposes": purposes,
+            "trigger": trigger,
+            "sample_count": count,
+        }
+
+    def model(
+        name: str, scope_: str, shards: list[str], licenses: list[str]
+    ) -> tuple[str, str, list[str], list[str]]:
+        return (M[name], scope_, shards, sorted(L[n] for n in licenses))
+
+    if scope == "purpose":
+        # l_eval holds the same samples for a purpose still consented: it adds nothing, neither a
+        # license, nor a model (eval_only), nor the whole of a model it went into (only sh3).
+        a_licenses = [lic("l1", 2), lic("l2", 1)]
+        a_models = [
+            model("whole", "whole", [], ["l1"]),
+            model("shard", "shards", ["sh1"], ["l2"]),
+            model("whole_and_shard", "whole", [], ["l1", "l2"]),
+            model("eval_whole_and_shard", "shards", ["sh3"], ["l2"]),
+            model("two_shards", "shards", ["sh4", "sh5"], ["l1", "l2"]),
+        ]
+    else:
+        a_licenses = [lic("l1", 2), lic("l2", 1), lic("l_eval", 4)]
+        a_models = [
+            model("whole", "whole", [], ["l1"]),
+            model("shard", "shards", ["sh1"], ["l2"]),
+            model("whole_and_shard", "whole", [], ["l1", "l2"]),
+            model("eval_whole_and_shard", "whole", [], ["l2", "l_eval"]),
+            model("eval_only", "whole", [], ["l_eval"]),
+            model("two_shards", "shards", ["sh4", "sh5"], ["l1", "l2"]),
+        ]
+    expected = {
+        x.a: (
+            "Buyer 0",
+            sorted(a_licenses, key=lambda d: d["license_id"]),
+            sorted(a_models),
+            4 if scope == "all" else 3,
+        ),
+        x.b: ("Buyer 1", [lic("l_b", 1)], [model("b_shard", "shards", ["shb"], ["l_b"])], 1),
+    }
+    for licensee, (name, licenses, models, sample_count) in expected.items():
+        (got,) = rcv[licensee].wait_for(1)
+        data = got.verify(secrets[licensee])["data"]
+        assert (data["licensee_name"], data["trigger"], data["sample_count"]) == (name, trigger, sample_count)
+        assert data["licenses"] == licenses
+        as_told = sorted(
+            (m["model_id"], m["scope"], m["shard_ids"], m["license_ids"]) for m in data["models"]
+        )
+        assert as_told == models
+        # The notice API says the same.
+        notice = w.notice(w.headers("licensee", licensee), data["notice_id"])
+        assert (notice["licensee_name"], notice["trigger"], notice["licenses"]) == (name, trigger, licenses)
+        assert (
+            sorted((m["model_id"], m["scope"], m["shard_ids"], m["license_ids"]) for m in notice["models"])
+            == models
+        )
+        # And so does NoticeCreated (no sample ids, no PII: ids, names of organisations, counts).
+        (created,) = [
+            e.notice_created
+            for _, e in outbox_events(w.ctx, licensee)
+            if e.WhichOneof("payload") == "notice_created"
+        ]
+        assert created.licensee_name == name and created.webhook_id == f"msg_{data['notice_id']}"
+        assert created.webhook_id == got.headers["webhook-id"]
+        assert [
+            (n.license_id, n.consent_id, list(n.purposes), n.trigger, n.sample_count)
+            for n in created.licenses
+        ] == [
+            (d["license_id"], d["consent_id"], d["purposes"], d["trigger"], d["sample_count"])
+            for d in licenses
+        ]
+        assert (
+            sorted(
+                (n.model_id, "whole" if n.whole else "shards", list(n.shard_ids), list(n.license_ids))
+                for n in created.models
+            )
+            == models
+        )

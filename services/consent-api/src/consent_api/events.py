@@ -40,7 +40,7 @@ SCOPE_TRIGGERS = {
 }
 
 
-def event_trigger(trigger: str, scope: str) -> pb.RevocationTrigger.ValueType:
+def event_trigger(trigger: str, scope: str) -> pb.RevocationTrigger:
     """The ConsentRevoked trigger of a revocation (its stored `trigger` and `scope`): expiry and
     erasure as they are; the subject's own withdrawal by purpose or by licensee as such, any
     other (all, one consent, some samples) as a withdrawal."""

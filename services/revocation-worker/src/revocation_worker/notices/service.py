@@ -169,7 +169,7 @@ def create_many(
         models = [_model_fields(m) for m in holder.get("models", [])]
         trigger = trigger_name(revocation.trigger)
         licensee_name = holder.get("licensee_name")
-        licenses = [
+        licenses: list[dict[str, Any]] = [
             {
                 "license_id": str(x["license_id"]),
                 "consent_id": str(x["consent_id"]),
