@@ -322,3 +322,64 @@ def test_operator_cli_against_the_running_stack(stack: Stack) -> None:
         timeout=60,
     )
     assert out.returncode == 0 and json.loads(out.stdout)["ok"] is True, out.stdout + out.stderr
+
+
+def test_a_purpose_withdrawal_tells_the_buyer_which_license_purpose_and_models(stack: Stack) -> None:
+    """The seller withdraws one purpose: the buyer's webhook says purpose_withdrawal, names the
+    license and the purpose, and the model trained on that license, not the one trained on the
+    license of the purpose still consented."""
+    w = World(stack)
+    ids = [s["id"] for s in w.samples(2)]
+    consent = ok(
+        w.http.post(
+            f"{stack.url('consent')}/v1/consents",
+            headers=w.seller,
+            json={"sample_ids": ids, "purposes": ["model_training", "evaluation"]},
+        )
+    )
+    acme, acme_auth = w.licensee("Acme Exact")
+    training = w.license(acme, consent["id"], ids)
+    evaluation = ok(
+        w.http.post(
+            f"{stack.url('registry')}/v1/licenses",
+            headers=w.ops,
+            json={
+                "licensee_id": acme,
+                "consent_id": consent["id"],
+                "purpose": "evaluation",
+                "sample_ids": ids,
+            },
+        )
+    )
+
+    def model(name: str, license_id: str) -> str:
+        body = {"name": name, "version": "1", "license_ids": [license_id]}
+        return str(ok(w.http.post(f"{stack.url('registry')}/v1/models", headers=acme_auth, json=body))["id"])
+
+    trained = model("trained", training["id"])
+    model("evaluated", evaluation["id"])
+    with Receiver("acme-exact") as rx:
+        w.endpoint(acme_auth, rx)
+        revocation = ok(
+            w.http.post(
+                f"{stack.url('consent')}/v1/revocations",
+                headers=w.seller,
+                json={"scope": "purpose", "purpose": "model_training"},
+            )
+        )
+        wait_until(lambda: rx.verified, timeout=90, what="the buyer verified a webhook", interval=0.2)
+        data = rx.verified[0]["payload"]["data"]
+    assert data["revocation_id"] == revocation["id"]
+    assert (data["trigger"], data["licensee_name"]) == ("purpose_withdrawal", "Acme Exact")
+    assert data["licenses"] == [
+        {
+            "license_id": training["id"],
+            "consent_id": consent["id"],
+            "purposes": ["model_training"],
+            "trigger": "purpose_withdrawal",
+            "sample_count": 2,
+        }
+    ]
+    assert [(m["model_id"], m["scope"], m["shard_ids"], m["license_ids"]) for m in data["models"]] == [
+        (trained, "whole", [], [training["id"]])
+    ]
