@@ -291,3 +291,51 @@ def test_retry_delay_doubles_up_to_a_minute_with_at_most_a_fifth_more() -> None:
     assert retry_delay(1, lambda: 1.0) == 1.2
     for n in range(0, 15):
         assert min(60.0, 0.5 * 2 ** min(n, 10)) <= retry_delay(n) <= 72.0
+
+
+def _answer(models: list[dict[str, object]]) -> dict[str, object]:
+    lic_ = {
+        "license_id": "l1",
+        "licensee_id": "acme",
+        "licensee_name": "Acme",
+        "status": "active",
+        "consent_id": "con_a",
+        "purpose": "model_training",
+        "all_requested": True,
+        "sample_ids": [],
+    }
+    return {"licenses": [lic_], "samples": [], "models": models, "unknown_sample_ids": []}
+
+
+def test_the_registry_links_are_read_exactly_and_guessed_widely_without_them() -> None:
+    from revocation_worker.intake.holdings import HoldingsMerger
+
+    base = {"licensee_id": "acme", "name": "m", "version": "1"}
+    merger = HoldingsMerger()
+    merger.add(
+        ["s1"],
+        _answer(
+            [
+                {
+                    **base,
+                    "model_id": "exact",
+                    "shard_ids": [],
+                    "license_ids": ["l1", "l2"],
+                    "whole": True,
+                    "links": [
+                        {"license_id": "l1", "shard_id": "sh1"},
+                        {"license_id": "l2", "shard_id": None},
+                    ],
+                },
+                # An older registry: no links; every license is taken as linked to every shard named.
+                {**base, "model_id": "old", "shard_ids": ["sh1", "sh2"], "license_ids": ["l1", "l2"]},
+                {**base, "model_id": "old_whole", "shard_ids": [], "license_ids": ["l1"]},
+            ]
+        ),
+    )
+    models = merger.result().models
+    assert models["exact"].exact and models["exact"].links == {("l1", "sh1"), ("l2", "")}
+    assert model_to_act_on(models["exact"].links, {"l1"}) == ActOn("shards", ["sh1"], ["l1"])
+    assert not models["old"].exact
+    assert models["old"].links == {(lic_, sh) for lic_ in ("l1", "l2") for sh in ("sh1", "sh2")}
+    assert models["old_whole"].links == {("l1", "")}
