@@ -29,6 +29,8 @@ from revocation_worker.events import (
 )
 from revocation_worker.notices import repository
 from revocation_worker.notices.models import Notice
+from revocation_worker.policy import service as policies
+from revocation_worker.policy.rules import deadline_of
 from revocation_worker.notices.schemas import AckIn, DeliveryOut, ModelRef, NoticeOut, SampleRef
 
 WEBHOOK_TYPE = "revocation.notice"
@@ -102,11 +104,11 @@ def create_many(
     NoticeCreated event each, followed in the same outbox INSERT by the caller's `events`. Every
     row is built before the first statement, so a malformed holder raises before anything is
     written. Returns the new notices' ids, in the order of `items`."""
-    days = dt.timedelta(days=ctx.settings.worker_notice_deadline_days)
     planned = [(revocation, holder) for revocation, holders in items for holder in holders]
     if not planned:
         publish_many(session, events)
         return []
+    deadlines = policies.rules_for(session, ctx.settings, {str(h["licensee_id"]) for _, h in planned})
 
     # A revocation's sample set is stored once, when one of its notices covers all of it; a set
     # stored by an earlier, partly committed resolution that differs means rows of the notice's own.
@@ -137,7 +139,7 @@ def create_many(
         sample_ids = holder["sample_ids"]
         whole = revocation.id in usable and covers(holder)
         models = list(holder.get("models", []))
-        deadline = revocation.occurred_at + days
+        deadline = deadline_of(revocation.occurred_at, deadlines[licensee_id])
         notice_rows.append(
             {
                 "id": notice_id,
