@@ -32,7 +32,7 @@ from revocation_worker.events import (
 from revocation_worker.notices import repository
 from revocation_worker.notices.models import Notice
 from revocation_worker.policy import service as policies
-from revocation_worker.policy.rules import deadline_of
+from revocation_worker.policy.rules import deadline_of, reminder_due
 from revocation_worker.notices import rules as ack_rules
 from revocation_worker.notices.schemas import (
     AckIn,
@@ -267,6 +267,32 @@ def _body(
     }
 
 
+FOLLOWUP_TYPES = {"reminder": "revocation.reminder", "overdue": "revocation.overdue"}
+
+
+def followup_body(
+    ctx: AppContext, notice: repository.NoticeLike, kind: str, at: dt.datetime
+) -> dict[str, Any]:
+    """A reminder's or an overdue notice's body: which notice, its deadline, where to read and
+    answer it. `at` is when it was queued, so the body is identical on every retry."""
+    url = f"{ctx.settings.worker_public_url}/v1/notices/{notice.id}"
+    return {
+        "type": FOLLOWUP_TYPES[kind],
+        "timestamp": iso(at),
+        "data": {
+            "notice_id": notice.id,
+            "revocation_id": notice.revocation_id,
+            "licensee_id": notice.licensee_id,
+            "deadline": iso(notice.deadline),
+            "revoked_at": iso(notice.revoked_at),
+            "overdue": kind == "overdue",
+            "notice_url": url,
+            "samples_url": f"{url}/samples",
+            "ack_url": f"{url}/ack",
+        },
+    }
+
+
 def to_out(session: Session, ctx: AppContext, notice: Notice, *, with_deliveries: bool = True) -> NoticeOut:
     samples = repository.samples_page(session, notice, None, ctx.settings.worker_inline_samples)
     deliveries = deliveries_repo.deliveries_of(session, notice.id) if with_deliveries else []
@@ -403,7 +429,9 @@ def redeliver(session: Session, ctx: AppContext, notice: Notice) -> int:
         raise Problem(409, "No active endpoint to deliver to; register or re-enable one first.")
     count = 0
     interval = ctx.settings.worker_redeliver_interval_seconds
-    by_endpoint = {d.endpoint_id: d for d in deliveries_repo.deliveries_of(session, notice.id)}
+    by_endpoint = {
+        d.endpoint_id: d for d in deliveries_repo.deliveries_of(session, notice.id) if d.kind == "notice"
+    }
     for e in endpoints:
         d = by_endpoint.get(e.id)
         if d is None:
@@ -492,17 +520,39 @@ def dead_letter_to_disabled(
 
 
 def mark_overdue(session: Session, ctx: AppContext, notice_id: str, now: dt.datetime) -> bool:
-    """A notice past its deadline without an acknowledgement turns overdue (and ops are told), in
-    the caller's transaction; False when it no longer qualifies."""
+    """A notice past its deadline without a complete answer turns overdue (ops are told by the
+    event and the status), and the licensee gets a `revocation.overdue` webhook at each active
+    endpoint, in the caller's transaction; False when it no longer qualifies."""
     notice = repository.get(session, notice_id, lock=True)
     if notice is None or notice.status in ("acknowledged", "overdue") or notice.deadline >= now:
         return False
     notice.status = "overdue"
     notice.overdue_at = now
+    endpoints = endpoints_repo.active_for(session, notice.licensee_id)
+    deliveries_repo.add_deliveries(session, notice, endpoints, utcnow(), kind="overdue")
     publish_notice_event(
         session,
         ctx.settings,
         notice,
         notice_overdue=pb.NoticeOverdue(deadline=timestamp(notice.deadline)),
+    )
+    return True
+
+
+def remind(session: Session, ctx: AppContext, notice_id: str, now: dt.datetime) -> bool:
+    """Queue a `revocation.reminder` webhook to every active endpoint of an unanswered notice
+    nearing its deadline (policy/rules.reminder_due), once, with NoticeReminded, in the caller's
+    transaction; False when it does not qualify (any more)."""
+    notice = repository.get(session, notice_id, lock=True)
+    before = ctx.settings.worker_reminder_before_seconds
+    if notice is None or not reminder_due(
+        notice.status, notice.reminded_at, notice.created_at, notice.deadline, now, before
+    ):
+        return False
+    notice.reminded_at = now
+    endpoints = endpoints_repo.active_for(session, notice.licensee_id)
+    deliveries_repo.add_deliveries(session, notice, endpoints, utcnow(), kind="reminder")
+    publish_notice_event(
+        session, ctx.settings, notice, notice_reminded=pb.NoticeReminded(deadline=timestamp(notice.deadline))
     )
     return True

@@ -51,3 +51,24 @@ def remind_at(created_at: dt.datetime, deadline: dt.datetime, before: float) -> 
     """When an unanswered notice's reminder is due: `before` seconds ahead of its deadline, or half-way
     from its creation to its deadline when it was made closer to it than that."""
     return max(deadline - dt.timedelta(seconds=before), created_at + (deadline - created_at) / 2)
+
+
+# A notice still waiting for (part of) its answer.
+UNANSWERED = ("pending", "delivered", "failed", "partially_acknowledged")
+
+
+def reminder_due(
+    status: str,
+    reminded_at: dt.datetime | None,
+    created_at: dt.datetime,
+    deadline: dt.datetime,
+    now: dt.datetime,
+    before: float,
+) -> bool:
+    """Once per notice, while unanswered and before its deadline (at it, it is overdue instead)."""
+    return (
+        status in UNANSWERED
+        and reminded_at is None
+        and now < deadline
+        and now >= remind_at(created_at, deadline, before)
+    )
