@@ -70,8 +70,11 @@ def samples_outcome(status: str | None, samples_deleted: bool | None, outcome: s
     return None
 
 
-def problems(ack: Ack, samples_deleted: bool | None, named: Iterable[str]) -> list[tuple[str, str]]:
-    """(field, message) for each thing wrong with one ack against the models the notice named."""
+def problems(
+    ack: Ack, samples_deleted: bool | None, named: Iterable[str], status: str | None = None
+) -> list[tuple[str, str]]:
+    """(field, message) for each thing wrong with one ack against the models the notice named
+    (`samples_deleted`, `status`: the v1 fields as given)."""
     out: list[tuple[str, str]] = []
     if samples_deleted is True and ack.outcome not in (None, "deleted"):
         out.append(("body.samples_deleted", f"true contradicts outcome {ack.outcome!r}"))
@@ -95,7 +98,7 @@ def problems(ack: Ack, samples_deleted: bool | None, named: Iterable[str]) -> li
             out.append((f"body.models[{i}].basis", f"required with action exempt (one of {', '.join(BASES)})"))
         if m.basis is not None and m.action != "exempt":
             out.append((f"body.models[{i}].basis", "only with action exempt"))
-    if ack.outcome is None and not ack.models and ack.evidence is None:
+    if ack.outcome is None and not ack.models and ack.evidence is None and samples_deleted is None and not status:
         out.append(("body.outcome", "the ack answers nothing: give an outcome, models or evidence"))
     return out
 

@@ -350,7 +350,7 @@ def acknowledge(session: Session, ctx: AppContext, notice: Notice, body: AckIn) 
         evidence=evidence,
         signature_verified=False,
     )
-    wrong = ack_rules.problems(ack, body.samples_deleted, named)
+    wrong = ack_rules.problems(ack, body.samples_deleted, named, body.status)
     if wrong:
         unknown = any(msg == "not in this notice" for _, msg in wrong)
         raise Problem(
