@@ -160,6 +160,18 @@ MATRIX: list[Op] = [
         fresh=True,
         body=lambda w, t: {"status": "completed", "evidence": {"job": "matrix"}},
     ),
+    Op("worker", "POST", "/v1/ack-keys", LICENSEE, (201,), body=lambda w, t: w.ack_key_body()),
+    Op("worker", "GET", "/v1/ack-keys", LICENSEE),
+    Op("worker", "GET", "/v1/ack-keys/{key_id}", LICENSEE, kind="ack_key"),
+    Op("worker", "DELETE", "/v1/ack-keys/{key_id}", LICENSEE, (204,), kind="ack_key", fresh=True),
+    Op("worker", "GET", "/v1/licensees/{licensee_id}/policy", OPERATOR),
+    Op(
+        "worker",
+        "PUT",
+        "/v1/licensees/{licensee_id}/policy",
+        OPERATOR,
+        body=lambda w, t: {"deadline_months": 2},
+    ),
     Op("worker", "POST", "/v1/notices/{notice_id}/redeliver", LICENSEE, (202,), kind="notice", fresh=True),
     Op("worker", "GET", "/v1/operator/dead-letters", OPERATOR),
     Op(
