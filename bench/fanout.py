@@ -177,7 +177,6 @@ def legacy_create_notice(session: Any, ctx: Any, revocation: Any, holder: dict[s
     """The worker's single-notice creation before the licenses view (since removed: the worker now
     has `create_many` only), for one legacy holder with its own sample list: one notice_samples
     row per sample, inserted with ORM executemany."""
-    import datetime as dt
 
     from sqlalchemy import insert
 

@@ -54,7 +54,11 @@ def test_an_ack_omitting_a_named_model_does_not_acknowledge(worker: Any) -> None
         w,
         h,
         nid,
-        {"status": "completed", "samples_deleted": True, "models": [{"model_id": M1["model_id"], "action": "retrained"}]},
+        {
+            "status": "completed",
+            "samples_deleted": True,
+            "models": [{"model_id": M1["model_id"], "action": "retrained"}],
+        },
     )
     assert got["status"] == "partially_acknowledged"
     assert got["answer"]["missing_models"] == [M2["model_id"]]
@@ -94,7 +98,11 @@ def test_partial_then_complete_accumulates_and_stays_acknowledged(worker: Any) -
         {"model_id": M1["model_id"], "action": "unlearned", "basis": None},
         {"model_id": M2["model_id"], "action": "exempt", "basis": "legal_claims"},
     ]
-    evidence = {"job_ids": ["del-1", "del-2"], "attestation": "deleted from every store", "run_ids": ["run-9"]}
+    evidence = {
+        "job_ids": ["del-1", "del-2"],
+        "attestation": "deleted from every store",
+        "run_ids": ["run-9"],
+    }
     assert a["evidence"] == evidence
     assert a["evidence_digest"] == digest(evidence)
     assert a["ack_digest"].startswith("sha256:") and a["signature_verified"] is False
@@ -124,7 +132,12 @@ def test_justified_outcomes_acknowledge(worker: Any) -> None:
     lic, h = w.licensee()
     not_held = w.make_notice(lic, models=[])
     exempt = w.make_notice(lic, models=[M1])
-    got = ack(w, h, not_held, {"status": "completed", "samples_deleted": False, "outcome": "not_held", "reason": "never_received"})
+    got = ack(
+        w,
+        h,
+        not_held,
+        {"status": "completed", "samples_deleted": False, "outcome": "not_held", "reason": "never_received"},
+    )
     assert got["status"] == "acknowledged" and got["answer"]["reason"] == "never_received"
     got = ack(
         w,
@@ -204,12 +217,16 @@ def test_a_signed_ack_verifies_and_a_bad_signature_is_refused(worker: Any, make:
     # Signed over another body (a changed byte), or by a key nobody registered: refused, nothing stored.
     tampered = detached({**body, "outcome": "exempt"}, private, alg, "ack-2026")
     assert_problem(
-        w.client.post(f"/v1/notices/{nid}/ack", json={**body, "signature": tampered}, headers=h), 422, "body.signature"
+        w.client.post(f"/v1/notices/{nid}/ack", json={**body, "signature": tampered}, headers=h),
+        422,
+        "body.signature",
     )
     stranger, _ = make()
     foreign = detached(body, stranger, alg, "ack-2026")
     assert_problem(
-        w.client.post(f"/v1/notices/{nid}/ack", json={**body, "signature": foreign}, headers=h), 422, "body.signature"
+        w.client.post(f"/v1/notices/{nid}/ack", json={**body, "signature": foreign}, headers=h),
+        422,
+        "body.signature",
     )
     unknown_kid = detached(body, private, alg, "not-registered")
     assert_problem(
@@ -228,18 +245,22 @@ def test_a_signed_ack_verifies_and_a_bad_signature_is_refused(worker: Any, make:
 def test_another_licensees_key_does_not_verify_my_ack(worker: Any) -> None:
     w = worker()
     lic, h = w.licensee()
-    other, other_h = w.licensee()
+    _, other_h = w.licensee()
     private, jwk = _ed25519()
-    assert w.client.post("/v1/ack-keys", json={"jwk": {**jwk, "kid": "k"}}, headers=other_h).status_code == 201
+    assert (
+        w.client.post("/v1/ack-keys", json={"jwk": {**jwk, "kid": "k"}}, headers=other_h).status_code == 201
+    )
     nid = w.make_notice(lic, models=[])
     body = {"outcome": "deleted"}
-    r = w.client.post(f"/v1/notices/{nid}/ack", json={**body, "signature": detached(body, private, "EdDSA", "k")}, headers=h)
+    r = w.client.post(
+        f"/v1/notices/{nid}/ack", json={**body, "signature": detached(body, private, "EdDSA", "k")}, headers=h
+    )
     assert_problem(r, 422, "body.signature")
 
 
 def test_ack_keys_are_own_only(worker: Any) -> None:
     w = worker()
-    lic, h = w.licensee()
+    _, h = w.licensee()
     _, other_h = w.licensee()
     private, jwk = _ed25519()
     created = w.client.post("/v1/ack-keys", json={"jwk": jwk}, headers=h).json()
@@ -293,10 +314,15 @@ def test_operator_sets_a_licensees_deadline(worker: Any) -> None:
 
     r = w.client.put(f"/v1/licensees/{lic}/policy", json={"deadline_months": 2}, headers=w.operator)
     assert r.json()["deadline_months"] == 2 and r.json()["deadline_days"] is None
-    assert w.client.get(f"/v1/licensees/{lic}/policy", headers=w.operator).json()["effective_deadline_months"] == 2
+    assert (
+        w.client.get(f"/v1/licensees/{lic}/policy", headers=w.operator).json()["effective_deadline_months"]
+        == 2
+    )
 
     assert_problem(
-        w.client.put(f"/v1/licensees/{lic}/policy", json={"deadline_days": 5, "deadline_months": 1}, headers=w.operator),
+        w.client.put(
+            f"/v1/licensees/{lic}/policy", json={"deadline_days": 5, "deadline_months": 1}, headers=w.operator
+        ),
         422,
         "body.deadline_days",
     )

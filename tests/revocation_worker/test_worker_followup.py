@@ -28,7 +28,10 @@ def test_reminder_then_overdue_reach_the_buyer(worker: Any, receiver: Any) -> No
     w.deliver()
     first = rcv.wait_for(2)
     assert {r.verify(secret)["type"] for r in first} == {"revocation.notice"}
-    assert w.client.post(f"/v1/notices/{answered}/ack", json={"outcome": "deleted"}, headers=h).status_code == 200
+    assert (
+        w.client.post(f"/v1/notices/{answered}/ack", json={"outcome": "deleted"}, headers=h).status_code
+        == 200
+    )
     deadline = _time(w.notice(h, nid)["deadline"])
 
     # Eight days before the deadline: too early. Six days before: one reminder, for the unanswered one.
@@ -42,7 +45,10 @@ def test_reminder_then_overdue_reach_the_buyer(worker: Any, receiver: Any) -> No
     assert body["data"]["ack_url"].endswith(f"/v1/notices/{nid}/ack") and body["data"]["overdue"] is False
     notice = w.notice(h, nid)
     assert notice["reminded_at"] and notice["status"] == "delivered"
-    assert {(d["kind"], d["status"]) for d in notice["deliveries"]} == {("notice", "succeeded"), ("reminder", "succeeded")}
+    assert {(d["kind"], d["status"]) for d in notice["deliveries"]} == {
+        ("notice", "succeeded"),
+        ("reminder", "succeeded"),
+    }
     # Once only.
     assert sweep_reminders(w.ctx, now=deadline - dt.timedelta(days=1)) == 0
 
@@ -62,7 +68,11 @@ def test_reminder_then_overdue_reach_the_buyer(worker: Any, receiver: Any) -> No
     (reminded,) = [ev for row, ev in outbox_events(w.ctx, lic) if row.event_type == "notice_reminded"]
     assert reminded.notice_reminded.deadline.ToDatetime(tzinfo=dt.UTC) == deadline
     # A reminder's success does not count as the notice's delivery (one NoticeDelivered, with its status).
-    (delivered,) = [ev for row, ev in outbox_events(w.ctx, lic) if row.event_type == "notice_delivered" and ev.notice_id == nid]
+    (delivered,) = [
+        ev
+        for row, ev in outbox_events(w.ctx, lic)
+        if row.event_type == "notice_delivered" and ev.notice_id == nid
+    ]
     assert delivered.notice_delivered.status_code == 200
     assert delivered.notice_delivered.webhook_id == f"msg_{nid}"
     assert delivered.notice_delivered.endpoint_id == ep

@@ -25,8 +25,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from fastapi import FastAPI
-from jwt.algorithms import OKPAlgorithm
 from fastapi.testclient import TestClient
+from jwt.algorithms import OKPAlgorithm
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 

@@ -65,7 +65,10 @@ def test_answers_accumulate_to_complete() -> None:
 
 
 def test_justified_outcomes_complete_a_notice_without_models() -> None:
-    for outcome, extra in (("not_held", {"reason": "never_received"}), ("exempt", {"basis": "legal_obligation"})):
+    for outcome, extra in (
+        ("not_held", {"reason": "never_received"}),
+        ("exempt", {"basis": "legal_obligation"}),
+    ):
         answer = merge(None, ack(outcome, **extra), AT)  # type: ignore[arg-type]
         assert decide([], answer).complete
 
@@ -87,16 +90,18 @@ def test_problems_name_the_field() -> None:
     assert {f for f, _ in problems(ack("exempt"), None, named)} == {"body.basis"}
     assert {f for f, _ in problems(ack("deleted", reason="never_received"), None, named)} == {"body.reason"}
     assert {f for f, _ in problems(ack("deleted", basis="legal_claims"), None, named)} == {"body.basis"}
-    assert {f for f, _ in problems(ack("exempt", basis="legal_claims"), True, named)} == {"body.samples_deleted"}
+    assert {f for f, _ in problems(ack("exempt", basis="legal_claims"), True, named)} == {
+        "body.samples_deleted"
+    }
     assert {f for f, _ in problems(ack(None, ModelAnswer("mdl_x", "retrained")), None, named)} == {
         "body.models[0].model_id"
     }
     assert {f for f, _ in problems(ack(None, ModelAnswer("mdl_a", "exempt")), None, named)} == {
         "body.models[0].basis"
     }
-    assert {f for f, _ in problems(ack(None, ModelAnswer("mdl_a", "retrained", "legal_claims")), None, named)} == {
-        "body.models[0].basis"
-    }
+    assert {
+        f for f, _ in problems(ack(None, ModelAnswer("mdl_a", "retrained", "legal_claims")), None, named)
+    } == {"body.models[0].basis"}
     twice = ack(None, ModelAnswer("mdl_a", "retrained"), ModelAnswer("mdl_a", "unlearned"))
     assert {f for f, _ in problems(twice, None, named)} == {"body.models[1].model_id"}
     assert {f for f, _ in problems(ack(), None, named)} == {"body.outcome"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import itertools
 from collections.abc import Mapping, Sequence
 
 from revocation_worker.delivery.rules import (
@@ -369,7 +370,7 @@ def test_the_default_schedule_with_real_jitter_retries_for_at_least_72_hours() -
         span = (times[-1] - times[0]).total_seconds()
         assert span >= 72 * HOUR, span / HOUR
         assert span <= 72 * HOUR + 1  # the last attempt is the window's end, not a step past it
-        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
         # Every step but the held last one is its schedule step spread by at most +/- 20 %.
         for i, gap in enumerate(gaps[:-1], start=1):
             base = schedule[min(i, len(schedule) - 1)]

@@ -36,7 +36,10 @@ def create_app(settings: WorkerSettings | None = None) -> FastAPI:
         service=SERVICE,
         title="Rescind revocation-worker",
         version=VERSION,
-        description="Licensees register webhook endpoints and ack keys, read and answer revocation notices; operators set deadlines.",
+        description=(
+            "Licensees register webhook endpoints and ack keys, read and answer revocation notices; "
+            "operators set deadlines."
+        ),
         routers=[
             endpoints_router,
             endpoints_ops_router,

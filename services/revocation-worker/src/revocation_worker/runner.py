@@ -227,7 +227,14 @@ class Worker:
         dead_letter_disabled(self.ctx)
         with self.ctx.session_factory() as session:
             counts = notices_repo.count_by_status(session)
-            for status in ("pending", "delivered", "partially_acknowledged", "acknowledged", "overdue", "failed"):
+            for status in (
+                "pending",
+                "delivered",
+                "partially_acknowledged",
+                "acknowledged",
+                "overdue",
+                "failed",
+            ):
                 NOTICES.labels(status).set(counts.get(status, 0))
             DEAD_LETTER_DEPTH.set(dead_letter_repo.count_dead(session))
 

@@ -26,11 +26,15 @@ def all_of(session: Session, licensee_id: str) -> list[AckKey]:
 
 
 def count(session: Session, licensee_id: str) -> int:
-    return int(session.scalar(select(func.count()).select_from(AckKey).where(AckKey.licensee_id == licensee_id)) or 0)
+    return int(
+        session.scalar(select(func.count()).select_from(AckKey).where(AckKey.licensee_id == licensee_id)) or 0
+    )
 
 
 def page(session: Session, licensee_id: str, after: str | None, limit: int) -> list[AckKey]:
-    return keyset_page(session, select(AckKey).where(AckKey.licensee_id == licensee_id), AckKey.id, after, limit)
+    return keyset_page(
+        session, select(AckKey).where(AckKey.licensee_id == licensee_id), AckKey.id, after, limit
+    )
 
 
 def delete(session: Session, key: AckKey) -> None:

@@ -165,7 +165,10 @@ def lock_delivery_states(session: Session, ids: Iterable[int]) -> dict[int, rule
     if not wanted:
         return {}
     rows = session.connection().execute(_LOCK_DELIVERIES, {"ids": wanted})
-    return {int(r[0]): rules.Delivery(*r[:8], kind=str(r[8])) for r in rows}
+    return {
+        int(r[0]): rules.Delivery(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], kind=str(r[8]))
+        for r in rows
+    }
 
 
 def lock_notice_states(session: Session, ids: Iterable[str]) -> dict[str, rules.Notice]:

@@ -307,9 +307,7 @@ def redeliver_at(
     return max(now, last_attempt_at + dt.timedelta(seconds=interval))
 
 
-def next_retry_at(
-    first: dt.datetime, now: dt.datetime, delay: float, window: float
-) -> dt.datetime | None:
+def next_retry_at(first: dt.datetime, now: dt.datetime, delay: float, window: float) -> dt.datetime | None:
     """When a delivery that just failed (at `now`) is tried again, `delay` seconds on, but never past
     the end of its window (`window` seconds from `first`): a later retry is held to that end. None
     once the window is over: this failure, at or after its end, was the last attempt."""

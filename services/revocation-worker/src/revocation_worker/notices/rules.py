@@ -95,10 +95,18 @@ def problems(
             out.append((f"body.models[{i}].model_id", "answered twice in this ack"))
         seen.add(m.model_id)
         if m.action == "exempt" and m.basis is None:
-            out.append((f"body.models[{i}].basis", f"required with action exempt (one of {', '.join(BASES)})"))
+            out.append(
+                (f"body.models[{i}].basis", f"required with action exempt (one of {', '.join(BASES)})")
+            )
         if m.basis is not None and m.action != "exempt":
             out.append((f"body.models[{i}].basis", "only with action exempt"))
-    if ack.outcome is None and not ack.models and ack.evidence is None and samples_deleted is None and not status:
+    if (
+        ack.outcome is None
+        and not ack.models
+        and ack.evidence is None
+        and samples_deleted is None
+        and not status
+    ):
         out.append(("body.outcome", "the ack answers nothing: give an outcome, models or evidence"))
     return out
 
@@ -125,6 +133,9 @@ def merge(previous: Mapping[str, Any] | None, ack: Ack, answered_at: str) -> dic
     models = {m["model_id"]: dict(m) for m in prev.get("models", [])}
     for m in ack.models:
         models[m.model_id] = {"model_id": m.model_id, "action": m.action, "basis": m.basis}
+    outcome: str | None
+    reason: str | None
+    basis: str | None
     if ack.outcome is not None:
         outcome, reason, basis = ack.outcome, ack.reason, ack.basis
     else:

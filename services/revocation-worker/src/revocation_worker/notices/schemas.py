@@ -5,10 +5,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from revocation_worker.notices.rules import ExemptBasis, ModelActionName, NotHeldReason, Outcome
+
 # Evidence is stored with the notice and returned with it in every list: keep one ack small.
 MAX_EVIDENCE_BYTES = 64 * 1024
-
-from revocation_worker.notices.rules import ExemptBasis, ModelActionName, NotHeldReason, Outcome
 
 NoticeStatus = Literal["pending", "delivered", "partially_acknowledged", "acknowledged", "overdue", "failed"]
 

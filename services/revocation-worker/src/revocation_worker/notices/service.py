@@ -30,10 +30,8 @@ from revocation_worker.events import (
     timestamp,
 )
 from revocation_worker.notices import repository
-from revocation_worker.notices.models import Notice
-from revocation_worker.policy import service as policies
-from revocation_worker.policy.rules import deadline_of, reminder_due
 from revocation_worker.notices import rules as ack_rules
+from revocation_worker.notices.models import Notice
 from revocation_worker.notices.schemas import (
     AckIn,
     AnswerOut,
@@ -43,6 +41,8 @@ from revocation_worker.notices.schemas import (
     NoticeOut,
     SampleRef,
 )
+from revocation_worker.policy import service as policies
+from revocation_worker.policy.rules import deadline_of, reminder_due
 
 WEBHOOK_TYPE = "revocation.notice"
 
@@ -361,10 +361,14 @@ def acknowledge(session: Session, ctx: AppContext, notice: Notice, body: AckIn) 
     if body.signature is not None:
         signed = {k: v for k, v in given.items() if k != "signature"}
         try:
-            ackkeys.verify_detached(session, notice.licensee_id, body.signature, ack_rules.canonical_json(signed))
+            ackkeys.verify_detached(
+                session, notice.licensee_id, body.signature, ack_rules.canonical_json(signed)
+            )
         except ackkeys.BadSignature as exc:
             raise Problem(
-                422, f"The ack's signature does not verify: {exc}.", errors=[field_error("body.signature", str(exc))]
+                422,
+                f"The ack's signature does not verify: {exc}.",
+                errors=[field_error("body.signature", str(exc))],
             ) from None
         ack = dataclasses.replace(ack, signature_verified=True)
     now = utcnow()

@@ -27,7 +27,11 @@ def upgrade() -> None:
     # SQLite keeps any length, and re-creating `notices` there would break the foreign keys into it.
     if op.get_bind().dialect.name != "sqlite":
         op.alter_column(
-            "notices", "status", existing_type=sa.String(length=16), type_=sa.String(length=24), existing_nullable=False
+            "notices",
+            "status",
+            existing_type=sa.String(length=16),
+            type_=sa.String(length=24),
+            existing_nullable=False,
         )
     op.add_column("notices", sa.Column("answer", rescind_common.db.JSONType, nullable=True))
     op.add_column("notices", sa.Column("reminded_at", rescind_common.db.UTCDateTime(), nullable=True))
@@ -75,5 +79,9 @@ def downgrade() -> None:
     op.drop_column("notices", "answer")
     if op.get_bind().dialect.name != "sqlite":
         op.alter_column(
-            "notices", "status", existing_type=sa.String(length=24), type_=sa.String(length=16), existing_nullable=False
+            "notices",
+            "status",
+            existing_type=sa.String(length=24),
+            type_=sa.String(length=16),
+            existing_nullable=False,
         )
