@@ -41,6 +41,7 @@ from revocation_worker.ackkeys.models import AckKey
 from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.migrate import upgrade as upgrade_worker
 from revocation_worker.notices.models import Delivery, Notice
+from revocation_worker.policy.models import LicenseePolicy
 
 from support.helpers import make_settings, sha
 from support.registry import Projection, make_registry_settings, new_registry_db
@@ -457,6 +458,8 @@ class WorkerWorld(World):
             return self.w.make_notice(self.subs[tenant], samples=2)
         if kind == "endpoint":
             return self.w.register(self.h(tenant), self.URL)[0]
+        if kind == "licensee_policy":
+            return self.subs[tenant]  # the licensee itself
         if kind == "ack_key":
             r = self.w.client.post("/v1/ack-keys", json=self.ack_key_body(), headers=self.h(tenant))
             assert r.status_code == 201, r.text
@@ -471,6 +474,9 @@ class WorkerWorld(World):
             if kind == "ack_key":
                 key = session.get(AckKey, record_id)
                 return _row(key) if key else None
+            if kind == "licensee_policy":
+                policy = session.get(LicenseePolicy, record_id)
+                return _row(policy) if policy else None
             notice = session.get(Notice, record_id)
             deliveries = session.scalars(select(Delivery).where(Delivery.notice_id == record_id))
             return (_row(notice) if notice else None, sorted(map(repr, map(_row, deliveries))))
