@@ -177,7 +177,6 @@ def legacy_create_notice(session: Any, ctx: Any, revocation: Any, holder: dict[s
     """The worker's single-notice creation before the licenses view (since removed: the worker now
     has `create_many` only), for one legacy holder with its own sample list: one notice_samples
     row per sample, inserted with ORM executemany."""
-    import datetime as dt
 
     from sqlalchemy import insert
 
@@ -187,11 +186,13 @@ def legacy_create_notice(session: Any, ctx: Any, revocation: Any, holder: dict[s
     from revocation_worker.endpoints import repository as endpoints_repo
     from revocation_worker.events import publish, timestamp
     from revocation_worker.notices.models import Notice, NoticeModel, NoticeSample
+    from revocation_worker.policy.rules import deadline_of
+    from revocation_worker.policy.service import default_rule
 
     licensee_id = str(holder["licensee_id"])
     listed = {str(s["sample_id"]): s for s in holder.get("samples", [])}
     models = list(holder.get("models", []))
-    deadline = revocation.occurred_at + dt.timedelta(days=ctx.settings.worker_notice_deadline_days)
+    deadline = deadline_of(revocation.occurred_at, default_rule(ctx.settings))
     notice = Notice(
         id=new_id("ntc"),
         revocation_id=revocation.id,

@@ -160,6 +160,20 @@ MATRIX: list[Op] = [
         fresh=True,
         body=lambda w, t: {"status": "completed", "evidence": {"job": "matrix"}},
     ),
+    Op("worker", "POST", "/v1/ack-keys", LICENSEE, (201,), body=lambda w, t: w.ack_key_body()),
+    Op("worker", "GET", "/v1/ack-keys", LICENSEE),
+    Op("worker", "GET", "/v1/ack-keys/{key_id}", LICENSEE, kind="ack_key"),
+    Op("worker", "DELETE", "/v1/ack-keys/{key_id}", LICENSEE, (204,), kind="ack_key", fresh=True),
+    # A licensee's deadline policy: the operator's alone (the path names the licensee, no tenant's record).
+    Op("worker", "GET", "/v1/licensees/{licensee_id}/policy", OPERATOR, kind="licensee_policy"),
+    Op(
+        "worker",
+        "PUT",
+        "/v1/licensees/{licensee_id}/policy",
+        OPERATOR,
+        kind="licensee_policy",
+        body=lambda w, t: {"deadline_months": 2},
+    ),
     Op("worker", "POST", "/v1/notices/{notice_id}/redeliver", LICENSEE, (202,), kind="notice", fresh=True),
     Op("worker", "GET", "/v1/operator/dead-letters", OPERATOR),
     Op(
@@ -189,7 +203,8 @@ PUBLIC: dict[str, set[tuple[str, str]]] = {
 }
 SERVICES = ("consent", "registry", "worker")
 PROTECTED = [pytest.param(op, id=op.id) for op in MATRIX]
-OWNED = [pytest.param(op, id=op.id) for op in MATRIX if op.kind]
+# Records a tenant owns (an operator-only path names no tenant's record).
+OWNED = [pytest.param(op, id=op.id) for op in MATRIX if op.kind and set(op.roles) & set(TENANT_ROLES)]
 PUBLIC_PARAMS = [
     pytest.param(service, method, path, id=f"{service} {method} {path}")
     for service in SERVICES

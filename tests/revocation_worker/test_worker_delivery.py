@@ -15,6 +15,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from rescind_common.db import utcnow
+from revocation_worker.policy.rules import add_months
 
 from support.helpers import assert_problem, walk
 from support.wait import wait_until
@@ -54,8 +55,8 @@ def test_webhook_body_matches_the_contract(worker: Any, receiver: Any) -> None:
     assert data["revocation_id"] == notice["revocation_id"]
     assert data["licensee_id"] == lic
     assert RFC3339_UTC.match(data["deadline"])
-    # The deadline is a month (the default 30 days) after the revocation.
-    assert parse_time(data["deadline"]) - parse_time(data["revoked_at"]) == dt.timedelta(days=30)
+    # The deadline is one calendar month after the revocation (Art. 12(3)).
+    assert parse_time(data["deadline"]) == add_months(parse_time(data["revoked_at"]), 1)
     assert parse_time(data["deadline"]) == parse_time(notice["deadline"])
     assert [set(s) for s in data["samples"]] == [{"sample_id", "sha256", "kind"}] * 3
     assert data["samples"] == [

@@ -142,7 +142,7 @@ def test_ack_naming_an_unknown_model_is_refused(worker: Any) -> None:
     ("body", "field"),
     [
         ({"status": "done"}, "body.status"),
-        ({}, "body.status"),
+        ({}, "body.outcome"),
         (
             {"status": "completed", "models": [{"model_id": "mdl_notices1", "action": "ignored"}]},
             "body.models",
@@ -226,8 +226,15 @@ def test_past_deadline_turns_overdue_unless_acknowledged(worker: Any) -> None:
         overdue["deadline"].replace("Z", "+00:00")
     )
 
-    # Late is better than never: the overdue notice can still be acknowledged, and stays so.
+    # Late is better than never: the overdue notice can still be acknowledged, and stays so; an
+    # answer that leaves its model out leaves it overdue.
     r = w.client.post(f"/v1/notices/{late}/ack", json={"status": "completed"}, headers=h)
+    assert r.status_code == 200 and r.json()["status"] == "overdue"
+    assert r.json()["answer"]["missing_models"] == [m["model_id"] for m in overdue["models"]]
+    model = overdue["models"][0]["model_id"]
+    r = w.client.post(
+        f"/v1/notices/{late}/ack", json={"models": [{"model_id": model, "action": "withdrawn"}]}, headers=h
+    )
     assert r.status_code == 200 and r.json()["status"] == "acknowledged"
     sweep_overdue(w.ctx)
     assert w.notice(h, late)["status"] == "acknowledged"

@@ -23,9 +23,10 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from jwt.algorithms import OKPAlgorithm
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 
@@ -36,9 +37,11 @@ from rescind_common.auth import ServiceScope, ensure_dev_key, mint_token
 from rescind_common.db import make_engine, make_session_factory
 from rescind_common.ids import new_id
 from rescind_common.settings import RescindSettings
+from revocation_worker.ackkeys.models import AckKey
 from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.migrate import upgrade as upgrade_worker
 from revocation_worker.notices.models import Delivery, Notice
+from revocation_worker.policy.models import LicenseePolicy
 
 from support.helpers import make_settings, sha
 from support.registry import Projection, make_registry_settings, new_registry_db
@@ -430,8 +433,14 @@ def _row(obj: Any) -> dict[str, Any]:
 class WorkerWorld(World):
     service = "worker"
     tenant_role = "licensee"
-    KINDS = ("notice", "endpoint")
+    KINDS = ("notice", "endpoint", "ack_key")
     URL = "http://127.0.0.1:9/hook"  # never dialled: no delivery loop runs on this database
+
+    @staticmethod
+    def ack_key_body() -> dict[str, Any]:
+        """A fresh Ed25519 public JWK (each registration needs a key of its own)."""
+        public = ed25519.Ed25519PrivateKey.generate().public_key()
+        return {"jwk": dict(OKPAlgorithm.to_jwk(public, as_dict=True))}
 
     def __init__(self, stack: SecurityStack) -> None:
         super().__init__(stack)
@@ -449,6 +458,12 @@ class WorkerWorld(World):
             return self.w.make_notice(self.subs[tenant], samples=2)
         if kind == "endpoint":
             return self.w.register(self.h(tenant), self.URL)[0]
+        if kind == "licensee_policy":
+            return self.subs[tenant]  # the licensee itself
+        if kind == "ack_key":
+            r = self.w.client.post("/v1/ack-keys", json=self.ack_key_body(), headers=self.h(tenant))
+            assert r.status_code == 201, r.text
+            return str(r.json()["id"])
         raise ValueError(kind)
 
     def snapshot(self, kind: str, record_id: str) -> Any:
@@ -456,6 +471,12 @@ class WorkerWorld(World):
             if kind == "endpoint":
                 endpoint = session.get(Endpoint, record_id)
                 return _row(endpoint) if endpoint else None
+            if kind == "ack_key":
+                key = session.get(AckKey, record_id)
+                return _row(key) if key else None
+            if kind == "licensee_policy":
+                policy = session.get(LicenseePolicy, record_id)
+                return _row(policy) if policy else None
             notice = session.get(Notice, record_id)
             deliveries = session.scalars(select(Delivery).where(Delivery.notice_id == record_id))
             return (_row(notice) if notice else None, sorted(map(repr, map(_row, deliveries))))

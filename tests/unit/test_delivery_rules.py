@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import itertools
 from collections.abc import Mapping, Sequence
 
 from revocation_worker.delivery.rules import (
@@ -101,7 +102,7 @@ def test_a_2xx_delivers_the_delivery_its_notice_and_heals_the_endpoint() -> None
     assert (e.failing_since, e.last_success_at) == (None, NOW)
     (n,) = out.notices
     assert (n.status, n.delivered_at) == ("delivered", NOW)
-    assert out.events == (NoticeDelivered(n, "ep_1", 1, 30.0),)
+    assert out.events == (NoticeDelivered(n, "ep_1", 1, 30.0, 204, NOW),)
     (a,) = out.attempts
     assert (a.delivery_id, a.status_code, a.duration_ms) == (1, 204, 120)
 
@@ -175,14 +176,21 @@ def test_retry_after_is_honoured_when_longer_and_capped() -> None:
     assert d.next_attempt_at == NOW + dt.timedelta(seconds=HOUR)
 
 
-def test_a_delivery_whose_next_retry_would_pass_the_window_is_dead() -> None:
+def test_a_retry_that_would_pass_the_window_is_held_to_its_end_and_only_a_failure_there_is_dead() -> None:
     first = NOW - dt.timedelta(seconds=72 * HOUR - 700)
     (d,) = run([(1, failed())], [delivery(attempts=5, first=first)]).deliveries
-    assert d.status == "pending"  # 600 s more still fits
+    assert d.status == "pending" and d.next_attempt_at == NOW + dt.timedelta(seconds=600)  # fits
     first = NOW - dt.timedelta(seconds=72 * HOUR - 500)
     out = run([(1, failed())], [delivery(attempts=5, first=first)])
     (d,) = out.deliveries
-    assert d.status == "dead" and d.attempts == 6
+    # 600 s more would pass the window: the last retry is made when the window closes.
+    assert d.status == "pending" and d.next_attempt_at == first + dt.timedelta(seconds=72 * HOUR)
+    assert out.dead == ()
+    # That last attempt fails at (or after) the end: now the delivery is dead.
+    first = NOW - dt.timedelta(seconds=72 * HOUR)
+    out = run([(1, failed())], [delivery(attempts=6, first=first)])
+    (d,) = out.deliveries
+    assert d.status == "dead" and d.attempts == 7
     assert [x.endpoint_disabled for x in out.dead] == [False]
 
 
@@ -321,3 +329,69 @@ def test_host_keys_are_host_and_port() -> None:
     assert host_key("http://127.0.0.1:8080/x") == "127.0.0.1:8080"
     assert host_key("https://bücher.de/x") == "xn--bcher-kva.de:443"
     assert host_key("https://example.com:8443/") != host_key("https://example.com/")
+
+
+def _until_dead(policy: Policy, uniform: Uniform) -> list[dt.datetime]:
+    """The attempt times of a delivery that always fails, from its first attempt to its death."""
+    d = Delivery(1, "ntc_1", "ep_1", "pending", 0, None, NOW, None)
+    times: list[dt.datetime] = []
+    for _ in range(1000):
+        at = d.next_attempt_at
+        times.append(at)
+        out = record(
+            [(1, Outcome(503, None, 0.01))],
+            {1: d},
+            {"ep_1": Endpoint("ep_1", "active", None, None)},
+            {"ntc_1": notice()},
+            policy,
+            at,
+            statuses_of=lambda _: {1: "pending"},
+            uniform=uniform,
+        )
+        (d,) = out.deliveries
+        if d.status == "dead":
+            return times
+    raise AssertionError("never dead")
+
+
+def test_the_default_schedule_with_real_jitter_retries_for_at_least_72_hours() -> None:
+    """The contract: a delivery is dead only after >= 72 h of retries from its first attempt, with
+    the default schedule and its real (random) jitter, not a zeroed one."""
+    import random
+
+    from revocation_worker.config import DEFAULT_RETRY_SCHEDULE, WorkerSettings
+
+    policy = Policy.of(WorkerSettings())
+    assert policy.retry_jitter > 0 and policy.retry_window == 72 * HOUR
+    schedule = DEFAULT_RETRY_SCHEDULE
+    spreads: set[float] = set()
+    for _ in range(50):
+        times = _until_dead(policy, random.uniform)
+        span = (times[-1] - times[0]).total_seconds()
+        assert span >= 72 * HOUR, span / HOUR
+        assert span <= 72 * HOUR + 1  # the last attempt is the window's end, not a step past it
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+        # Every step but the held last one is its schedule step spread by at most +/- 20 %.
+        for i, gap in enumerate(gaps[:-1], start=1):
+            base = schedule[min(i, len(schedule) - 1)]
+            assert base * 0.8 - 1e-6 <= gap <= base * 1.2 + 1e-6, (i, gap, base)
+        spreads.add(round(gaps[3], 3))
+    assert len(spreads) > 40  # the jitter is real: the same step differs from run to run
+
+
+def test_without_holding_the_last_retry_the_default_schedule_would_stop_short_of_72_hours() -> None:
+    """What the held retry fixes: the schedule's own steps end at about 67.6 h."""
+    from revocation_worker.config import DEFAULT_RETRY_SCHEDULE
+
+    at, steps = 0.0, []
+    for i in range(1, 100):
+        nxt = at + DEFAULT_RETRY_SCHEDULE[min(i, len(DEFAULT_RETRY_SCHEDULE) - 1)]
+        if nxt > 72 * HOUR:
+            break
+        at = nxt
+        steps.append(at)
+    assert steps[-1] < 68 * HOUR
+    policy = Policy(tuple(DEFAULT_RETRY_SCHEDULE), 0.0, 72 * HOUR, HOUR, 5 * 24 * HOUR)
+    times = _until_dead(policy, no_jitter)
+    assert (times[-1] - times[0]).total_seconds() == 72 * HOUR
+    assert (times[-2] - times[0]).total_seconds() == steps[-1]

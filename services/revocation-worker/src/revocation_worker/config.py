@@ -62,8 +62,14 @@ class WorkerSettings(RescindSettings):
     worker_secret_keys: dict[str, str] = {}
     # The id of the current key (required when there are several).
     worker_secret_key_id: str | None = None
-    # A notice's acknowledgement deadline. GDPR Art. 12(3): one month.
-    worker_notice_deadline_days: float = Field(default=30.0, gt=0)
+    # A notice's acknowledgement deadline in calendar months from the revocation (GDPR Art. 12(3):
+    # one month; Jan 31 + 1 -> the last day of February). A licensee's policy may override it.
+    worker_notice_deadline_months: int = Field(default=1, ge=1, le=120)
+    # The deadline in days instead (fractions allowed); when set it wins over the months.
+    worker_notice_deadline_days: float | None = Field(default=None, gt=0)
+    # An unanswered notice gets a `revocation.reminder` webhook this long before its deadline (a
+    # notice made closer to its deadline than that: half-way to it).
+    worker_reminder_before_seconds: float = Field(default=7 * 24 * 3600.0, ge=0)
     # Samples carried in the webhook body; the rest are at `samples_url`.
     worker_inline_samples: int = Field(default=1000, ge=1)
     # Delivery backoff steps, in seconds (the last repeats until the window ends).

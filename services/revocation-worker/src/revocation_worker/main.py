@@ -9,11 +9,13 @@ from fastapi import FastAPI
 
 from rescind_common.app import create_service_app
 from revocation_worker import models  # noqa: F401  (registers every table)
+from revocation_worker.ackkeys.router import router as ackkeys_router
 from revocation_worker.config import WorkerSettings
 from revocation_worker.endpoints.router import ops_router as endpoints_ops_router
 from revocation_worker.endpoints.router import router as endpoints_router
 from revocation_worker.notices.router import ops_router as notices_ops_router
 from revocation_worker.notices.router import router as notices_router
+from revocation_worker.policy.router import router as policy_router
 from revocation_worker.runner import build_context
 
 SERVICE = "revocation-worker"
@@ -34,8 +36,18 @@ def create_app(settings: WorkerSettings | None = None) -> FastAPI:
         service=SERVICE,
         title="Rescind revocation-worker",
         version=VERSION,
-        description="Licensees register webhook endpoints, read and acknowledge revocation notices.",
-        routers=[endpoints_router, endpoints_ops_router, notices_router, notices_ops_router],
+        description=(
+            "Licensees register webhook endpoints and ack keys, read and answer revocation notices; "
+            "operators set deadlines."
+        ),
+        routers=[
+            endpoints_router,
+            endpoints_ops_router,
+            notices_router,
+            notices_ops_router,
+            ackkeys_router,
+            policy_router,
+        ],
         max_json_items=10_000,  # an ack names at most 10,000 models
         lifespan=lifespan,
     )

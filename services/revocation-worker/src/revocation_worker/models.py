@@ -1,5 +1,6 @@
 """Every table, imported once so that Alembic and the app see the whole schema."""
 
+from revocation_worker.ackkeys.models import AckKey
 from revocation_worker.db import Base, Outbox, OutboxLog, ProcessedEvent
 from revocation_worker.endpoints.models import Endpoint
 from revocation_worker.intake.models import Revocation, RevocationPart, RevocationRecheck
@@ -13,12 +14,15 @@ from revocation_worker.notices.models import (
     RevocationSample,
     RevocationSampleSet,
 )
+from revocation_worker.policy.models import LicenseePolicy
 
 __all__ = [
+    "AckKey",
     "Base",
     "Delivery",
     "DeliveryAttempt",
     "Endpoint",
+    "LicenseePolicy",
     "Notice",
     "NoticeLicense",
     "NoticeModel",

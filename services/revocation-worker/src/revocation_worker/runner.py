@@ -41,7 +41,7 @@ from revocation_worker.intake.resolver import RegistryClient, recheck_due, resol
 from revocation_worker.metrics import DEAD_LETTER_DEPTH, LATE_NOTICES, NOTICES, REVOCATIONS_RESOLVED
 from revocation_worker.notices import repository as notices_repo
 from revocation_worker.secrets import SecretBox
-from revocation_worker.sweeps import dead_letter_disabled, sweep_overdue
+from revocation_worker.sweeps import dead_letter_disabled, sweep_overdue, sweep_reminders
 
 log = logging.getLogger(__name__)
 
@@ -220,13 +220,21 @@ class Worker:
                 await asyncio.wait_for(wake.wait(), timeout=max(0.001, min(longest, until_sweep)))
 
     def _sweep(self) -> None:
+        sweep_reminders(self.ctx)
         sweep_overdue(self.ctx)
         # Deliveries left pending to a disabled endpoint (disabled while they were in flight or
         # being created, or before the recorder dead-lettered such backlogs) never hang.
         dead_letter_disabled(self.ctx)
         with self.ctx.session_factory() as session:
             counts = notices_repo.count_by_status(session)
-            for status in ("pending", "delivered", "acknowledged", "overdue", "failed"):
+            for status in (
+                "pending",
+                "delivered",
+                "partially_acknowledged",
+                "acknowledged",
+                "overdue",
+                "failed",
+            ):
                 NOTICES.labels(status).set(counts.get(status, 0))
             DEAD_LETTER_DEPTH.set(dead_letter_repo.count_dead(session))
 

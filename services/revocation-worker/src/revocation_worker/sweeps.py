@@ -4,6 +4,7 @@ one transaction. The runner runs them every `worker_sweep_interval_seconds`; the
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 from rescind_common.db import utcnow
@@ -11,6 +12,7 @@ from revocation_worker.context import AppContext
 from revocation_worker.delivery import dead_letter_repository as dead_letter_repo
 from revocation_worker.notices import repository as notices_repo
 from revocation_worker.notices import service as notices
+from revocation_worker.policy.rules import UNANSWERED
 
 
 def dead_letter_disabled(ctx: AppContext, endpoint_ids: Sequence[str] | None = None, batch: int = 500) -> int:
@@ -31,13 +33,28 @@ def dead_letter_disabled(ctx: AppContext, endpoint_ids: Sequence[str] | None = N
             return done  # the rest (if any) is held by others: the next sweep
 
 
-def sweep_overdue(ctx: AppContext, limit: int = 500) -> int:
-    """Notices past their deadline without an acknowledgement turn overdue, one transaction each."""
-    now = utcnow()
+def sweep_overdue(ctx: AppContext, limit: int = 500, now: dt.datetime | None = None) -> int:
+    """Notices past their deadline without a complete answer turn overdue (and their licensee gets
+    a `revocation.overdue` webhook), one transaction each. `now`: the sweep's clock (tests)."""
+    now = now or utcnow()
     with ctx.session_factory() as session:
         ids = notices_repo.overdue_candidates(session, now, limit)
     done = 0
     for notice_id in ids:
         with ctx.session_factory() as session, session.begin():
             done += notices.mark_overdue(session, ctx, notice_id, now)
+    return done
+
+
+def sweep_reminders(ctx: AppContext, limit: int = 500, now: dt.datetime | None = None) -> int:
+    """Unanswered notices nearing their deadline get their `revocation.reminder` webhook, one
+    transaction each; returns how many were reminded. `now`: the sweep's clock (tests)."""
+    now = now or utcnow()
+    before = ctx.settings.worker_reminder_before_seconds
+    with ctx.session_factory() as session:
+        ids = notices_repo.reminder_candidates(session, now, before, UNANSWERED, limit)
+    done = 0
+    for notice_id in ids:
+        with ctx.session_factory() as session, session.begin():
+            done += notices.remind(session, ctx, notice_id, now)
     return done

@@ -59,7 +59,7 @@ from revocation_worker.delivery.rules import Outcome
 from revocation_worker.delivery.signing import sign_headers, webhook_id
 from revocation_worker.endpoints import repository as endpoints_repo
 from revocation_worker.endpoints import service as endpoints
-from revocation_worker.events import notice_event_of
+from revocation_worker.events import notice_event_of, timestamp
 from revocation_worker.metrics import (
     DELIVERY_ATTEMPTS,
     DELIVERY_LATENCY,
@@ -95,6 +95,8 @@ class Job:
     host: str
     # Why it cannot be signed (its secret's key is not configured): the attempt fails with this.
     unsigned: str | None = None
+    # notice | reminder | overdue: which webhook, and so which webhook-id.
+    kind: str = "notice"
 
 
 @dataclass
@@ -109,6 +111,12 @@ class Leased:
     licensee_id: str
     host: str
     unsigned: str | None = None
+    kind: str = "notice"
+    queued_at: dt.datetime | None = None
+
+    @property
+    def body_key(self) -> tuple[str, str]:
+        return (self.notice.id, self.kind)
 
     def job(self, body: bytes) -> Job:
         return Job(
@@ -121,6 +129,7 @@ class Leased:
             self.licensee_id,
             self.host,
             self.unsigned,
+            self.kind,
         )
 
 
@@ -174,8 +183,8 @@ class Deliverer:
         """Lease due deliveries and build their jobs (the loop does the same in two steps, so
         that the first POSTs start before every body is built)."""
         leases = self.lease()
-        bodies = self.bodies([x.notice for x in leases])
-        return [x.job(bodies[x.notice.id]) for x in leases if x.notice.id in bodies]
+        bodies = self.bodies(leases)
+        return [x.job(bodies[x.body_key]) for x in leases if x.body_key in bodies]
 
     def lease(self) -> list[Leased]:
         """One transaction: lease due deliveries (fairly, within the caps), load their endpoints
@@ -234,6 +243,8 @@ class Deliverer:
                         c.licensee_id,
                         c.host,
                         unsigned.get(c.endpoint_id),
+                        c.kind,
+                        c.created_at,
                     )
                 )
             delivery_repo.cancel(session, gone)
@@ -243,11 +254,21 @@ class Deliverer:
         with self.ctx.session_factory() as session, session.begin():
             delivery_repo.release(session, delivery_ids)
 
-    def bodies(self, notices_: list[NoticeLike]) -> dict[str, bytes]:
-        """Each distinct notice's webhook body, built once (a notice's body never changes)."""
-        with self.ctx.session_factory() as session:
-            built = notices.webhook_bodies(session, self.ctx, notices_)
-        return {nid: json.dumps(body, separators=(",", ":")).encode() for nid, body in built.items()}
+    def bodies(self, leases: list[Leased]) -> dict[tuple[str, str], bytes]:
+        """Each distinct (notice, kind)'s webhook body, built once (a body never changes): the
+        notices' own in a few queries, their reminders and overdue notices from the leased rows."""
+        own: list[NoticeLike] = [x.notice for x in leases if x.kind == "notice"]
+        out: dict[tuple[str, str], bytes] = {}
+        if own:
+            with self.ctx.session_factory() as session:
+                built = notices.webhook_bodies(session, self.ctx, own)
+            out = {(nid, "notice"): _encode(body) for nid, body in built.items()}
+        for x in leases:
+            if x.kind != "notice" and x.body_key not in out:
+                out[x.body_key] = _encode(
+                    notices.followup_body(self.ctx, x.notice, x.kind, x.queued_at or x.notice.created_at)
+                )
+        return out
 
     # -- sending (event loop) ----------------------------------------------------
 
@@ -258,7 +279,9 @@ class Deliverer:
             return Outcome(None, job.unsigned, 0.0)
         try:
             check_literal_host(job.url, self.ctx.policy, s.worker_allow_http)
-            headers = sign_headers(webhook_id(job.notice_id), job.body.decode(), job.secrets, utcnow())
+            headers = sign_headers(
+                webhook_id(job.notice_id, job.kind), job.body.decode(), job.secrets, utcnow()
+            )
             status, resp_headers = await post(http, job.url, job.body, headers)
             return Outcome(
                 status, None, time.perf_counter() - start, rules.retry_after(resp_headers, utcnow())
@@ -278,7 +301,7 @@ class Deliverer:
     async def _build_and_send(self, http: aiohttp.ClientSession, leases: list[Leased]) -> None:
         loop = asyncio.get_running_loop()
         try:
-            bodies = await loop.run_in_executor(self._body_pool(), self.bodies, [x.notice for x in leases])
+            bodies = await loop.run_in_executor(self._body_pool(), self.bodies, leases)
         except Exception as exc:
             log.warning(
                 "building %d webhook bodies failed (%s: %s); giving their leases back",
@@ -292,7 +315,7 @@ class Deliverer:
             except Exception as exc:  # the database is away: the leases expire instead
                 log.warning("giving %d leases back failed: %s: %s", len(leases), type(exc).__name__, exc)
         for x in leases:
-            body = bodies.get(x.notice.id)
+            body = bodies.get(x.body_key)
             if body is None:
                 self.inflight.remove(x.endpoint_id, x.licensee_id, x.host)
                 continue
@@ -420,6 +443,9 @@ class Deliverer:
                         endpoint_id=event.endpoint_id,
                         attempts=event.attempts,
                         latency_seconds=event.latency_seconds,
+                        status_code=event.status_code,
+                        webhook_id=webhook_id(event.notice.id),
+                        first_attempt_at=timestamp(event.first_attempt_at or utcnow()),
                     )
                 }
             else:
@@ -522,6 +548,10 @@ class Deliverer:
             if self._bodies_executor is not None:
                 self._bodies_executor.shutdown(wait=False)
                 self._bodies_executor = None
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _outcome_label(outcome: Outcome) -> str:

@@ -151,6 +151,7 @@ _LOCK_DELIVERIES = _locking(
     "first_attempt_at",
     "next_attempt_at",
     "succeeded_at",
+    "kind",
 )
 _LOCK_NOTICES = _locking(
     _NOTICES, "id", "licensee_id", "revocation_id", "subject_id", "status", "delivered_at", "revoked_at"
@@ -164,7 +165,10 @@ def lock_delivery_states(session: Session, ids: Iterable[int]) -> dict[int, rule
     if not wanted:
         return {}
     rows = session.connection().execute(_LOCK_DELIVERIES, {"ids": wanted})
-    return {int(r[0]): rules.Delivery(*r) for r in rows}
+    return {
+        int(r[0]): rules.Delivery(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], kind=str(r[8]))
+        for r in rows
+    }
 
 
 def lock_notice_states(session: Session, ids: Iterable[str]) -> dict[str, rules.Notice]:
@@ -176,8 +180,9 @@ def lock_notice_states(session: Session, ids: Iterable[str]) -> dict[str, rules.
 
 
 def delivery_statuses_of(session: Session, notice_id: str) -> dict[int, str]:
+    """The notice's own deliveries' statuses (not its reminders' or overdue notices')."""
     c = _DELIVERIES.c
-    rows = session.execute(select(c.id, c.status).where(c.notice_id == notice_id))
+    rows = session.execute(select(c.id, c.status).where(c.notice_id == notice_id, c.kind == "notice"))
     return {int(i): str(st) for i, st in rows}
 
 
@@ -258,13 +263,17 @@ def deliveries_of(session: Session, notice_id: str) -> list[Delivery]:
     )
 
 
-def add_deliveries(session: Session, notice: Notice, endpoints: Sequence[Endpoint], now: dt.datetime) -> int:
-    existing = {d.endpoint_id for d in deliveries_of(session, notice.id)}
+def add_deliveries(
+    session: Session, notice: Notice, endpoints: Sequence[Endpoint], now: dt.datetime, kind: str = "notice"
+) -> int:
+    """Deliveries of this kind of webhook about the notice to the endpoints that have none yet."""
+    existing = {d.endpoint_id for d in deliveries_of(session, notice.id) if d.kind == kind}
     rows = [
         {
             "notice_id": notice.id,
             "endpoint_id": e.id,
             "licensee_id": notice.licensee_id,
+            "kind": kind,
             "status": "pending",
             "attempts": 0,
             "next_attempt_at": now,
@@ -301,7 +310,13 @@ def cancel_deliveries_to(session: Session, endpoint_id: str) -> None:
 
 
 def delivery_statuses(session: Session, notice_id: str) -> list[str]:
-    return [str(x) for x in session.scalars(select(Delivery.status).where(Delivery.notice_id == notice_id))]
+    """The notice's own deliveries' statuses (not its reminders' or overdue notices')."""
+    return [
+        str(x)
+        for x in session.scalars(
+            select(Delivery.status).where(Delivery.notice_id == notice_id, Delivery.kind == "notice")
+        )
+    ]
 
 
 def cancel_pending_for_notice(session: Session, notice_id: str) -> None:
@@ -380,7 +395,13 @@ _LEASE = (
         ),
     )
     .values(lease_until=bindparam("until", type_=UTCDateTime()), lease_owner=bindparam("owner"))
-    .returning(_DELIVERIES.c.id, _DELIVERIES.c.endpoint_id, _DELIVERIES.c.notice_id)
+    .returning(
+        _DELIVERIES.c.id,
+        _DELIVERIES.c.endpoint_id,
+        _DELIVERIES.c.notice_id,
+        _DELIVERIES.c.kind,
+        _DELIVERIES.c.created_at,
+    )
 )
 
 
@@ -393,6 +414,9 @@ class Claimed:
     notice_id: str
     licensee_id: str
     host: str
+    # notice | reminder | overdue, and when it was queued (a follow-up's webhook timestamp)
+    kind: str = "notice"
+    created_at: dt.datetime | None = None
 
 
 def claim_due(
@@ -426,8 +450,8 @@ def claim_due(
     ).all()
     return sorted(
         (
-            Claimed(int(i), str(e), str(n), chosen[int(i)].licensee_id, chosen[int(i)].host)
-            for i, e, n in leased
+            Claimed(int(i), str(e), str(n), chosen[int(i)].licensee_id, chosen[int(i)].host, str(k), c)
+            for i, e, n, k, c in leased
         ),
         key=lambda c: c.id,
     )

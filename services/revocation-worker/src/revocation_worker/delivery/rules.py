@@ -8,8 +8,12 @@ database, a broker or the network.
 
 - Only 2xx is success: the delivery succeeded, its endpoint is healthy again, and its notice is
   delivered the first time any of its deliveries succeeds (NoticeDelivered).
-- A failure backs off along the retry schedule with jitter, honouring Retry-After (capped), until
-  the retry window (counted from the first attempt) would be passed: then the delivery is dead.
+- A failure backs off along the retry schedule with jitter, honouring Retry-After (capped), within
+  the retry window (counted from the first attempt): a retry that would fall past its end is held
+  to the end itself, so the last attempt is made when the window closes, and only a failure at
+  (or after) its end is dead. The contract's ">= 72 h of retries" holds whatever the schedule.
+- A delivery is of a kind: the notice itself, its reminder or its overdue notice. Only the
+  notice's own deliveries make it delivered or failed; a reminder's fate is its own.
 - 410 Gone disables the endpoint at once; an endpoint failing with no success for `disable_after`
   is disabled. A disabled endpoint is never claimed again, so a failed delivery to it is dead now.
 - A notice none of whose deliveries can still succeed (all dead or cancelled) turns `failed`.
@@ -61,6 +65,8 @@ class Delivery:
     last_attempt_at: dt.datetime | None = None
     last_status_code: int | None = None
     last_error: str | None = None
+    # notice | reminder | overdue
+    kind: str = "notice"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +126,8 @@ class NoticeDelivered:
     endpoint_id: str
     attempts: int
     latency_seconds: float  # from the revocation to this success
+    status_code: int = 0
+    first_attempt_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +307,16 @@ def redeliver_at(
     return max(now, last_attempt_at + dt.timedelta(seconds=interval))
 
 
+def next_retry_at(first: dt.datetime, now: dt.datetime, delay: float, window: float) -> dt.datetime | None:
+    """When a delivery that just failed (at `now`) is tried again, `delay` seconds on, but never past
+    the end of its window (`window` seconds from `first`): a later retry is held to that end. None
+    once the window is over: this failure, at or after its end, was the last attempt."""
+    end = first + dt.timedelta(seconds=window)
+    if now >= end:
+        return None
+    return min(now + dt.timedelta(seconds=delay), end)
+
+
 def cannot_succeed(statuses: Sequence[str] | Mapping[int, str]) -> bool:
     """True when none of a notice's deliveries (these statuses) can still succeed."""
     values = statuses.values() if isinstance(statuses, Mapping) else statuses
@@ -345,13 +363,15 @@ def record(
             if endpoint is not None:
                 ends[endpoint.id] = Endpoint(endpoint.id, endpoint.status, None, now)
                 ends_changed.add(endpoint.id)
-            if notice is not None and notice.delivered_at is None:
+            if notice is not None and notice.delivered_at is None and d.kind == "notice":
                 notice = nots[notice.id] = _notice(
                     notice, "delivered" if notice.status in ("pending", "failed") else notice.status, now
                 )
                 nots_changed.add(notice.id)
                 latency = (now - notice.revoked_at).total_seconds()
-                events.append(NoticeDelivered(notice, d.endpoint_id, count, latency))
+                events.append(
+                    NoticeDelivered(notice, d.endpoint_id, count, latency, outcome.status_code or 0, first)
+                )
         elif d.status == "pending":  # else acknowledged or cancelled meanwhile: only the attempt counts
             if endpoint is not None:
                 failing_since = endpoint.failing_since or now
@@ -374,19 +394,27 @@ def record(
             delay = backoff(count, policy.retry_schedule, policy.retry_jitter, uniform)
             if outcome.retry_after is not None:
                 delay = max(delay, min(outcome.retry_after, policy.max_retry_after))
-            retry_at = now + dt.timedelta(seconds=delay)
             # A disabled endpoint is never claimed again: a retry scheduled for it would wait forever,
             # out of the dead-letter backlog. Its delivery is dead now (re-driven once it is enabled).
             to_disabled = endpoint is not None and endpoint.status == "disabled"
-            died = to_disabled or (retry_at - first).total_seconds() > policy.retry_window
-            if died:
+            retry_at = next_retry_at(first, now, delay, policy.retry_window)
+            died = to_disabled or retry_at is None
+            if died or retry_at is None:
                 status = "dead"
             else:
                 next_at = retry_at
-            if died and notice is not None and notice.delivered_at is None and notice.status == "pending":
+            if (
+                died
+                and d.kind == "notice"
+                and notice is not None
+                and notice.delivered_at is None
+                and notice.status == "pending"
+            ):
                 # The others as stored, or as this pass leaves them (this one is dead).
                 others = dict(statuses_of(notice.id))
-                others.update({i: x.status for i, x in done.items() if x.notice_id == notice.id})
+                others.update(
+                    {i: x.status for i, x in done.items() if x.notice_id == notice.id and x.kind == "notice"}
+                )
                 others.pop(d.id, None)
                 if cannot_succeed(others):
                     notice = nots[notice.id] = _notice(notice, "failed", notice.delivered_at)
@@ -406,6 +434,7 @@ def record(
             now,
             outcome.status_code,
             outcome.error,
+            d.kind,
         )
         if died:
             dead.append(Dead(d, to_disabled))

@@ -7,9 +7,10 @@ import datetime as dt
 from standardwebhooks.webhooks import Webhook
 
 
-def webhook_id(notice_id: str) -> str:
-    """Stable across every retry and redelivery of one notice: receivers deduplicate on it."""
-    return f"msg_{notice_id}"
+def webhook_id(notice_id: str, kind: str = "notice") -> str:
+    """Stable across every retry and redelivery of one notice: receivers deduplicate on it. Its
+    reminder and overdue notice are other messages, each with an id of its own."""
+    return f"msg_{notice_id}" if kind == "notice" else f"msg_{notice_id}_{kind}"
 
 
 def sign_headers(msg_id: str, body: str, secrets: list[str], now: dt.datetime) -> dict[str, str]:

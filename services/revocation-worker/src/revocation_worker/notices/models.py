@@ -24,8 +24,10 @@ class Notice(Base):
     revocation_id: Mapped[str] = mapped_column(String(40))
     subject_id: Mapped[str] = mapped_column(String(40))
     licensee_id: Mapped[str] = mapped_column(String(64))
-    # pending | delivered | acknowledged | overdue | failed
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    # pending | delivered | partially_acknowledged | acknowledged | overdue | failed
+    # (SQLite keeps any length: its column stays as first made, which re-making would cost the
+    # foreign keys into this table.)
+    status: Mapped[str] = mapped_column(String(24).with_variant(String(16), "sqlite"), default="pending")
     deadline: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     sample_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -42,6 +44,10 @@ class Notice(Base):
     licensee_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # The revocation's trigger: withdrawal | purpose_withdrawal | licensee_withdrawal | expiry | erasure
     trigger: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The licensee's final answer so far, accumulated over its acks (notices/rules.py).
+    answer: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # When the `revocation.reminder` webhook was queued (once per notice).
+    reminded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class NoticeSample(Base):
@@ -110,7 +116,7 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (
-        UniqueConstraint("notice_id", "endpoint_id"),
+        UniqueConstraint("notice_id", "endpoint_id", "kind"),
         Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
     )
 
@@ -120,6 +126,8 @@ class Delivery(Base):
     notice_id: Mapped[str] = mapped_column(String(40), ForeignKey("notices.id"))
     endpoint_id: Mapped[str] = mapped_column(String(40))
     licensee_id: Mapped[str] = mapped_column(String(64))
+    # notice (`revocation.notice`) | reminder (`revocation.reminder`) | overdue (`revocation.overdue`)
+    kind: Mapped[str] = mapped_column(String(16), default="notice", server_default="notice")
     # pending | succeeded | dead | cancelled
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)

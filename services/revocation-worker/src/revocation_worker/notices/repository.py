@@ -285,7 +285,29 @@ def overdue_candidates(session: Session, now: dt.datetime, limit: int) -> list[s
     return list(
         session.scalars(
             select(Notice.id)
-            .where(Notice.status.in_(["pending", "delivered", "failed"]), Notice.deadline < now)
+            .where(
+                Notice.status.in_(["pending", "delivered", "failed", "partially_acknowledged"]),
+                Notice.deadline < now,
+            )
+            .limit(limit)
+        )
+    )
+
+
+def reminder_candidates(
+    session: Session, now: dt.datetime, before: float, statuses: Sequence[str], limit: int
+) -> list[str]:
+    """Unanswered, unreminded notices whose deadline is within `before` seconds, soonest first."""
+    return list(
+        session.scalars(
+            select(Notice.id)
+            .where(
+                Notice.status.in_(list(statuses)),
+                Notice.reminded_at.is_(None),
+                Notice.deadline > now,
+                Notice.deadline <= now + dt.timedelta(seconds=before),
+            )
+            .order_by(Notice.deadline, Notice.id)
             .limit(limit)
         )
     )

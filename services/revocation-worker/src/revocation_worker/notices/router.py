@@ -62,7 +62,7 @@ def notice_samples(
 
 
 @router.post(
-    "/{notice_id}/ack", response_model=NoticeOut, summary="Acknowledge: samples deleted, models handled"
+    "/{notice_id}/ack", response_model=NoticeOut, summary="Answer: the samples' outcome, an action per model, evidence"
 )
 def ack_notice(
     notice_id: str, body: AckIn, licensee: CurrentLicensee, session: DbSession, ctx: Ctx
@@ -113,6 +113,7 @@ def dead_letters(
             {
                 "notice_id": d.notice_id,
                 "endpoint_id": d.endpoint_id,
+                "kind": d.kind,
                 "licensee_id": d.licensee_id,
                 "attempts": d.attempts,
                 "last_attempt_at": d.last_attempt_at,

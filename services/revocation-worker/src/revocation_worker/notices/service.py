@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence, Set
@@ -14,6 +15,7 @@ from rescind_common.db import utcnow
 from rescind_common.ids import new_ids
 from rescind_common.problems import Problem, field_error
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
+from revocation_worker.ackkeys import service as ackkeys
 from revocation_worker.context import AppContext
 from revocation_worker.delivery import dead_letter_repository as dead_letter_repo
 from revocation_worker.delivery import repository as deliveries_repo
@@ -29,15 +31,20 @@ from revocation_worker.events import (
     timestamp,
 )
 from revocation_worker.notices import repository
+from revocation_worker.notices import rules as ack_rules
 from revocation_worker.notices.models import Notice
 from revocation_worker.notices.schemas import (
     AckIn,
+    AnswerOut,
     DeliveryOut,
     LicenseRef,
+    ModelAnswerOut,
     ModelRef,
     NoticeOut,
     SampleRef,
 )
+from revocation_worker.policy import service as policies
+from revocation_worker.policy.rules import deadline_of, reminder_due
 
 WEBHOOK_TYPE = "revocation.notice"
 
@@ -131,11 +138,11 @@ def create_many(
     NoticeCreated event each, followed in the same outbox INSERT by the caller's `events`. Every
     row is built before the first statement, so a malformed holder raises before anything is
     written. Returns the new notices' ids, in the order of `items`."""
-    days = dt.timedelta(days=ctx.settings.worker_notice_deadline_days)
     planned = [(revocation, holder) for revocation, holders in items for holder in holders]
     if not planned:
         publish_many(session, events)
         return []
+    deadlines = policies.rules_for(session, ctx.settings, {str(h["licensee_id"]) for _, h in planned})
 
     # A revocation's sample set is stored once, when one of its notices covers all of it; a set
     # stored by an earlier, partly committed resolution that differs means rows of the notice's own.
@@ -179,7 +186,7 @@ def create_many(
             }
             for x in holder.get("licenses", [])
         ]
-        deadline = revocation.occurred_at + days
+        deadline = deadline_of(revocation.occurred_at, deadlines[licensee_id])
         notice_rows.append(
             {
                 "id": notice_id,
@@ -351,9 +358,36 @@ def _body(
     }
 
 
+FOLLOWUP_TYPES = {"reminder": "revocation.reminder", "overdue": "revocation.overdue"}
+
+
+def followup_body(
+    ctx: AppContext, notice: repository.NoticeLike, kind: str, at: dt.datetime
+) -> dict[str, Any]:
+    """A reminder's or an overdue notice's body: which notice, its deadline, where to read and
+    answer it. `at` is when it was queued, so the body is identical on every retry."""
+    url = f"{ctx.settings.worker_public_url}/v1/notices/{notice.id}"
+    return {
+        "type": FOLLOWUP_TYPES[kind],
+        "timestamp": iso(at),
+        "data": {
+            "notice_id": notice.id,
+            "revocation_id": notice.revocation_id,
+            "licensee_id": notice.licensee_id,
+            "deadline": iso(notice.deadline),
+            "revoked_at": iso(notice.revoked_at),
+            "overdue": kind == "overdue",
+            "notice_url": url,
+            "samples_url": f"{url}/samples",
+            "ack_url": f"{url}/ack",
+        },
+    }
+
+
 def to_out(session: Session, ctx: AppContext, notice: Notice, *, with_deliveries: bool = True) -> NoticeOut:
     samples = repository.samples_page(session, notice, None, ctx.settings.worker_inline_samples)
     deliveries = deliveries_repo.deliveries_of(session, notice.id) if with_deliveries else []
+    models = repository.models_of(session, notice.id)
     return NoticeOut(
         id=notice.id,
         revocation_id=notice.revocation_id,
@@ -373,11 +407,15 @@ def to_out(session: Session, ctx: AppContext, notice: Notice, *, with_deliveries
             LicenseRef(**_license_out(x))
             for x in repository.licenses_of_many(session, [notice.id])[notice.id]
         ],
-        models=[ModelRef(**_model_out(m)) for m in repository.models_of(session, notice.id)],
+        models=[ModelRef(**_model_out(m)) for m in models],
         ack=notice.ack,
+        answer=answer_out([m.model_id for m in models], notice.answer),
+        reminded_at=notice.reminded_at,
+        overdue_at=notice.overdue_at,
         deliveries=[
             DeliveryOut(
                 endpoint_id=d.endpoint_id,
+                kind=d.kind,
                 status=d.status,
                 attempts=d.attempts,
                 next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
@@ -391,38 +429,89 @@ def to_out(session: Session, ctx: AppContext, notice: Notice, *, with_deliveries
 
 
 def acknowledge(session: Session, ctx: AppContext, notice: Notice, body: AckIn) -> Notice:
+    """Merge one ack into the notice's answer (notices/rules.py): acknowledged when everything it
+    named is answered, else partially acknowledged; the event of either in the same transaction."""
     if notice.status == "acknowledged":
-        return notice  # idempotent: a retried ack is not an error
-    known = {m.model_id for m in repository.models_of(session, notice.id)}
-    unknown = [(i, m.model_id) for i, m in enumerate(body.models) if m.model_id not in known]
-    if unknown:
+        return notice  # idempotent: a retried ack is not an error, and an answer stays final
+    named = [m.model_id for m in repository.models_of(session, notice.id)]
+    given = body.model_dump(mode="json", exclude_unset=True)
+    evidence = given.get("evidence")
+    ack = ack_rules.Ack(
+        outcome=ack_rules.samples_outcome(body.status, body.samples_deleted, body.outcome),
+        reason=body.reason,
+        basis=body.basis,
+        models=tuple(ack_rules.ModelAnswer(m.model_id, m.action, m.basis) for m in body.models),
+        evidence=evidence,
+        signature_verified=False,
+    )
+    wrong = ack_rules.problems(ack, body.samples_deleted, named, body.status)
+    if wrong:
+        unknown = any(msg == "not in this notice" for _, msg in wrong)
         raise Problem(
             422,
-            "Some models are not part of this notice.",
-            errors=[
-                field_error(f"body.models[{i}].model_id", "not in this notice", value=m) for i, m in unknown
-            ],
+            "Some models are not part of this notice." if unknown else "The ack is not a valid answer.",
+            errors=[field_error(f, msg) for f, msg in wrong],
         )
+    if body.signature is not None:
+        signed = {k: v for k, v in given.items() if k != "signature"}
+        try:
+            ackkeys.verify_detached(
+                session, notice.licensee_id, body.signature, ack_rules.canonical_json(signed)
+            )
+        except ackkeys.BadSignature as exc:
+            raise Problem(
+                422,
+                f"The ack's signature does not verify: {exc}.",
+                errors=[field_error("body.signature", str(exc))],
+            ) from None
+        ack = dataclasses.replace(ack, signature_verified=True)
     now = utcnow()
-    notice.status = "acknowledged"
-    notice.acknowledged_at = now
-    notice.ack = {
-        "status": body.status,
-        "samples_deleted": body.samples_deleted,
-        "models": [m.model_dump() for m in body.models],
-        "evidence": body.evidence,
-        "at": iso(now),
-    }
-    deliveries_repo.cancel_pending_for_notice(session, notice.id)
-    publish_notice_event(
-        session,
-        ctx.settings,
-        notice,
-        notice_acknowledged=pb.NoticeAcknowledged(
-            action=pb.ACK_ACTION_COMPLETED, model_ids=[m.model_id for m in body.models]
-        ),
+    answer = ack_rules.merge(notice.answer, ack, iso(now))
+    decision = ack_rules.decide(named, answer)
+    notice.answer = answer
+    notice.ack = {**given, "at": iso(now)}
+    notice.status = ack_rules.next_status(notice.status, decision.complete)
+    if decision.complete:
+        notice.acknowledged_at = now
+        deliveries_repo.cancel_pending_for_notice(session, notice.id)
+    message = pb.NoticeAcknowledged(
+        action=pb.ACK_ACTION_COMPLETED if decision.complete else pb.ACK_ACTION_UNSPECIFIED,
+        model_ids=[m["model_id"] for m in answer["models"] if m["action"] != "exempt"],
+        outcome=answer["outcome"] or "",
+        basis=answer["reason"] or answer["basis"] or "",
+        model_answers=[
+            pb.ModelAnswer(model_id=m["model_id"], action=m["action"], basis=m["basis"] or "")
+            for m in answer["models"]
+        ],
+        complete=decision.complete,
+        evidence_digest=answer["evidence_digest"] or "",
+        answered_at=timestamp(now),
+        signature_verified=answer["signature_verified"],
+        ack_digest=answer["ack_digest"],
     )
+    field = "notice_acknowledged" if decision.complete else "notice_partially_acknowledged"
+    publish_notice_event(session, ctx.settings, notice, **{field: message})
     return notice
+
+
+def answer_out(named: Sequence[str], answer: Mapping[str, Any] | None) -> AnswerOut | None:
+    if answer is None:
+        return None
+    decision = ack_rules.decide(named, answer)
+    return AnswerOut(
+        outcome=answer.get("outcome"),
+        reason=answer.get("reason"),
+        basis=answer.get("basis"),
+        models=[ModelAnswerOut(**m) for m in answer.get("models", [])],
+        missing_models=list(decision.missing_models),
+        samples_answered=decision.samples_answered,
+        complete=decision.complete,
+        evidence=answer.get("evidence"),
+        evidence_digest=answer.get("evidence_digest"),
+        ack_digest=answer["ack_digest"],
+        answered_at=answer["answered_at"],
+        signature_verified=bool(answer.get("signature_verified")),
+    )
 
 
 def redeliver(session: Session, ctx: AppContext, notice: Notice) -> int:
@@ -438,7 +527,9 @@ def redeliver(session: Session, ctx: AppContext, notice: Notice) -> int:
         raise Problem(409, "No active endpoint to deliver to; register or re-enable one first.")
     count = 0
     interval = ctx.settings.worker_redeliver_interval_seconds
-    by_endpoint = {d.endpoint_id: d for d in deliveries_repo.deliveries_of(session, notice.id)}
+    by_endpoint = {
+        d.endpoint_id: d for d in deliveries_repo.deliveries_of(session, notice.id) if d.kind == "notice"
+    }
     for e in endpoints:
         d = by_endpoint.get(e.id)
         if d is None:
@@ -527,17 +618,39 @@ def dead_letter_to_disabled(
 
 
 def mark_overdue(session: Session, ctx: AppContext, notice_id: str, now: dt.datetime) -> bool:
-    """A notice past its deadline without an acknowledgement turns overdue (and ops are told), in
-    the caller's transaction; False when it no longer qualifies."""
+    """A notice past its deadline without a complete answer turns overdue (ops are told by the
+    event and the status), and the licensee gets a `revocation.overdue` webhook at each active
+    endpoint, in the caller's transaction; False when it no longer qualifies."""
     notice = repository.get(session, notice_id, lock=True)
     if notice is None or notice.status in ("acknowledged", "overdue") or notice.deadline >= now:
         return False
     notice.status = "overdue"
     notice.overdue_at = now
+    endpoints = endpoints_repo.active_for(session, notice.licensee_id)
+    deliveries_repo.add_deliveries(session, notice, endpoints, utcnow(), kind="overdue")
     publish_notice_event(
         session,
         ctx.settings,
         notice,
         notice_overdue=pb.NoticeOverdue(deadline=timestamp(notice.deadline)),
+    )
+    return True
+
+
+def remind(session: Session, ctx: AppContext, notice_id: str, now: dt.datetime) -> bool:
+    """Queue a `revocation.reminder` webhook to every active endpoint of an unanswered notice
+    nearing its deadline (policy/rules.reminder_due), once, with NoticeReminded, in the caller's
+    transaction; False when it does not qualify (any more)."""
+    notice = repository.get(session, notice_id, lock=True)
+    before = ctx.settings.worker_reminder_before_seconds
+    if notice is None or not reminder_due(
+        notice.status, notice.reminded_at, notice.created_at, notice.deadline, now, before
+    ):
+        return False
+    notice.reminded_at = now
+    endpoints = endpoints_repo.active_for(session, notice.licensee_id)
+    deliveries_repo.add_deliveries(session, notice, endpoints, utcnow(), kind="reminder")
+    publish_notice_event(
+        session, ctx.settings, notice, notice_reminded=pb.NoticeReminded(deadline=timestamp(notice.deadline))
     )
     return True
