@@ -46,6 +46,12 @@ def get(session: Session, subject_id: str, revocation_id: str) -> Revocation | N
     ).one_or_none()
 
 
+def by_ids(session: Session, revocation_ids: Sequence[str]) -> list[Revocation]:
+    if not revocation_ids:
+        return []
+    return list(session.scalars(select(Revocation).where(Revocation.id.in_(list(revocation_ids)))))
+
+
 def page(session: Session, subject_id: str, after: str | None, limit: int) -> list[Revocation]:
     stmt = select(Revocation).where(Revocation.subject_id == subject_id)
     return keyset_page(session, stmt, Revocation.id, after, limit)
