@@ -163,7 +163,8 @@ def step_of(event: pb.NoticeEvent, now: dt.datetime) -> Step | None:
             "outcome": a.outcome or None,
             "basis": a.basis or None,
             "model_answers": [
-                {"model_id": m.model_id, "action": m.action, "basis": m.basis or None} for m in a.model_answers
+                {"model_id": m.model_id, "action": m.action, "basis": m.basis or None}
+                for m in a.model_answers
             ]
             # An ack from before final answers: the models it reports, action unknown.
             or [{"model_id": m, "action": None, "basis": None} for m in a.model_ids],

@@ -39,7 +39,11 @@ def overall_status(
         return "failed"
     if statuses == {"acknowledged"}:
         return "acknowledged"
-    if "partially_acknowledged" in statuses and statuses <= {"delivered", "partially_acknowledged", "acknowledged"}:
+    if "partially_acknowledged" in statuses and statuses <= {
+        "delivered",
+        "partially_acknowledged",
+        "acknowledged",
+    }:
         return "partially_acknowledged"
     if statuses <= {"delivered", "acknowledged"}:
         return "delivered"

@@ -331,7 +331,9 @@ def notice_models(n: RevocationNotice) -> list[NoticeModelOut]:
         )
     for model_id, answer in answers.items():
         out.append(
-            NoticeModelOut(model_id=model_id, scope="whole", action=answer.get("action"), basis=answer.get("basis"))
+            NoticeModelOut(
+                model_id=model_id, scope="whole", action=answer.get("action"), basis=answer.get("basis")
+            )
         )
     return out
 

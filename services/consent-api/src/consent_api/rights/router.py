@@ -30,7 +30,7 @@ def _out(
     return RightsRequestOut(
         id=req.id,
         type=req.type,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         created_at=req.created_at,
         completed_at=completed_at,
         revocation_id=req.revocation_id,

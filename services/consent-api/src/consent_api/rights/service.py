@@ -72,6 +72,10 @@ def export(session: Session, ctx: AppContext, subject: Subject) -> dict[str, Any
         "controller": {
             "name": ctx.settings.consent_controller_name,
             "contact": ctx.settings.consent_controller_contact,
+            "address": ctx.settings.consent_controller_address,
+            "email": ctx.settings.consent_controller_email,
+            "phone": ctx.settings.consent_controller_phone,
+            "url": ctx.settings.consent_controller_url,
         },
         "subject": {
             "id": subject.id,
@@ -150,9 +154,7 @@ def erase(session: Session, ctx: AppContext, subject: Subject) -> RightsRequest:
     return req
 
 
-def statuses(
-    session: Session, requests: list[RightsRequest]
-) -> dict[str, tuple[str, dt.datetime | None]]:
+def statuses(session: Session, requests: list[RightsRequest]) -> dict[str, tuple[str, dt.datetime | None]]:
     """Each request's status and completion time: an access request is done when made; an erasure
     follows its revocation's holders (`notices.service.erasure_status`)."""
     out: dict[str, tuple[str, dt.datetime | None]] = {}
