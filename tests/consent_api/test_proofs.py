@@ -395,6 +395,17 @@ def test_the_proof_verifies_against_the_published_jwks_and_records_every_holder(
     assert claims["revocation"]["created_at"] and claims["consents"] == [story["consent"]["id"]]
     assert claims["samples"]["merkle_root"] == rfc6962_root(story["hashes"])
     assert claims["samples"]["count"] == claims["sample_count"] == 2
+    # The consent lives on for its other purpose: still given, model_training withdrawn.
+    [record] = claims["consent_records"]
+    assert has(
+        record,
+        {
+            "id": story["consent"]["id"],
+            "state": "given",
+            "legal_basis": "consent",
+            "withdrawn_purposes": ["model_training"],
+        },
+    )
     by = {n["licensee_id"]: n for n in claims["notices"]}
     acme, babel = by["lic_acme"], by["lic_babel"]
     assert acme["notice_id"] == worker.notice("lic_acme") and acme["licensee_name"] == "Acme Vision GmbH"
@@ -522,3 +533,4 @@ def test_a_revocation_of_one_consent_proves_its_samples_only(client, seller, sto
     sample = get_json(client, f"/v1/samples/{other[0]}", seller)
     assert claims["samples"]["merkle_root"] == rfc6962_root([sample["sha256"]])
     assert claims["revocation"]["trigger"] == "subject" and claims["revocation"]["scope"] == "consent"
+    assert [(r["id"], r["state"]) for r in claims["consent_records"]] == [(c["id"], "withdrawn")]

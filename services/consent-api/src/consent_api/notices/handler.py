@@ -2,10 +2,12 @@
 
 A plain handler (testable without a broker), applied once per event id; the consumer applies a
 whole poll of events in one transaction. A poll's events are folded in memory first (per notice,
-the status the events give one after another, from its current one) and written with a few
-statements: the processed ids, one SELECT ... FOR UPDATE of the notices' rows, one upsert, one
-insert of resolutions. About 8 events per revocation arrive together, and ORM loads and flushes
-per event cost most of the consumer's CPU.
+the status and details the events give one after another from its current row: `notices.rules`)
+and written with a few statements: the processed ids, one SELECT ... FOR UPDATE of the notices'
+rows, one of their subjects' rows, the audit entries of every step (each step of a notice is on its
+subject's audit chain, and the notice keeps where), one upsert, one insert of resolutions. About 8
+events per revocation arrive together, and ORM loads and flushes per event cost most of the
+consumer's CPU.
 """
 
 from __future__ import annotations

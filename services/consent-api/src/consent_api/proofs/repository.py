@@ -31,11 +31,10 @@ def withdrawn_sha256s(session: Session, revocation_id: str) -> list[str]:
     return list(rows)
 
 
-def consent_purposes(session: Session, consent_ids: list[str]) -> dict[str, list[str]]:
+def consents(session: Session, consent_ids: list[str]) -> list[Consent]:
     if not consent_ids:
-        return {}
-    rows = session.execute(select(Consent.id, Consent.purposes).where(Consent.id.in_(consent_ids)))
-    return {cid: list(purposes or []) for cid, purposes in rows}
+        return []
+    return list(session.scalars(select(Consent).where(Consent.id.in_(consent_ids)).order_by(Consent.id)))
 
 
 def revocation_entry(session: Session, subject_id: str, revocation_id: str) -> AuditEntry | None:

@@ -15,11 +15,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from consent_api.consents.models import Consent
 from consent_api.context import AppContext
 from consent_api.notices import repository as notices_repo
 from consent_api.notices.rules import iso
 from consent_api.notices.service import overall_status
 from consent_api.proofs import merkle, repository
+from consent_api.receipts.claims import LEGAL_BASIS
 from consent_api.revocations.models import Revocation
 from consent_api.revocations.service import notice_out
 from rescind_common.db import utcnow
@@ -29,13 +31,28 @@ PROOF_TYPE = "rescind-proof+jwt"
 PROOF_FORMAT = "rescind.revocation-proof.v1"
 
 
-def purposes_of(session: Session, revocation: Revocation) -> list[str]:
+# ISO/IEC TS 27560 consent states of a consent this revocation touched, by its status now.
+STATE = {"active": "given", "expired": "expired"}
+
+
+def purposes_of(revocation: Revocation, consents: list[Consent]) -> list[str]:
     """The purposes withdrawn: the one named by a purpose withdrawal, else every purpose of the
     consents it touched."""
     if revocation.purpose:
         return [revocation.purpose]
-    by_consent = repository.consent_purposes(session, list(revocation.consent_ids))
-    return sorted({p for purposes in by_consent.values() for p in purposes})
+    return sorted({p for c in consents for p in c.purposes or []})
+
+
+def consent_record(c: Consent) -> dict[str, Any]:
+    """A touched consent's state now (ISO/IEC TS 27560): `withdrawn` once it ended, `given` while it
+    lives on for what was not withdrawn (other purposes or samples)."""
+    return {
+        "id": c.id,
+        "legal_basis": LEGAL_BASIS,
+        "state": STATE.get(c.status, "withdrawn"),
+        "withdrawn_purposes": list(c.revoked_purposes or []),
+        "ended_at": iso(c.ended_at),
+    }
 
 
 def claims(session: Session, ctx: AppContext, revocation: Revocation, now: dt.datetime) -> dict[str, Any]:
@@ -43,6 +60,7 @@ def claims(session: Session, ctx: AppContext, revocation: Revocation, now: dt.da
     rows = notices_repo.for_revocations(session, [revocation.id])[revocation.id]
     resolution = notices_repo.resolutions(session, [revocation.id]).get(revocation.id)
     entry = repository.revocation_entry(session, revocation.subject_id, revocation.id)
+    consents = repository.consents(session, list(revocation.consent_ids))
     notices = []
     for n in rows:
         view = notice_out(n, now)
@@ -88,7 +106,7 @@ def claims(session: Session, ctx: AppContext, revocation: Revocation, now: dt.da
             "id": revocation.id,
             "scope": revocation.scope,
             "trigger": revocation.trigger,
-            "purposes": purposes_of(session, revocation),
+            "purposes": purposes_of(revocation, consents),
             "consent_id": revocation.consent_id,
             "licensee_id": revocation.licensee_id,
             "created_at": iso(revocation.created_at),
@@ -100,6 +118,7 @@ def claims(session: Session, ctx: AppContext, revocation: Revocation, now: dt.da
             ),
         },
         "consents": list(revocation.consent_ids),
+        "consent_records": [consent_record(c) for c in consents],
         "samples": {
             "merkle_root": merkle.merkle_root(hashes),
             "construction": merkle.CONSTRUCTION,
