@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 
 from consent_api.notices.models import RevocationNotice, RevocationResolution
-from consent_api.notices.rules import Step, fold, is_overdue
+from consent_api.notices.rules import Step, fold, is_overdue, step_of
 from consent_api.notices.service import erasure_status, overall_status
 from consent_api.proofs.merkle import merkle_root
 
@@ -163,3 +163,40 @@ def test_a_revocation_shows_partially_acknowledged_while_a_holder_answered_in_pa
     mixed = [notice("a", "acknowledged"), notice("b", "partially_acknowledged")]
     assert overall_status("pending", RESOLVED, mixed) == "partially_acknowledged"
     assert overall_status("pending", RESOLVED, [*mixed[:1], notice("b", "overdue")]) == "overdue"
+
+
+def test_what_a_worker_event_says_about_a_notice():
+    """Real NoticeEvent protobufs, decoded into a step: names, licenses, whole models and shards."""
+    from support.notices import Worker
+
+    w = Worker("rev_1", "sub_1")
+    created = w.created(
+        "lic_a",
+        name="Acme",
+        deadline=T0,
+        at=T0,
+        licenses=[
+            {"license_id": "lcn_1", "consent_id": "cns_1", "purposes": ["evaluation"], "trigger": "expiry"}
+        ],
+        models=[
+            {"model_id": "m_whole", "name": "n", "version": "1", "whole": True, "license_ids": ["lcn_1"]},
+            {
+                "model_id": "m_shard",
+                "name": "s",
+                "version": "2",
+                "shard_ids": ["s1"],
+                "license_ids": ["lcn_1"],
+            },
+        ],
+    )
+    out = fold(None, None, [step_of(created, T0)])
+    assert out.status == "pending" and out.details["licensee_name"] == "Acme"
+    assert out.details["told_at"] == T0 and out.details["deadline"] == T0
+    assert out.details["licenses"][0]["trigger"] == "expiry"
+    assert [(m["model_id"], m["whole"], m["shard_ids"]) for m in out.details["models"]] == [
+        ("m_whole", True, []),
+        ("m_shard", False, ["s1"]),
+    ]
+    # A reminder changes no status; an event about no notice is no step.
+    assert fold("delivered", None, [step_of(w.reminded("lic_a", deadline=T0), T0)]).status == "delivered"
+    assert step_of(w.resolved("lic_a"), T0) is None
