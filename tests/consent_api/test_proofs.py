@@ -534,3 +534,36 @@ def test_a_revocation_of_one_consent_proves_its_samples_only(client, seller, sto
     assert claims["samples"]["merkle_root"] == rfc6962_root([sample["sha256"]])
     assert claims["revocation"]["trigger"] == "subject" and claims["revocation"]["scope"] == "consent"
     assert [(r["id"], r["state"]) for r in claims["consent_records"]] == [(c["id"], "withdrawn")]
+
+
+def test_one_poll_of_several_sellers_steps_keeps_every_chain_whole(client, token, operator, db_url):
+    """The consumer applies a poll of many sellers' steps at once: each chain gets its steps in
+    order, every chain head matches its last entry."""
+    workers = []
+    for _ in range(3):
+        seller = bearer(token("subject"))
+        c = grant(client, seller, register_hashes(client, seller, [sha("m")]))
+        workers.append((Worker(revoke(client, seller, c["id"])["id"], subject_of(c)), c))
+    poll = []
+    for step in range(3):
+        for w, c in workers:
+            poll += (
+                two_holders(w, c["id"])[1 + 2 * step : 3 + 2 * step]
+                if step < 2
+                else [
+                    w.answered(
+                        "lic_acme", complete=True, outcome="deleted", models=[("mdl_face", "retrained")]
+                    )
+                ]
+            )
+    assert all(apply(db_url, poll))
+    assert get_json(client, "/v1/audit/verify", operator)["ok"] is True
+    for w, _ in workers:
+        entries = get_json(client, "/v1/audit/entries", operator, subject_id=w.subject_id)["items"]
+        assert [e["action"] for e in entries if e["action"].startswith("notice.")] == [
+            "notice.told",
+            "notice.told",
+            "notice.delivered",
+            "notice.delivered",
+            "notice.answered",
+        ]
