@@ -322,6 +322,11 @@ def test_erasure_is_in_progress_until_every_holder_answered_or_is_overdue(client
     assert done["status"] == expected and done["completed_at"] is not None
     listed = get_json(client, "/v1/rights-requests", seller)["items"]
     assert [r["status"] for r in listed if r["id"] == req["id"]] == [expected]
+    # The erased seller's proof still verifies: the record is pseudonymous and outlives erasure.
+    proof = client.get(f"/v1/revocations/{req['revocation_id']}/proof", headers=seller).json()["proof"]
+    claims = verify_with_pyjwt(client, proof)
+    assert claims["revocation"]["trigger"] == "erasure" and claims["sample_count"] == 1
+    assert [r["state"] for r in claims["consent_records"]] == ["withdrawn"]
 
 
 def test_erasure_with_nothing_held_completes_when_the_worker_finds_no_holder(client, token, db_url):
