@@ -572,3 +572,21 @@ def test_one_poll_of_several_sellers_steps_keeps_every_chain_whole(client, token
             "notice.delivered",
             "notice.answered",
         ]
+
+
+def test_a_step_goes_on_the_chain_of_the_revocations_seller_whatever_the_event_names(
+    client, token, operator, db_url
+):
+    a, b = bearer(token("subject")), bearer(token("subject"))
+    ca = grant(client, a, register_hashes(client, a, [sha("a")]))
+    cb = grant(client, b, register_hashes(client, b, [sha("b")]))
+    rev = revoke(client, a, ca["id"])["id"]
+    # The event names seller b; the revocation is seller a's.
+    apply(db_url, [Worker(rev, subject_of(cb)).created("lic_acme", name="Acme", deadline=DEADLINE)])
+
+    def notice_steps(subject: str) -> list[str]:
+        items = get_json(client, "/v1/audit/entries", operator, subject_id=subject)["items"]
+        return [e["action"] for e in items if e["action"].startswith("notice.")]
+
+    assert notice_steps(subject_of(ca)) == ["notice.told"]
+    assert notice_steps(subject_of(cb)) == []

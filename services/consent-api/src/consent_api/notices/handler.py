@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from consent_api.audit import service as audit
 from consent_api.notices import repository, rules
 from consent_api.notices.models import ProcessedEvent
+from consent_api.revocations import repository as revocations_repo
 from consent_api.subjects import repository as subjects_repo
 from consent_api.subjects.models import Subject
 from rescind_common import bulk
@@ -27,10 +28,9 @@ from rescind_common.consumer import BatchHandler, apply_new, decode_event
 from rescind_common.db import utcnow
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 
-# Kept for the callers that read them here (tests, the batch-fold check).
+# The status each event gives, and their order (notices.rules), where readers found them before.
 STATUS = {k: v for k, v in rules.STATUS.items() if v is not None}
 RANK = rules.RANK
-moves = rules.moves
 
 
 def decode(value: bytes | None) -> pb.NoticeEvent:
@@ -106,15 +106,17 @@ def _write(session: Session, events: Sequence[pb.NoticeEvent]) -> None:
 
 
 def _audit(session: Session, ordered: Sequence[tuple[pb.NoticeEvent, rules.Step]]) -> None:
-    """Append each step to its subject's audit chain (subjects locked in id order, after the
-    notices: the one lock order of this handler; the API never locks notices) and note on the step
-    where it sits. Events naming no known subject (older workers) are not chained."""
-    subjects = subjects_repo.lock_by_ids(session, [e.subject_id for e, _ in ordered if e.subject_id])
+    """Append each step to the audit chain of the subject whose revocation it is (this database's
+    word, not the event's), subjects locked in id order after the notices: the one lock order of
+    this handler (the API never locks notices). Note on each step where it sits. Steps of a
+    revocation this service does not know are not chained."""
+    owner = revocations_repo.subject_ids(session, [e.revocation_id for e, _ in ordered])
+    subjects = subjects_repo.lock_by_ids(session, list(owner.values()))
     if not subjects:
         return
     writes: list[bulk.Write] = []
     for event, step in ordered:
-        subject = subjects.get(event.subject_id)
+        subject = subjects.get(owner.get(event.revocation_id, ""))
         if subject is None:
             continue
         entry, statements = audit.append_statements(
