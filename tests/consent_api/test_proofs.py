@@ -481,6 +481,15 @@ def test_rescind_proof_verify_offline_and_a_changed_byte_fails(client, seller, d
     as_json = run_cli("proof", "verify", str(path), "--jwks", str(jwks), "--json")
     assert json.loads(as_json.stdout)["samples"]["merkle_root"] == rfc6962_root(story["hashes"])
 
+    # The seller's own list of hashes matches the signed Merkle root; one sample short does not.
+    samples = tmp_path / "samples.txt"
+    samples.write_text("\n".join(story["hashes"]) + "\n")
+    matched = run_cli("proof", "verify", str(path), "--jwks", str(jwks), "--samples", str(samples))
+    assert matched.returncode == 0 and "match the signed merkle root" in matched.stderr, matched.stderr
+    samples.write_text(json.dumps(story["hashes"][:1]))
+    short = run_cli("proof", "verify", str(path), "--jwks", str(jwks), "--samples", str(samples))
+    assert short.returncode == 1 and "not the ones the proof commits to" in short.stderr
+
     # One changed byte, anywhere in the payload: it no longer verifies.
     header, payload, signature = proof.split(".")
     i = len(payload) // 2

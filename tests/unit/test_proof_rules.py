@@ -200,3 +200,15 @@ def test_what_a_worker_event_says_about_a_notice():
     # A reminder changes no status; an event about no notice is no step.
     assert fold("delivered", None, [step_of(w.reminded("lic_a", deadline=T0), T0)]).status == "delivered"
     assert step_of(w.resolved("lic_a"), T0) is None
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 8, 13, 33])
+def test_the_cli_recomputes_the_services_merkle_root(n):
+    """`rescind proof verify --samples` (bottom-up) and the service (recursive split) agree."""
+    import hashlib
+
+    from rescind_cli.proofs import merkle_root as cli_root
+
+    hashes = [hashlib.sha256(f"sample-{n}-{i}".encode()).hexdigest() for i in range(n)]
+    assert cli_root(hashes) == merkle_root(hashes)
+    assert cli_root([h.upper() for h in reversed(hashes)] + hashes[:1]) == merkle_root(hashes)

@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     pverify.add_argument("file", type=Path, metavar="FILE", help='the proof (compact JWS, or {"proof": ...})')
     pverify.add_argument("--jwks", type=Path, required=True, metavar="FILE", help="the saved JWKS")
     pverify.add_argument("--json", action="store_true", help="print every verified claim as JSON")
+    pverify.add_argument(
+        "--samples",
+        type=Path,
+        metavar="FILE",
+        help="the withdrawn samples' SHA-256 values (one per line, or a JSON list): check the proof's "
+        "Merkle root commits to exactly these",
+    )
 
     demo_parser = commands.add_parser(
         "demo",
@@ -222,7 +229,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "proof":
         if args.proof_command == "get":
             return proofs.get(args.revocation_id, args.url, args.out)
-        return proofs.verify(args.file, args.jwks, args.json)
+        return proofs.verify(args.file, args.jwks, args.json, args.samples)
     if args.command == "licensee":
         if args.licensee_command == "create":
             return ops.create_licensee(args.url, args.name, args.contact_email)

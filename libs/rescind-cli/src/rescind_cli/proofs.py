@@ -8,6 +8,7 @@ only the two files it is given: no network.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import sys
@@ -100,9 +101,45 @@ def summary(claims: dict[str, Any]) -> list[str]:
     return lines
 
 
-def verify(path: Path, jwks_file: Path, as_json: bool = False) -> int:
-    """Verify a saved proof against a saved JWKS, offline. 0 valid, 1 not."""
+def merkle_root(sha256s: list[str]) -> str:
+    """The proof's sample commitment (docs/api.md): RFC 6962 tree hash, SHA-256, over the hashes'
+    bytes, lowercased, unique, sorted; computed bottom-up (an odd node is carried up)."""
+    level = [
+        hashlib.sha256(b"\x00" + bytes.fromhex(h)).digest() for h in sorted({h.lower() for h in sha256s})
+    ]
+    if not level:
+        return hashlib.sha256(b"").hexdigest()
+    while len(level) > 1:
+        pairs = [
+            hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)
+        ]
+        level = pairs + level[len(pairs) * 2 :]
+    return level[0].hex()
+
+
+def _read_samples(path: Path) -> list[str]:
+    """SHA-256 hex values, one per line (or a JSON list of them)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    values = json.loads(text) if text.lstrip().startswith("[") else text.split()
+    bad = [
+        v for v in values if not (isinstance(v, str) and len(v) == 64 and all(c in HEX for c in v.lower()))
+    ]
+    if bad:
+        raise CliError(f"{path}: not a SHA-256 hex value: {bad[0]!r}")
+    return [str(v) for v in values]
+
+
+HEX = set("0123456789abcdef")
+
+
+def verify(path: Path, jwks_file: Path, as_json: bool = False, samples: Path | None = None) -> int:
+    """Verify a saved proof against a saved JWKS, offline (and, given the samples' hashes, its
+    Merkle root). 0 valid, 1 not."""
     keys = jws.load_jwks_file(jwks_file)
+    hashes = _read_samples(samples) if samples else None
     token = _read_proof(path)
     try:
         claims, kid = jws.verify(token, keys, typ=PROOF_TYPE)
@@ -110,6 +147,19 @@ def verify(path: Path, jwks_file: Path, as_json: bool = False) -> int:
         message = exc.message if isinstance(exc, CliError) else str(exc)
         print(f"INVALID: {path} does not verify against {jwks_file}: {message}", file=sys.stderr)
         return 1
+    if hashes is not None:
+        signed = (claims.get("samples") or {}).get("merkle_root")
+        if merkle_root(hashes) != signed:
+            print(
+                f"INVALID: the {len(set(hashes))} samples in {samples} are not the ones the proof commits "
+                f"to (merkle root {merkle_root(hashes)}, signed {signed})",
+                file=sys.stderr,
+            )
+            return 1
+        print(
+            f"samples: the {len(set(hashes))} hashes in {samples} match the signed merkle root",
+            file=sys.stderr,
+        )
     if as_json:
         print(json.dumps(claims, indent=2, sort_keys=True))
     else:
