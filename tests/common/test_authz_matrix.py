@@ -112,6 +112,14 @@ MATRIX: list[Op] = [
     ),
     Op("consent", "GET", "/v1/revocations", SUBJECT),
     Op("consent", "GET", "/v1/revocations/{revocation_id}", SUBJECT, kind="revocation"),
+    # The signed proof: the seller's own; an operator (auditor, regulator request) any.
+    Op(
+        "consent",
+        "GET",
+        "/v1/revocations/{revocation_id}/proof",
+        ("subject", "operator"),
+        kind="revocation",
+    ),
     Op("consent", "POST", "/v1/rights-requests", SUBJECT, (201,), body=lambda w, t: {"type": "access"}),
     Op("consent", "GET", "/v1/rights-requests", SUBJECT),
     Op("consent", "GET", "/v1/rights-requests/{request_id}", SUBJECT, kind="rights_request"),

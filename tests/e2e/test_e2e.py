@@ -177,6 +177,33 @@ def test_revocation_reaches_every_buyer_and_the_seller_sees_it(stack: Stack) -> 
     licenses = ok(w.http.get(f"{stack.url('registry')}/v1/licenses", headers=acme_auth))["items"]
     assert [lic["status"] for lic in licenses] == ["revoked"]
 
+    # The seller's view times each step; the signed proof, fetched with the CLI, verifies offline
+    # against a saved JWKS and places every step on the seller's audit chain.
+    import json
+    import subprocess
+    import sys
+
+    view = {n["licensee_id"]: n for n in seller_view_full(w, stack, revocation["id"])}
+    assert all(n["told_at"] and n["delivered_at"] for n in view.values()), view
+    rescind = str(Path(sys.executable).parent / "rescind")
+    proof_file, jwks_file = stack.tmp / "proof.jws", stack.tmp / "jwks.json"
+    jwks_file.write_text(json.dumps(ok(w.http.get(f"{stack.url('consent')}/.well-known/jwks.json"))))
+    for args in (
+        ["proof", "get", revocation["id"], "--out", str(proof_file), "--url", stack.url("consent")],
+        ["proof", "verify", str(proof_file), "--jwks", str(jwks_file), "--json"],
+    ):
+        out = subprocess.run([rescind, *args], env=stack.env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+    claims = json.loads(out.stdout)
+    assert claims["revocation"]["id"] == revocation["id"] and claims["sample_count"] == 3
+    steps = {n["licensee_id"]: [s["step"] for s in n["audit"]] for n in claims["notices"]}
+    assert steps == {acme: ["told", "delivered", "answered"], bolt: ["told", "delivered"]}
+
+
+def seller_view_full(w: Any, stack: Stack, revocation_id: str) -> list[dict[str, Any]]:
+    rev = ok(w.http.get(f"{stack.url('consent')}/v1/revocations/{revocation_id}", headers=w.seller))
+    return list(rev["notices"])
+
 
 def test_licenses_recorded_while_the_registry_lags_behind_a_revocation_are_told_never_silent(
     stack: Stack,

@@ -8,8 +8,9 @@ import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
-from rescind_cli import audit, demo, keys, ops, receipts, stack, tokens
+from rescind_cli import audit, demo, keys, ops, proofs, receipts, stack, tokens
 from rescind_cli.errors import CliError
 
 
@@ -79,11 +80,45 @@ def build_parser() -> argparse.ArgumentParser:
     rverify = receipt_commands.add_parser(
         "verify",
         help="verify a consent receipt (compact JWS) against consent-api's JWKS",
-        description="Fetch /.well-known/jwks.json, verify the receipt's EdDSA signature, print its claims.",
+        description="Fetch /.well-known/jwks.json (or read --jwks FILE, offline), verify the receipt's "
+        "signature (EdDSA or ES256, as the key says), print its claims.",
     )
     rverify.add_argument("receipt", help="the compact JWS, or - to read it from standard input")
     rverify.add_argument(
         "--url", default=receipts.default_url(), help="consent-api base URL (default %(default)s)"
+    )
+    rverify.add_argument(
+        "--jwks", type=Path, metavar="FILE", help="a saved JWKS: verify offline, without --url"
+    )
+
+    proof_parser = commands.add_parser("proof", help="signed proofs of revocations")
+    proof_commands = proof_parser.add_subparsers(dest="proof_command", metavar="COMMAND", required=True)
+    pget = proof_commands.add_parser(
+        "get",
+        help="save a revocation's signed proof (compact JWS) to a file",
+        description="GET /v1/revocations/{id}/proof with RESCIND_TOKEN (else a development operator "
+        "token) and write the compact JWS to --out.",
+    )
+    pget.add_argument("revocation_id", metavar="REVOCATION_ID")
+    pget.add_argument("--out", type=Path, required=True, metavar="FILE", help="where to write the proof")
+    pget.add_argument(
+        "--url", default=receipts.default_url(), help="consent-api base URL (default %(default)s)"
+    )
+    pverify = proof_commands.add_parser(
+        "verify",
+        help="verify a saved proof against a saved JWKS, offline; print a summary",
+        description="Verify the proof's signature (EdDSA or ES256, as the key says) against the JWKS "
+        "file, with no network; print a summary (--json: every claim). Exit 1 when it does not verify.",
+    )
+    pverify.add_argument("file", type=Path, metavar="FILE", help='the proof (compact JWS, or {"proof": ...})')
+    pverify.add_argument("--jwks", type=Path, required=True, metavar="FILE", help="the saved JWKS")
+    pverify.add_argument("--json", action="store_true", help="print every verified claim as JSON")
+    pverify.add_argument(
+        "--samples",
+        type=Path,
+        metavar="FILE",
+        help="the withdrawn samples' SHA-256 values (one per line, or a JSON list): check the proof's "
+        "Merkle root commits to exactly these",
     )
 
     demo_parser = commands.add_parser(
@@ -190,7 +225,11 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "audit":
         return audit.verify(args.url)
     if args.command == "receipt":
-        return receipts.verify(args.receipt, args.url)
+        return receipts.verify(args.receipt, args.url, args.jwks)
+    if args.command == "proof":
+        if args.proof_command == "get":
+            return proofs.get(args.revocation_id, args.url, args.out)
+        return proofs.verify(args.file, args.jwks, args.json, args.samples)
     if args.command == "licensee":
         if args.licensee_command == "create":
             return ops.create_licensee(args.url, args.name, args.contact_email)

@@ -73,6 +73,14 @@ class ConsentSettings(RescindSettings):
     consent_controller_name: str = "Rescind data marketplace (development)"
     # The controller's privacy contact, in receipts and exports.
     consent_controller_contact: str = "privacy@rescind.invalid"
+    # The controller's postal address (Kantara CR v1.1 `address`), in receipts and exports.
+    consent_controller_address: str = "Example Street 1, 10115 Berlin, Germany (development)"
+    # The controller's e-mail (Kantara CR v1.1 `email`).
+    consent_controller_email: str = "privacy@rescind.invalid"
+    # The controller's phone (Kantara CR v1.1 `phone`).
+    consent_controller_phone: str = "+49 30 0000000"
+    # The controller's web site (Kantara CR v1.1 `piiControllerUrl`).
+    consent_controller_url: str = "https://rescind.invalid"
     # The privacy policy named in receipts and exports.
     consent_policy_url: str = "https://rescind.invalid/privacy"
     # How often the expiry scheduler looks for consents past `expires_at`.

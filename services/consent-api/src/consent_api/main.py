@@ -14,6 +14,7 @@ from consent_api.consents.router import router as consents_router
 from consent_api.context import AppContext
 from consent_api.expiry import ExpiryScheduler
 from consent_api.keys import MasterKey
+from consent_api.proofs.router import router as proofs_router
 from consent_api.receipts.router import router as receipts_router
 from consent_api.receipts.signer import ReceiptSigner
 from consent_api.revocations.router import router as revocations_router
@@ -68,6 +69,7 @@ def create_app(settings: ConsentSettings | None = None, *, run_scheduler: bool |
             samples_router,
             consents_router,
             revocations_router,
+            proofs_router,
             rights_router,
             profile_router,
             audit_router,

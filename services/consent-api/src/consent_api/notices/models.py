@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import Index, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -17,9 +18,38 @@ class RevocationNotice(Base):
     revocation_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     licensee_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     notice_id: Mapped[str] = mapped_column(String(40))
-    # pending | delivered | acknowledged | overdue | failed
-    status: Mapped[str] = mapped_column(String(16))
+    # pending | delivered | partially_acknowledged | acknowledged | overdue | failed
+    status: Mapped[str] = mapped_column(String(24))
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # What the worker reported (NoticeCreated ... NoticeOverdue); NULL on rows from before 0010 and
+    # until the step's event arrives. Names are organisations' (the registry's), never people's.
+    licensee_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    webhook_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    told_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    deadline: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Per license hit: license_id, consent_id, purposes, trigger, sample_count.
+    licenses: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
+    # The models to act on: model_id, name, version, whole, shard_ids, license_ids.
+    models: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
+    # The first successful delivery.
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    first_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    delivery_status_code: Mapped[int | None] = mapped_column(nullable=True)
+    # The latest answer (acknowledged or partially): deleted | not_held | exempt, with its basis.
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    basis: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # model_id, action, basis per model answered.
+    model_answers: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
+    complete: Mapped[bool | None] = mapped_column(nullable=True)
+    evidence_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    ack_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    signature_verified: Mapped[bool | None] = mapped_column(nullable=True)
+    answered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    reminded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    overdue_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    failed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Where each step sits in the subject's audit chain: step, chain_id, seq, hash, at.
+    steps: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
 
 
 class RevocationResolution(Base):

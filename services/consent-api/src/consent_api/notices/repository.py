@@ -38,19 +38,20 @@ NOTICES = RevocationNotice.__table__
 RESOLUTIONS = RevocationResolution.__table__
 
 
-def lock_statuses(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """The current status of the notices among `keys` (sorted) that have a row, locked in key order
-    so that two consumers on overlapping notices (a rebalance) cannot deadlock."""
+def lock_notices(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The current rows (status and details) of the notices among `keys` (sorted) that have one,
+    locked in key order so that two consumers on overlapping notices (a rebalance) cannot deadlock."""
     pk = tuple_(NOTICES.c.revocation_id, NOTICES.c.licensee_id)
-    out: dict[tuple[str, str], str] = {}
+    out: dict[tuple[str, str], dict[str, Any]] = {}
     for part in chunks(keys, IN_LIST_CHUNK):
         stmt = (
-            select(NOTICES.c.revocation_id, NOTICES.c.licensee_id, NOTICES.c.status)
+            select(NOTICES)
             .where(pk.in_(part))
             .order_by(NOTICES.c.revocation_id, NOTICES.c.licensee_id)
             .with_for_update()
         )
-        out.update(((r, lic), s) for r, lic, s in session.execute(stmt))
+        for row in session.execute(stmt).mappings():
+            out[(row["revocation_id"], row["licensee_id"])] = dict(row)
     return out
 
 
@@ -62,16 +63,21 @@ def _rank(rank: Mapping[str, int], status: Any) -> Any:
     return case(dict(rank), value=status, else_=-1)
 
 
-def _upsert(session: Session, rank: Mapping[str, int]) -> Any:
+def _upsert(session: Session, rank: Mapping[str, int], details: Sequence[str]) -> Any:
     """INSERT ... ON CONFLICT DO UPDATE, with the rank rule in SQL too: rows were locked and folded
     from their current status, so it always holds, except for a row another transaction created
-    after the SELECT, which a status from this batch then never moves back."""
+    after the SELECT, which a status from this batch then never moves back. The details were folded
+    from the locked row in Python and are written as they are."""
     stmt = _insert(session, NOTICES)
     existing, new = NOTICES.c.status, stmt.excluded.status
+    moves = ((new == "delivered") & (existing == "failed")) | (_rank(rank, new) >= _rank(rank, existing))
+    set_: dict[str, Any] = {
+        "status": case((moves, new), else_=existing),
+        "updated_at": stmt.excluded.updated_at,
+    }
+    set_.update({name: stmt.excluded[name] for name in details})
     return stmt.on_conflict_do_update(
-        index_elements=[NOTICES.c.revocation_id, NOTICES.c.licensee_id],
-        set_={"status": new, "updated_at": stmt.excluded.updated_at},
-        where=((new == "delivered") & (existing == "failed")) | (_rank(rank, new) >= _rank(rank, existing)),
+        index_elements=[NOTICES.c.revocation_id, NOTICES.c.licensee_id], set_=set_
     )
 
 
@@ -80,7 +86,9 @@ def add_resolutions(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     session.execute(_insert(session, RESOLUTIONS).on_conflict_do_nothing(), list(rows))
 
 
-def upsert_notices(session: Session, rows: Sequence[dict[str, Any]], rank: Mapping[str, int]) -> None:
-    """Write notices' statuses: new rows inserted, existing ones updated where `rank` allows.
+def upsert_notices(
+    session: Session, rows: Sequence[dict[str, Any]], rank: Mapping[str, int], details: Sequence[str]
+) -> None:
+    """Write notices: new rows inserted, existing ones updated (their status where `rank` allows).
     Executemany of one cached statement: a multi-row VALUES would be compiled anew each time."""
-    session.execute(_upsert(session, rank), list(rows))
+    session.execute(_upsert(session, rank, details), list(rows))

@@ -12,6 +12,26 @@ INLINE_SAMPLE_IDS = 1000
 SENSITIVE_KINDS = {"face_image", "voice_recording", "handwriting"}
 
 
+# ISO/IEC TS 27560 `legal_basis`: the subject's consent, explicit for the biometric kinds.
+LEGAL_BASIS = "consent"
+LEGAL_BASIS_REFERENCE = "GDPR Art. 6(1)(a) and, for biometric data, Art. 9(2)(a)"
+
+
+def controller(settings: ConsentSettings) -> dict[str, Any]:
+    """The controller as Kantara CR v1.1 `piiControllers[]` names it (plus `url`, kept from before:
+    the service sellers withdraw at)."""
+    return {
+        "piiController": settings.consent_controller_name,
+        "onBehalf": False,
+        "contact": settings.consent_controller_contact,
+        "address": settings.consent_controller_address,
+        "email": settings.consent_controller_email,
+        "phone": settings.consent_controller_phone,
+        "piiControllerUrl": settings.consent_controller_url,
+        "url": settings.consent_public_url,
+    }
+
+
 def samples_digest(sha256s: list[str]) -> str:
     """Commits the receipt to the exact set of sample fingerprints, however many there are."""
     return hashlib.sha256("\n".join(sorted(sha256s)).encode()).hexdigest()
@@ -36,6 +56,7 @@ def build(
     termination = (
         expires_at.isoformat().replace("+00:00", "Z") if expires_at else "on withdrawal by the subject"
     )
+    withdrawal_url = f"{settings.consent_public_url}/v1/consents/{consent_id}/revoke"
     claims: dict[str, Any] = {
         "iss": settings.consent_public_url,
         "sub": subject_id,
@@ -49,13 +70,7 @@ def build(
         "jurisdiction": "EU GDPR; Illinois BIPA; California CCPA",
         "language": "en",
         "piiPrincipalId": subject_id,
-        "piiControllers": [
-            {
-                "piiController": settings.consent_controller_name,
-                "contact": settings.consent_controller_contact,
-                "url": settings.consent_public_url,
-            }
-        ],
+        "piiControllers": [controller(settings)],
         "policyUrl": settings.consent_policy_url,
         "services": [
             {
@@ -87,8 +102,23 @@ def build(
         "samples_sha256_digest": samples_digest(sample_sha256s),
         "withdrawal": {
             "method": "POST",
-            "url": f"{settings.consent_public_url}/v1/consents/{consent_id}/revoke",
+            "url": withdrawal_url,
             "note": "Withdrawal is as easy as the grant (GDPR Art. 7(3)); every holder is notified.",
+        },
+        # ISO/IEC TS 27560 consent record fields (additive; the Kantara names above stay).
+        "legalBasis": LEGAL_BASIS,
+        "consentState": "given",
+        "consentType": "explicit",
+        "withdrawalMethod": "API call (HTTP POST) by the seller app on the subject's behalf",
+        "withdrawalUrl": withdrawal_url,
+        "iso27560": {
+            "schema": "ISO/IEC TS 27560:2023",
+            "legal_basis": LEGAL_BASIS,
+            "legal_basis_reference": LEGAL_BASIS_REFERENCE,
+            "state": "given",
+            "state_at": iat,
+            "withdrawal_method": "POST",
+            "withdrawal_url": withdrawal_url,
         },
     }
     if len(sample_ids) <= INLINE_SAMPLE_IDS:

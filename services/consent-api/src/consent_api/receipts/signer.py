@@ -52,9 +52,9 @@ class ReceiptSigner:
         self.jwk = public_jwk(key.public_key())
         self.kid = self.jwk["kid"]
         self._published = [self.jwk] + [public_jwk(k) for k in previous or []]
-        # The protected header never changes: encoded once, exactly as PyJWT would (sorted keys).
-        header = {"alg": ALGORITHM, "kid": self.kid, "typ": "JWT"}
-        self._header_b64 = _b64(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
+        # The protected header of each `typ` never changes: encoded once, exactly as PyJWT would
+        # (sorted keys).
+        self._headers: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: ConsentSettings) -> ReceiptSigner:
@@ -67,12 +67,20 @@ class ReceiptSigner:
         ]
         return cls(key, previous)
 
-    def sign(self, claims: dict[str, Any]) -> str:
+    def _header(self, typ: str) -> str:
+        header = self._headers.get(typ)
+        if header is None:
+            fields = {"alg": ALGORITHM, "kid": self.kid, "typ": typ}
+            header = _b64(json.dumps(fields, separators=(",", ":"), sort_keys=True).encode())
+            self._headers[typ] = header
+        return header
+
+    def sign(self, claims: dict[str, Any], typ: str = "JWT") -> str:
         """The compact JWS that `jwt.encode(claims, key, algorithm="EdDSA", headers={"kid", "typ"})`
         returns, byte for byte (Ed25519 is deterministic), without its per-call header, key and
         algorithm handling. Claims must be JSON values already (times as ints)."""
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
-        signing_input = f"{self._header_b64}.{payload}"
+        signing_input = f"{self._header(typ)}.{payload}"
         return f"{signing_input}.{_b64(self._key.sign(signing_input.encode()))}"
 
     def jwks(self) -> dict[str, Any]:

@@ -46,6 +46,23 @@ def get(session: Session, subject_id: str, revocation_id: str) -> Revocation | N
     ).one_or_none()
 
 
+def by_ids(session: Session, revocation_ids: Sequence[str]) -> list[Revocation]:
+    if not revocation_ids:
+        return []
+    return list(session.scalars(select(Revocation).where(Revocation.id.in_(list(revocation_ids)))))
+
+
+def subject_ids(session: Session, revocation_ids: Sequence[str]) -> dict[str, str]:
+    """Whose each revocation is (those that exist)."""
+    out: dict[str, str] = {}
+    for part in bulk.chunks(sorted(set(revocation_ids))):
+        rows = session.execute(
+            select(Revocation.id, Revocation.subject_id).where(Revocation.id.in_(list(part)))
+        )
+        out.update((r, s) for r, s in rows)
+    return out
+
+
 def page(session: Session, subject_id: str, after: str | None, limit: int) -> list[Revocation]:
     stmt = select(Revocation).where(Revocation.subject_id == subject_id)
     return keyset_page(session, stmt, Revocation.id, after, limit)

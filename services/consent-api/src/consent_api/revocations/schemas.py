@@ -9,8 +9,10 @@ from consent_api.consents.schemas import LicenseeId, Purpose
 from consent_api.samples.schemas import SampleId
 
 Scope = Literal["all", "licensee", "purpose", "samples"]
-RevocationStatus = Literal["pending", "delivered", "acknowledged", "overdue", "failed", "completed"]
-NoticeStatus = Literal["pending", "delivered", "acknowledged", "overdue", "failed"]
+RevocationStatus = Literal[
+    "pending", "delivered", "partially_acknowledged", "acknowledged", "overdue", "failed", "completed"
+]
+NoticeStatus = Literal["pending", "delivered", "partially_acknowledged", "acknowledged", "overdue", "failed"]
 
 
 class ConsentRevokeIn(BaseModel):
@@ -36,10 +38,38 @@ class RevocationIn(BaseModel):
     reason: str | None = Field(default=None, max_length=2000)
 
 
+class NoticeModelOut(BaseModel):
+    model_id: str
+    name: str | None = None
+    version: str | None = None
+    scope: Literal["whole", "shards"] = Field(description="Act on the whole model, or on `shard_ids` only")
+    shard_ids: list[str] = Field(default_factory=list)
+    action: str | None = Field(
+        default=None, description="The holder's answer: retrained | unlearned | withdrawn | exempt"
+    )
+    basis: str | None = Field(default=None, description="exempt: the legal basis code")
+
+
 class NoticeOut(BaseModel):
     licensee_id: str
     status: NoticeStatus
     updated_at: dt.datetime | None = None
+    notice_id: str | None = None
+    licensee_name: str | None = Field(default=None, description="The holder, as the registry names it")
+    told_at: dt.datetime | None = Field(default=None, description="When the notice was made")
+    delivered_at: dt.datetime | None = Field(default=None, description="The first successful delivery")
+    delivery_status_code: int | None = Field(default=None, description="The HTTP status it answered")
+    webhook_id: str | None = Field(default=None, description="The `webhook-id` of every delivery")
+    final_status: str | None = Field(
+        default=None, description="The holder's answer for the samples: deleted | not_held | exempt"
+    )
+    basis: str | None = Field(default=None, description="not_held: the reason; exempt: the legal basis")
+    models: list[NoticeModelOut] = Field(default_factory=list)
+    evidence_digest: str | None = None
+    ack_digest: str | None = None
+    answered_at: dt.datetime | None = None
+    deadline: dt.datetime | None = None
+    overdue: bool = False
 
 
 class RevocationOut(BaseModel):

@@ -3,6 +3,7 @@ gets its ConsentRevoked event(s) in the outbox, in the same transaction."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,10 +18,12 @@ from consent_api.context import AppContext
 from consent_api.events import event_trigger, outbox_insert
 from consent_api.metrics import count_revocation
 from consent_api.notices import repository as notices_repo
+from consent_api.notices.models import RevocationNotice
+from consent_api.notices.rules import is_overdue
 from consent_api.notices.service import overall_status
 from consent_api.revocations import repository
 from consent_api.revocations.models import Revocation
-from consent_api.revocations.schemas import NoticeOut, RevocationIn, RevocationOut
+from consent_api.revocations.schemas import NoticeModelOut, NoticeOut, RevocationIn, RevocationOut
 from consent_api.samples import repository as samples_repo
 from consent_api.subjects import service as subjects
 from consent_api.subjects.models import Subject
@@ -300,11 +303,59 @@ def to_out_with_notices(session: Session, revocations: Sequence[Revocation]) -> 
     ids = [r.id for r in revocations]
     by_revocation = notices_repo.for_revocations(session, ids)
     resolved = notices_repo.resolutions(session, ids)
+    now = utcnow()
     out = []
     for r in revocations:
         rows = by_revocation.get(r.id, [])
-        notices = [
-            NoticeOut(licensee_id=n.licensee_id, status=n.status, updated_at=n.updated_at) for n in rows
-        ]
+        notices = [notice_out(n, now) for n in rows]
         out.append(to_out(r, notices, overall_status(r.status, resolved.get(r.id), rows)))
     return out
+
+
+def notice_models(n: RevocationNotice) -> list[NoticeModelOut]:
+    """The models a holder was told to act on, each with the holder's answer (if any); models the
+    holder answered for without being named come last."""
+    answers = {a["model_id"]: a for a in n.model_answers or []}
+    out = []
+    for m in n.models or []:
+        answer = answers.pop(m["model_id"], {})
+        out.append(
+            NoticeModelOut(
+                model_id=m["model_id"],
+                name=m.get("name") or None,
+                version=m.get("version") or None,
+                scope="whole" if m.get("whole", True) else "shards",
+                shard_ids=[] if m.get("whole", True) else m.get("shard_ids", []),
+                action=answer.get("action"),
+                basis=answer.get("basis"),
+            )
+        )
+    for model_id, answer in answers.items():
+        out.append(
+            NoticeModelOut(
+                model_id=model_id, scope="whole", action=answer.get("action"), basis=answer.get("basis")
+            )
+        )
+    return out
+
+
+def notice_out(n: RevocationNotice, now: dt.datetime) -> NoticeOut:
+    return NoticeOut(
+        licensee_id=n.licensee_id,
+        status=n.status,
+        updated_at=n.updated_at,
+        notice_id=n.notice_id,
+        licensee_name=n.licensee_name,
+        told_at=n.told_at,
+        delivered_at=n.delivered_at,
+        delivery_status_code=n.delivery_status_code,
+        webhook_id=n.webhook_id,
+        final_status=n.outcome,
+        basis=n.basis,
+        models=notice_models(n),
+        evidence_digest=n.evidence_digest,
+        ack_digest=n.ack_digest,
+        answered_at=n.answered_at,
+        deadline=n.deadline,
+        overdue=is_overdue(n.status, {"overdue_at": n.overdue_at, "deadline": n.deadline}, now),
+    )

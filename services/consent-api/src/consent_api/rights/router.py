@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from fastapi import APIRouter, Response
+from sqlalchemy.orm import Session
 
 from consent_api.context import Ctx
 from consent_api.db import DbSession
@@ -17,13 +19,20 @@ from rescind_common.problems import Problem
 router = APIRouter(prefix="/v1/rights-requests", tags=["rights requests"])
 
 
-def _out(req: RightsRequest, export: dict[str, Any] | None = None) -> RightsRequestOut:
+def _outs(session: Session, reqs: list[RightsRequest]) -> list[RightsRequestOut]:
+    states = service.statuses(session, reqs)
+    return [_out(r, *states[r.id]) for r in reqs]
+
+
+def _out(
+    req: RightsRequest, status: str, completed_at: dt.datetime | None, export: dict[str, Any] | None = None
+) -> RightsRequestOut:
     return RightsRequestOut(
         id=req.id,
         type=req.type,
-        status="completed",
+        status=status,
         created_at=req.created_at,
-        completed_at=req.completed_at,
+        completed_at=completed_at,
         revocation_id=req.revocation_id,
         export_url=f"/v1/rights-requests/{req.id}/export" if req.type == "access" else None,
         export=export,
@@ -44,10 +53,10 @@ def create_rights_request(
     if body.type == "access":
         req = service.access(session, ctx, subject)
         session.flush()
-        return _out(req, service.export(session, ctx, subject))
+        return _out(req, "completed", req.completed_at, service.export(session, ctx, subject))
     req = service.erase(session, ctx, subject)
     response.status_code = 202
-    return _out(req)
+    return _out(req, req.status, req.completed_at)
 
 
 @router.get("", response_model=Page[RightsRequestOut], summary="List own rights requests")
@@ -58,7 +67,7 @@ def list_rights_requests(
     if subject is None:
         return Page(items=[])
     rows = repository.page(session, subject.id, decode_cursor(cursor), limit + 1)
-    return page_of(rows, limit, lambda part: [_out(r) for r in part])
+    return page_of(rows, limit, lambda part: _outs(session, list(part)))
 
 
 @router.get("/{request_id}", response_model=RightsRequestOut, summary="Read one rights request")
@@ -69,7 +78,7 @@ def get_rights_request(
     req = repository.get(session, subject.id, request_id) if subject else None
     if req is None:
         raise Problem(404, f"No rights request {request_id}.")
-    return _out(req)
+    return _outs(session, [req])[0]
 
 
 @router.get("/{request_id}/export", summary="The access export, generated fresh (JSON)")

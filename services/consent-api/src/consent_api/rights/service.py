@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -13,6 +14,8 @@ from consent_api.consents import repository as consents_repo
 from consent_api.consents import service as consents
 from consent_api.context import AppContext
 from consent_api.events import publish
+from consent_api.notices import repository as notices_repo
+from consent_api.notices.service import erasure_status
 from consent_api.revocations import repository as revocations_repo
 from consent_api.revocations import service as revocations
 from consent_api.rights import repository
@@ -61,12 +64,18 @@ def export(session: Session, ctx: AppContext, subject: Subject) -> dict[str, Any
         ]
         after = batch[-1].seq
     all_samples = repository.all_samples(session, subject.id)
+    requests = repository.all_requests(session, subject.id)
+    states = statuses(session, requests)
     return {
         "format": EXPORT_FORMAT,
         "generated_at": utcnow().isoformat(),
         "controller": {
             "name": ctx.settings.consent_controller_name,
             "contact": ctx.settings.consent_controller_contact,
+            "address": ctx.settings.consent_controller_address,
+            "email": ctx.settings.consent_controller_email,
+            "phone": ctx.settings.consent_controller_phone,
+            "url": ctx.settings.consent_controller_url,
         },
         "subject": {
             "id": subject.id,
@@ -80,8 +89,8 @@ def export(session: Session, ctx: AppContext, subject: Subject) -> dict[str, Any
         "consents": consents_out,
         "revocations": out_revs,
         "rights_requests": [
-            {"id": r.id, "type": r.type, "status": r.status, "created_at": r.created_at.isoformat()}
-            for r in repository.all_requests(session, subject.id)
+            {"id": r.id, "type": r.type, "status": states[r.id][0], "created_at": r.created_at.isoformat()}
+            for r in requests
         ],
         # Which licensees received which samples, and which of their models contain them.
         "recipients": recipients.lookup(ctx.settings, [s.id for s in all_samples]),
@@ -127,9 +136,10 @@ def erase(session: Session, ctx: AppContext, subject: Subject) -> RightsRequest:
         id=new_id("rr"),
         subject_id=subject.id,
         type="erasure",
-        status="completed",
+        # What the holders do decides the status shown (`statuses`); the stored one is the request's.
+        status="completed" if revocation.status == "completed" else "in_progress",
         created_at=now,
-        completed_at=now,
+        completed_at=now if revocation.status == "completed" else None,
         revocation_id=revocation.id,
     )
     session.add(req)
@@ -142,3 +152,23 @@ def erase(session: Session, ctx: AppContext, subject: Subject) -> RightsRequest:
         data={"revocation_id": revocation.id, "sample_count": sample_count},
     )
     return req
+
+
+def statuses(session: Session, requests: list[RightsRequest]) -> dict[str, tuple[str, dt.datetime | None]]:
+    """Each request's status and completion time: an access request is done when made; an erasure
+    follows its revocation's holders (`notices.service.erasure_status`)."""
+    out: dict[str, tuple[str, dt.datetime | None]] = {}
+    erasures = [r for r in requests if r.type == "erasure" and r.revocation_id]
+    ids = [r.revocation_id for r in erasures if r.revocation_id]
+    revs = {r.id: r for r in revocations_repo.by_ids(session, ids)}
+    notices = notices_repo.for_revocations(session, ids)
+    resolved = notices_repo.resolutions(session, ids)
+    now = utcnow()
+    for req in requests:
+        rev = revs.get(req.revocation_id or "") if req.type == "erasure" else None
+        if rev is None:
+            out[req.id] = ("completed", req.completed_at)
+            continue
+        status, done = erasure_status(rev.status, resolved.get(rev.id), notices.get(rev.id, []), now)
+        out[req.id] = (status, (done or req.completed_at) if status != "in_progress" else None)
+    return out

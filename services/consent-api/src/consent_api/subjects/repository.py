@@ -5,6 +5,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from consent_api.subjects.models import KeyCheck, Subject, SubjectKey
+from rescind_common.bulk import IN_LIST_CHUNK, chunks
 from rescind_common.db import utcnow
 from rescind_common.ids import new_id
 
@@ -21,6 +22,15 @@ def by_id(session: Session, subject_id: str, *, lock: bool = False) -> Subject |
     if lock:
         stmt = stmt.with_for_update()
     return session.scalars(stmt).one_or_none()
+
+
+def lock_by_ids(session: Session, subject_ids: list[str]) -> dict[str, Subject]:
+    """These subjects (those that exist), row-locked in id order (as every batch locks them)."""
+    out: dict[str, Subject] = {}
+    for part in chunks(sorted(set(subject_ids)), IN_LIST_CHUNK):
+        stmt = select(Subject).where(Subject.id.in_(list(part))).order_by(Subject.id).with_for_update()
+        out.update((s.id, s) for s in session.scalars(stmt))
+    return out
 
 
 def insert_if_missing(session: Session, sub_hash: str) -> None:
