@@ -666,6 +666,17 @@ class Ed25519Signer:
         return {"keys": [self.jwk]}
 
 
+def load_signer(key_file: Any, dev_file: Any) -> Ed25519Signer:
+    """The configured key (it must exist), or in development a key generated once at `dev_file`."""
+    from pathlib import Path
+
+    from rescind_common.keyfiles import create_once
+
+    if key_file is not None:
+        return Ed25519Signer(Path(key_file).read_bytes())
+    return Ed25519Signer(create_once(Path(dev_file), Ed25519Signer.new_pem))
+
+
 def verify_jws(token: str, jwks: Mapping[str, Any]) -> dict[str, Any]:
     """The claims of a checkpoint JWS signed by a key of `jwks`; ValueError otherwise."""
     import jwt
