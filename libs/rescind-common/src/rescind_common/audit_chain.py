@@ -78,7 +78,12 @@ def entry_body(chain_id: str, seq: int, at: dt.datetime, kind: str, entity_id: s
 
 def digest(value: Any) -> str:
     """A value that must be pinned but not shown (a URL, a free text): its sha256."""
-    raw = value if isinstance(value, bytes) else str(value).encode()
+    if isinstance(value, bytes):
+        raw = value
+    elif isinstance(value, dict | list):
+        raw = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+    else:
+        raw = str(value).encode()
     return hashlib.sha256(raw).hexdigest()
 
 
@@ -243,7 +248,7 @@ class AuditSpec:
     """What to record of one table. `chain` names the column holding the chain id (a licensee),
     `fields` the columns an entry carries (an update is recorded when one of them is set),
     `digested` columns carried as their sha256, `core_params` bind names of prebuilt Core UPDATEs
-    -> columns (the key column included), `when(op, values)` filters (e.g. only re-drives)."""
+    -> columns (the key column included), `when(op, old, new)` filters (e.g. only re-drives)."""
 
     table: Table
     kind: str
@@ -251,7 +256,7 @@ class AuditSpec:
     fields: tuple[str, ...]
     digested: tuple[str, ...] = ()
     core_params: Mapping[str, str] = field(default_factory=dict)
-    when: Callable[[str, Mapping[str, Any]], bool] | None = None
+    when: Callable[[str, Mapping[str, Any], Mapping[str, Any]], bool] | None = None
     key: str = "id"
 
 
@@ -301,8 +306,10 @@ def _data(spec: AuditSpec, values: Mapping[str, Any]) -> dict[str, Any]:
     return {n: _value(spec, n, values[n]) for n in (*spec.fields, *spec.digested) if n in values}
 
 
-def _queue(conn: Connection, spec: AuditSpec, op: str, values: Mapping[str, Any]) -> None:
-    if spec.when is not None and not spec.when(op, values):
+def _queue(
+    conn: Connection, spec: AuditSpec, op: str, values: Mapping[str, Any], old: Mapping[str, Any] | None = None
+) -> None:
+    if spec.when is not None and not spec.when(op, old or {}, values):
         return
     pending: _Pending = conn.info.setdefault(_PENDING, _Pending())
     entity = str(values.get(spec.key, ""))
@@ -315,16 +322,31 @@ def _queue(conn: Connection, spec: AuditSpec, op: str, values: Mapping[str, Any]
 
 
 def record_bulk(conn: Connection, table: Table | None, kind: str, rows: Sequence[dict[str, Any]]) -> None:
-    """Called by `rescind_common.bulk.execute` for each insert/update write."""
+    """Called by `rescind_common.bulk.execute` for each insert/update write, before it runs: an
+    update is recorded for the rows whose audited columns it changes."""
     recorder = _recorders.get(table) if table is not None else None
-    if recorder is None:
+    if recorder is None or table is None:
         return
-    spec = recorder.specs[table]  # type: ignore[index]
-    op = "created" if kind == "insert" else "updated"
+    spec = recorder.specs[table]
+    names = (*spec.fields, *spec.digested)
+    if kind == "insert":
+        for row in rows:
+            _queue(conn, spec, "created", row)
+        return
+    rows = [r for r in rows if any(n in r for n in names)]
+    if not rows:
+        return
+    cols = [table.c[c] for c in sorted({spec.key, spec.chain, *names})]
+    current: dict[Any, Mapping[str, Any]] = {}
+    keys = [r[spec.key] for r in rows]
+    for i in range(0, len(keys), 900):
+        stmt = select(*cols).where(table.c[spec.key].in_(keys[i : i + 900]))
+        current.update((r._mapping[spec.key], r._mapping) for r in conn.execute(stmt))
     for row in rows:
-        if op == "updated" and not any(n in row for n in (*spec.fields, *spec.digested)):
+        old = current.get(row[spec.key])
+        if old is None or not any(n in row and row[n] != old[n] for n in names):
             continue
-        _queue(conn, spec, op, row)
+        _queue(conn, spec, "updated", {**old, **row}, old)
 
 
 def _after_flush(session: Session, _ctx: Any) -> None:
@@ -339,14 +361,20 @@ def _after_flush(session: Session, _ctx: Any) -> None:
             continue
         spec = recorder.specs[table]  # type: ignore[index]
         names = (*spec.fields, *spec.digested)
+        old: dict[str, Any] = {}
         if op == "updated":
-            changed = [n for n in names if get_history(obj, n).has_changes()]
+            changed = False
+            for n in names:
+                history = get_history(obj, n)
+                if history.has_changes():
+                    changed = True
+                    old[n] = history.deleted[0] if history.deleted else None
             if not changed:
                 continue
         values = {n: getattr(obj, n) for n in {*names, spec.key, spec.chain}}
         if conn is None:
             conn = session.connection()
-        _queue(conn, spec, op, values)
+        _queue(conn, spec, op, values, old)
 
 
 def _after_execute(conn: Connection, clause: Any, multiparams: Any, params: Any, _opts: Any, _result: Any) -> None:

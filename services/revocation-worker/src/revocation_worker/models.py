@@ -30,3 +30,15 @@ __all__ = [
     "RevocationSample",
     "RevocationSampleSet",
 ]
+
+# After every table: the audit chains record writes to the endpoint, notice and delivery tables.
+from revocation_worker.audit.models import (  # noqa: E402
+    AuditCheckpoint,
+    AuditCheckpointHead,
+    AuditEntry,
+    AuditHead,
+)
+from revocation_worker.audit.recording import install as _install_audit  # noqa: E402
+
+_install_audit()
+__all__ += ["AuditCheckpoint", "AuditCheckpointHead", "AuditEntry", "AuditHead"]
