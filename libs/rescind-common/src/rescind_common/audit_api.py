@@ -49,14 +49,21 @@ def decode_cursor(cursor: str | None) -> Any:
     try:
         return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise Problem(400, "The cursor is not valid.", errors=[field_error("query.cursor", "invalid")]) from exc
+        raise Problem(
+            400, "The cursor is not valid.", errors=[field_error("query.cursor", "invalid")]
+        ) from exc
 
 
 def _entry_cursor(cursor: str | None) -> tuple[str, int] | None:
     value = decode_cursor(cursor)
     if value is None:
         return None
-    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)):
+    if not (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], int)
+    ):
         raise Problem(400, "The cursor is not valid.", errors=[field_error("query.cursor", "invalid")])
     return value[0], value[1]
 
@@ -95,7 +102,9 @@ def verify(
         t = tables.checkpoints
         row = conn.execute(select(t).where(t.c.seq == checkpoint)).first()
         if row is None:
-            raise Problem(404, f"No checkpoint {checkpoint}.", errors=[field_error("query.checkpoint", "not found")])
+            raise Problem(
+                404, f"No checkpoint {checkpoint}.", errors=[field_error("query.checkpoint", "not found")]
+            )
         cp_out = checkpoint_out(row)
         cp_heads = audit_chain.heads_at(conn, tables, checkpoint)
         try:
@@ -106,7 +115,11 @@ def verify(
         root = audit_chain.merkle_root((c, s, h) for c, (s, h) in cp_heads.items())
         if claims and (claims.get("root") != row.root or root != row.root):
             problems.append(
-                {"chain_id": None, "seq": checkpoint, "problem": "checkpoint heads do not match its signed root"}
+                {
+                    "chain_id": None,
+                    "seq": checkpoint,
+                    "problem": "checkpoint heads do not match its signed root",
+                }
             )
     heads = source.heads(conn)
     checked, chain_problems = audit_chain.verify_links(source.links(conn), heads, cp_heads)
@@ -152,7 +165,9 @@ def router(api: AuditApi, *, jwks: bool, entries: bool = True, verify_route: boo
             return {"items": rows, "next_cursor": nxt}
 
     @r.get("/v1/audit/heads", summary="Every audit chain's head now (operator)")
-    def list_heads(_: RequireOperator, session: DbSession, cursor: Cur = None, limit: Lim = 100) -> dict[str, Any]:
+    def list_heads(
+        _: RequireOperator, session: DbSession, cursor: Cur = None, limit: Lim = 100
+    ) -> dict[str, Any]:
         after = _typed_cursor(cursor, str)
         rows = api.source.heads_page(session.connection(), after, limit + 1)
         more = len(rows) > limit
@@ -200,7 +215,9 @@ def router(api: AuditApi, *, jwks: bool, entries: bool = True, verify_route: boo
 
     if verify_route:
 
-        @r.get("/v1/audit/verify", summary="Verify every audit chain, optionally against a checkpoint (operator)")
+        @r.get(
+            "/v1/audit/verify", summary="Verify every audit chain, optionally against a checkpoint (operator)"
+        )
         def verify_chains(
             _: RequireOperator,
             session: DbSession,

@@ -71,9 +71,18 @@ def chain_hash(prev_hash: str, body: Mapping[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode() + canonical(body)).hexdigest()
 
 
-def entry_body(chain_id: str, seq: int, at: dt.datetime, kind: str, entity_id: str, data: Any) -> dict[str, Any]:
+def entry_body(
+    chain_id: str, seq: int, at: dt.datetime, kind: str, entity_id: str, data: Any
+) -> dict[str, Any]:
     """What a generic entry's hash covers (consent-api keeps its own, older body)."""
-    return {"chain_id": chain_id, "seq": seq, "at": iso(at), "kind": kind, "entity_id": entity_id, "data": data}
+    return {
+        "chain_id": chain_id,
+        "seq": seq,
+        "at": iso(at),
+        "kind": kind,
+        "entity_id": entity_id,
+        "data": data,
+    }
 
 
 def digest(value: Any) -> str:
@@ -101,7 +110,9 @@ def merkle_root(heads: Iterable[tuple[str, int, str]]) -> str:
     if not level:
         return hashlib.sha256(b"").hexdigest()
     while len(level) > 1:
-        nxt = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        nxt = [
+            hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)
+        ]
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt
@@ -143,7 +154,9 @@ def verify_links(
         if e.seq != expected:
             problems.append({"chain_id": e.chain_id, "seq": e.seq, "problem": f"expected seq {expected}"})
         if e.prev_hash != prev:
-            problems.append({"chain_id": e.chain_id, "seq": e.seq, "problem": "broken link to previous entry"})
+            problems.append(
+                {"chain_id": e.chain_id, "seq": e.seq, "problem": "broken link to previous entry"}
+            )
         if e.recomputed != e.hash:
             problems.append({"chain_id": e.chain_id, "seq": e.seq, "problem": "entry was altered"})
         prev, expected = e.hash, e.seq + 1
@@ -172,7 +185,7 @@ def verify_links(
                 {
                     "chain_id": chain_id,
                     "seq": seq,
-                    "problem": "chain rewritten: its entry at the checkpointed seq differs from the checkpoint",
+                    "problem": "chain rewritten: its entry at the checkpointed seq is not the signed one",
                 }
             )
     return checked, problems
@@ -307,7 +320,11 @@ def _data(spec: AuditSpec, values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _queue(
-    conn: Connection, spec: AuditSpec, op: str, values: Mapping[str, Any], old: Mapping[str, Any] | None = None
+    conn: Connection,
+    spec: AuditSpec,
+    op: str,
+    values: Mapping[str, Any],
+    old: Mapping[str, Any] | None = None,
 ) -> None:
     if spec.when is not None and not spec.when(op, old or {}, values):
         return
@@ -377,7 +394,9 @@ def _after_flush(session: Session, _ctx: Any) -> None:
         _queue(conn, spec, op, values, old)
 
 
-def _after_execute(conn: Connection, clause: Any, multiparams: Any, params: Any, _opts: Any, _result: Any) -> None:
+def _after_execute(
+    conn: Connection, clause: Any, multiparams: Any, params: Any, _opts: Any, _result: Any
+) -> None:
     if not isinstance(clause, Update) or not _recorders or conn.info.get("rescind_bulk_observed"):
         return
     table = clause.table
@@ -414,7 +433,9 @@ def _flush_pending(conn: Connection) -> None:
         _append(conn, recorder, entries)
 
 
-def _append(conn: Connection, recorder: AuditRecorder, entries: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+def _append(
+    conn: Connection, recorder: AuditRecorder, entries: list[tuple[str, str, str, dict[str, Any]]]
+) -> None:
     heads_t, entries_t = recorder.heads, recorder.entries
     chains = sorted({c for c, *_ in entries})
     postgres = conn.dialect.name == "postgresql"
@@ -520,7 +541,9 @@ class CheckpointTables:
 
 def lock_key(service: str) -> int:
     """The advisory lock id of a service's checkpoint writer (one replica writes)."""
-    return int.from_bytes(hashlib.sha256(f"rescind-audit:{service}".encode()).digest()[:8], "big", signed=True)
+    return int.from_bytes(
+        hashlib.sha256(f"rescind-audit:{service}".encode()).digest()[:8], "big", signed=True
+    )
 
 
 def try_lock(conn: Connection, service: str) -> bool:
@@ -597,7 +620,10 @@ def write_checkpoint(
     if changed:
         conn.execute(
             tables.checkpoint_heads.insert(),
-            [{"checkpoint_seq": seq, "chain_id": c, "seq": s, "head": h} for c, (s, h) in sorted(changed.items())],
+            [
+                {"checkpoint_seq": seq, "chain_id": c, "seq": s, "head": h}
+                for c, (s, h) in sorted(changed.items())
+            ],
         )
     claims["jws"] = jws
     publish(conn, claims)
@@ -626,7 +652,9 @@ def checkpoint_message(claims: Mapping[str, Any]) -> Any:
 class CheckpointLoop:
     """The serve process's background writer: one checkpoint attempt per interval."""
 
-    def __init__(self, engine: Engine, interval: float, write: Callable[[Connection], Any], service: str) -> None:
+    def __init__(
+        self, engine: Engine, interval: float, write: Callable[[Connection], Any], service: str
+    ) -> None:
         self.engine = engine
         self.interval = interval
         self.write = write

@@ -201,6 +201,10 @@ class BatchHandler(ABC, Generic[E]):
         """Called after the transaction that applied (or skipped) `event` committed: metrics."""
 
 
+# Event types no consumer applies (checkpoints for auditors: `rescind audit verify`).
+SKIPPED_EVENT_TYPES = frozenset({"audit_checkpoint"})
+
+
 class _Item:
     """One polled record on its way through a batch."""
 
@@ -435,13 +439,32 @@ class EventConsumer:
             applied += outcome
         return applied
 
+    def _skipped(self, item: _Item) -> bool:
+        """Audit checkpoints ride every topic (rescind_common.audit_chain); no consumer applies
+        them: each skips them and commits past them."""
+        if dead_letters.header(item.record.headers, dead_letters.EVENT_TYPE) in SKIPPED_EVENT_TYPES:
+            return True
+        event = item.event
+        return (
+            isinstance(event, Message)
+            and "payload" in event.DESCRIPTOR.oneofs_by_name
+            and event.WhichOneof("payload") in SKIPPED_EVENT_TYPES
+        )
+
     def _process(self, items: list[_Item]) -> int:
         """Apply a poll's records; the number newly applied. Marks the records done."""
         for item in items:
+            if self._skipped(item):
+                item.done = True
+                continue
             try:
                 item.event = self.handler.decode_record(item.record.topic, item.record.value)
             except PoisonMessage as exc:
                 item.error = exc
+                continue
+            if self._skipped(item):
+                item.done = True
+        items = [item for item in items if not item.done]
         good = [item for item in items if item.error is None]
         try:
             results = self._apply_batch(good)

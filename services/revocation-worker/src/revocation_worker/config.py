@@ -21,7 +21,12 @@ class WorkerSettings(RescindSettings):
     PROCESS_SECRETS: ClassVar[dict[str, frozenset[str]]] = {
         "migrate": frozenset({"worker_database_url"}),
         "serve": frozenset(
-            {"worker_database_url", "worker_secret_key", "worker_secret_keys", "worker_audit_signing_key_file"}
+            {
+                "worker_database_url",
+                "worker_secret_key",
+                "worker_secret_keys",
+                "worker_audit_signing_key_file",
+            }
         ),
         "worker --role all": frozenset(
             {"worker_database_url", "worker_secret_key", "worker_secret_keys", "worker_registry_token"}

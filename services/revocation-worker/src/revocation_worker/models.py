@@ -32,13 +32,13 @@ __all__ = [
 ]
 
 # After every table: the audit chains record writes to the endpoint, notice and delivery tables.
-from revocation_worker.audit.models import (  # noqa: E402
+from revocation_worker.audit.models import (
     AuditCheckpoint,
     AuditCheckpointHead,
     AuditEntry,
     AuditHead,
 )
-from revocation_worker.audit.recording import install as _install_audit  # noqa: E402
+from revocation_worker.audit.recording import install as _install_audit
 
 _install_audit()
 __all__ += ["AuditCheckpoint", "AuditCheckpointHead", "AuditEntry", "AuditHead"]

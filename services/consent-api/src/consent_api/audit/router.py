@@ -14,7 +14,9 @@ from rescind_common.auth import RequireOperator
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
-@router.get("/verify", summary="Verify every subject's audit hash chain, optionally against a checkpoint (operator)")
+@router.get(
+    "/verify", summary="Verify every subject's audit hash chain, optionally against a checkpoint (operator)"
+)
 def verify(
     _: RequireOperator,
     session: DbSession,
@@ -31,13 +33,18 @@ def entries(
     subject_id: Annotated[str | None, Query(max_length=40)] = None,
     after_seq: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[str | None, Query(max_length=400, description="Opaque cursor from `next_cursor`")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=400, description="Opaque cursor from `next_cursor`")
+    ] = None,
 ) -> dict[str, Any]:
     after = audit_api.decode_cursor(cursor) if cursor else None
     if after is None and subject_id is not None:
         after = [subject_id, after_seq]
     if after is not None and not (
-        isinstance(after, list) and len(after) == 2 and isinstance(after[0], str) and isinstance(after[1], int)
+        isinstance(after, list)
+        and len(after) == 2
+        and isinstance(after[0], str)
+        and isinstance(after[1], int)
     ):
         after = None if cursor is None else audit_api._entry_cursor(cursor)
     rows = repository.SubjectChains().entries_page(

@@ -3,8 +3,8 @@ their signed checkpoints (rescind_common.audit_chain)."""
 
 from __future__ import annotations
 
-from revocation_worker.db import Base
 from rescind_common.audit_chain import ChainEntryMixin, ChainHeadMixin, CheckpointHeadMixin, CheckpointMixin
+from revocation_worker.db import Base
 
 
 class AuditEntry(ChainEntryMixin, Base):

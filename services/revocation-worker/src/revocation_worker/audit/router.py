@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from revocation_worker.audit.service import SOURCE, TABLES
 from rescind_common import audit_api
 from rescind_common.audit_chain import Signer
+from revocation_worker.audit.service import SOURCE, TABLES
 
 
 def _signer(request: Request) -> Signer:

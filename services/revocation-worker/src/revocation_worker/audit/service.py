@@ -7,14 +7,14 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table
 
-from revocation_worker.audit.models import AuditCheckpoint, AuditCheckpointHead, AuditEntry, AuditHead
-from revocation_worker.config import WorkerSettings
-from revocation_worker.db import Outbox
 from rescind_common import audit_chain
 from rescind_common.audit_api import GenericSource
 from rescind_common.ids import new_id
 from rescind_common.outbox import insert_outbox, outbox_row
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
+from revocation_worker.audit.models import AuditCheckpoint, AuditCheckpointHead, AuditEntry, AuditHead
+from revocation_worker.config import WorkerSettings
+from revocation_worker.db import Outbox
 
 SERVICE = "revocation-worker"
 TABLES = audit_chain.CheckpointTables(
