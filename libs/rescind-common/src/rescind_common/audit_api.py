@@ -22,6 +22,10 @@ from rescind_common.pagination import MAX_LIMIT
 from rescind_common.problems import Problem, field_error
 
 
+Lim = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")]
+Cur = Annotated[str | None, Query(max_length=400, description="Opaque cursor from `next_cursor`")]
+
+
 class ChainSource(Protocol):
     def links(self, conn: Connection) -> Iterator[Link]:
         """Every entry, ordered by chain then seq, with its recomputed hash."""
@@ -144,8 +148,6 @@ def router(api: AuditApi, *, jwks: bool, entries: bool = True, verify_route: boo
     """The audit routes (consent-api keeps its own entries and verify routes: `entries=False`,
     `verify_route=False`; it publishes its receipt JWKS elsewhere: `jwks=False`)."""
     r = APIRouter(tags=["audit"])
-    Lim = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")]
-    Cur = Annotated[str | None, Query(max_length=400, description="Opaque cursor from `next_cursor`")]
 
     if entries:
 
