@@ -105,6 +105,14 @@ class PoisonMessage(Exception):
     """The record can never be handled (undecodable, unknown schema): dead-letter it at once."""
 
 
+# Event types no consumer applies (checkpoints for auditors: `rescind audit verify`).
+SKIPPED_EVENT_TYPES = frozenset({"audit_checkpoint"})
+
+
+class SkippedEvent(Exception):  # noqa: N818  (not an error: a record for someone else)
+    """A record of a type no consumer applies (`SKIPPED_EVENT_TYPES`): committed past, untouched."""
+
+
 def payload_types(message_cls: type[Message], oneof: str = "payload") -> tuple[str, ...]:
     """The field names of an envelope's oneof: the `event-type` values its outbox writes."""
     return tuple(f.name for f in message_cls.DESCRIPTOR.oneofs_by_name[oneof].fields)
@@ -119,6 +127,8 @@ def decode_event(message_cls: type[M], value: bytes | None, required: Sequence[s
         event = message_cls.FromString(value)
     except Exception as exc:
         raise PoisonMessage(f"undecodable {name}: {exc}") from exc
+    if "payload" in event.DESCRIPTOR.oneofs_by_name and event.WhichOneof("payload") in SKIPPED_EVENT_TYPES:
+        raise SkippedEvent(str(event.WhichOneof("payload")))
     missing = [field for field in required if not getattr(event, field)]
     if missing:
         raise PoisonMessage(f"{name} without {' or '.join(missing)}")
@@ -199,10 +209,6 @@ class BatchHandler(ABC, Generic[E]):
 
     def committed(self, event: E, applied: bool) -> None:
         """Called after the transaction that applied (or skipped) `event` committed: metrics."""
-
-
-# Event types no consumer applies (checkpoints for auditors: `rescind audit verify`).
-SKIPPED_EVENT_TYPES = frozenset({"audit_checkpoint"})
 
 
 class _Item:
@@ -459,6 +465,9 @@ class EventConsumer:
                 continue
             try:
                 item.event = self.handler.decode_record(item.record.topic, item.record.value)
+            except SkippedEvent:
+                item.done = True
+                continue
             except PoisonMessage as exc:
                 item.error = exc
                 continue
