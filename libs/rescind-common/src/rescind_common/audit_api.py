@@ -21,7 +21,6 @@ from rescind_common.db import DbSession
 from rescind_common.pagination import MAX_LIMIT
 from rescind_common.problems import Problem, field_error
 
-
 Lim = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")]
 Cur = Annotated[str | None, Query(max_length=400, description="Opaque cursor from `next_cursor`")]
 

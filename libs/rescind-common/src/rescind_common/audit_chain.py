@@ -358,7 +358,7 @@ def record_bulk(conn: Connection, table: Table | None, kind: str, rows: Sequence
     keys = [r[spec.key] for r in rows]
     for i in range(0, len(keys), 900):
         stmt = select(*cols).where(table.c[spec.key].in_(keys[i : i + 900]))
-        current.update((r._mapping[spec.key], r._mapping) for r in conn.execute(stmt))
+        current.update((r._mapping[spec.key], dict(r._mapping)) for r in conn.execute(stmt))
     for row in rows:
         old = current.get(row[spec.key])
         if old is None or not any(n in row and row[n] != old[n] for n in names):

@@ -109,7 +109,7 @@ class PoisonMessage(Exception):
 SKIPPED_EVENT_TYPES = frozenset({"audit_checkpoint"})
 
 
-class SkippedEvent(Exception):  # noqa: N818  (not an error: a record for someone else)
+class SkippedEvent(Exception):
     """A record of a type no consumer applies (`SKIPPED_EVENT_TYPES`): committed past, untouched."""
 
 
