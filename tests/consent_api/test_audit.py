@@ -234,7 +234,10 @@ def test_checkpoint_is_signed_with_the_receipt_keys_and_published(client, seller
     jwks = client.get("/.well-known/jwks.json").json()  # the receipt keys
     (cp,) = client.get("/v1/audit/checkpoints", params={"limit": 1}, headers=operator).json()["items"]
     assert cp["seq"] == claims["seq"] and audit_chain.verify_jws(cp["jws"], jwks)["root"] == claims["root"]
-    heads = client.get(f"/v1/audit/checkpoints/{cp['seq']}/heads", headers=operator).json()
+    heads = client.get(
+        "/v1/audit/heads", params={"checkpoint": cp["seq"], "limit": 500}, headers=operator
+    ).json()
+    assert heads["items"] and all(len(h["head"]) == 64 for h in heads["items"])
     assert sub_id in {h["chain_id"] for h in heads["items"]} or heads["next_cursor"]
     report = verify({"consent-api": client.app}, operator, tmp_path / "state.json")
     assert report["ok"] is True, report["problems"]

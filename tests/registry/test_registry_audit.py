@@ -123,7 +123,14 @@ def test_a_clean_registry_verifies_and_its_checkpoint_is_signed_and_published(
     # the signature verifies with PyJWT against the published JWKS
     jwks = registry.get("/.well-known/jwks.json").json()
     assert audit_chain.verify_jws(listed[0]["jws"], jwks)["root"] == claims["root"]
-    heads = registry.get(f"/v1/audit/checkpoints/{claims['seq']}/heads", headers=operator).json()["items"]
+    heads: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"checkpoint": claims["seq"], "limit": 500}
+    while True:
+        page = registry.get("/v1/audit/heads", params=params, headers=operator).json()
+        heads += page["items"]
+        if not page["next_cursor"]:
+            break
+        params["cursor"] = page["next_cursor"]
     assert {"chain_id": lic, "seq": 4} in [{"chain_id": h["chain_id"], "seq": h["seq"]} for h in heads]
     server = registry.get("/v1/audit/verify", params={"checkpoint": claims["seq"]}, headers=operator).json()
     assert server["ok"] is True, server["problems"]

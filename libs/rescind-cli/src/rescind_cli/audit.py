@@ -106,7 +106,7 @@ def verify_service(
         if claims:
             heads = {
                 h["chain_id"]: (h["seq"], h["head"])
-                for h in _pages(client, f"/v1/audit/checkpoints/{cp['seq']}/heads")
+                for h in _pages(client, "/v1/audit/heads", {"checkpoint": cp["seq"]})
             }
             root = audit_chain.merkle_root((c, s, h) for c, (s, h) in heads.items())
             if (

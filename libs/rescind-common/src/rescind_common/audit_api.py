@@ -165,12 +165,25 @@ def router(api: AuditApi, *, jwks: bool, entries: bool = True, verify_route: boo
             nxt = encode_cursor([rows[-1]["chain_id"], rows[-1]["seq"]]) if more else None
             return {"items": rows, "next_cursor": nxt}
 
-    @r.get("/v1/audit/heads", summary="Every audit chain's head now (operator)")
+    @r.get("/v1/audit/heads", summary="Every audit chain's head, now or as a checkpoint signed it (operator)")
     def list_heads(
-        _: RequireOperator, session: DbSession, cursor: Cur = None, limit: Lim = 100
+        _: RequireOperator,
+        session: DbSession,
+        checkpoint: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+        cursor: Cur = None,
+        limit: Lim = 100,
     ) -> dict[str, Any]:
         after = _typed_cursor(cursor, str)
-        rows = api.source.heads_page(session.connection(), after, limit + 1)
+        if checkpoint is None:
+            rows = api.source.heads_page(session.connection(), after, limit + 1)
+        else:
+            t = api.tables.checkpoints
+            if session.execute(select(t.c.seq).where(t.c.seq == checkpoint)).first() is None:
+                raise Problem(
+                    404, f"No checkpoint {checkpoint}.", errors=[field_error("query.checkpoint", "not found")]
+                )
+            at = sorted(audit_chain.heads_at(session.connection(), api.tables, checkpoint).items())
+            rows = [(c, s, h) for c, (s, h) in at if after is None or c > after][: limit + 1]
         more = len(rows) > limit
         rows = rows[:limit]
         return {
@@ -193,25 +206,6 @@ def router(api: AuditApi, *, jwks: bool, entries: bool = True, verify_route: boo
         return {
             "items": [checkpoint_out(x) for x in rows],
             "next_cursor": encode_cursor(rows[-1].seq) if more else None,
-        }
-
-    @r.get("/v1/audit/checkpoints/{seq}/heads", summary="The chain heads a checkpoint signed (operator)")
-    def checkpoint_heads(
-        _: RequireOperator, session: DbSession, seq: int, cursor: Cur = None, limit: Lim = 500
-    ) -> dict[str, Any]:
-        if not 1 <= seq <= 2**31 - 1:
-            raise Problem(404, f"No checkpoint {seq}.")
-        t = api.tables.checkpoints
-        if session.execute(select(t.c.seq).where(t.c.seq == seq)).first() is None:
-            raise Problem(404, f"No checkpoint {seq}.")
-        after = _typed_cursor(cursor, str)
-        heads = sorted(audit_chain.heads_at(session.connection(), api.tables, seq).items())
-        if after is not None:
-            heads = [x for x in heads if x[0] > after]
-        page, more = heads[:limit], len(heads) > limit
-        return {
-            "items": [{"chain_id": c, "seq": s, "head": h} for c, (s, h) in page],
-            "next_cursor": encode_cursor(page[-1][0]) if more else None,
         }
 
     if verify_route:
