@@ -54,7 +54,9 @@ def set_head(lic: str) -> Any:
 
 def test_endpoints_notices_redrives_and_acks_are_on_the_licensees_chain(worker: Any) -> None:
     w = worker()
-    lic, _, nid = history(w)
+    lic, h, nid = history(w)
+    spare_id, _ = w.register(h, "http://127.0.0.1:9/spare")
+    assert w.client.delete(f"/v1/endpoints/{spare_id}", headers=h).status_code == 204
     r = w.client.get("/v1/audit/entries", params={"chain_id": lic}, headers=w.operator)
     assert r.status_code == 200, r.text
     items = r.json()["items"]
@@ -66,6 +68,12 @@ def test_endpoints_notices_redrives_and_acks_are_on_the_licensees_chain(worker: 
     ack = [e for e in items if e["kind"] == "notice.updated" and e["data"].get("status") == "acknowledged"]
     assert len(ack) == 1 and len(ack[0]["data"]["ack"]) == 64  # the ack as its digest
     assert items[1]["entity_id"] == nid
+    spare = [(e["kind"], e["data"]["status"]) for e in items if e["entity_id"] == spare_id]
+    assert spare == [
+        ("endpoint.created", "active"),
+        ("endpoint.updated", "disabled"),
+        ("endpoint.deleted", "disabled"),
+    ]
     # no URL (it may carry a token), only its digest
     assert "secret-in-url" not in r.text and len(items[0]["data"]["url"]) == 64
     # the chain links up

@@ -57,7 +57,7 @@ def decode_cursor(cursor: str | None) -> Any:
         ) from exc
 
 
-def _entry_cursor(cursor: str | None) -> tuple[str, int] | None:
+def entry_cursor(cursor: str | None) -> tuple[str, int] | None:
     value = decode_cursor(cursor)
     if value is None:
         return None
@@ -158,7 +158,7 @@ def router(api: AuditApi, *, jwks: bool, entries: bool = True, verify_route: boo
             cursor: Cur = None,
             limit: Lim = 100,
         ) -> dict[str, Any]:
-            after = _entry_cursor(cursor)
+            after = entry_cursor(cursor)
             rows = api.source.entries_page(session.connection(), chain_id, after, limit + 1)
             more = len(rows) > limit
             rows = rows[:limit]

@@ -261,7 +261,8 @@ class AuditSpec:
     """What to record of one table. `chain` names the column holding the chain id (a licensee),
     `fields` the columns an entry carries (an update is recorded when one of them is set),
     `digested` columns carried as their sha256, `core_params` bind names of prebuilt Core UPDATEs
-    -> columns (the key column included), `when(op, old, new)` filters (e.g. only re-drives)."""
+    -> columns (the key column included), `when(op, old, new)` filters (e.g. only re-drives; `old`
+    is known to ORM updates only)."""
 
     table: Table
     kind: str
@@ -271,6 +272,8 @@ class AuditSpec:
     core_params: Mapping[str, str] = field(default_factory=dict)
     when: Callable[[str, Mapping[str, Any], Mapping[str, Any]], bool] | None = None
     key: str = "id"
+    # False: bulk updates of this table are not recorded (only the ORM's, which know the old values)
+    bulk_updates: bool = True
 
 
 @dataclass
@@ -339,35 +342,32 @@ def _queue(
 
 
 def record_bulk(conn: Connection, table: Table | None, kind: str, rows: Sequence[dict[str, Any]]) -> None:
-    """Called by `rescind_common.bulk.execute` for each insert/update write, before it runs: an
-    update is recorded for the rows whose audited columns it changes."""
+    """Called by `rescind_common.bulk.execute` for each insert/update write, before it runs. It
+    issues no statement (bulk writes keep their round trips): an update row that sets an audited
+    column is recorded as written; its chain, when the row does not carry it, is looked up at
+    commit."""
     recorder = _recorders.get(table) if table is not None else None
     if recorder is None or table is None:
         return
     spec = recorder.specs[table]
-    names = (*spec.fields, *spec.digested)
     if kind == "insert":
         for row in rows:
             _queue(conn, spec, "created", row)
         return
-    rows = [r for r in rows if any(n in r for n in names)]
-    if not rows:
+    if not spec.bulk_updates:
         return
-    cols = [table.c[c] for c in sorted({spec.key, spec.chain, *names})]
-    current: dict[Any, Mapping[str, Any]] = {}
-    keys = [r[spec.key] for r in rows]
-    for i in range(0, len(keys), 900):
-        stmt = select(*cols).where(table.c[spec.key].in_(keys[i : i + 900]))
-        current.update((r._mapping[spec.key], dict(r._mapping)) for r in conn.execute(stmt))
+    names = (*spec.fields, *spec.digested)
     for row in rows:
-        old = current.get(row[spec.key])
-        if old is None or not any(n in row and row[n] != old[n] for n in names):
-            continue
-        _queue(conn, spec, "updated", {**old, **row}, old)
+        if any(n in row for n in names):
+            _queue(conn, spec, "updated", row)
 
 
 def _after_flush(session: Session, _ctx: Any) -> None:
-    touched = [(o, "created") for o in session.new] + [(o, "updated") for o in session.dirty]
+    touched = (
+        [(o, "created") for o in session.new]
+        + [(o, "updated") for o in session.dirty]
+        + [(o, "deleted") for o in session.deleted]
+    )
     if not touched or not _recorders:
         return
     conn: Connection | None = None
@@ -422,13 +422,25 @@ def _flush_pending(conn: Connection) -> None:
     for spec, chain, kind, entity, data in pending.entries:
         recorder = _recorders[spec.table]
         by_recorder.setdefault(id(recorder), (recorder, []))[1].append((chain, kind, entity, data))
+    wanted: dict[Table, set[Any]] = {}
+    for spec, _kind, values in pending.lookups:
+        wanted.setdefault(spec.table, set()).add(values[spec.key])
+    chains: dict[tuple[Table, Any], str] = {}
+    for table, keys in wanted.items():
+        spec = _recorders[table].specs[table]
+        ordered = sorted(keys, key=str)
+        for i in range(0, len(ordered), 900):
+            stmt = select(table.c[spec.key], table.c[spec.chain]).where(
+                table.c[spec.key].in_(ordered[i : i + 900])
+            )
+            chains.update(((table, k), str(c)) for k, c in conn.execute(stmt))
     for spec, kind, values in pending.lookups:
         key = values.pop(spec.key)
-        row = conn.execute(select(spec.table.c[spec.chain]).where(spec.table.c[spec.key] == key)).first()
-        if row is None:
+        chain = chains.get((spec.table, key))
+        if chain is None:
             continue
         recorder = _recorders[spec.table]
-        by_recorder.setdefault(id(recorder), (recorder, []))[1].append((str(row[0]), kind, str(key), values))
+        by_recorder.setdefault(id(recorder), (recorder, []))[1].append((chain, kind, str(key), values))
     for recorder, entries in by_recorder.values():
         _append(conn, recorder, entries)
 

@@ -37,19 +37,12 @@ def entries(
         str | None, Query(max_length=400, description="Opaque cursor from `next_cursor`")
     ] = None,
 ) -> dict[str, Any]:
-    after = audit_api.decode_cursor(cursor) if cursor else None
-    if after is None and subject_id is not None:
-        after = [subject_id, after_seq]
-    if after is not None and not (
-        isinstance(after, list)
-        and len(after) == 2
-        and isinstance(after[0], str)
-        and isinstance(after[1], int)
-    ):
-        after = None if cursor is None else audit_api._entry_cursor(cursor)
-    rows = repository.SubjectChains().entries_page(
-        session.connection(), subject_id, (after[0], after[1]) if after else None, limit + 1
-    )
+    after: tuple[str, int] | None = None
+    if cursor:
+        after = audit_api.entry_cursor(cursor)
+    elif subject_id is not None:
+        after = (subject_id, after_seq)
+    rows = repository.SubjectChains().entries_page(session.connection(), subject_id, after, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return {

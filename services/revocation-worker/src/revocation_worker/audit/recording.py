@@ -47,6 +47,9 @@ SPECS = (
         chain="licensee_id",
         fields=("notice_id", "endpoint_id", "status"),
         when=_redriven,
+        # Re-drives go through the ORM; the delivery loop's bulk writes are attempts, not state
+        # changes of the audit's concern (the notice's own status is recorded).
+        bulk_updates=False,
     ),
 )
 
