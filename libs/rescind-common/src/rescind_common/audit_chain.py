@@ -436,11 +436,11 @@ def _flush_pending(conn: Connection) -> None:
             chains.update(((table, k), str(c)) for k, c in conn.execute(stmt))
     for spec, kind, values in pending.lookups:
         key = values.pop(spec.key)
-        chain = chains.get((spec.table, key))
-        if chain is None:
+        found = chains.get((spec.table, key))
+        if found is None:
             continue
         recorder = _recorders[spec.table]
-        by_recorder.setdefault(id(recorder), (recorder, []))[1].append((chain, kind, str(key), values))
+        by_recorder.setdefault(id(recorder), (recorder, []))[1].append((found, kind, str(key), values))
     for recorder, entries in by_recorder.values():
         _append(conn, recorder, entries)
 
