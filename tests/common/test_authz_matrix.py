@@ -128,6 +128,8 @@ MATRIX: list[Op] = [
     Op("consent", "GET", "/v1/profile", SUBJECT),
     Op("consent", "GET", "/v1/audit/verify", OPERATOR),
     Op("consent", "GET", "/v1/audit/entries", OPERATOR, query={"subject_id": "sub_nobody"}),
+    Op("consent", "GET", "/v1/audit/heads", OPERATOR),
+    Op("consent", "GET", "/v1/audit/checkpoints", OPERATOR),
     # registry: operators run it; licensees see their own licenses and models; subjects never.
     Op("registry", "POST", "/v1/licensees", OPERATOR, (201,), body=lambda w, t: {"name": "Matrix Inc"}),
     Op("registry", "GET", "/v1/licensees", OPERATOR),
@@ -139,6 +141,10 @@ MATRIX: list[Op] = [
     Op("registry", "POST", "/v1/models", LICENSEE, (201,), body=lambda w, t: w.model_body(t)),
     Op("registry", "GET", "/v1/models", LICENSEE_OR_OPERATOR),
     Op("registry", "GET", "/v1/models/{model_id}", LICENSEE_OR_OPERATOR, kind="model"),
+    Op("registry", "GET", "/v1/audit/entries", OPERATOR),
+    Op("registry", "GET", "/v1/audit/heads", OPERATOR),
+    Op("registry", "GET", "/v1/audit/checkpoints", OPERATOR),
+    Op("registry", "GET", "/v1/audit/verify", OPERATOR),
     # The default view (samples) is consent-api's recipients lookup; the worker's view: below.
     Op(
         "registry",
@@ -192,6 +198,10 @@ MATRIX: list[Op] = [
         body=lambda w, t: {"licensee_id": w.subs[t]},
     ),
     Op("worker", "GET", "/v1/operator/notices", OPERATOR),
+    Op("worker", "GET", "/v1/audit/entries", OPERATOR),
+    Op("worker", "GET", "/v1/audit/heads", OPERATOR),
+    Op("worker", "GET", "/v1/audit/checkpoints", OPERATOR),
+    Op("worker", "GET", "/v1/audit/verify", OPERATOR),
 ]
 
 # Reachable without a token, on purpose.
@@ -206,8 +216,8 @@ PUBLIC_COMMON = {
 }
 PUBLIC: dict[str, set[tuple[str, str]]] = {
     "consent": PUBLIC_COMMON | {("GET", "/.well-known/jwks.json")},
-    "registry": set(PUBLIC_COMMON),
-    "worker": set(PUBLIC_COMMON),
+    "registry": PUBLIC_COMMON | {("GET", "/.well-known/jwks.json")},
+    "worker": PUBLIC_COMMON | {("GET", "/.well-known/jwks.json")},
 }
 SERVICES = ("consent", "registry", "worker")
 PROTECTED = [pytest.param(op, id=op.id) for op in MATRIX]

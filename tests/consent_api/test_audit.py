@@ -196,3 +196,89 @@ def test_profile_changes_are_audited_without_their_values(client, seller, operat
     report = _verify(client, operator)
     assert _problems_for(report, sub_id) == []
     assert report["ok"] is True, report["problems"]
+
+
+# -- signed checkpoints (docs/adr/0007-signed-audit-checkpoints.md) ------------------------------
+
+
+def _checkpoint(client, engine) -> dict:
+    from consent_api.audit import service as audit_service
+
+    ctx = client.app.state.ctx
+    with engine.begin() as conn:
+        claims = audit_service.checkpoint(conn, ctx.settings, ctx.signer, force=True)
+    assert claims is not None
+    return claims
+
+
+def _set_head(sub_id: str):
+    from consent_api.subjects.models import Subject
+
+    def set_(conn, seq: int, head: str) -> None:
+        conn.execute(
+            update(Subject.__table__).where(Subject.id == sub_id).values(audit_seq=seq, audit_head=head)
+        )
+
+    return set_
+
+
+def test_checkpoint_is_signed_with_the_receipt_keys_and_published(client, seller, operator, engine, tmp_path):
+    from consent_api.db import Outbox
+    from rescind_common import audit_chain
+    from rescind_common.proto.rescind.v1 import consent_events_pb2 as cpb
+
+    from support.audit import verify
+
+    sub_id = _some_history(client, seller)
+    claims = _checkpoint(client, engine)
+    jwks = client.get("/.well-known/jwks.json").json()  # the receipt keys
+    (cp,) = client.get("/v1/audit/checkpoints", params={"limit": 1}, headers=operator).json()["items"]
+    assert cp["seq"] == claims["seq"] and audit_chain.verify_jws(cp["jws"], jwks)["root"] == claims["root"]
+    heads = client.get(
+        "/v1/audit/heads", params={"checkpoint": cp["seq"], "limit": 500}, headers=operator
+    ).json()
+    assert heads["items"] and all(len(h["head"]) == 64 for h in heads["items"])
+    assert sub_id in {h["chain_id"] for h in heads["items"]} or heads["next_cursor"]
+    report = verify({"consent-api": client.app}, operator, tmp_path / "state.json")
+    assert report["ok"] is True, report["problems"]
+    server = client.get("/v1/audit/verify", params={"checkpoint": cp["seq"]}, headers=operator).json()
+    assert server["ok"] is True and server["checkpoint"]["seq"] == cp["seq"]
+    assert (
+        client.get("/v1/audit/verify", params={"checkpoint": 2**31 - 1}, headers=operator).status_code == 404
+    )
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(Outbox.__table__).where(Outbox.event_type == "audit_checkpoint").order_by(Outbox.id.desc())
+        ).first()
+    assert row is not None and row.key == "audit:consent-api"
+    event = cpb.ConsentEvent.FromString(row.payload)
+    assert event.WhichOneof("payload") == "audit_checkpoint" and event.audit_checkpoint.jws == cp["jws"]
+
+
+def test_tampered_entry_fails_the_cli_naming_the_subjects_chain(client, seller, operator, engine, tmp_path):
+    from support.audit import chains_named, tampered, verify
+
+    sub_id = _some_history(client, seller)
+    with tampered(engine, AuditEntry.__table__, "subject_id", sub_id, seq=2):
+        report = verify({"consent-api": client.app}, operator, tmp_path / "state.json")
+        assert report["ok"] is False and chains_named(report) == {sub_id}
+    assert verify({"consent-api": client.app}, operator, tmp_path / "state.json")["ok"] is True
+
+
+def test_rewind_after_a_seen_checkpoint_fails_naming_the_subjects_chain(
+    client, seller, operator, engine, tmp_path
+):
+    from support.audit import chains_named, rewound, verify
+
+    state = tmp_path / "state.json"
+    sub_id = _some_history(client, seller)
+    _checkpoint(client, engine)
+    assert verify({"consent-api": client.app}, operator, state)["ok"] is True
+    with rewound(engine, AuditEntry.__table__, "subject_id", sub_id, _set_head(sub_id), keep=3):
+        # consistent on its own: the chain check alone passes for this subject ...
+        assert _problems_for(_verify(client, operator), sub_id) == []
+        # ... the verifier, remembering the checkpoint, does not
+        report = verify({"consent-api": client.app}, operator, state)
+        assert report["ok"] is False and chains_named(report) == {sub_id}
+        assert any(p["problem"].startswith("chain rewound") for p in report["problems"])
+    assert verify({"consent-api": client.app}, operator, state)["ok"] is True

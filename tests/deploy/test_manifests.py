@@ -300,6 +300,10 @@ def test_environment_is_what_the_settings_read(rendered: dict[str, list[dict[str
         if svc == "consent-api" and comp == "api":
             assert isinstance(settings, ConsentSettings)
             assert mounted(d, str(settings.consent_receipt_key_file)), where
+        if svc in ("registry", "revocation-worker") and comp == "api":
+            # The key that signs audit checkpoints (production refuses to serve without it).
+            key_file = getattr(settings, f"{prefix}_audit_signing_key_file")
+            assert key_file is not None and mounted(d, str(key_file)), where
         if env == "prod":
             assert settings.auth_jwks_url and settings.kafka_replication_factor == 3, where
         # Every Secret a pod mounts exists (written by External Secrets or an operator).

@@ -342,7 +342,17 @@ def test_operator_cli_against_the_running_stack(stack: Stack) -> None:
     assert cli("dead-letters", "redrive", "--url", stack.url("worker")) == {"redriven": 0}
     # The audit chain of everything the other tests did is intact.
     out = subprocess.run(
-        [rescind, "audit", "verify", "--url", stack.url("consent")],
+        [
+            rescind,
+            "audit",
+            "verify",
+            "--url",
+            stack.url("consent"),
+            "--registry-url",
+            stack.url("registry"),
+            "--worker-url",
+            stack.url("worker"),
+        ],
         env=stack.env,
         capture_output=True,
         text=True,

@@ -68,11 +68,42 @@ def build_parser() -> argparse.ArgumentParser:
     audit_commands = audit_parser.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
     verify = audit_commands.add_parser(
         "verify",
-        help="check consent-api's audit chain (exit 0 when intact)",
-        description="Ask consent-api to verify its audit chain with an operator token; print the result.",
+        help="check every service's audit chains against their signed checkpoints (exit 0 when intact)",
+        description=(
+            "Read each service's audit entries, heads and newest signed checkpoint with an operator token; "
+            "verify signatures against its JWKS, recompute every chain, and compare with the checkpoint "
+            "remembered from the last run (--state). Problems name the service and the chain; exit 1."
+        ),
     )
     verify.add_argument(
-        "--url", default=audit.default_consent_url(), help="consent-api base URL (default %(default)s)"
+        "--url",
+        "--consent-url",
+        dest="url",
+        default=audit.default_url("consent-api"),
+        help="consent-api base URL (default %(default)s)",
+    )
+    verify.add_argument(
+        "--registry-url",
+        default=audit.default_url("registry"),
+        help="registry base URL (default %(default)s)",
+    )
+    verify.add_argument(
+        "--worker-url",
+        default=audit.default_url("revocation-worker"),
+        help="revocation-worker base URL (default %(default)s)",
+    )
+    verify.add_argument(
+        "--service",
+        action="append",
+        choices=audit.SERVICES,
+        help="check only this service (repeatable; default: all three)",
+    )
+    verify.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help="where the last verified checkpoints are remembered (default: audit-verify-state.json in the "
+        "state dir)",
     )
 
     receipt_parser = commands.add_parser("receipt", help="consent receipt tasks")
@@ -223,7 +254,9 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return stack.run()
     if args.command == "audit":
-        return audit.verify(args.url)
+        urls = {"consent-api": args.url, "registry": args.registry_url, "revocation-worker": args.worker_url}
+        wanted = args.service or list(audit.SERVICES)
+        return audit.verify({s: u for s, u in urls.items() if s in wanted}, args.state)
     if args.command == "receipt":
         return receipts.verify(args.receipt, args.url, args.jwks)
     if args.command == "proof":

@@ -295,6 +295,19 @@ def _collide(writes: Sequence[Write]) -> bool:
     return len(set(raw)) < len(raw) or len(set(named)) < len(named)
 
 
+# Called with (connection, table, kind, rows) for every insert/update write executed: the audit
+# chains (rescind_common.audit_chain) record the writes of the tables they audit.
+observers: list[Any] = []
+IN_BULK = "rescind_bulk_observed"
+
+
+def _observe(conn: Connection, writes: Sequence[Write]) -> None:
+    for w in writes:
+        if w.kind in ("insert", "update"):
+            for observer in observers:
+                observer(conn, w.table, w.kind, w.rows)
+
+
 def execute(session_or_conn: Session | Connection, writes: Sequence[Write]) -> None:
     """Run `writes` (none returning rows) in the caller's transaction: one statement on
     PostgreSQL, one executemany each, in order, elsewhere. Writes with no rows are left out. A
@@ -303,6 +316,18 @@ def execute(session_or_conn: Session | Connection, writes: Sequence[Write]) -> N
     todo = _merged([w for w in writes if w.kind == "statement" or w.rows])
     if not todo:
         return
+    if not observers:
+        _execute(conn, todo)
+        return
+    _observe(conn, todo)
+    conn.info[IN_BULK] = True  # observed here: statement-level observers skip these
+    try:
+        _execute(conn, todo)
+    finally:
+        conn.info.pop(IN_BULK, None)
+
+
+def _execute(conn: Connection, todo: list[Write]) -> None:
     if conn.dialect.name != "postgresql" or _collide(todo):
         for w in todo:
             _run_one(conn, w)

@@ -105,6 +105,14 @@ class PoisonMessage(Exception):
     """The record can never be handled (undecodable, unknown schema): dead-letter it at once."""
 
 
+# Event types no consumer applies (checkpoints for auditors: `rescind audit verify`).
+SKIPPED_EVENT_TYPES = frozenset({"audit_checkpoint"})
+
+
+class SkippedEvent(Exception):
+    """A record of a type no consumer applies (`SKIPPED_EVENT_TYPES`): committed past, untouched."""
+
+
 def payload_types(message_cls: type[Message], oneof: str = "payload") -> tuple[str, ...]:
     """The field names of an envelope's oneof: the `event-type` values its outbox writes."""
     return tuple(f.name for f in message_cls.DESCRIPTOR.oneofs_by_name[oneof].fields)
@@ -119,6 +127,8 @@ def decode_event(message_cls: type[M], value: bytes | None, required: Sequence[s
         event = message_cls.FromString(value)
     except Exception as exc:
         raise PoisonMessage(f"undecodable {name}: {exc}") from exc
+    if "payload" in event.DESCRIPTOR.oneofs_by_name and event.WhichOneof("payload") in SKIPPED_EVENT_TYPES:
+        raise SkippedEvent(str(event.WhichOneof("payload")))
     missing = [field for field in required if not getattr(event, field)]
     if missing:
         raise PoisonMessage(f"{name} without {' or '.join(missing)}")
@@ -435,13 +445,35 @@ class EventConsumer:
             applied += outcome
         return applied
 
+    def _skipped(self, item: _Item) -> bool:
+        """Audit checkpoints ride every topic (rescind_common.audit_chain); no consumer applies
+        them: each skips them and commits past them."""
+        if dead_letters.header(item.record.headers, dead_letters.EVENT_TYPE) in SKIPPED_EVENT_TYPES:
+            return True
+        event = item.event
+        return (
+            isinstance(event, Message)
+            and "payload" in event.DESCRIPTOR.oneofs_by_name
+            and event.WhichOneof("payload") in SKIPPED_EVENT_TYPES
+        )
+
     def _process(self, items: list[_Item]) -> int:
         """Apply a poll's records; the number newly applied. Marks the records done."""
         for item in items:
+            if self._skipped(item):
+                item.done = True
+                continue
             try:
                 item.event = self.handler.decode_record(item.record.topic, item.record.value)
+            except SkippedEvent:
+                item.done = True
+                continue
             except PoisonMessage as exc:
                 item.error = exc
+                continue
+            if self._skipped(item):
+                item.done = True
+        items = [item for item in items if not item.done]
         good = [item for item in items if item.error is None]
         try:
             results = self._apply_batch(good)

@@ -134,3 +134,82 @@ def drop_outbox_notify_trigger() -> None:
         return
     op.execute("DROP TRIGGER IF EXISTS outbox_notify ON outbox")
     op.execute("DROP FUNCTION IF EXISTS rescind_outbox_notify()")
+
+
+def create_audit_chain_tables() -> None:
+    """In a service's migration: `audit_entries` and `audit_heads` of
+    `rescind_common.audit_chain.ChainEntryMixin` / `ChainHeadMixin`, column for column."""
+    import sqlalchemy as sa
+    from alembic import op
+    from sqlalchemy.dialects import postgresql
+
+    from rescind_common.db import UTCDateTime
+
+    op.create_table(
+        "audit_entries",
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("chain_id", sa.String(length=64), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("at", UTCDateTime(), nullable=False),
+        sa.Column("kind", sa.String(length=64), nullable=False),
+        sa.Column("entity_id", sa.String(length=64), nullable=False),
+        sa.Column("data", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("prev_hash", sa.String(length=64), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_entries")),
+        sa.UniqueConstraint("chain_id", "seq", name=op.f("uq_audit_entries_chain_id_seq")),
+    )
+    op.create_table(
+        "audit_heads",
+        sa.Column("chain_id", sa.String(length=64), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("head", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("chain_id", name=op.f("pk_audit_heads")),
+    )
+
+
+def create_audit_checkpoint_tables() -> None:
+    """In a service's migration: `audit_checkpoints` and `audit_checkpoint_heads` of
+    `rescind_common.audit_chain.CheckpointMixin` / `CheckpointHeadMixin`."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    from rescind_common.db import UTCDateTime
+
+    op.create_table(
+        "audit_checkpoints",
+        sa.Column("seq", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("at", UTCDateTime(), nullable=False),
+        sa.Column("root", sa.String(length=64), nullable=False),
+        sa.Column("previous_root", sa.String(length=64), nullable=False),
+        sa.Column("chain_count", sa.Integer(), nullable=False),
+        sa.Column("jws", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_audit_checkpoints")),
+    )
+    op.create_table(
+        "audit_checkpoint_heads",
+        sa.Column("checkpoint_seq", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("chain_id", sa.String(length=64), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("head", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("checkpoint_seq", "chain_id", name=op.f("pk_audit_checkpoint_heads")),
+    )
+    op.create_index(
+        "ix_audit_checkpoint_heads_chain_id_checkpoint_seq",
+        "audit_checkpoint_heads",
+        ["chain_id", "checkpoint_seq"],
+        unique=False,
+    )
+
+
+def drop_audit_tables(*, chains: bool) -> None:
+    from alembic import op
+
+    op.drop_index("ix_audit_checkpoint_heads_chain_id_checkpoint_seq", table_name="audit_checkpoint_heads")
+    op.drop_table("audit_checkpoint_heads")
+    op.drop_table("audit_checkpoints")
+    if chains:
+        op.drop_table("audit_heads")
+        op.drop_table("audit_entries")

@@ -33,6 +33,10 @@ class RescindSettings(BaseSettings):
     # Where `make run` keeps development keys and SQLite files.
     state_dir: Path = DEV_STATE_DIR
 
+    # How often the serve process folds every audit chain head into a signed checkpoint (one replica
+    # writes: a PostgreSQL advisory lock); none is written when no head moved.
+    audit_checkpoint_interval_seconds: float = Field(default=300.0, gt=0)
+
     # Comma-separated Kafka bootstrap servers.
     kafka_bootstrap: str = "127.0.0.1:9092"
     # Consent events (consent-api's outbox), read by the registry and revocation-worker.

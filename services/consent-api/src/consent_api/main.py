@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from consent_api import models  # noqa: F401  (registers every table)
+from consent_api.audit import service as audit_service
+from consent_api.audit.router import checkpoints_router as audit_checkpoints_router
 from consent_api.audit.router import router as audit_router
 from consent_api.config import ConsentSettings
 from consent_api.consents.router import router as consents_router
@@ -22,6 +24,7 @@ from consent_api.rights.router import router as rights_router
 from consent_api.samples.router import router as samples_router
 from consent_api.subjects.router import router as profile_router
 from rescind_common.app import create_service_app
+from rescind_common.audit_chain import CheckpointLoop
 from rescind_common.db import DbAdmission, make_engine, make_session_factory
 
 SERVICE = "consent-api"
@@ -50,12 +53,20 @@ def create_app(settings: ConsentSettings | None = None, *, run_scheduler: bool |
     )
     scheduler_on = settings.consent_run_scheduler if run_scheduler is None else run_scheduler
     scheduler = ExpiryScheduler(ctx, settings.consent_expiry_interval_seconds)
+    checkpoints = CheckpointLoop(
+        engine,
+        settings.audit_checkpoint_interval_seconds,
+        lambda conn: audit_service.checkpoint(conn, settings, ctx.signer),
+        SERVICE,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if scheduler_on:
             scheduler.start()
+        checkpoints.start()
         yield
+        checkpoints.close()
         scheduler.stop()
         engine.dispose()
 
@@ -73,6 +84,7 @@ def create_app(settings: ConsentSettings | None = None, *, run_scheduler: bool |
             rights_router,
             profile_router,
             audit_router,
+            audit_checkpoints_router,
             receipts_router,
         ],
         max_json_items=max(settings.consent_max_sample_ids, settings.consent_max_batch_samples),

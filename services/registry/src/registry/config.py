@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
@@ -13,8 +14,10 @@ class RegistrySettings(RescindSettings):
     """The registry's own settings (`RESCIND_REGISTRY_*`), beside the shared ones."""
 
     PROCESS_SECRETS: ClassVar[dict[str, frozenset[str]]] = {
-        process: frozenset({"registry_database_url"}) for process in ("migrate", "serve", "relay", "consumer")
+        **{process: frozenset({"registry_database_url"}) for process in ("migrate", "relay", "consumer")},
+        "serve": frozenset({"registry_database_url", "registry_audit_signing_key_file"}),
     }
+    PRODUCTION_SECRETS: ClassVar[frozenset[str]] = frozenset({"registry_audit_signing_key_file"})
 
     # SQLAlchemy URL; `postgresql://user@host/db` in production.
     registry_database_url: str = "sqlite:///.rescind/registry.db"
@@ -22,6 +25,9 @@ class RegistrySettings(RescindSettings):
     registry_host: str = "127.0.0.1"
     # Its port.
     registry_port: int = Field(default=8002, ge=1, le=65535)
+    # Ed25519 PEM private key that signs audit checkpoints (published at /.well-known/jwks.json).
+    # Development: generated under state_dir; production refuses to serve without it.
+    registry_audit_signing_key_file: Path | None = None
     # Connection pool size.
     registry_db_pool_size: int = Field(default=10, ge=1)
     # Consumer group of `registry consumer` (the consent topic → the registry's projection).

@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from registry import models  # noqa: F401  (registers every table)
+from registry.audit import service as audit_service
+from registry.audit.router import router as audit_router
 from registry.config import RegistrySettings
 from registry.context import AppContext
 from registry.db import make_registry_engine
@@ -16,6 +18,7 @@ from registry.licensees.router import router as licensees_router
 from registry.licenses.router import router as licenses_router
 from registry.lineage.router import router as models_router
 from rescind_common.app import create_service_app
+from rescind_common.audit_chain import CheckpointLoop
 from rescind_common.db import make_session_factory
 
 SERVICE = "registry"
@@ -31,10 +34,19 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()
     engine = make_registry_engine(settings.registry_database_url, pool_size=settings.registry_db_pool_size)
     ctx = AppContext(settings=settings, engine=engine, session_factory=make_session_factory(engine))
+    signer = audit_service.signer(settings)
+    checkpoints = CheckpointLoop(
+        engine,
+        settings.audit_checkpoint_interval_seconds,
+        lambda conn: audit_service.checkpoint(conn, settings, signer),
+        SERVICE,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        checkpoints.start()
         yield
+        checkpoints.close()
         engine.dispose()
 
     app = create_service_app(
@@ -45,7 +57,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         description=(
             "Licensees, licenses backed by an active consent, model lineage, and who holds which samples."
         ),
-        routers=[licensees_router, licenses_router, models_router, holders_router],
+        routers=[licensees_router, licenses_router, models_router, holders_router, audit_router],
         max_json_items=max(
             settings.registry_max_license_samples,
             settings.registry_max_holder_samples,
@@ -54,4 +66,5 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         batch_paths=BATCH_PATHS,
         lifespan=lifespan,
     )
+    app.state.audit_signer = signer
     return app

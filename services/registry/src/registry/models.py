@@ -27,3 +27,10 @@ __all__ = [
     "SubjectErasure",
     "TrainedModel",
 ]
+
+# After every table: the audit chains record writes to the licensee, license and model tables.
+from registry.audit.models import AuditCheckpoint, AuditCheckpointHead, AuditEntry, AuditHead
+from registry.audit.recording import install as _install_audit
+
+_install_audit()
+__all__ += ["AuditCheckpoint", "AuditCheckpointHead", "AuditEntry", "AuditHead"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field, model_validator
@@ -19,7 +20,14 @@ class WorkerSettings(RescindSettings):
     # The API seals endpoint secrets and delivery opens them to sign; intake alone asks the registry.
     PROCESS_SECRETS: ClassVar[dict[str, frozenset[str]]] = {
         "migrate": frozenset({"worker_database_url"}),
-        "serve": frozenset({"worker_database_url", "worker_secret_key", "worker_secret_keys"}),
+        "serve": frozenset(
+            {
+                "worker_database_url",
+                "worker_secret_key",
+                "worker_secret_keys",
+                "worker_audit_signing_key_file",
+            }
+        ),
         "worker --role all": frozenset(
             {"worker_database_url", "worker_secret_key", "worker_secret_keys", "worker_registry_token"}
         ),
@@ -28,7 +36,9 @@ class WorkerSettings(RescindSettings):
             {"worker_database_url", "worker_secret_key", "worker_secret_keys"}
         ),
     }
-    PRODUCTION_SECRETS: ClassVar[frozenset[str]] = frozenset({"worker_registry_token"})
+    PRODUCTION_SECRETS: ClassVar[frozenset[str]] = frozenset(
+        {"worker_registry_token", "worker_audit_signing_key_file"}
+    )
     PRODUCTION_ANY_OF: ClassVar[tuple[frozenset[str], ...]] = (
         frozenset({"worker_secret_key", "worker_secret_keys"}),
     )
@@ -122,6 +132,9 @@ class WorkerSettings(RescindSettings):
     worker_allow_networks: list[str] = []
     # Accept plain `http://` endpoint URLs (local demos only).
     worker_allow_http: bool = False
+    # Ed25519 PEM private key that signs audit checkpoints (published at /.well-known/jwks.json).
+    # Development: generated under state_dir; production refuses to serve without it.
+    worker_audit_signing_key_file: Path | None = None
     # Connection pool size.
     worker_db_pool_size: int = Field(default=10, ge=1)
 

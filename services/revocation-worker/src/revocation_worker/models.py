@@ -36,3 +36,15 @@ __all__ = [
     "RevocationSample",
     "RevocationSampleSet",
 ]
+
+# After every table: the audit chains record writes to the endpoint, notice and delivery tables.
+from revocation_worker.audit.models import (
+    AuditCheckpoint,
+    AuditCheckpointHead,
+    AuditEntry,
+    AuditHead,
+)
+from revocation_worker.audit.recording import install as _install_audit
+
+_install_audit()
+__all__ += ["AuditCheckpoint", "AuditCheckpointHead", "AuditEntry", "AuditHead"]

@@ -30,6 +30,7 @@ from rescind_common.keyring import Keyring
 from rescind_common.outbox import OutboxRelay
 from rescind_common.pglisten import Listener, libpq_url
 from rescind_common.proto.rescind.v1 import consent_events_pb2, license_events_pb2
+from revocation_worker import models  # noqa: F401  (every table, and the audit chains' recording)
 from revocation_worker.config import WorkerSettings
 from revocation_worker.context import AppContext
 from revocation_worker.db import Outbox, OutboxLog, ProcessedEvent

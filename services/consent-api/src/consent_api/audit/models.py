@@ -7,6 +7,7 @@ from sqlalchemy import BigInteger, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from consent_api.db import Base
+from rescind_common.audit_chain import CheckpointHeadMixin, CheckpointMixin
 from rescind_common.db import JSONType, UTCDateTime, utcnow
 
 
@@ -29,3 +30,11 @@ class AuditEntry(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSONType)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(CheckpointMixin, Base):
+    """A signed Merkle root over every subject chain's head (rescind_common.audit_chain)."""
+
+
+class AuditCheckpointHead(CheckpointHeadMixin, Base):
+    pass

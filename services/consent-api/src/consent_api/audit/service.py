@@ -8,21 +8,24 @@ forks; the verifier recomputes every hash and checks each link and the head.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Table
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from consent_api.audit import repository
-from consent_api.audit.models import AuditEntry
+from consent_api.audit.models import AuditCheckpoint, AuditCheckpointHead, AuditEntry
+from consent_api.config import ConsentSettings
+from consent_api.db import Outbox
 from consent_api.subjects.models import Subject
-from rescind_common import bulk
+from rescind_common import audit_api, audit_chain, bulk
 from rescind_common.db import utcnow
+from rescind_common.ids import new_id
+from rescind_common.outbox import insert_outbox, outbox_row
+from rescind_common.proto.rescind.v1 import consent_events_pb2
 
-GENESIS = "0" * 64
+GENESIS = audit_chain.GENESIS
 
 
 def entry_hash(
@@ -36,20 +39,29 @@ def entry_hash(
     entity_id: str,
     data: dict[str, Any],
 ) -> str:
-    body = json.dumps(
-        {
-            "subject_id": subject_id,
-            "seq": seq,
-            "at": at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "actor": actor,
-            "action": action,
-            "entity_id": entity_id,
-            "data": data,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(prev_hash.encode() + body.encode()).hexdigest()
+    body = {
+        "subject_id": subject_id,
+        "seq": seq,
+        "at": audit_chain.iso(at),
+        "actor": actor,
+        "action": action,
+        "entity_id": entity_id,
+        "data": data,
+    }
+    return audit_chain.chain_hash(prev_hash, body)
+
+
+def entry_body(e: AuditEntry) -> dict[str, Any]:
+    """What an entry's hash covers (this service's format, older than the shared one)."""
+    return {
+        "subject_id": e.subject_id,
+        "seq": e.seq,
+        "at": audit_chain.iso(e.at),
+        "actor": e.actor,
+        "action": e.action,
+        "entity_id": e.entity_id,
+        "data": e.data,
+    }
 
 
 def append(
@@ -101,54 +113,54 @@ def append_statements(
     return AuditEntry(**values), statements
 
 
-def verify(session: Session) -> dict[str, Any]:
-    heads = {s.id: (s.audit_seq, s.audit_head) for s in session.scalars(select(Subject))}
-    problems: list[dict[str, Any]] = []
-    checked = 0
-    current: str | None = None
-    prev = GENESIS
-    expected_seq = 1
-    seen: dict[str, tuple[int, str]] = {}
+SERVICE = "consent-api"
+TABLES = audit_chain.CheckpointTables(
+    cast(Table, AuditCheckpoint.__table__), cast(Table, AuditCheckpointHead.__table__)
+)
+SOURCE = repository.SubjectChains()
 
-    for e in repository.iter_all(session):
-        if e.subject_id != current:
-            current, prev, expected_seq = e.subject_id, GENESIS, 1
-        checked += 1
-        if e.seq != expected_seq:
-            problems.append(
-                {"subject_id": e.subject_id, "seq": e.seq, "problem": f"expected seq {expected_seq}"}
-            )
-        if e.prev_hash != prev:
-            problems.append(
-                {"subject_id": e.subject_id, "seq": e.seq, "problem": "broken link to previous entry"}
-            )
-        recomputed = entry_hash(
-            e.prev_hash,
-            subject_id=e.subject_id,
-            seq=e.seq,
-            at=e.at,
-            actor=e.actor,
-            action=e.action,
-            entity_id=e.entity_id,
-            data=e.data,
-        )
-        if recomputed != e.hash:
-            problems.append({"subject_id": e.subject_id, "seq": e.seq, "problem": "entry was altered"})
-        prev, expected_seq = e.hash, e.seq + 1
-        seen[e.subject_id] = (e.seq, e.hash)
 
-    for subject_id, (seq, head) in heads.items():
-        if seen.get(subject_id, (0, GENESIS)) != (seq, head):
-            problems.append(
-                {
-                    "subject_id": subject_id,
-                    "seq": seq,
-                    "problem": "chain head does not match (entries removed?)",
-                }
-            )
+def verify(session: Session, signer: audit_chain.Signer, checkpoint: int | None = None) -> dict[str, Any]:
+    """Every subject's chain recomputed (and, with `checkpoint`, checked against that signed
+    checkpoint); problems name the subject (`subject_id`, also as `chain_id`)."""
+    report = audit_api.verify(session.connection(), SOURCE, TABLES, signer, checkpoint)
+    problems = [{"subject_id": p["chain_id"], **p} for p in report["problems"]]
     return {
-        "ok": not problems,
-        "subjects_checked": len(heads),
-        "entries_checked": checked,
+        "ok": report["ok"],
+        "subjects_checked": report["chains_checked"],
+        "chains_checked": report["chains_checked"],
+        "entries_checked": report["entries_checked"],
+        "checkpoint": report["checkpoint"],
         "problems": problems,
     }
+
+
+def checkpoint(
+    conn: Connection, settings: ConsentSettings, signer: audit_chain.Signer, *, force: bool = False
+) -> dict[str, Any] | None:
+    """The next signed checkpoint (receipt keys), appended to the consent topic's outbox, in the
+    caller's transaction; None when another replica writes or no head moved."""
+
+    def publish(c: Connection, claims: dict[str, Any]) -> None:
+        cp = audit_chain.checkpoint_message(claims)
+        event_id = new_id("evt")
+        message = consent_events_pb2.ConsentEvent(event_id=event_id, producer=SERVICE, audit_checkpoint=cp)
+        message.occurred_at.CopyFrom(cp.at)
+        row = outbox_row(
+            topic=settings.kafka_consent_topic,
+            key=f"audit:{SERVICE}",
+            event_id=event_id,
+            event_type=audit_chain.EVENT_TYPE,
+            message=message,
+        )
+        insert_outbox(c, Outbox, [row])
+
+    return audit_chain.write_checkpoint(
+        conn,
+        service=SERVICE,
+        tables=TABLES,
+        current_heads=SOURCE.heads,
+        signer=signer,
+        publish=publish,
+        force=force,
+    )

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from fastapi import Request
+
+from registry.audit.service import SOURCE, TABLES
+from rescind_common import audit_api
+from rescind_common.audit_chain import Signer
+
+
+def _signer(request: Request) -> Signer:
+    key: Signer = request.app.state.audit_signer
+    return key
+
+
+router = audit_api.router(audit_api.AuditApi(SOURCE, TABLES, _signer), jwks=True)
