@@ -877,13 +877,14 @@ def exact_world(world: ResolverWorld) -> ExactWorld:
     return ExactWorld(subject_id, consent_id, samples, a, b, lics, models)
 
 
-@pytest.mark.parametrize("scope", ["purpose", "all"])
+@pytest.mark.parametrize("scope", ["purpose", "all", "erasure", "licensee"])
 def test_exact_notices_name_each_license_hit_and_each_model_whole_or_by_shard(
     worker: Any, receiver: Any, resolver_world: ResolverWorld, scope: str
 ) -> None:
-    """A purpose-only withdrawal (model_training) and a withdrawal of everything, from the consent
-    event through the worker's intake, the registry's holders lookup and the notices, to the signed
-    webhook body, the notice API and the NoticeCreated event."""
+    """A purpose-only withdrawal (model_training), a withdrawal of everything, an erasure and a
+    withdrawal of one licensee, from the consent event through the worker's intake, the registry's
+    holders lookup and the notices, to the signed webhook body, the notice API and the
+    NoticeCreated event."""
     w = worker(worker_registry_url=resolver_world.registry.url)
     x = exact_world(resolver_world)
     rcv = {lic: receiver() for lic in (x.a, x.b)}
@@ -898,11 +899,31 @@ def test_exact_notices_name_each_license_hit_and_each_model_whole_or_by_shard(
             trigger=pb_consent.REVOCATION_TRIGGER_PURPOSE_WITHDRAWAL,
         )
         trigger, purposes = "purpose_withdrawal", ["model_training"]
-    else:
+    elif scope == "licensee":
         event = Projection.revoke_event(
-            x.subject_id, x.consent_id, x.samples, ["model_training", "evaluation"], ended=True
+            x.subject_id,
+            x.consent_id,
+            x.samples,
+            ["model_training", "evaluation"],
+            ended=False,
+            trigger=pb_consent.REVOCATION_TRIGGER_LICENSEE_WITHDRAWAL,
+            only_licensee_id=x.b,
         )
-        trigger, purposes = "withdrawal", ["evaluation", "model_training"]
+        trigger, purposes = "licensee_withdrawal", ["evaluation", "model_training"]
+    else:
+        pb_trigger = {
+            "all": pb_consent.REVOCATION_TRIGGER_SUBJECT,
+            "erasure": pb_consent.REVOCATION_TRIGGER_ERASURE,
+        }[scope]
+        event = Projection.revoke_event(
+            x.subject_id,
+            x.consent_id,
+            x.samples,
+            ["model_training", "evaluation"],
+            ended=True,
+            trigger=pb_trigger,
+        )
+        trigger, purposes = ("withdrawal" if scope == "all" else "erasure"), ["evaluation", "model_training"]
     with w.ctx.session_factory() as session, session.begin():
         assert intake.apply(session, event)
     registry = RegistryClient(w.ctx)
@@ -953,10 +974,14 @@ def test_exact_notices_name_each_license_hit_and_each_model_whole_or_by_shard(
             "Buyer 0",
             sorted(a_licenses, key=lambda d: d["license_id"]),
             sorted(a_models),
-            4 if scope == "all" else 3,
+            3 if scope == "purpose" else 4,
         ),
         x.b: ("Buyer 1", [lic("l_b", 1)], [model("b_shard", "shards", ["shb"], ["l_b"])], 1),
     }
+    if scope == "licensee":
+        # Only b was withdrawn: a, holding the same samples under the same consent, is not told.
+        assert w.client.get("/v1/notices", headers=w.headers("licensee", x.a)).json()["items"] == []
+        del expected[x.a]
     for licensee, (name, licenses, models, sample_count) in expected.items():
         (got,) = rcv[licensee].wait_for(1)
         data = got.verify(secrets[licensee])["data"]
