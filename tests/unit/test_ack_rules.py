@@ -93,6 +93,7 @@ def test_problems_name_the_field() -> None:
     assert {f for f, _ in problems(ack("exempt", basis="legal_claims"), True, named)} == {
         "body.samples_deleted"
     }
+    assert {f for f, _ in problems(ack("deleted"), False, named)} == {"body.samples_deleted"}
     assert {f for f, _ in problems(ack(None, ModelAnswer("mdl_x", "retrained")), None, named)} == {
         "body.models[0].model_id"
     }

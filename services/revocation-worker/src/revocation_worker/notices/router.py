@@ -62,7 +62,9 @@ def notice_samples(
 
 
 @router.post(
-    "/{notice_id}/ack", response_model=NoticeOut, summary="Answer: the samples' outcome, an action per model, evidence"
+    "/{notice_id}/ack",
+    response_model=NoticeOut,
+    summary="Answer: the samples' outcome, an action per model, evidence",
 )
 def ack_notice(
     notice_id: str, body: AckIn, licensee: CurrentLicensee, session: DbSession, ctx: Ctx

@@ -78,6 +78,8 @@ def problems(
     out: list[tuple[str, str]] = []
     if samples_deleted is True and ack.outcome not in (None, "deleted"):
         out.append(("body.samples_deleted", f"true contradicts outcome {ack.outcome!r}"))
+    if samples_deleted is False and ack.outcome == "deleted":
+        out.append(("body.samples_deleted", "false contradicts outcome 'deleted'"))
     if ack.outcome == "not_held" and ack.reason is None:
         out.append(("body.reason", f"required with outcome not_held (one of {', '.join(REASONS)})"))
     if ack.reason is not None and ack.outcome != "not_held":
