@@ -11,7 +11,7 @@ from typing import Any, cast
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, Engine, Table, delete, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, select, update
 
 from registry.audit import service as audit_service
 from registry.audit.models import AuditCheckpoint, AuditCheckpointHead, AuditEntry, AuditHead
@@ -23,6 +23,7 @@ from rescind_common.proto.rescind.v1 import license_events_pb2 as lpb
 
 from support.audit import chains_named, rewound, tampered, verify
 from support.registry import Projection
+from support.wait import wait_until
 
 ENTRIES = cast(Table, AuditEntry.__table__)
 HEADS = cast(Table, AuditHead.__table__)
@@ -219,3 +220,43 @@ def test_audit_routes_are_for_operators(registry: TestClient, token: Any) -> Non
         assert registry.get(path).status_code == 401, path
     assert registry.get("/.well-known/jwks.json").status_code == 200
     assert isinstance(httpx.Response(200, json={}).json(), dict)
+
+
+def test_the_serve_process_writes_checkpoints_in_the_background(
+    registry: TestClient,
+    registry_settings: RegistrySettings,
+    engine: Engine,
+    operator: dict[str, str],
+    projection: Projection,
+    token: Any,
+) -> None:
+    """The loop `registry serve` runs (here at 50 ms): a head moved, so a checkpoint appears; with
+    two loops at once (two replicas), the advisory lock keeps their checkpoints in one sequence."""
+    cps = cast(Table, AuditCheckpoint.__table__)
+
+    def newest() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(cps.c.seq), 0))).scalar_one())
+
+    before = newest()
+    history(registry, operator, projection, token)
+    signer = registry.app.state.audit_signer
+    loops = [
+        audit_chain.CheckpointLoop(
+            engine_, 0.05, lambda conn: audit_service.checkpoint(conn, registry_settings, signer), "registry"
+        )
+        for engine_ in (engine, engine)
+    ]
+    for loop in loops:
+        loop.start()
+    try:
+        wait_until(lambda: newest() > before, 10.0, "a background checkpoint")
+    finally:
+        for loop in loops:
+            loop.close()
+    with engine.connect() as conn:
+        seqs = [r[0] for r in conn.execute(select(cps.c.seq).where(cps.c.seq > before).order_by(cps.c.seq))]
+    assert seqs == list(range(before + 1, before + 1 + len(seqs)))
+    # nothing moved since: a further attempt writes nothing
+    with engine.begin() as conn:
+        assert audit_service.checkpoint(conn, registry_settings, signer) is None
