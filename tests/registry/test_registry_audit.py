@@ -100,6 +100,21 @@ def test_every_change_of_a_licensee_is_on_its_chain_without_names(
     assert len(page["items"]) == 1 and page["next_cursor"]
     bad = registry.get("/v1/audit/entries", params={"cursor": "!!"}, headers=operator)
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "query.cursor"
+    from rescind_common.audit_api import encode_cursor
+
+    for query in (
+        {"cursor": encode_cursor(["a\x00b", 1])},
+        {"cursor": encode_cursor([lic, 2**40])},
+        {"chain_id": "a\x00b"},
+        {"chain_id": "x" * 65},
+    ):
+        r = registry.get("/v1/audit/entries", params=query, headers=operator)
+        assert 400 <= r.status_code < 500, (query, r.text)
+    for path, query in (
+        ("/v1/audit/heads", {"checkpoint": 0}),
+        ("/v1/audit/heads", {"cursor": encode_cursor(7)}),
+    ):
+        assert 400 <= registry.get(path, params=query, headers=operator).status_code < 500, (path, query)
 
 
 def test_a_clean_registry_verifies_and_its_checkpoint_is_signed_and_published(
