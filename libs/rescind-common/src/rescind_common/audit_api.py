@@ -83,7 +83,7 @@ def _typed_cursor(cursor: str | None, kind: type) -> Any:
         not isinstance(value, kind)
         or isinstance(value, bool)
         or (kind is str and not _id_like(value))
-        or (kind is int and not 0 <= value < 2**31)
+        or (isinstance(value, int) and not 0 <= value < 2**31)
     ):
         raise Problem(400, "The cursor is not valid.", errors=[field_error("query.cursor", "invalid")])
     return value
