@@ -4,6 +4,7 @@ it saw, and that checkpoints reach the license topic's outbox."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -275,3 +276,38 @@ def test_the_serve_process_writes_checkpoints_in_the_background(
     # nothing moved since: a further attempt writes nothing
     with engine.begin() as conn:
         assert audit_service.checkpoint(conn, registry_settings, signer) is None
+
+
+def test_concurrent_changes_of_one_licensee_make_one_unforked_chain(
+    registry: TestClient, operator: dict[str, str], projection: Projection, token: Any, tmp_path: Path
+) -> None:
+    """Eight callers declaring models of one licensee at once: every change is on its chain, in
+    one sequence (the head is locked at commit), and nothing deadlocks."""
+    lic, _ = history(registry, operator, projection, token)
+    me = {"Authorization": f"Bearer {token('licensee', sub=lic)}"}
+    # The license is revoked by now (history withdraws it): a fresh one to train on.
+    subject, samples = projection.samples(2)
+    consent = projection.grant(subject, samples, licensee_id=lic)
+    body = {"licensee_id": lic, "consent_id": consent, "purpose": "model_training", "sample_ids": samples}
+    fresh = registry.post("/v1/licenses", json=body, headers=operator).json()["id"]
+    statuses: list[int] = []
+
+    def declare(i: int) -> None:
+        for j in range(3):
+            r = registry.post(
+                "/v1/models", json={"name": f"m{i}", "version": str(j), "license_ids": [fresh]}, headers=me
+            )
+            statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=declare, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert statuses == [201] * 24
+    items = registry.get(
+        "/v1/audit/entries", params={"chain_id": lic, "limit": 500}, headers=operator
+    ).json()["items"]
+    assert [e["seq"] for e in items] == list(range(1, len(items) + 1))
+    assert sum(e["kind"] == "model.created" for e in items) == 25
+    assert verify({"registry": registry.app}, operator, tmp_path / "state.json")["ok"] is True
