@@ -4,6 +4,7 @@ it saw, and that checkpoints reach the license topic's outbox."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -11,7 +12,7 @@ from typing import Any, cast
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, Engine, Table, delete, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, select, update
 
 from registry.audit import service as audit_service
 from registry.audit.models import AuditCheckpoint, AuditCheckpointHead, AuditEntry, AuditHead
@@ -23,6 +24,7 @@ from rescind_common.proto.rescind.v1 import license_events_pb2 as lpb
 
 from support.audit import chains_named, rewound, tampered, verify
 from support.registry import Projection
+from support.wait import wait_until
 
 ENTRIES = cast(Table, AuditEntry.__table__)
 HEADS = cast(Table, AuditHead.__table__)
@@ -99,6 +101,21 @@ def test_every_change_of_a_licensee_is_on_its_chain_without_names(
     assert len(page["items"]) == 1 and page["next_cursor"]
     bad = registry.get("/v1/audit/entries", params={"cursor": "!!"}, headers=operator)
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "query.cursor"
+    from rescind_common.audit_api import encode_cursor
+
+    for query in (
+        {"cursor": encode_cursor(["a\x00b", 1])},
+        {"cursor": encode_cursor([lic, 2**40])},
+        {"chain_id": "a\x00b"},
+        {"chain_id": "x" * 65},
+    ):
+        r = registry.get("/v1/audit/entries", params=query, headers=operator)
+        assert 400 <= r.status_code < 500, (query, r.text)
+    for path, query in (
+        ("/v1/audit/heads", {"checkpoint": 0}),
+        ("/v1/audit/heads", {"cursor": encode_cursor(7)}),
+    ):
+        assert 400 <= registry.get(path, params=query, headers=operator).status_code < 500, (path, query)
 
 
 def test_a_clean_registry_verifies_and_its_checkpoint_is_signed_and_published(
@@ -219,3 +236,78 @@ def test_audit_routes_are_for_operators(registry: TestClient, token: Any) -> Non
         assert registry.get(path).status_code == 401, path
     assert registry.get("/.well-known/jwks.json").status_code == 200
     assert isinstance(httpx.Response(200, json={}).json(), dict)
+
+
+def test_the_serve_process_writes_checkpoints_in_the_background(
+    registry: TestClient,
+    registry_settings: RegistrySettings,
+    engine: Engine,
+    operator: dict[str, str],
+    projection: Projection,
+    token: Any,
+) -> None:
+    """The loop `registry serve` runs (here at 50 ms): a head moved, so a checkpoint appears; with
+    two loops at once (two replicas), the advisory lock keeps their checkpoints in one sequence."""
+    cps = cast(Table, AuditCheckpoint.__table__)
+
+    def newest() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(cps.c.seq), 0))).scalar_one())
+
+    before = newest()
+    history(registry, operator, projection, token)
+    signer = registry.app.state.audit_signer
+    loops = [
+        audit_chain.CheckpointLoop(
+            engine_, 0.05, lambda conn: audit_service.checkpoint(conn, registry_settings, signer), "registry"
+        )
+        for engine_ in (engine, engine)
+    ]
+    for loop in loops:
+        loop.start()
+    try:
+        wait_until(lambda: newest() > before, 10.0, "a background checkpoint")
+    finally:
+        for loop in loops:
+            loop.close()
+    with engine.connect() as conn:
+        seqs = [r[0] for r in conn.execute(select(cps.c.seq).where(cps.c.seq > before).order_by(cps.c.seq))]
+    assert seqs == list(range(before + 1, before + 1 + len(seqs)))
+    # nothing moved since: a further attempt writes nothing
+    with engine.begin() as conn:
+        assert audit_service.checkpoint(conn, registry_settings, signer) is None
+
+
+def test_concurrent_changes_of_one_licensee_make_one_unforked_chain(
+    registry: TestClient, operator: dict[str, str], projection: Projection, token: Any, tmp_path: Path
+) -> None:
+    """Eight callers declaring models of one licensee at once: every change is on its chain, in
+    one sequence (the head is locked at commit), and nothing deadlocks."""
+    lic, _ = history(registry, operator, projection, token)
+    me = {"Authorization": f"Bearer {token('licensee', sub=lic)}"}
+    # The license is revoked by now (history withdraws it): a fresh one to train on.
+    subject, samples = projection.samples(2)
+    consent = projection.grant(subject, samples, licensee_id=lic)
+    body = {"licensee_id": lic, "consent_id": consent, "purpose": "model_training", "sample_ids": samples}
+    fresh = registry.post("/v1/licenses", json=body, headers=operator).json()["id"]
+    statuses: list[int] = []
+
+    def declare(i: int) -> None:
+        for j in range(3):
+            r = registry.post(
+                "/v1/models", json={"name": f"m{i}", "version": str(j), "license_ids": [fresh]}, headers=me
+            )
+            statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=declare, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert statuses == [201] * 24
+    items = registry.get(
+        "/v1/audit/entries", params={"chain_id": lic, "limit": 500}, headers=operator
+    ).json()["items"]
+    assert [e["seq"] for e in items] == list(range(1, len(items) + 1))
+    assert sum(e["kind"] == "model.created" for e in items) == 25
+    assert verify({"registry": registry.app}, operator, tmp_path / "state.json")["ok"] is True

@@ -36,6 +36,8 @@ def make_settings(db_url: str, state_dir: Path, **overrides: Any) -> ConsentSett
         "consent_registry_url": f"http://127.0.0.1:{free_port()}",
         "consent_run_scheduler": False,
         "consent_db_pool_size": 5,
+        # Tests write checkpoints when they mean to (a background one would land in outboxes others read).
+        "audit_checkpoint_interval_seconds": 86400.0,
     }
     values.update(overrides)
     return ConsentSettings(**values)

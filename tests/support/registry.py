@@ -46,6 +46,8 @@ def make_registry_settings(db_url: str, state_dir: Path, **overrides: Any) -> Re
         "registry_db_pool_size": 5,
         # Tests that need the wait for a lagging projection set their own.
         "registry_projection_wait_seconds": 0.3,
+        # Tests write checkpoints when they mean to (tests/registry/test_registry_audit.py).
+        "audit_checkpoint_interval_seconds": 86400.0,
     }
     values.update(overrides)
     return RegistrySettings(**values)

@@ -64,16 +64,27 @@ def entry_cursor(cursor: str | None) -> tuple[str, int] | None:
     if not (
         isinstance(value, list)
         and len(value) == 2
-        and isinstance(value[0], str)
+        and _id_like(value[0])
         and isinstance(value[1], int)
+        and not isinstance(value[1], bool)
+        and 0 <= value[1] < 2**31
     ):
         raise Problem(400, "The cursor is not valid.", errors=[field_error("query.cursor", "invalid")])
     return value[0], value[1]
 
 
+def _id_like(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable()
+
+
 def _typed_cursor(cursor: str | None, kind: type) -> Any:
     value = decode_cursor(cursor)
-    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+    if value is not None and (
+        not isinstance(value, kind)
+        or isinstance(value, bool)
+        or (kind is str and not _id_like(value))
+        or (isinstance(value, int) and not 0 <= value < 2**31)
+    ):
         raise Problem(400, "The cursor is not valid.", errors=[field_error("query.cursor", "invalid")])
     return value
 
