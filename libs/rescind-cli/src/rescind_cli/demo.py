@@ -245,7 +245,7 @@ def story(urls: Urls, auth: Callable[[str, str], dict[str, str]], out_dir: Path)
         acme_notice, bolt_notice = acme_rx.notices()[0], bolt_rx.notices()[0]
         for rx, data in ((acme_rx, acme_notice), (bolt_rx, bolt_notice)):
             acts = [
-                f"{m['name']}@{m['version']} ({m.get('scope')}{' ' + ','.join(m['shard_ids']) if m.get('shard_ids') else ''})"
+                f"{m['name']}@{m['version']} {m.get('scope')} {m.get('shard_ids') or ''}"
                 for m in data["models"]
             ]
             licenses = [
@@ -297,8 +297,8 @@ def story(urls: Urls, auth: Callable[[str, str], dict[str, str]], out_dir: Path)
         for n in view["notices"]:
             actions = [f"{m.get('name')}: {m.get('action') or 'unanswered'}" for m in n.get("models", [])]
             print(
-                f"    {n.get('licensee_name')}: {n['status']}, final {n.get('final_status')}, models {actions}, "
-                f"evidence {n.get('evidence_digest')}, deadline {n.get('deadline')}"
+                f"    {n.get('licensee_name')}: {n['status']}, final {n.get('final_status')}, "
+                f"models {actions}, evidence {n.get('evidence_digest')}, deadline {n.get('deadline')}"
             )
 
         say("seller fetches the signed proof of propagation and the JWKS that verifies it")
