@@ -90,20 +90,25 @@ def test_the_proof_verifies_offline_and_against_the_published_jwks(stack: Stack,
     header = jwt.get_unverified_header(token)
     claims = jwt.decode(token, key, algorithms=[header["alg"]], options={"verify_aud": False})
     assert claims["revocation"]["id"] == outcome.revocation_id
-    told = {h["licensee_id"]: h for h in claims["holders"]}
+    told = {h["licensee_id"]: h for h in claims["notices"]}
     assert set(told) == {outcome.acme_id, outcome.bolt_id}
     for holder in told.values():
         assert holder["webhook_id"] and holder["notice_id"]
         assert holder["evidence_digest"].startswith("sha256:")
-    assert told[outcome.acme_id]["final_status"] == "acknowledged"
-    assert told[outcome.bolt_id]["final_status"] == "partially_acknowledged"
+    assert told[outcome.acme_id]["final_answer"]["status"] == "acknowledged"
+    assert told[outcome.acme_id]["final_answer"]["outcome"] == "deleted"
+    assert told[outcome.bolt_id]["final_answer"]["status"] == "partially_acknowledged"
+    assert told[outcome.acme_id]["first_delivery"]["status_code"] in (200, 204)
+    assert {m["model_id"]: m["action"] for m in told[outcome.acme_id]["models"]} == {
+        outcome.acme_model: "retrained"
+    }
 
 
 def test_one_changed_byte_fails_verification(outcome: Outcome, tmp_path: Path) -> None:
     token = outcome.proof_file.read_text().strip()
     header, payload, signature = token.split(".")
     claims = json.loads(jwt.utils.base64url_decode(payload))
-    claims["holders"][0]["evidence_digest"] = "sha256:" + "0" * 64
+    claims["notices"][0]["evidence_digest"] = "sha256:" + "0" * 64
     forged = jwt.utils.base64url_encode(json.dumps(claims).encode()).decode()
     for i, bad in enumerate(
         (f"{header}.{forged}.{signature}", token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1])
