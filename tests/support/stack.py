@@ -103,7 +103,7 @@ class Stack:
             self.start(name)
         self.wait_ready()
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 120) -> None:
         self.launcher.wait_ready(timeout=timeout, watch=self.names)
 
     def start_dead(self) -> None:

@@ -1,10 +1,14 @@
 """`rescind demo`: the whole story against a running stack (`make run`), with local receivers.
 
-Seller registers samples and grants; the operator creates two licensees and licenses; a licensee
-declares a model; both licensees register webhook endpoints (local receivers that verify every
-delivery with the standardwebhooks library); the seller revokes; both receivers get verified
-webhooks naming the samples and the model; one acknowledges; the seller's revocation shows one
-acknowledged, one delivered.
+A seller grants consent for two purposes; the operator records licenses for two buyers: Acme
+trains one model on two of its licenses, Bolt trains a sharded model (shard s1 on a training
+license, s2 on an evaluation license). The seller withdraws one purpose (model training). Both
+receivers verify their webhooks: Acme must act on its whole model, Bolt only on shard s1. Acme
+answers `deleted` + `retrained`, Bolt answers only for its samples (partially acknowledged). The
+seller's view names both holders with statuses, actions and evidence digests, and the signed proof
+of propagation is saved with the JWKS that verifies it offline (`rescind proof verify`).
+
+`story()` is the same journey for the end-to-end test, which checks what it returns.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -65,6 +71,12 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/webhooks/rescind"
 
+    def notices(self) -> list[dict[str, Any]]:
+        """The `data` of every verified `revocation.notice` webhook received so far."""
+        return [
+            v["payload"]["data"] for v in self.verified if v["payload"].get("type") == "revocation.notice"
+        ]
+
     def __enter__(self) -> Receiver:
         self.thread.start()
         return self
@@ -92,14 +104,32 @@ def say(step: str) -> None:
     print(f"==> {step}", flush=True)
 
 
-def run(consent_url: str, registry_url: str, worker_url: str) -> int:
-    settings = load_settings()
+@dataclass
+class Urls:
+    consent: str
+    registry: str
+    worker: str
+
+
+@dataclass
+class Outcome:
+    """What the story left behind, for the end-to-end test to check."""
+
+    revocation_id: str
+    acme_id: str
+    bolt_id: str
+    acme_model: str
+    bolt_model: str
+    acme_notice: dict[str, Any]
+    bolt_notice: dict[str, Any]
+    view: dict[str, Any]
+    proof_file: Path
+    jwks_file: Path
+
+
+def story(urls: Urls, auth: Callable[[str, str], dict[str, str]], out_dir: Path) -> Outcome:
+    """Play the journey; raise CliError at the first thing a user would see go wrong."""
     run_id = uuid.uuid4().hex[:6]
-
-    def auth(role: str, sub: str) -> dict[str, str]:
-        token = dev_token(settings, role=role, sub=sub, ttl=dt.timedelta(hours=1))
-        return {"Authorization": f"Bearer {token}"}
-
     seller = auth("subject", f"demo-seller-{run_id}")
     ops = auth("operator", "demo-ops")
     with (
@@ -107,15 +137,16 @@ def run(consent_url: str, registry_url: str, worker_url: str) -> int:
         Receiver("Acme Vision") as acme_rx,
         Receiver("Bolt Voice") as bolt_rx,
     ):
-        say("seller registers three samples (fingerprints only) and grants consent for model training")
+        say("seller registers four samples (fingerprints only) and grants training and evaluation")
+        kinds = ("face_image", "voice_recording", "handwriting", "face_image")
         samples = _check(
             http.post(
-                f"{consent_url}/v1/samples/batch",
+                f"{urls.consent}/v1/samples/batch",
                 headers=seller,
                 json={
                     "samples": [
-                        {"kind": kind, "sha256": hashlib.sha256(f"{run_id}-{kind}".encode()).hexdigest()}
-                        for kind in ("face_image", "voice_recording", "handwriting")
+                        {"kind": kind, "sha256": hashlib.sha256(f"{run_id}-{i}".encode()).hexdigest()}
+                        for i, kind in enumerate(kinds)
                     ]
                 },
             ),
@@ -124,117 +155,190 @@ def run(consent_url: str, registry_url: str, worker_url: str) -> int:
         ids = [s["id"] for s in samples]
         consent = _check(
             http.post(
-                f"{consent_url}/v1/consents",
+                f"{urls.consent}/v1/consents",
                 headers=seller,
-                json={"sample_ids": ids, "purposes": ["model_training"]},
+                json={"sample_ids": ids, "purposes": ["model_training", "evaluation"]},
             ),
             "granting consent",
         )
-        print(f"    consent {consent['id']} (receipt {consent['receipt_id']})")
+        print(f"    consent {consent['id']}")
 
-        say("operator creates two licensees and records their licenses")
+        say("operator creates two licensees and records four licenses")
         acme = _check(
-            http.post(f"{registry_url}/v1/licensees", headers=ops, json={"name": "Acme Vision"}), "licensee"
+            http.post(f"{urls.registry}/v1/licensees", headers=ops, json={"name": "Acme Vision"}), "licensee"
         )
         bolt = _check(
-            http.post(f"{registry_url}/v1/licensees", headers=ops, json={"name": "Bolt Voice"}), "licensee"
+            http.post(f"{urls.registry}/v1/licensees", headers=ops, json={"name": "Bolt Voice"}), "licensee"
         )
-        acme_license = _check(
-            http.post(
-                f"{registry_url}/v1/licenses",
-                headers=ops,
-                json={
-                    "licensee_id": acme["id"],
-                    "consent_id": consent["id"],
-                    "purpose": "model_training",
-                    "sample_ids": ids[:2],
-                },
-            ),
-            "recording Acme's license",
-        )
-        _check(
-            http.post(
-                f"{registry_url}/v1/licenses",
-                headers=ops,
-                json={
-                    "licensee_id": bolt["id"],
-                    "consent_id": consent["id"],
-                    "purpose": "model_training",
-                    "sample_ids": ids[1:],
-                },
-            ),
-            "recording Bolt's license",
-        )
+
+        def license_(licensee: str, purpose: str, sample_ids: list[str]) -> str:
+            body = {
+                "licensee_id": licensee,
+                "consent_id": consent["id"],
+                "purpose": purpose,
+                "sample_ids": sample_ids,
+            }
+            # 409 until the registry has projected the consent from the bus: a moment after the grant.
+            last: httpx.Response | None = None
+
+            def recorded() -> bool:
+                nonlocal last
+                last = http.post(f"{urls.registry}/v1/licenses", headers=ops, json=body)
+                return last.status_code != 409
+
+            _wait("the registry to know the consent", recorded)
+            assert last is not None
+            return _check(last, "recording a license")["id"]
+
+        acme_l1 = license_(acme["id"], "model_training", ids[0:2])
+        acme_l2 = license_(acme["id"], "model_training", ids[2:3])
+        bolt_train = license_(bolt["id"], "model_training", ids[1:3])
+        bolt_eval = license_(bolt["id"], "evaluation", ids[3:4])
         acme_auth, bolt_auth = auth("licensee", acme["id"]), auth("licensee", bolt["id"])
 
-        say("Acme declares a model trained on its license")
-        model = _check(
+        say("Acme declares a model trained on both its licenses; Bolt a sharded one (s1 training, s2 eval)")
+        acme_model = _check(
             http.post(
-                f"{registry_url}/v1/models",
+                f"{urls.registry}/v1/models",
                 headers=acme_auth,
+                json={"name": "acme-face-embedder", "version": "2026.12", "license_ids": [acme_l1, acme_l2]},
+            ),
+            "declaring Acme's model",
+        )
+        bolt_model = _check(
+            http.post(
+                f"{urls.registry}/v1/models",
+                headers=bolt_auth,
                 json={
-                    "name": "acme-face-embedder",
-                    "version": "2026.11",
-                    "license_ids": [acme_license["id"]],
+                    "name": "bolt-voice-clone",
+                    "version": "7",
+                    "shards": [
+                        {"shard_id": "s1", "license_ids": [bolt_train]},
+                        {"shard_id": "s2", "license_ids": [bolt_eval]},
+                    ],
                 },
             ),
-            "declaring the model",
+            "declaring Bolt's model",
         )
 
         say("both licensees register webhook endpoints (local receivers)")
         for rx, who in ((acme_rx, acme_auth), (bolt_rx, bolt_auth)):
             ep = _check(
-                http.post(f"{worker_url}/v1/endpoints", headers=who, json={"url": rx.url}), "endpoint"
+                http.post(f"{urls.worker}/v1/endpoints", headers=who, json={"url": rx.url}), "endpoint"
             )
             rx.secret = ep["secret"]
 
-        say("seller revokes the consent")
+        say("seller withdraws one purpose: model training (evaluation stays granted)")
         revocation = _check(
-            http.post(f"{consent_url}/v1/consents/{consent['id']}/revoke", headers=seller), "revoking"
+            http.post(
+                f"{urls.consent}/v1/revocations",
+                headers=seller,
+                json={"scope": "purpose", "purpose": "model_training"},
+            ),
+            "withdrawing the purpose",
         )
         started = time.monotonic()
         print(f"    revocation {revocation['id']}")
 
-        _wait("both verified webhooks", lambda: bool(acme_rx.verified) and bool(bolt_rx.verified))
-        elapsed = time.monotonic() - started
-        for rx in (acme_rx, bolt_rx):
-            data = rx.verified[0]["payload"]["data"]
-            print(
-                f"    {rx.name}: verified webhook {rx.verified[0]['webhook_id']}: delete "
-                f"{[s['sample_id'] for s in data['samples']]}, retrain/unlearn "
-                f"{[m['name'] + '@' + m['version'] for m in data['models']] or 'no models'}"
-            )
-        acme_data = acme_rx.verified[0]["payload"]["data"]
-        if model["id"] not in {m["model_id"] for m in acme_data["models"]}:
-            raise CliError("Acme's webhook does not name its model")
-        print(f"    both buyers told {elapsed:.1f}s after the revocation")
+        _wait("both verified webhooks", lambda: bool(acme_rx.notices()) and bool(bolt_rx.notices()))
+        print(f"    both buyers told {time.monotonic() - started:.1f}s after the withdrawal")
+        acme_notice, bolt_notice = acme_rx.notices()[0], bolt_rx.notices()[0]
+        for rx, data in ((acme_rx, acme_notice), (bolt_rx, bolt_notice)):
+            acts = [
+                f"{m['name']}@{m['version']} {m.get('scope')} {m.get('shard_ids') or ''}"
+                for m in data["models"]
+            ]
+            licenses = [
+                f"{lic['license_id']} {lic['trigger']} {lic['purposes']}" for lic in data.get("licenses", [])
+            ]
+            print(f"    {rx.name}: delete {len(data['samples'])} samples; act on {acts}; licenses {licenses}")
+        acme_acts = {m["model_id"]: m for m in acme_notice["models"]}
+        bolt_acts = {m["model_id"]: m for m in bolt_notice["models"]}
+        if acme_acts.get(acme_model["id"], {}).get("scope") != "whole":
+            raise CliError(f"Acme's webhook does not name its whole model: {acme_notice['models']}")
+        if bolt_acts.get(bolt_model["id"], {}).get("shard_ids") != ["s1"]:
+            raise CliError(f"Bolt's webhook does not name exactly shard s1: {bolt_notice['models']}")
 
-        say("Acme acknowledges: samples deleted, model unlearned")
+        say("Acme answers: samples deleted, model retrained (with evidence)")
         _check(
             http.post(
-                f"{worker_url}/v1/notices/{acme_data['notice_id']}/ack",
+                f"{urls.worker}/v1/notices/{acme_notice['notice_id']}/ack",
                 headers=acme_auth,
                 json={
-                    "status": "completed",
-                    "models": [{"model_id": model["id"], "action": "unlearned"}],
-                    "evidence": {"deletion_job": "acme-job-42"},
+                    "outcome": "deleted",
+                    "models": [{"model_id": acme_model["id"], "action": "retrained"}],
+                    "evidence": {"job_ids": ["acme-delete-42"], "run_ids": ["acme-train-2026-12-04"]},
                 },
             ),
-            "acknowledging",
+            "Acme's answer",
+        )
+        say("Bolt answers for its samples only (its model is not answered yet)")
+        _check(
+            http.post(
+                f"{urls.worker}/v1/notices/{bolt_notice['notice_id']}/ack",
+                headers=bolt_auth,
+                json={"outcome": "deleted", "evidence": {"job_ids": ["bolt-purge-7"]}},
+            ),
+            "Bolt's answer",
         )
 
-        say("seller reads the revocation")
-        expected = {acme["id"]: "acknowledged", bolt["id"]: "delivered"}
-        final: dict[str, Any] = {}
+        say("seller reads the revocation: who was told, what each did")
+        expected = {acme["id"]: "acknowledged", bolt["id"]: "partially_acknowledged"}
+        view: dict[str, Any] = {}
 
         def settled() -> bool:
-            nonlocal final
-            final = _check(
-                http.get(f"{consent_url}/v1/revocations/{revocation['id']}", headers=seller), "read"
+            nonlocal view
+            view = _check(
+                http.get(f"{urls.consent}/v1/revocations/{revocation['id']}", headers=seller), "read"
             )
-            return {n["licensee_id"]: n["status"] for n in final["notices"]} == expected
+            return {n["licensee_id"]: n["status"] for n in view["notices"]} == expected
 
-        _wait("the seller to see one acknowledged and one delivered", settled)
-        print(json.dumps({k: final[k] for k in ("id", "status", "notices")}, indent=2, default=str))
+        _wait("the seller to see one acknowledged and one partially acknowledged", settled)
+        for n in view["notices"]:
+            actions = [f"{m.get('name')}: {m.get('action') or 'unanswered'}" for m in n.get("models", [])]
+            print(
+                f"    {n.get('licensee_name')}: {n['status']}, final {n.get('final_status')}, "
+                f"models {actions}, evidence {n.get('evidence_digest')}, deadline {n.get('deadline')}"
+            )
+
+        say("seller fetches the signed proof of propagation and the JWKS that verifies it")
+        proof = http.get(
+            f"{urls.consent}/v1/revocations/{revocation['id']}/proof",
+            headers={**seller, "Accept": "application/jose"},
+        )
+        if proof.status_code != 200:
+            raise CliError(f"the proof failed: {proof.status_code} {proof.text[:500]}")
+        jwks = _check(http.get(f"{urls.consent}/.well-known/jwks.json"), "the JWKS")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        proof_file = out_dir / f"{revocation['id']}.jws"
+        jwks_file = out_dir / f"{revocation['id']}.jwks.json"
+        proof_file.write_text(proof.text.strip() + "\n")
+        jwks_file.write_text(json.dumps(jwks, indent=2) + "\n")
+        print(f"    saved {proof_file} and {jwks_file}")
+    return Outcome(
+        revocation_id=revocation["id"],
+        acme_id=acme["id"],
+        bolt_id=bolt["id"],
+        acme_model=acme_model["id"],
+        bolt_model=bolt_model["id"],
+        acme_notice=acme_notice,
+        bolt_notice=bolt_notice,
+        view=view,
+        proof_file=proof_file,
+        jwks_file=jwks_file,
+    )
+
+
+def run(consent_url: str, registry_url: str, worker_url: str) -> int:
+    settings = load_settings()
+
+    def auth(role: str, sub: str) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {dev_token(settings, role=role, sub=sub, ttl=dt.timedelta(hours=1))}"
+        }
+
+    outcome = story(Urls(consent_url, registry_url, worker_url), auth, Path(settings.state_dir) / "proofs")
+    say("verify the proof offline, as a regulator would:")
+    print(f"    rescind proof verify {outcome.proof_file} --jwks {outcome.jwks_file}")
     say("done")
     return 0
