@@ -546,7 +546,7 @@ def test_a_revocation_of_one_consent_proves_its_samples_only(client, seller, sto
     assert claims["notices"] == [] and claims["sample_count"] == 1
     sample = get_json(client, f"/v1/samples/{other[0]}", seller)
     assert claims["samples"]["merkle_root"] == rfc6962_root([sample["sha256"]])
-    assert claims["revocation"]["trigger"] == "subject" and claims["revocation"]["scope"] == "consent"
+    assert claims["revocation"]["trigger"] == "withdrawal" and claims["revocation"]["scope"] == "consent"
     assert [(r["id"], r["state"]) for r in claims["consent_records"]] == [(c["id"], "withdrawn")]
 
 

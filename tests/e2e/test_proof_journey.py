@@ -117,3 +117,10 @@ def test_one_changed_byte_fails_verification(outcome: Outcome, tmp_path: Path) -
         path.write_text(bad + "\n")
         done = verify_offline(path, outcome.jwks_file)
         assert done.returncode != 0, f"a changed proof verified: {done.stdout}"
+
+
+def test_the_proof_says_one_purpose_was_withdrawn(outcome: Outcome) -> None:
+    claims = jwt.decode(outcome.proof_file.read_text().strip(), options={"verify_signature": False})
+    assert claims["revocation"]["trigger"] == "purpose_withdrawal"
+    assert claims["revocation"]["purposes"] == ["model_training"]
+    assert claims["samples"]["merkle_root"] and claims["samples"]["count"] == 4

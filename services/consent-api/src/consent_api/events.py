@@ -49,6 +49,15 @@ def event_trigger(trigger: str, scope: str) -> pb.RevocationTrigger:
     return TRIGGER_TO_PB[trigger]
 
 
+def notice_trigger(trigger: str, scope: str) -> str:
+    """The trigger as buyers' notices name it: withdrawal, purpose_withdrawal, licensee_withdrawal,
+    expiry or erasure (the stored `trigger` says `subject` for every withdrawal of the subject's)."""
+    name = (
+        pb.RevocationTrigger.Name(event_trigger(trigger, scope)).removeprefix("REVOCATION_TRIGGER_").lower()
+    )
+    return "withdrawal" if name == "subject" else name
+
+
 def timestamp(value: dt.datetime) -> Timestamp:
     ts = Timestamp()
     ts.FromDatetime(value.astimezone(dt.UTC))

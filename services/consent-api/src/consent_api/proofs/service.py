@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from consent_api.consents.models import Consent
 from consent_api.context import AppContext
+from consent_api.events import notice_trigger
 from consent_api.notices import repository as notices_repo
 from consent_api.notices.rules import iso
 from consent_api.notices.service import overall_status
@@ -105,7 +106,8 @@ def claims(session: Session, ctx: AppContext, revocation: Revocation, now: dt.da
         "revocation": {
             "id": revocation.id,
             "scope": revocation.scope,
-            "trigger": revocation.trigger,
+            # In the notices' vocabulary (withdrawal, purpose_withdrawal, ...), not the stored one.
+            "trigger": notice_trigger(revocation.trigger, revocation.scope),
             "purposes": purposes_of(revocation, consents),
             "consent_id": revocation.consent_id,
             "licensee_id": revocation.licensee_id,

@@ -1,6 +1,6 @@
 """audit_entries, audit_heads, audit_checkpoints, audit_checkpoint_heads: the registry's audit chains
 
-Revision ID: 0005
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-04 19:00:00
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from rescind_common.migrations import create_audit_chain_tables, create_audit_checkpoint_tables, drop_audit_tables
 
-revision: str = "0005"
+revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
