@@ -393,7 +393,7 @@ def test_the_proof_verifies_against_the_published_jwks_and_records_every_holder(
         {
             "id": rev["id"],
             "scope": "purpose",
-            "trigger": "subject",
+            "trigger": "purpose_withdrawal",
             "purposes": ["model_training"],
         },
     )

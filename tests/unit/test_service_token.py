@@ -118,8 +118,11 @@ def test_production_refuses_a_process_without_a_secret_it_reads_and_no_other(tmp
         auth_issuer="https://idp.example",
         auth_jwks_url="https://idp.example/jwks.json",
         worker_secret_key=base64.b64encode(bytes(32)).decode(),
+        worker_audit_signing_key_file=tmp_path / "audit.pem",
     )
-    s.require_secrets("serve")  # the API has its key, and needs no registry token
+    s.require_secrets("serve")  # the API has its keys, and needs no registry token
+    with pytest.raises(ValueError, match="RESCIND_WORKER_AUDIT_SIGNING_KEY_FILE"):
+        s.model_copy(update={"worker_audit_signing_key_file": None}).require_secrets("serve")
     s.require_secrets("worker --role delivery")
     with pytest.raises(ValueError, match="RESCIND_WORKER_REGISTRY_TOKEN"):
         s.require_secrets("worker --role intake")

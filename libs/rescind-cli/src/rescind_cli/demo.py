@@ -153,15 +153,19 @@ def story(urls: Urls, auth: Callable[[str, str], dict[str, str]], out_dir: Path)
             "registering samples",
         )["items"]
         ids = [s["id"] for s in samples]
-        consent = _check(
-            http.post(
-                f"{urls.consent}/v1/consents",
-                headers=seller,
-                json={"sample_ids": ids, "purposes": ["model_training", "evaluation"]},
-            ),
-            "granting consent",
-        )
-        print(f"    consent {consent['id']}")
+        # Two consents (the face and voice first, the handwriting later), both for both purposes.
+        consents = [
+            _check(
+                http.post(
+                    f"{urls.consent}/v1/consents",
+                    headers=seller,
+                    json={"sample_ids": group, "purposes": ["model_training", "evaluation"]},
+                ),
+                "granting consent",
+            )
+            for group in ([ids[0], ids[1], ids[3]], [ids[2]])
+        ]
+        print(f"    consents {consents[0]['id']} and {consents[1]['id']}")
 
         say("operator creates two licensees and records four licenses")
         acme = _check(
@@ -171,7 +175,7 @@ def story(urls: Urls, auth: Callable[[str, str], dict[str, str]], out_dir: Path)
             http.post(f"{urls.registry}/v1/licensees", headers=ops, json={"name": "Bolt Voice"}), "licensee"
         )
 
-        def license_(licensee: str, purpose: str, sample_ids: list[str]) -> str:
+        def license_(licensee: str, consent: dict[str, Any], purpose: str, sample_ids: list[str]) -> str:
             body = {
                 "licensee_id": licensee,
                 "consent_id": consent["id"],
@@ -190,10 +194,10 @@ def story(urls: Urls, auth: Callable[[str, str], dict[str, str]], out_dir: Path)
             assert last is not None
             return _check(last, "recording a license")["id"]
 
-        acme_l1 = license_(acme["id"], "model_training", ids[0:2])
-        acme_l2 = license_(acme["id"], "model_training", ids[2:3])
-        bolt_train = license_(bolt["id"], "model_training", ids[1:3])
-        bolt_eval = license_(bolt["id"], "evaluation", ids[3:4])
+        acme_l1 = license_(acme["id"], consents[0], "model_training", ids[0:2])
+        acme_l2 = license_(acme["id"], consents[1], "model_training", ids[2:3])
+        bolt_train = license_(bolt["id"], consents[0], "model_training", ids[1:2])
+        bolt_eval = license_(bolt["id"], consents[0], "evaluation", ids[3:4])
         acme_auth, bolt_auth = auth("licensee", acme["id"]), auth("licensee", bolt["id"])
 
         say("Acme declares a model trained on both its licenses; Bolt a sharded one (s1 training, s2 eval)")

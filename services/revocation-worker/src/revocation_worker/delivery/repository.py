@@ -319,6 +319,15 @@ def delivery_statuses(session: Session, notice_id: str) -> list[str]:
     ]
 
 
+def lock_deliveries_of_notice(session: Session, notice_id: str) -> None:
+    """Row-lock a notice's deliveries in id order. A request that changes a notice and then its
+    deliveries takes these first, so it locks in the recorder's order (deliveries, then notices)
+    and cannot deadlock with it."""
+    session.execute(
+        select(Delivery.id).where(Delivery.notice_id == notice_id).order_by(Delivery.id).with_for_update()
+    ).all()
+
+
 def cancel_pending_for_notice(session: Session, notice_id: str) -> None:
     session.execute(
         update(Delivery)

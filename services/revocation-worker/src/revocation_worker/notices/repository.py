@@ -38,7 +38,8 @@ def get_own(session: Session, licensee_id: str, notice_id: str, *, lock: bool = 
 def get(session: Session, notice_id: str, *, lock: bool = False) -> Notice | None:
     stmt = select(Notice).where(Notice.id == notice_id)
     if lock:
-        stmt = stmt.with_for_update()
+        # Locked, it is read afresh even when this session already holds it.
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     return session.scalars(stmt).one_or_none()
 
 

@@ -26,6 +26,12 @@ def _own(session: DbSession, licensee_id: str, notice_id: str, *, lock: bool = F
     return notice
 
 
+def _own_for_change(session: DbSession, licensee_id: str, notice_id: str) -> Notice:
+    """The caller's notice, locked for a change that also touches its deliveries."""
+    _own(session, licensee_id, notice_id)
+    return service.lock_for_change(session, notice_id)
+
+
 @router.get("", response_model=Page[NoticeOut], summary="List own notices")
 def list_notices(
     licensee: CurrentLicensee,
@@ -69,7 +75,7 @@ def notice_samples(
 def ack_notice(
     notice_id: str, body: AckIn, licensee: CurrentLicensee, session: DbSession, ctx: Ctx
 ) -> NoticeOut:
-    notice = service.acknowledge(session, ctx, _own(session, licensee.sub, notice_id, lock=True), body)
+    notice = service.acknowledge(session, ctx, _own_for_change(session, licensee.sub, notice_id), body)
     return service.to_out(session, ctx, notice)
 
 
@@ -90,7 +96,7 @@ def redeliver_notice(notice_id: str, licensee: CurrentLicensee, session: DbSessi
             type_=PROBLEM_BASE + "redeliver-rate-limited",
             headers={"Retry-After": str(retry_after)},
         )
-    notice = _own(session, licensee.sub, notice_id, lock=True)
+    notice = _own_for_change(session, licensee.sub, notice_id)
     service.redeliver(session, ctx, notice)
     return service.to_out(session, ctx, notice)
 

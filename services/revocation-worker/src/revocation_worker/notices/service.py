@@ -428,6 +428,15 @@ def to_out(session: Session, ctx: AppContext, notice: Notice, *, with_deliveries
     )
 
 
+def lock_for_change(session: Session, notice_id: str) -> Notice:
+    """Lock a notice's deliveries, then the notice: the delivery recorder's order (deliveries,
+    endpoints, notices), so an ack or a redeliver cannot deadlock with a delivery being recorded."""
+    deliveries_repo.lock_deliveries_of_notice(session, notice_id)
+    notice = repository.get(session, notice_id, lock=True)
+    assert notice is not None  # the caller found it, and notices are never deleted
+    return notice
+
+
 def acknowledge(session: Session, ctx: AppContext, notice: Notice, body: AckIn) -> Notice:
     """Merge one ack into the notice's answer (notices/rules.py): acknowledged when everything it
     named is answered, else partially acknowledged; the event of either in the same transaction."""
