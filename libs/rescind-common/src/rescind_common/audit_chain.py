@@ -45,6 +45,8 @@ from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
 from sqlalchemy.orm.attributes import get_history
 
 from rescind_common.db import JSONType, UTCDateTime, utcnow
+from rescind_common.ids import new_id
+from rescind_common.outbox import insert_outbox, outbox_row
 
 log = logging.getLogger(__name__)
 
@@ -640,6 +642,26 @@ def write_checkpoint(
     claims["jws"] = jws
     publish(conn, claims)
     return claims
+
+
+def outbox_publisher(
+    *, service: str, outbox: Any, topic: str, envelope: Callable[..., Any]
+) -> Callable[[Connection, dict[str, Any]], None]:
+    """`publish` for write_checkpoint: the checkpoint as the `audit_checkpoint` payload of the
+    service's event message (`envelope(event_id=, producer=, audit_checkpoint=)`), appended to its
+    topic's outbox keyed `audit:<service>`, in the checkpoint's transaction."""
+
+    def publish(conn: Connection, claims: dict[str, Any]) -> None:
+        cp = checkpoint_message(claims)
+        event_id = new_id("evt")
+        message = envelope(event_id=event_id, producer=service, audit_checkpoint=cp)
+        message.occurred_at.CopyFrom(cp.at)
+        row = outbox_row(
+            topic=topic, key=f"audit:{service}", event_id=event_id, event_type=EVENT_TYPE, message=message
+        )
+        insert_outbox(conn, outbox, [row])
+
+    return publish
 
 
 def checkpoint_message(claims: Mapping[str, Any]) -> Any:

@@ -21,8 +21,6 @@ from consent_api.db import Outbox
 from consent_api.subjects.models import Subject
 from rescind_common import audit_api, audit_chain, bulk
 from rescind_common.db import utcnow
-from rescind_common.ids import new_id
-from rescind_common.outbox import insert_outbox, outbox_row
 from rescind_common.proto.rescind.v1 import consent_events_pb2
 
 GENESIS = audit_chain.GENESIS
@@ -140,21 +138,12 @@ def checkpoint(
 ) -> dict[str, Any] | None:
     """The next signed checkpoint (receipt keys), appended to the consent topic's outbox, in the
     caller's transaction; None when another replica writes or no head moved."""
-
-    def publish(c: Connection, claims: dict[str, Any]) -> None:
-        cp = audit_chain.checkpoint_message(claims)
-        event_id = new_id("evt")
-        message = consent_events_pb2.ConsentEvent(event_id=event_id, producer=SERVICE, audit_checkpoint=cp)
-        message.occurred_at.CopyFrom(cp.at)
-        row = outbox_row(
-            topic=settings.kafka_consent_topic,
-            key=f"audit:{SERVICE}",
-            event_id=event_id,
-            event_type=audit_chain.EVENT_TYPE,
-            message=message,
-        )
-        insert_outbox(c, Outbox, [row])
-
+    publish = audit_chain.outbox_publisher(
+        service=SERVICE,
+        outbox=Outbox,
+        topic=settings.kafka_consent_topic,
+        envelope=consent_events_pb2.ConsentEvent,
+    )
     return audit_chain.write_checkpoint(
         conn,
         service=SERVICE,

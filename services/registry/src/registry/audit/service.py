@@ -12,8 +12,6 @@ from registry.config import RegistrySettings
 from registry.db import Outbox
 from rescind_common import audit_chain
 from rescind_common.audit_api import GenericSource
-from rescind_common.ids import new_id
-from rescind_common.outbox import insert_outbox, outbox_row
 from rescind_common.proto.rescind.v1 import license_events_pb2 as pb
 
 SERVICE = "registry"
@@ -34,21 +32,9 @@ def checkpoint(
 ) -> dict[str, Any] | None:
     """Write the next checkpoint in the caller's transaction (None: another replica is writing, or
     no head moved)."""
-
-    def publish(c: Connection, claims: dict[str, Any]) -> None:
-        cp = audit_chain.checkpoint_message(claims)
-        event_id = new_id("evt")
-        message = pb.LicenseEvent(event_id=event_id, producer=SERVICE, audit_checkpoint=cp)
-        message.occurred_at.CopyFrom(cp.at)
-        row = outbox_row(
-            topic=settings.kafka_license_topic,
-            key=f"audit:{SERVICE}",
-            event_id=event_id,
-            event_type=audit_chain.EVENT_TYPE,
-            message=message,
-        )
-        insert_outbox(c, Outbox, [row])
-
+    publish = audit_chain.outbox_publisher(
+        service=SERVICE, outbox=Outbox, topic=settings.kafka_license_topic, envelope=pb.LicenseEvent
+    )
     return audit_chain.write_checkpoint(
         conn,
         service=SERVICE,

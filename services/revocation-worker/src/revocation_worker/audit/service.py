@@ -9,8 +9,6 @@ from sqlalchemy import Connection, Table
 
 from rescind_common import audit_chain
 from rescind_common.audit_api import GenericSource
-from rescind_common.ids import new_id
-from rescind_common.outbox import insert_outbox, outbox_row
 from rescind_common.proto.rescind.v1 import notice_events_pb2 as pb
 from revocation_worker.audit.models import AuditCheckpoint, AuditCheckpointHead, AuditEntry, AuditHead
 from revocation_worker.config import WorkerSettings
@@ -34,21 +32,9 @@ def checkpoint(
 ) -> dict[str, Any] | None:
     """Write the next checkpoint in the caller's transaction (None: another replica is writing, or
     no head moved)."""
-
-    def publish(c: Connection, claims: dict[str, Any]) -> None:
-        cp = audit_chain.checkpoint_message(claims)
-        event_id = new_id("evt")
-        message = pb.NoticeEvent(event_id=event_id, producer=SERVICE, audit_checkpoint=cp)
-        message.occurred_at.CopyFrom(cp.at)
-        row = outbox_row(
-            topic=settings.kafka_notice_topic,
-            key=f"audit:{SERVICE}",
-            event_id=event_id,
-            event_type=audit_chain.EVENT_TYPE,
-            message=message,
-        )
-        insert_outbox(c, Outbox, [row])
-
+    publish = audit_chain.outbox_publisher(
+        service=SERVICE, outbox=Outbox, topic=settings.kafka_notice_topic, envelope=pb.NoticeEvent
+    )
     return audit_chain.write_checkpoint(
         conn,
         service=SERVICE,
