@@ -14,9 +14,10 @@ import httpx
 import pytest
 
 from rescind_cli.demo import Receiver
+from revocation_worker.delivery.loop import lease_for
 
 from support.stack import Stack, running_on_postgres
-from support.wait import wait_until
+from support.wait import WaitTimeout, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -307,9 +308,28 @@ def test_worker_sigkilled_during_a_burst_loses_no_notice(stack: Stack, tmp_path:
             got = {v["payload"]["data"]["revocation_id"] for v in rx.verified}
             return got >= set(revocations)
 
-        wait_until(
-            all_delivered, timeout=120, what="every revocation delivered after the restart", interval=0.2
-        )
+        try:
+            # A delivery the killed worker had leased but not recorded is retried when its lease
+            # expires (lease_for: two minutes by default), so allow that and some more.
+            wait_until(
+                all_delivered,
+                timeout=lease_for(10).total_seconds() + 90,
+                what="every revocation delivered after the restart",
+                interval=0.2,
+            )
+        except WaitTimeout:
+            # Say where the missing ones are stuck: their notices and deliveries as the worker has them.
+            got = {v["payload"]["data"]["revocation_id"] for v in rx.verified}
+            notices = w.http.get(
+                f"{stack.url('worker')}/v1/operator/notices",
+                params={"licensee_id": buyer, "limit": 100},
+                headers=w.ops,
+            ).json()
+            stuck = [n for n in notices.get("items", []) if n["revocation_id"] not in got]
+            missing = set(revocations) - got
+            raise AssertionError(
+                f"{len(missing)} revocations never delivered: {missing}; stuck: {stuck}"
+            ) from None
         assert rx.rejected == 0
         # Duplicates are only redeliveries of the same notice, with the same webhook-id.
         by_id: dict[str, set[str]] = {}
