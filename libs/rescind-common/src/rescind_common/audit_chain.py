@@ -46,7 +46,6 @@ from sqlalchemy.orm.attributes import get_history
 
 from rescind_common.db import JSONType, UTCDateTime, utcnow
 from rescind_common.ids import new_id
-from rescind_common.outbox import insert_outbox, outbox_row
 
 log = logging.getLogger(__name__)
 
@@ -650,6 +649,8 @@ def outbox_publisher(
     """`publish` for write_checkpoint: the checkpoint as the `audit_checkpoint` payload of the
     service's event message (`envelope(event_id=, producer=, audit_checkpoint=)`), appended to its
     topic's outbox keyed `audit:<service>`, in the checkpoint's transaction."""
+    # Imported here: the outbox brings the Kafka client, which the CLI's verifier must not load.
+    from rescind_common.outbox import insert_outbox, outbox_row
 
     def publish(conn: Connection, claims: dict[str, Any]) -> None:
         cp = checkpoint_message(claims)
